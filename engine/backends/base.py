@@ -1,0 +1,66 @@
+"""The backend interface: what the scheduler needs from a GPU (simulated or real).
+
+The scheduler is single-threaded: it calls ``submit`` to enqueue launches and
+``wait`` to let time pass until a completion or its next host event, whichever
+comes first. Nothing here may block past ``until_ns``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+from engine.model import KernelSpec, Launch
+
+# Stream 0 is the greatest-priority stream (HP); larger numbers are less urgent (LP).
+HP_STREAM = 0
+LP_STREAM = 1
+
+
+class BackendError(RuntimeError):
+    """A backend failure the engine reports instead of crashing or hanging."""
+
+
+class Backend(ABC):
+    name: str = "?"
+
+    @property
+    @abstractmethod
+    def device(self) -> str:
+        """Human-readable device name ("simulated H100 (132 SMs)", "NVIDIA H100 80GB HBM3")."""
+
+    @property
+    @abstractmethod
+    def sms(self) -> int:
+        """Number of SMs (used for the wave model)."""
+
+    @abstractmethod
+    def prepare(self, kernel: KernelSpec) -> int:
+        """Make ``kernel`` launchable (compile, allocate inputs); return resident blocks per SM."""
+
+    @abstractmethod
+    def now_ns(self) -> int:
+        """The backend's clock (virtual for the sim, monotonic for real GPUs)."""
+
+    @abstractmethod
+    def submit(self, launch: Launch) -> None:
+        """Enqueue ``launch`` on its stream. Sets ``launch.issue_ns``. Never waits for the GPU."""
+
+    @abstractmethod
+    def wait(self, until_ns: int) -> list[Launch]:
+        """Advance until at least one launch completes or ``until_ns`` is reached.
+
+        Returns the launches that completed (``start_ns``/``end_ns`` filled in), in
+        completion order; an empty list means ``until_ns`` was reached first.
+        """
+
+    def launch_latency_ns(self) -> int:
+        """Typical enqueue → GPU-visible latency, used to pre-issue the next slice."""
+        return 5_000
+
+    def gpu_sample(self) -> dict[str, Any] | None:
+        """One NVML-style sample (util, clocks, power, memory), or None where absent."""
+        return None
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release device resources."""

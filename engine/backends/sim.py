@@ -1,0 +1,225 @@
+"""Deterministic discrete-event model of a GPU (the default where there is no GPU).
+
+What it models, and why that is enough for scheduling decisions:
+- SMs with a fixed capacity; a block of a kernel with occupancy ``blocks_per_sm`` uses
+  1/blocks_per_sm of an SM (integer units, so no float drift).
+- Streams execute launches in order; stream 0 is the greatest priority. When capacity
+  frees, queued blocks of higher-priority streams are dispatched first. Running blocks
+  are never preempted: an HP kernel waits for the blocks already resident.
+- Launch latency: a launch becomes visible to the GPU ``launch_latency_us`` after it is
+  enqueued; each enqueue costs the host ``launch_cost_us``.
+- Interference: a block that starts while blocks of the other class (hp vs lp) are
+  resident runs ``1 + interference`` times longer (memory/cache contention).
+
+Blocks are simulated as *trains*: a group of ``width`` blocks of one launch running in
+back-to-back waves. A train costs two events however many waves it runs; when a
+higher-priority launch needs capacity, lower-priority trains are cut at their next wave
+boundary (that is where a real block scheduler would hand SM slots over), and when
+capacity frees up a narrow train is cut so it can be re-dispatched wider.
+"""
+
+from __future__ import annotations
+
+import heapq
+import time
+from collections import deque
+from dataclasses import dataclass
+
+from engine.backends.base import Backend
+from engine.model import HP, KernelSpec, Launch
+
+UNITS_PER_SM = 840  # divisible by 1..8: every occupancy maps to whole units
+
+
+@dataclass(frozen=True)
+class SimParams:
+    sms: int = 132
+    launch_latency_us: float = 6.0
+    launch_cost_us: float = 10.5
+    interference: float = 0.3
+    name: str = "simulated H100"
+
+
+class _Run:
+    """Sim-side state of one launch."""
+
+    __slots__ = ("launch", "unit", "undispatched", "trains", "visible")
+
+    def __init__(self, launch: Launch, unit: int) -> None:
+        self.launch = launch
+        self.unit = unit
+        self.undispatched = launch.blocks
+        self.trains = 0
+        self.visible = False
+
+
+class _Train:
+    __slots__ = ("run", "width", "t0", "wave_ns", "waves", "version", "hp")
+
+    def __init__(self, run: _Run, width: int, t0: int, wave_ns: int, waves: int) -> None:
+        self.run = run
+        self.width = width
+        self.t0 = t0
+        self.wave_ns = wave_ns
+        self.waves = waves
+        self.version = 0
+        self.hp = run.launch.cls == HP
+
+    @property
+    def end(self) -> int:
+        return self.t0 + self.waves * self.wave_ns
+
+
+_VISIBLE, _TRAIN_END = 0, 1
+
+
+class SimBackend(Backend):
+    name = "sim"
+
+    def __init__(self, params: SimParams | None = None, realtime: bool = False) -> None:
+        self.params = params or SimParams()
+        self._capacity = self.params.sms * UNITS_PER_SM
+        self._free = self._capacity
+        self._now = 0
+        self._seq = 0
+        self._heap: list[tuple[int, int, int, object, int]] = []
+        self._streams: dict[int, deque[_Run]] = {}
+        self._stream_order: list[int] = []
+        self._trains: list[_Train] = []
+        self._resident = {True: 0, False: 0}  # running trains per class (hp=True)
+        self._latency_ns = int(self.params.launch_latency_us * 1000)
+        self._cost_ns = int(self.params.launch_cost_us * 1000)
+        self._slow = 1.0 + self.params.interference
+        self._completed: list[Launch] = []
+        self._realtime = realtime
+        self._wall0 = time.monotonic_ns()
+
+    # -- Backend interface -------------------------------------------------------
+    @property
+    def device(self) -> str:
+        return f"{self.params.name} ({self.params.sms} SMs)"
+
+    @property
+    def sms(self) -> int:
+        return self.params.sms
+
+    def prepare(self, kernel: KernelSpec) -> int:
+        if not 1 <= kernel.blocks_per_sm <= 8:
+            raise ValueError(f"kernel {kernel.name}: blocks_per_sm must be 1..8")
+        return kernel.blocks_per_sm
+
+    def now_ns(self) -> int:
+        return self._now
+
+    def launch_latency_ns(self) -> int:
+        return self._latency_ns
+
+    def submit(self, launch: Launch) -> None:
+        launch.issue_ns = self._now
+        run = _Run(launch, UNITS_PER_SM // launch.kernel.blocks_per_sm)
+        self._streams.setdefault(launch.stream, deque()).append(run)
+        if launch.stream not in self._stream_order:
+            self._stream_order.append(launch.stream)
+            self._stream_order.sort()
+        self._push(self._now + self._latency_ns, _VISIBLE, run, 0)
+        self._now += self._cost_ns  # the host is busy issuing
+
+    def wait(self, until_ns: int) -> list[Launch]:
+        heap = self._heap
+        while heap and heap[0][0] <= until_ns:
+            t, _, kind, obj, version = heapq.heappop(heap)
+            if self._now < t:
+                self._now = t
+            if kind == _VISIBLE:
+                obj.visible = True  # type: ignore[attr-defined]
+                self._dispatch(t)
+            elif obj.version == version:  # type: ignore[attr-defined]
+                self._train_end(obj, t)  # type: ignore[arg-type]
+            if self._completed and (not heap or heap[0][0] > t):
+                break
+        if not self._completed and self._now < until_ns:
+            self._now = until_ns
+        if self._realtime:
+            self._pace()
+        done, self._completed = self._completed, []
+        return done
+
+    # -- internals -----------------------------------------------------------------
+    def _push(self, t: int, kind: int, obj: object, version: int) -> None:
+        self._seq += 1
+        heapq.heappush(self._heap, (t, self._seq, kind, obj, version))
+
+    def _pace(self) -> None:
+        """Wall-clock mode: sleep until the wall clock catches up with virtual time."""
+        ahead = self._now - (time.monotonic_ns() - self._wall0)
+        if ahead > 0:
+            time.sleep(ahead / 1e9)
+
+    def _dispatch(self, t: int) -> None:
+        starved = -1
+        for sid in self._stream_order:
+            q = self._streams[sid]
+            if not q:
+                continue
+            run = q[0]
+            if not run.visible or run.undispatched == 0:
+                continue
+            fit = self._free // run.unit
+            if fit == 0:
+                if starved < 0:
+                    starved = sid
+                continue
+            self._start_train(run, min(run.undispatched, fit), t)
+            if run.undispatched:  # blocks still waiting: lower streams get nothing now
+                starved = sid
+                break
+        if starved >= 0:
+            self._cut_trains(t, lambda tr: tr.run.launch.stream > starved)
+        elif self._free and self._trains:
+            # Capacity left over: let narrow trains re-dispatch wider at their next wave.
+            self._cut_trains(t, lambda tr: 8 * (self._free // tr.run.unit) >= tr.width)
+
+    def _start_train(self, run: _Run, width: int, t: int) -> None:
+        full = self.params.sms * run.launch.kernel.blocks_per_sm
+        # A train narrower than a full wave runs one wave only: its remaining blocks stay
+        # queued, so they (not lower-priority blocks) take the next freed slots.
+        waves = run.undispatched // width if width >= full else 1
+        run.undispatched -= waves * width
+        run.trains += 1
+        launch = run.launch
+        if launch.start_ns < 0:
+            launch.start_ns = t
+        hp = launch.cls == HP
+        wave_ns = int(launch.kernel.block_us * 1000)
+        if self._resident[not hp]:
+            wave_ns = int(wave_ns * self._slow)
+        train = _Train(run, width, t, wave_ns, waves)
+        self._free -= width * run.unit
+        self._resident[hp] += 1
+        self._trains.append(train)
+        self._push(train.end, _TRAIN_END, train, 0)
+
+    def _cut_trains(self, t: int, which) -> None:  # noqa: ANN001 - private predicate
+        for tr in self._trains:
+            if tr.waves <= 1 or not which(tr):
+                continue
+            started = (t - tr.t0) // tr.wave_ns + 1  # waves begun by t (the current one runs on)
+            if started >= tr.waves:
+                continue
+            tr.run.undispatched += (tr.waves - started) * tr.width
+            tr.waves = started
+            tr.version += 1
+            self._push(tr.end, _TRAIN_END, tr, tr.version)
+
+    def _train_end(self, tr: _Train, t: int) -> None:
+        self._trains.remove(tr)
+        run = tr.run
+        run.trains -= 1
+        self._free += tr.width * run.unit
+        self._resident[tr.hp] -= 1
+        if run.undispatched == 0 and run.trains == 0:
+            launch = run.launch
+            launch.end_ns = t
+            self._streams[launch.stream].popleft()  # in-order: the finished launch is the head
+            self._completed.append(launch)
+        self._dispatch(t)

@@ -1,0 +1,197 @@
+"""``hbtui bench``: LP alone, then each policy on identical arrivals; JSON per design.md.
+
+Exclusive runs first (even when not asked for) whenever an HP task uses ``slo_factor``
+or to give the preemption baseline: SLO = factor × exclusive p99 of request latency,
+preemption latency = enqueue→start minus exclusive's median for the same kernel.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+from engine.backends import make_backend, resolve_backend
+from engine.metrics import Histogram
+from engine.model import HP, LP
+from engine.profile import Profile
+from engine.scheduler import Scheduler
+
+SCHEMA = 1
+Progress = Callable[[str, float], None]
+
+
+def _stderr_progress(label: str, frac: float) -> None:
+    sys.stderr.write(f"\r  {label:<12} {frac * 100:5.1f}%")
+    if frac >= 1.0:
+        sys.stderr.write("\n")
+    sys.stderr.flush()
+
+
+def _run(prof: Profile, policy: str, duration_s: float, warmup_s: float, backend: str,
+         seed: int, baseline_p99: dict[str, float], waits: dict[str, int],
+         lp_only: bool, progress: Progress | None) -> Scheduler:  # fmt: skip
+    tasks = [replace(t) for t in prof.tasks if (t.cls == LP or not lp_only)]
+    be = make_backend(backend, prof.sim, prof.device)
+    sched = Scheduler(prof.kernels, tasks, be, policy, seed, baseline_p99)
+    sched.metrics.preempt_baseline_ns = dict(waits)
+    t0 = be.now_ns()
+    sched.run_until(t0 + int(warmup_s * 1e9))
+    sched.reset_stats()
+    start = be.now_ns()
+    end = start + int(duration_s * 1e9)
+    step = max(1, (end - start) // 20)
+    label = "lp-alone" if lp_only else policy
+    t = start
+    while t < end:
+        t = min(end, t + step)
+        sched.run_until(t)
+        if progress:
+            progress(label, (t - start) / (end - start))
+    be.close()
+    return sched
+
+
+def _aggregate(sched: Scheduler, lp_alone_rate: float | None) -> dict[str, Any]:
+    s = sched.summary()
+    wall = s["wall_s"]
+    m = sched.metrics
+    hp_lat, pre = Histogram(), Histogram()
+    requests = hits = 0
+    slo_ms = None
+    lp_blocks = lp_slices = 0
+    for name, ts in m.tasks.items():
+        if ts.cls == HP:
+            hp_lat.merge(ts.latency)
+            pre.merge(ts.preemption(m.preempt_baseline_ns))
+            requests += ts.requests
+            hits += ts.slo_hits
+            task = sched.tasks.get(name)
+            slo = sched.slo_ns(task) if task else None
+            slo_ms = slo / 1e6 if slo else slo_ms
+        else:
+            lp_blocks += ts.blocks
+            lp_slices += ts.slices
+    lp_rate = lp_blocks / wall if wall else 0.0
+    return {
+        "hp": {
+            "requests": requests,
+            "slo_ms": slo_ms,
+            "slo_attainment": hits / requests if requests else None,
+            "p50_ms": hp_lat.percentile(50) / 1e6,
+            "p99_ms": hp_lat.percentile(99) / 1e6,
+        },
+        "lp": {
+            "work_per_s": lp_rate,
+            "throughput_norm": lp_rate / lp_alone_rate if lp_alone_rate else None,
+        },
+        "preemption_us": {
+            "p50": pre.percentile(50) / 1e3,
+            "p99": pre.percentile(99) / 1e3,
+            "max": pre.max / 1e3,
+        },
+        "harvest_ratio": s["harvest_ratio"],
+        "gpu_busy": s["gpu_busy"],
+        "slices": lp_slices,
+        "tasks": s["tasks"],
+    }
+
+
+def bench(
+    prof: Profile,
+    policies: list[str],
+    duration_s: float,
+    seed: int | None = None,
+    backend: str = "sim",
+    progress: Progress | None = _stderr_progress,
+    warmup_s: float | None = None,
+) -> dict[str, Any]:
+    seed = prof.seed if seed is None else seed
+    kind = resolve_backend(backend)
+    warm = min(1.0, duration_s * 0.1) if warmup_s is None else warmup_s
+    has_hp = any(t.cls == HP for t in prof.tasks)
+    has_lp = any(t.cls == LP for t in prof.tasks)
+    wall0 = time.perf_counter()
+    out: dict[str, Any] = {
+        "schema": SCHEMA,
+        "backend": kind,
+        "device": "",
+        "profile": prof.name,
+        "seed": seed,
+        "duration_s": duration_s,
+        "warmup_s": warm,
+        "simulated": kind == "sim",
+        "lp_alone": {"work_per_s": None},
+        "results": {},
+    }
+    lp_alone = None
+    if has_lp:
+        s = _run(prof, "spatial", duration_s, warm, kind, seed, {}, {}, True, progress)
+        out["device"] = s.backend.device
+        wall = s.summary()["wall_s"]
+        lp_alone = sum(ts.blocks for ts in s.metrics.tasks.values()) / wall
+        out["lp_alone"]["work_per_s"] = lp_alone
+    baseline: dict[str, float] = {}
+    waits: dict[str, int] = {}
+    order = list(dict.fromkeys(policies))
+    if has_hp and "exclusive" not in order:
+        order.insert(0, "exclusive")
+    elif "exclusive" in order:
+        order.remove("exclusive")
+        order.insert(0, "exclusive")
+    for pol in order:
+        s = _run(prof, pol, duration_s, warm, kind, seed, baseline, waits, False, progress)
+        out["device"] = s.backend.device
+        if pol == "exclusive":
+            for name, ts in s.metrics.tasks.items():
+                if ts.cls == HP:
+                    baseline[name] = ts.latency.percentile(99) / 1e6
+            waits = s.metrics.wait_medians()
+            s.baseline_p99_ms = dict(baseline)
+            s.metrics.preempt_baseline_ns = dict(waits)
+            # Its SLO was only known after the run: count hits from the histogram.
+            for name, ts in s.metrics.tasks.items():
+                if ts.cls == HP and (slo := s.slo_ns(s.tasks[name])) is not None:
+                    ts.slo_hits = round(ts.latency.fraction_le(slo) * ts.requests)
+        res = _aggregate(s, lp_alone)
+        if pol in policies:
+            out["results"][pol] = res
+        else:
+            out["baseline_exclusive"] = res
+    out["wall_s"] = time.perf_counter() - wall0
+    return out
+
+
+def format_table(result: dict[str, Any]) -> str:
+    head = (
+        f"{'policy':<12} {'SLO ms':>7} {'attain':>7} {'p50 ms':>7} {'p99 ms':>7} "
+        f"{'pre p50':>8} {'pre p99':>8} {'pre max':>8} {'LP norm':>8} {'harvest':>8} "
+        f"{'busy':>6} {'slices':>8}"
+    )
+    sim = " (SIMULATED GPU)" if result.get("simulated") else ""
+    lines = [
+        f"hbtui bench: profile {result['profile']} on {result['device']}{sim}, "
+        f"seed {result['seed']}, {result['duration_s']:g} s per policy",
+        head,
+        "-" * len(head),
+    ]
+
+    def f(v: Any, fmt: str) -> str:
+        return format(v, fmt) if isinstance(v, int | float) else "-"
+
+    for pol, r in result["results"].items():
+        hp, lp, pre = r["hp"], r["lp"], r["preemption_us"]
+        att = hp["slo_attainment"]
+        lines.append(
+            f"{pol:<12} {f(hp['slo_ms'], '7.3f')} "
+            f"{(f(att * 100, '6.2f') + '%') if att is not None else '      -'} "
+            f"{f(hp['p50_ms'], '7.3f')} {f(hp['p99_ms'], '7.3f')} "
+            f"{f(pre['p50'], '8.1f')} {f(pre['p99'], '8.1f')} {f(pre['max'], '8.1f')} "
+            f"{f(lp['throughput_norm'], '8.3f')} {f(r['harvest_ratio'], '8.3f')} "
+            f"{f(r['gpu_busy'], '6.3f')} {r['slices']:>8}"
+        )
+    alone = result["lp_alone"]["work_per_s"]
+    lines.append(f"LP alone: {f(alone, ',.0f')} blocks/s; preemption in µs beyond exclusive")
+    return "\n".join(lines)

@@ -1,0 +1,133 @@
+"""The four scheduling policies. Each decides which LP launches to issue *now*.
+
+HP kernels are always issued by the scheduler the moment they are due; a policy only
+chooses the stream HP goes on and what LP work to issue. Policies read live task state
+(priority, slice size, SLO, paused) at every decision, so a change applies at the next
+one. ``decide`` returns the time at which it wants to be asked again (or None: ask me at
+the next completion or host event).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from engine.backends.base import HP_STREAM, LP_STREAM
+
+if TYPE_CHECKING:
+    from engine.scheduler import Scheduler
+
+DEFAULT_SLICE_US = 100.0
+MAX_CONSOLIDATE = 4  # slices merged into one launch in long inter-request bubbles
+
+
+class Policy:
+    name = "?"
+    hp_stream = HP_STREAM
+
+    def decide(self, s: Scheduler, now: int) -> int | None:
+        raise NotImplementedError
+
+
+class Exclusive(Policy):
+    """HP only: the reference latency."""
+
+    name = "exclusive"
+
+    def decide(self, s: Scheduler, now: int) -> int | None:
+        return None
+
+
+class Spatial(Policy):
+    """HP and LP launched freely on separate priority streams (multi-stream sharing)."""
+
+    name = "spatial"
+
+    def decide(self, s: Scheduler, now: int) -> int | None:
+        for task in s.lp_tasks():
+            while s.lp_inflight_of(task.name) < 2:  # keep the LP stream fed
+                s.issue_lp(task, s.lp_remaining(task))
+        return None
+
+
+class Temporal(Policy):
+    """REEF-style time sharing: whole LP kernels, only while no HP request is in flight.
+
+    HP shares the LP stream, so an HP request that arrives while an LP kernel runs
+    waits for that whole kernel (no concurrent execution, no preemption).
+    """
+
+    name = "temporal"
+    hp_stream = LP_STREAM
+
+    def decide(self, s: Scheduler, now: int) -> int | None:
+        if s.hp_requests_in_flight or s.lp_inflight:
+            return None
+        tasks = s.lp_tasks()
+        if tasks:
+            s.issue_lp(tasks[0], s.lp_remaining(tasks[0]))
+        return None
+
+
+class Hummingbird(Policy):
+    """LP sliced into wave-sized sub-grids issued only into HP bubbles.
+
+    slice = min(operator cap, predicted remaining bubble, SLO-slack bound), in whole
+    waves (the smallest slice that still fills the GPU) unless the operator forces a
+    block count. The next slice is pre-issued at the predicted end of the current one
+    minus the launch latency, with at most one queued, so LP never leaves a gap and
+    an arriving HP kernel waits for at most the in-flight slice.
+    """
+
+    name = "hummingbird"
+
+    def decide(self, s: Scheduler, now: int) -> int | None:
+        if s.hp_kernels_active:
+            return None  # HP work queued or running: issue stops at once
+        tasks = s.lp_tasks()
+        if not tasks:
+            return None
+        task = tasks[0]
+        lat = s.launch_latency_ns
+        inflight = s.lp_inflight
+        if len(inflight) >= 2:
+            return None  # one running, one queued: the next completion wakes us
+        if inflight:
+            slice_start = inflight[-1].predicted_ns
+            if now < slice_start - lat:
+                return slice_start - lat  # pre-issue at predicted end − launch latency
+        else:
+            slice_start = now + lat
+
+        kernel = s.lp_kernel(task)
+        wave_blocks, wave_ns = s.waves.model(kernel)
+        cap_ns = int((task.slice_us or DEFAULT_SLICE_US) * 1000)
+        in_request = s.hp_requests_in_flight > 0
+        if not in_request:  # long inter-request bubble: consolidate slices
+            age = now - s.bubble_start_ns
+            cap_ns *= min(MAX_CONSOLIDATE, 1 + age // (4 * cap_ns))
+        budget = min(cap_ns, s.predicted_bubble_left(slice_start), s.slack_bound(now))
+        waves = budget // wave_ns if wave_ns > 0 else 0
+        if task.slice_blocks:  # operator-forced block count (may be below one wave)
+            if budget <= 0:
+                return None
+            blocks = min(task.slice_blocks, max(1, waves) * wave_blocks)
+        elif waves < 1:
+            return None  # below one full wave the GPU is not saturated: wait
+        else:
+            blocks = waves * wave_blocks
+        s.issue_lp(task, min(blocks, s.lp_remaining(task)), start_ns=slice_start)
+        return None  # the loop asks again right away, to schedule the pre-issue
+
+
+POLICIES: dict[str, type[Policy]] = {
+    p.name: p for p in (Exclusive, Spatial, Temporal, Hummingbird)
+}
+
+
+def make_policy(name: str) -> Policy:
+    try:
+        return POLICIES[name]()
+    except KeyError:
+        raise ValueError(
+            f"unknown policy {name!r} (choose from {', '.join(POLICIES)})"
+        ) from None

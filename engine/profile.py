@@ -1,0 +1,411 @@
+"""Scheduling profiles: TOML, ``version = 1``. Load, validate, save atomically.
+
+Validation errors name the file and the key path (``profiles/x.toml: tasks[1].slo_ms:
+must be > 0``) and are raised as ``ProfileError``; callers print the message, never a
+traceback. Saves write a temp file in the same directory, fsync it, then rename it over
+the target, so a crash never leaves a half-written profile.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from engine.backends.sim import SimParams
+from engine.model import CLASSES, HP, LP, Arrival, KernelSpec, Step, Task
+
+VERSION = 1
+ARRIVAL_KINDS = ("poisson", "periodic", "closed", "trace")
+BACKENDS = ("auto", "sim", "cuda")
+
+
+class ProfileError(ValueError):
+    """A profile problem, already formatted as ``file: key.path: what is wrong``."""
+
+
+@dataclass
+class Profile:
+    name: str
+    kernels: dict[str, KernelSpec]
+    tasks: list[Task]
+    backend: str = "auto"
+    policy: str = "hummingbird"
+    device: int = 0
+    seed: int = 1
+    sim: SimParams = field(default_factory=SimParams)
+    description: str = ""
+    path: str = ""
+
+
+def shipped_dir() -> Path:
+    return Path(str(resources.files("profiles")))
+
+
+def user_dir() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return Path(base) / "hbtui" / "profiles"
+
+
+def resolve(name_or_path: str) -> Path:
+    """A path as given, else a user profile, else a shipped one (``default`` → default.toml)."""
+    p = Path(name_or_path)
+    if p.exists() or p.suffix == ".toml" or os.sep in name_or_path:
+        return p
+    for d in (user_dir(), shipped_dir()):
+        cand = d / f"{name_or_path}.toml"
+        if cand.exists():
+            return cand
+    return p
+
+
+def list_profiles() -> list[tuple[str, Path, str]]:
+    """(name, path, origin) of every shipped and user profile; user ones shadow shipped."""
+    found: dict[str, tuple[str, Path, str]] = {}
+    for origin, d in (("shipped", shipped_dir()), ("user", user_dir())):
+        if d.is_dir():
+            for p in sorted(d.glob("*.toml")):
+                found[p.stem] = (p.stem, p, origin)
+    return sorted(found.values())
+
+
+class _Checker:
+    """Typed getters that raise ProfileError naming file and key path."""
+
+    def __init__(self, file: str) -> None:
+        self.file = file
+
+    def fail(self, path: str, msg: str) -> ProfileError:
+        return ProfileError(f"{self.file}: {path}: {msg}")
+
+    def table(self, d: Any, path: str) -> dict[str, Any]:
+        if not isinstance(d, dict):
+            raise self.fail(path, "must be a table")
+        return d
+
+    def keys(self, d: dict[str, Any], path: str, allowed: set[str]) -> None:
+        for k in d:
+            if k not in allowed:
+                raise self.fail(f"{path}.{k}" if path else k, "unknown key")
+
+    def num(self, d: dict[str, Any], key: str, path: str, default: Any = None, *,
+            positive: bool = False, minimum: float | None = None, integer: bool = False) -> Any:  # fmt: skip
+        p = f"{path}.{key}" if path else key
+        if key not in d:
+            if default is ...:
+                raise self.fail(p, "is required")
+            return default
+        v = d[key]
+        if isinstance(v, bool) or not isinstance(v, int | float) or (
+            integer and not isinstance(v, int)
+        ):
+            raise self.fail(p, f"must be {'an integer' if integer else 'a number'}, got {v!r}")
+        if not math.isfinite(v):
+            raise self.fail(p, f"must be finite, got {v!r}")
+        if positive and v <= 0:
+            raise self.fail(p, f"must be > 0, got {v!r}")
+        if minimum is not None and v < minimum:
+            raise self.fail(p, f"must be >= {minimum}, got {v!r}")
+        return v
+
+    def str_(self, d: dict[str, Any], key: str, path: str, default: Any = None,
+             choices: tuple[str, ...] | None = None) -> Any:  # fmt: skip
+        p = f"{path}.{key}" if path else key
+        if key not in d:
+            if default is ...:
+                raise self.fail(p, "is required")
+            return default
+        v = d[key]
+        if not isinstance(v, str) or not v:
+            raise self.fail(p, f"must be a non-empty string, got {v!r}")
+        if choices and v not in choices:
+            raise self.fail(p, f"must be one of {', '.join(choices)}; got {v!r}")
+        return v
+
+    def dims(self, d: dict[str, Any], key: str, path: str, default: Any) -> tuple[int, int, int]:
+        p = f"{path}.{key}"
+        v = d.get(key, default)
+        if v is ...:
+            raise self.fail(p, "is required")
+        if isinstance(v, int) and not isinstance(v, bool):
+            v = [v]
+        if (
+            not isinstance(v, list)
+            or not 1 <= len(v) <= 3
+            or not all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in v)
+        ):
+            raise self.fail(p, f"must be a positive integer or a list of 1-3 of them, got {v!r}")
+        v = list(v) + [1] * (3 - len(v))
+        return (v[0], v[1], v[2])
+
+
+def load(path: str | os.PathLike[str]) -> Profile:
+    p = Path(path)
+    file = str(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ProfileError(f"{file}: no such profile file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ProfileError(f"{file}: cannot read: {e}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ProfileError(f"{file}: invalid TOML: {e}") from None
+    prof = parse(data, file, base_dir=p.parent)
+    prof.path = file
+    return prof
+
+
+def parse(data: dict[str, Any], file: str = "<profile>", base_dir: Path | None = None) -> Profile:
+    c = _Checker(file)
+    c.keys(data, "", {"version", "name", "description", "engine", "kernels", "tasks"})
+    if "version" not in data:
+        raise c.fail("version", f"is required (this hbtui reads version = {VERSION})")
+    if data["version"] != VERSION:
+        raise c.fail("version", f"unsupported version {data['version']!r} (expected {VERSION})")
+    eng = c.table(data.get("engine", {}), "engine")
+    c.keys(eng, "engine", {"backend", "policy", "device", "seed", "sim"})
+    from engine.policies import POLICIES  # local: policies import nothing from here
+
+    sim_t = c.table(eng.get("sim", {}), "engine.sim")
+    c.keys(sim_t, "engine.sim", {"sms", "launch_latency_us", "launch_cost_us", "interference"})
+    d = SimParams()
+    sim = SimParams(
+        sms=c.num(sim_t, "sms", "engine.sim", d.sms, positive=True, integer=True),
+        launch_latency_us=c.num(
+            sim_t, "launch_latency_us", "engine.sim", d.launch_latency_us, minimum=0
+        ),
+        launch_cost_us=c.num(sim_t, "launch_cost_us", "engine.sim", d.launch_cost_us, minimum=0),
+        interference=c.num(sim_t, "interference", "engine.sim", d.interference, minimum=0),
+    )
+    kernels: dict[str, KernelSpec] = {}
+    for kname, kt in c.table(data.get("kernels", {}), "kernels").items():
+        path = f"kernels.{kname}"
+        kt = c.table(kt, path)
+        c.keys(kt, path, {"grid", "block", "smem", "blocks_per_sm", "block_us", "builtin",
+                          "params", "sliceable"})  # fmt: skip
+        bps = c.num(kt, "blocks_per_sm", path, 2, integer=True, positive=True)
+        if bps > 8:
+            raise c.fail(f"{path}.blocks_per_sm", f"must be 1..8, got {bps}")
+        sliceable = kt.get("sliceable", True)
+        if not isinstance(sliceable, bool):
+            raise c.fail(f"{path}.sliceable", "must be true or false")
+        kernels[kname] = KernelSpec(
+            name=kname,
+            grid=c.dims(kt, "grid", path, ...),
+            block=c.dims(kt, "block", path, 256),
+            smem=c.num(kt, "smem", path, 0, integer=True, minimum=0),
+            blocks_per_sm=bps,
+            block_us=c.num(kt, "block_us", path, 20.0, positive=True),
+            builtin=c.str_(kt, "builtin", path),
+            params=dict(c.table(kt.get("params", {}), f"{path}.params")),
+            sliceable=sliceable,
+        )
+    tasks_raw = data.get("tasks", [])
+    if not isinstance(tasks_raw, list) or not tasks_raw:
+        raise c.fail("tasks", "must be a non-empty array of tables ([[tasks]])")
+    tasks = [_task(c, t, i, kernels, base_dir) for i, t in enumerate(tasks_raw)]
+    names = [t.name for t in tasks]
+    for i, n in enumerate(names):
+        if n in names[:i]:
+            raise c.fail(f"tasks[{i}].name", f"duplicate task name {n!r}")
+    return Profile(
+        name=c.str_(data, "name", "", Path(file).stem),
+        description=data.get("description", "") if isinstance(data.get("description"), str) else "",
+        kernels=kernels,
+        tasks=tasks,
+        backend=c.str_(eng, "backend", "engine", "auto", BACKENDS),
+        policy=c.str_(eng, "policy", "engine", "hummingbird", tuple(POLICIES)),
+        device=c.num(eng, "device", "engine", 0, integer=True, minimum=0),
+        seed=c.num(eng, "seed", "engine", 1, integer=True),
+        sim=sim,
+    )
+
+
+def _task(c: _Checker, raw: Any, i: int, kernels: dict[str, KernelSpec],
+          base_dir: Path | None) -> Task:  # fmt: skip
+    path = f"tasks[{i}]"
+    t = c.table(raw, path)
+    c.keys(t, path, {"name", "class", "priority", "slo_ms", "slo_factor", "arrival", "kernels",
+                     "slice_us", "slice_blocks", "paused"})  # fmt: skip
+    name = c.str_(t, "name", path, ...)
+    cls = c.str_(t, "class", path, ..., CLASSES)
+    paused = t.get("paused", False)
+    if not isinstance(paused, bool):
+        raise c.fail(f"{path}.paused", "must be true or false")
+    ks = t.get("kernels")
+    if not isinstance(ks, list) or not ks:
+        raise c.fail(f"{path}.kernels", "must be a non-empty list")
+    task = Task(name=name, cls=cls, priority=c.num(t, "priority", path, 0, integer=True),
+                paused=paused)  # fmt: skip
+    if cls == HP:
+        for key in ("slice_us", "slice_blocks"):
+            if key in t:
+                raise c.fail(f"{path}.{key}", "only lp tasks are sliced")
+        if "slo_ms" in t and "slo_factor" in t:
+            raise c.fail(f"{path}.slo_ms", "give slo_ms or slo_factor, not both")
+        task.slo_ms = c.num(t, "slo_ms", path, None, positive=True)
+        task.slo_factor = c.num(t, "slo_factor", path, None, positive=True)
+        if task.slo_ms is None and task.slo_factor is None:
+            task.slo_factor = 1.0  # the paper's definition: SLO = exclusive p99
+        task.arrival = _arrival(c, t.get("arrival"), f"{path}.arrival", base_dir)
+        steps = []
+        for j, s in enumerate(ks):
+            sp = f"{path}.kernels[{j}]"
+            if isinstance(s, str):
+                s = {"kernel": s}
+            s = c.table(s, sp)
+            c.keys(s, sp, {"kernel", "gap_us", "jitter"})
+            k = c.str_(s, "kernel", sp, ...)
+            if k not in kernels:
+                raise c.fail(f"{sp}.kernel", f"unknown kernel {k!r} (define it under [kernels])")
+            jitter = c.num(s, "jitter", sp, 0.0, minimum=0)
+            if jitter > 1:
+                raise c.fail(f"{sp}.jitter", f"must be in 0..1, got {jitter}")
+            steps.append(Step(k, c.num(s, "gap_us", sp, 0.0, minimum=0), jitter))
+        task.steps = tuple(steps)
+    else:
+        for key in ("slo_ms", "slo_factor", "arrival"):
+            if key in t:
+                raise c.fail(f"{path}.{key}", "only hp tasks have an SLO and arrivals")
+        if "slice_us" in t and "slice_blocks" in t:
+            raise c.fail(f"{path}.slice_us", "give slice_us or slice_blocks, not both")
+        task.slice_us = c.num(t, "slice_us", path, None, positive=True)
+        task.slice_blocks = c.num(t, "slice_blocks", path, None, positive=True, integer=True)
+        for j, k in enumerate(ks):
+            if not isinstance(k, str) or k not in kernels:
+                raise c.fail(f"{path}.kernels[{j}]", f"unknown kernel {k!r}")
+        task.kernels = tuple(ks)
+    return task
+
+
+def _arrival(c: _Checker, raw: Any, path: str, base_dir: Path | None) -> Arrival:
+    if raw is None:
+        raise c.fail(path, "is required for hp tasks")
+    a = c.table(raw, path)
+    kind = c.str_(a, "kind", path, ..., ARRIVAL_KINDS)
+    allowed = {
+        "poisson": {"kind", "rate_hz"},
+        "periodic": {"kind", "rate_hz"},
+        "closed": {"kind", "outstanding", "think_us"},
+        "trace": {"kind", "path"},
+    }[kind]
+    c.keys(a, path, allowed)
+    if kind in ("poisson", "periodic"):
+        return Arrival(kind, rate_hz=c.num(a, "rate_hz", path, ..., positive=True))
+    if kind == "closed":
+        return Arrival(
+            kind,
+            outstanding=c.num(a, "outstanding", path, 1, positive=True, integer=True),
+            think_us=c.num(a, "think_us", path, 0.0, minimum=0),
+        )
+    rel = c.str_(a, "path", path, ...)
+    tp = Path(rel) if Path(rel).is_absolute() or base_dir is None else base_dir / rel
+    try:
+        lines = tp.read_text(encoding="utf-8").split()
+        times = tuple(float(x) for x in lines)
+    except OSError as e:
+        raise c.fail(f"{path}.path", f"cannot read trace {str(tp)!r}: {e.strerror}") from None
+    except ValueError as e:
+        raise c.fail(f"{path}.path", f"trace {str(tp)!r}: not a list of ms offsets ({e})") from None
+    if not times or any(not math.isfinite(x) or x < 0 for x in times) or list(times) != sorted(
+        times
+    ):
+        raise c.fail(f"{path}.path", f"trace {str(tp)!r}: needs ascending non-negative ms offsets")
+    return Arrival(kind, times_ms=times, path=str(tp.resolve()))  # absolute: saves can move
+
+
+def to_dict(prof: Profile) -> dict[str, Any]:
+    """The TOML document for ``prof`` (inverse of ``parse``)."""
+    sim = prof.sim
+    doc: dict[str, Any] = {"version": VERSION, "name": prof.name}
+    if prof.description:
+        doc["description"] = prof.description
+    doc["engine"] = {
+        "backend": prof.backend,
+        "policy": prof.policy,
+        "device": prof.device,
+        "seed": prof.seed,
+        "sim": {
+            "sms": sim.sms,
+            "launch_latency_us": sim.launch_latency_us,
+            "launch_cost_us": sim.launch_cost_us,
+            "interference": sim.interference,
+        },
+    }
+    kd: dict[str, Any] = {}
+    for k in prof.kernels.values():
+        e: dict[str, Any] = {
+            "grid": [x for x in k.grid],
+            "block": [x for x in k.block],
+            "smem": k.smem,
+            "blocks_per_sm": k.blocks_per_sm,
+            "block_us": k.block_us,
+            "sliceable": k.sliceable,
+        }
+        if k.builtin:
+            e["builtin"] = k.builtin
+        if k.params:
+            e["params"] = dict(k.params)
+        kd[k.name] = e
+    doc["kernels"] = kd
+    doc["tasks"] = [_task_dict(t) for t in prof.tasks]
+    return doc
+
+
+def _task_dict(t: Task) -> dict[str, Any]:
+    d: dict[str, Any] = {"name": t.name, "class": t.cls, "priority": t.priority}
+    if t.paused:
+        d["paused"] = True
+    if t.cls == HP:
+        if t.slo_ms is not None:
+            d["slo_ms"] = t.slo_ms
+        else:
+            d["slo_factor"] = t.slo_factor
+        a = t.arrival
+        assert a is not None
+        if a.kind in ("poisson", "periodic"):
+            d["arrival"] = {"kind": a.kind, "rate_hz": a.rate_hz}
+        elif a.kind == "closed":
+            d["arrival"] = {"kind": a.kind, "outstanding": a.outstanding, "think_us": a.think_us}
+        else:
+            d["arrival"] = {"kind": a.kind, "path": a.path}
+        d["kernels"] = [{"kernel": s.kernel, "gap_us": s.gap_us, "jitter": s.jitter} for s in t.steps]
+    else:
+        d["kernels"] = list(t.kernels)
+        if t.slice_blocks is not None:
+            d["slice_blocks"] = t.slice_blocks
+        elif t.slice_us is not None:
+            d["slice_us"] = t.slice_us
+    assert t.cls in (HP, LP)
+    return d
+
+
+def save(prof: Profile, path: str | os.PathLike[str]) -> Path:
+    """Write ``prof`` atomically (temp file + fsync + rename); returns the path written."""
+    p = Path(path)
+    text = tomli_w.dumps(to_dict(prof))
+    parse(tomllib.loads(text), str(p), p.parent)  # never write what we could not read back
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, p)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return p

@@ -1,0 +1,472 @@
+"""The scheduling loop: single-threaded and event-driven.
+
+One thread issues HP and LP work (design.md: a second Python thread costs HP ~0.5 ms in
+GIL hand-offs). Each iteration: fire due host events (HP arrivals, HP kernels whose host
+gap has elapsed), ask the policy for LP launches, then ``backend.wait`` until the next
+host event, the policy's wake-up or a completion — never past an HP arrival.
+
+Live control (``set_*``, ``pause_task`` …) mutates task state between iterations; the
+policy reads it at the next decision. Telemetry listeners get every completed launch
+and request; they must be cheap (the ZeroMQ publisher only appends to a buffer).
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections import deque
+from dataclasses import replace
+from typing import Any, Protocol
+
+from engine.backends.base import LP_STREAM, Backend
+from engine.metrics import Metrics
+from engine.model import HP, LP, KernelSpec, Launch, Request, Task
+from engine.policies import DEFAULT_SLICE_US, Policy, make_policy
+from engine.workload import Arrivals, request_gaps
+
+_ARRIVAL, _HP_ENQUEUE = 0, 1
+_EMA = 0.2  # weight of a new sample in the online models
+
+
+class ControlError(ValueError):
+    """A control op was refused; ``code`` is machine-readable, the message names the field."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class Listener(Protocol):
+    def on_launch(self, launch: Launch) -> None: ...
+    def on_request(self, task: str, req: Request, latency_ns: int, slo_ok: bool | None) -> None: ...
+    def on_event(self, kind: str, body: dict[str, Any]) -> None: ...
+
+
+class WaveModel:
+    """Per-kernel wave size (blocks) and wave duration learned online (EMA of µs/wave)."""
+
+    def __init__(self, sms: int) -> None:
+        self.sms = sms
+        self._blocks: dict[str, int] = {}
+        self._ns: dict[str, float] = {}
+
+    def add(self, kernel: KernelSpec, blocks_per_sm: int) -> None:
+        self._blocks[kernel.name] = max(1, self.sms * blocks_per_sm)
+        self._ns.setdefault(kernel.name, kernel.block_us * 1000)
+
+    def model(self, kernel: KernelSpec) -> tuple[int, int]:
+        return self._blocks[kernel.name], int(self._ns[kernel.name])
+
+    def observe(self, launch: Launch) -> None:
+        name = launch.kernel.name
+        waves = -(-launch.blocks // self._blocks[name])
+        sample = (launch.end_ns - launch.start_ns) / waves
+        self._ns[name] += _EMA * (sample - self._ns[name])
+
+    def predict_ns(self, kernel: KernelSpec, blocks: int) -> int:
+        wb, ns = self.model(kernel)
+        return -(-blocks // wb) * ns
+
+    def snapshot(self) -> dict[str, dict[str, float]]:
+        return {k: {"wave_blocks": self._blocks[k], "wave_us": self._ns[k] / 1e3} for k in self._ns}
+
+
+class _HpState:
+    """Per-HP-task request queue and learned timing (host gaps, kernel durations)."""
+
+    def __init__(self, task: Task, arrivals: Arrivals) -> None:
+        n = len(task.steps)
+        self.arrivals = arrivals
+        self.queue: deque[Request] = deque()  # queue[0] is the request being served
+        self.gap_ema = [float(s.gap_us * 1000) for s in task.steps]
+        self.gap_dev = [float(s.gap_us * 1000 * s.jitter) for s in task.steps]
+        self.dur_ema = [0.0] * n
+        self.gap_start = -1  # when the current host gap began (-1: a kernel is active)
+
+    def gap_low(self, step: int) -> float:
+        """A conservative (low) prediction of the host gap before ``step``."""
+        return max(0.0, self.gap_ema[step] - 2.0 * self.gap_dev[step])
+
+    def service_ns(self, from_step: int = 0) -> float:
+        return sum(self.gap_ema[from_step:]) + sum(self.dur_ema[from_step:])
+
+
+class _LpState:
+    def __init__(self) -> None:
+        self.kernel = 0  # index into task.kernels
+        self.next_block = 0
+        self.inflight = 0
+
+
+class Scheduler:
+    def __init__(
+        self,
+        kernels: dict[str, KernelSpec],
+        tasks: list[Task],
+        backend: Backend,
+        policy: str = "hummingbird",
+        seed: int = 1,
+        baseline_p99_ms: dict[str, float] | None = None,
+    ) -> None:
+        self.kernels = dict(kernels)
+        self.backend = backend
+        self.seed = seed
+        self.policy: Policy = make_policy(policy)
+        self.metrics = Metrics()
+        self.waves = WaveModel(backend.sms)
+        self.launch_latency_ns = backend.launch_latency_ns()
+        self.baseline_p99_ms: dict[str, float] = dict(baseline_p99_ms or {})
+        self.listeners: list[Listener] = []
+        self.tasks: dict[str, Task] = {}
+        self._hp: dict[str, _HpState] = {}
+        self._lp: dict[str, _LpState] = {}
+        self._timers: list[tuple[int, int, int, str]] = []
+        self._tseq = 0
+        self._ids = 0
+        self._req_ids = 0
+        self.inflight: dict[int, Launch] = {}  # issue order (dicts keep insertion order)
+        self.lp_inflight: deque[Launch] = deque()
+        self.hp_kernels_active = 0  # HP kernels queued or running
+        self.hp_requests_in_flight = 0  # HP requests arrived and not completed
+        self.bubble_start_ns = 0
+        self.decisions = 0
+        for k in self.kernels.values():
+            self.waves.add(k, backend.prepare(k))
+        for t in tasks:
+            self._add(t)
+        self.metrics.start_ns = backend.now_ns()
+
+    # -- state the policies read -----------------------------------------------------
+    def lp_tasks(self) -> list[Task]:
+        """Runnable LP tasks, most important first."""
+        ts = [t for t in self.tasks.values() if t.cls == LP and not t.paused and t.kernels]
+        ts.sort(key=lambda t: -t.priority)
+        return ts
+
+    def lp_kernel(self, task: Task) -> KernelSpec:
+        return self.kernels[task.kernels[self._lp[task.name].kernel]]
+
+    def lp_remaining(self, task: Task) -> int:
+        st = self._lp[task.name]
+        return self.lp_kernel(task).total_blocks - st.next_block
+
+    def lp_inflight_of(self, name: str) -> int:
+        return self._lp[name].inflight
+
+    def slo_ns(self, task: Task) -> int | None:
+        return task.slo_ns(self.baseline_p99_ms.get(task.name))
+
+    def predicted_bubble_left(self, at_ns: int) -> int:
+        """How long the current bubble is predicted to last after ``at_ns``.
+
+        Inside a request the host gap is learned per kernel position; between requests
+        the next arrival is not predictable, so only the cap and the SLO bound apply.
+        """
+        left = math.inf
+        for st in self._hp.values():
+            if st.queue and st.gap_start >= 0:
+                step = st.queue[0].step
+                end = st.gap_start + st.gap_low(step) + self.launch_latency_ns
+                left = min(left, end - at_ns)
+        return int(left) if left != math.inf else 1 << 62
+
+    def slack_bound(self, now: int) -> int:
+        """Longest LP slice the HP SLOs can absorb now.
+
+        Each remaining HP kernel of a request can wait behind at most one slice, so a
+        request's slack (SLO − elapsed − predicted remaining service) is shared among
+        its remaining kernels. With no request in flight, a new arrival's slack is its
+        SLO minus one predicted service time, and only its first kernel can be hit.
+        """
+        bound = 1 << 62
+        for name, st in self._hp.items():
+            task = self.tasks[name]
+            slo = self.slo_ns(task)
+            if slo is None or task.paused:
+                continue
+            if not st.queue:
+                bound = min(bound, int(slo - st.service_ns()))
+                continue
+            # The last queued request has the least slack: it waits for all before it.
+            ahead = sum(st.service_ns() for _ in range(len(st.queue) - 1))
+            cur = st.queue[0]
+            remaining = st.service_ns(cur.step) + ahead
+            last = st.queue[-1]
+            slack = slo - (now - last.arrival_ns) - remaining
+            kernels_left = len(task.steps) - cur.step + (len(st.queue) - 1) * len(task.steps)
+            bound = min(bound, int(slack / max(1, kernels_left)))
+        return bound
+
+    # -- actions -------------------------------------------------------------------
+    def issue_lp(self, task: Task, blocks: int, start_ns: int | None = None) -> Launch:
+        """Issue blocks [cursor, cursor+blocks) of the task's current LP kernel."""
+        st = self._lp[task.name]
+        kernel = self.lp_kernel(task)
+        first = st.next_block
+        blocks = max(1, min(blocks, kernel.total_blocks - first))
+        self._ids += 1
+        launch = Launch(self._ids, task.name, LP, kernel, first, first + blocks, LP_STREAM)
+        st.next_block += blocks
+        if st.next_block >= kernel.total_blocks:
+            st.kernel = (st.kernel + 1) % len(task.kernels)
+            st.next_block = 0
+        st.inflight += 1
+        begin = start_ns if start_ns is not None else self.backend.now_ns()
+        launch.predicted_ns = begin + self.waves.predict_ns(kernel, blocks)
+        self.backend.submit(launch)
+        self.inflight[launch.id] = launch
+        self.lp_inflight.append(launch)
+        return launch
+
+    def _issue_hp(self, name: str, req: Request) -> None:
+        task = self.tasks[name]
+        kernel = self.kernels[task.steps[req.step].kernel]
+        self._ids += 1
+        launch = Launch(
+            self._ids, name, HP, kernel, 0, kernel.total_blocks, self.policy.hp_stream
+        )
+        launch.request = req.id
+        self.hp_kernels_active += 1
+        self._hp[name].gap_start = -1
+        self.backend.submit(launch)
+        self.inflight[launch.id] = launch
+
+    def _timer(self, t: int, kind: int, name: str) -> None:
+        self._tseq += 1
+        heapq.heappush(self._timers, (t, self._tseq, kind, name))
+
+    # -- the loop ------------------------------------------------------------------
+    def run_until(self, end_ns: int, max_wait_ns: int | None = None, tick=None) -> None:  # noqa: ANN001
+        """Run the loop until the backend clock reaches ``end_ns``.
+
+        ``tick`` (if given) is called between iterations at least every ``max_wait_ns``
+        of backend time; the ZeroMQ server uses it to serve control and publish.
+        """
+        be = self.backend
+        timers = self._timers
+        while True:
+            now = be.now_ns()
+            if now >= end_ns:
+                return
+            while timers and timers[0][0] <= now:
+                t, _, kind, name = heapq.heappop(timers)
+                if name in self.tasks:
+                    if kind == _ARRIVAL:
+                        self._on_arrival(name, t)
+                    else:
+                        self._on_hp_enqueue(name)
+                now = be.now_ns()
+            self.decisions += 1
+            wake = self.policy.decide(self, now)
+            until = end_ns
+            if timers and timers[0][0] < until:
+                until = timers[0][0]
+            if wake is not None and wake < until:
+                until = wake
+            if max_wait_ns is not None and now + max_wait_ns < until:
+                until = now + max_wait_ns
+            for launch in be.wait(until):
+                self._on_done(launch)
+            if tick is not None:
+                tick()
+
+    def _on_arrival(self, name: str, t: int) -> None:
+        st = self._hp[name]
+        task = self.tasks[name]
+        nxt = st.arrivals.next()
+        if nxt is not None:
+            self._timer(nxt, _ARRIVAL, name)
+        if task.paused:  # open loop: the arrival is dropped; closed loop: retried later
+            if st.arrivals.spec.kind == "closed":
+                self._timer(t + 1_000_000, _ARRIVAL, name)
+            return
+        self._req_ids += 1
+        req = Request(self._req_ids, name, t, 0, request_gaps(task, self.seed, self._req_ids))
+        st.queue.append(req)
+        self.hp_requests_in_flight += 1
+        if len(st.queue) == 1:
+            self._start_request(name, req, t)
+
+    def _start_request(self, name: str, req: Request, now: int) -> None:
+        st = self._hp[name]
+        st.gap_start = now
+        self._timer(now + req.gaps_ns[0], _HP_ENQUEUE, name)
+
+    def _on_hp_enqueue(self, name: str) -> None:
+        st = self._hp[name]
+        if st.queue:
+            req = st.queue[0]
+            gap = self.backend.now_ns() - st.gap_start
+            self._learn(st.gap_ema, st.gap_dev, req.step, gap)
+            self._issue_hp(name, req)
+
+    @staticmethod
+    def _learn(ema: list[float], dev: list[float], i: int, sample: float) -> None:
+        dev[i] += _EMA * (abs(sample - ema[i]) - dev[i])
+        ema[i] += _EMA * (sample - ema[i])
+
+    def _on_done(self, launch: Launch) -> None:
+        del self.inflight[launch.id]
+        horizon = next(iter(self.inflight.values())).issue_ns if self.inflight else launch.end_ns
+        self.metrics.on_launch_done(launch, horizon)
+        now = self.backend.now_ns()
+        if launch.cls == HP:
+            self._hp_done(launch, now)
+        else:
+            self.lp_inflight.remove(launch)
+            st = self._lp.get(launch.task)
+            if st is not None:
+                st.inflight -= 1
+            self.waves.observe(launch)
+        for li in self.listeners:
+            li.on_launch(launch)
+
+    def _hp_done(self, launch: Launch, now: int) -> None:
+        self.hp_kernels_active -= 1
+        if self.hp_kernels_active == 0:
+            self.bubble_start_ns = now
+        name = launch.task
+        st = self._hp.get(name)
+        if st is None:  # task removed while its kernel ran
+            return
+        req = st.queue[0]
+        dur = launch.end_ns - launch.start_ns
+        st.dur_ema[req.step] += _EMA * (dur - st.dur_ema[req.step])
+        req.step += 1
+        task = self.tasks[name]
+        if req.step < len(req.gaps_ns):
+            st.gap_start = now
+            self._timer(now + req.gaps_ns[req.step], _HP_ENQUEUE, name)
+            return
+        st.queue.popleft()
+        self.hp_requests_in_flight -= 1
+        req.done_ns = launch.end_ns
+        latency = req.done_ns - req.arrival_ns
+        slo = self.slo_ns(task)
+        self.metrics.on_request_done(name, latency, slo)
+        for li in self.listeners:
+            li.on_request(name, req, latency, None if slo is None else latency <= slo)
+        released = st.arrivals.on_complete(now)
+        if released is not None:
+            self._timer(released, _ARRIVAL, name)
+        if st.queue:
+            self._start_request(name, st.queue[0], now)
+
+    # -- tasks and live control --------------------------------------------------------
+    def _add(self, task: Task) -> None:
+        self.tasks[task.name] = task
+        self.metrics.task(task.name, task.cls)
+        if task.cls == HP:
+            arrivals = Arrivals(task, self.seed, self.backend.now_ns())
+            self._hp[task.name] = _HpState(task, arrivals)
+            first = arrivals.next()
+            if first is not None:
+                self._timer(first, _ARRIVAL, task.name)
+        else:
+            self._lp[task.name] = _LpState()
+
+    def _task(self, name: str) -> Task:
+        try:
+            return self.tasks[name]
+        except KeyError:
+            raise ControlError("unknown_task", f"no task named {name!r}") from None
+
+    def _event(self, kind: str, **body: Any) -> None:
+        for li in self.listeners:
+            li.on_event(kind, body)
+
+    def set_priority(self, name: str, priority: int) -> None:
+        self._task(name).priority = int(priority)
+        self._event("set_priority", task=name, priority=int(priority))
+
+    def set_slice(self, name: str, us: float | None = None, blocks: int | None = None) -> None:
+        task = self._task(name)
+        if (us is None) == (blocks is None):
+            raise ControlError("bad_args", "set_slice: give exactly one of 'us' or 'blocks'")
+        if us is not None:
+            if not (isinstance(us, int | float) and math.isfinite(us) and us > 0):
+                raise ControlError("bad_value", f"set_slice: 'us' must be > 0, got {us!r}")
+            task.slice_us, task.slice_blocks = float(us), None
+        else:
+            if not (isinstance(blocks, int) and blocks > 0):
+                raise ControlError("bad_value", f"set_slice: 'blocks' must be > 0, got {blocks!r}")
+            task.slice_blocks = blocks
+        self._event("set_slice", task=name, us=task.slice_us, blocks=task.slice_blocks)
+
+    def set_policy(self, name: str) -> None:
+        try:
+            self.policy = make_policy(name)
+        except ValueError as e:
+            raise ControlError("bad_value", f"set_policy: {e}") from None
+        self._event("set_policy", policy=name)
+
+    def set_slo(self, name: str, ms: float | None = None, factor: float | None = None) -> None:
+        task = self._task(name)
+        if task.cls != HP:
+            raise ControlError("bad_task", f"set_slo: task {name!r} is not an hp task")
+        if (ms is None) == (factor is None):
+            raise ControlError("bad_args", "set_slo: give exactly one of 'ms' or 'factor'")
+        v = ms if ms is not None else factor
+        if not (isinstance(v, int | float) and math.isfinite(v) and v > 0):
+            field = "ms" if ms is not None else "factor"
+            raise ControlError("bad_value", f"set_slo: {field!r} must be > 0, got {v!r}")
+        task.slo_ms, task.slo_factor = (float(ms), None) if ms is not None else (None, float(v))
+        self._event("set_slo", task=name, slo_ms=task.slo_ms, slo_factor=task.slo_factor)
+
+    def set_paused(self, name: str, paused: bool) -> None:
+        self._task(name).paused = paused
+        self._event("pause_task" if paused else "resume_task", task=name)
+
+    def add_task(self, task: Task) -> None:
+        if task.name in self.tasks:
+            raise ControlError("exists", f"add_task: a task named {task.name!r} exists")
+        for k in (s.kernel for s in task.steps) if task.cls == HP else task.kernels:
+            if k not in self.kernels:
+                raise ControlError("bad_value", f"add_task: unknown kernel {k!r}")
+        self._add(replace(task))
+        self._event("add_task", task=task.name)
+
+    def remove_task(self, name: str) -> None:
+        self._task(name)
+        del self.tasks[name]
+        st = self._hp.pop(name, None)
+        if st is not None:
+            self.hp_requests_in_flight -= len(st.queue)
+        self._lp.pop(name, None)
+        self._event("remove_task", task=name)
+
+    def reset_stats(self) -> None:
+        self.metrics.reset(self.backend.now_ns())
+        self._event("reset_stats")
+
+    # -- summaries ---------------------------------------------------------------------
+    def summary(self, lp_alone: dict[str, float] | None = None) -> dict[str, Any]:
+        """Per-task and GPU-wide figures since the last reset (bench JSON building block)."""
+        now = self.backend.now_ns()
+        wall = now - self.metrics.start_ns
+        tasks = {}
+        for name, ts in self.metrics.tasks.items():
+            task = self.tasks.get(name)
+            slo = self.slo_ns(task) if task is not None and task.cls == HP else None
+            alone = (lp_alone or {}).get(name)
+            tasks[name] = ts.summary(slo, wall, alone, self.metrics.preempt_baseline_ns)
+        return {"tasks": tasks, **self.metrics.gpu_figures(now), "decisions": self.decisions}
+
+    def task_state(self, task: Task) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "name": task.name,
+            "class": task.cls,
+            "priority": task.priority,
+            "paused": task.paused,
+        }
+        if task.cls == HP:
+            d.update(slo_ms=task.slo_ms, slo_factor=task.slo_factor)
+            slo = self.slo_ns(task)
+            d["slo_effective_ms"] = slo / 1e6 if slo else None
+        else:
+            d.update(
+                slice_us=task.slice_us if task.slice_blocks is None else None,
+                slice_blocks=task.slice_blocks,
+                slice_default_us=DEFAULT_SLICE_US,
+            )
+        return d

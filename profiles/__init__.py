@@ -1,0 +1,1 @@
+"""Scheduling profiles shipped with hbtui."""
