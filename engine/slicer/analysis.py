@@ -115,9 +115,7 @@ def function_facts(fn: Function, function_names: set[str]) -> Facts:
     return f
 
 
-_SPECIAL_BASES = frozenset(
-    {"%ctaid", "%nctaid", "%smid", "%nsmid", "%gridid", *CLUSTER_REGS}
-)
+_SPECIAL_BASES = frozenset({"%ctaid", "%nctaid", "%smid", "%nsmid", "%gridid", *CLUSTER_REGS})
 
 
 def special_reads(facts: Facts) -> dict[str, int]:

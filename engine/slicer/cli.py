@@ -29,16 +29,29 @@ class _UsageError(Exception):
 def _build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="hbtui slice",
-        description="Make CUDA kernels sliceable: add block-offset/grid params (see docs/slicer.md).",
+        description="Make CUDA kernels sliceable (see docs/slicer.md).",
     )
     p.add_argument("input", help="PTX file, or CUDA C (.cu) compiled with NVRTC for sm_90")
     p.add_argument("-o", "--output", help="write the sliceable PTX here ('-' for stdout)")
-    p.add_argument("--kernel", action="append", dest="kernels", metavar="NAME",
-                   help="slice only this entry (repeatable; default: all entries)")
-    p.add_argument("--allow-clusters", action="store_true",
-                   help="accept sm_90 cluster kernels; slices must then be cluster-aligned")
-    p.add_argument("--nvrtc-opt", action="append", default=[], metavar="OPT",
-                   help="extra NVRTC option for .cu input (repeatable), e.g. -rdc=true")
+    p.add_argument(
+        "--kernel",
+        action="append",
+        dest="kernels",
+        metavar="NAME",
+        help="slice only this entry (repeatable; default: all entries)",
+    )
+    p.add_argument(
+        "--allow-clusters",
+        action="store_true",
+        help="accept sm_90 cluster kernels; slices must then be cluster-aligned",
+    )
+    p.add_argument(
+        "--nvrtc-opt",
+        action="append",
+        default=[],
+        metavar="OPT",
+        help="extra NVRTC option for .cu input (repeatable), e.g. -rdc=true",
+    )
     return p
 
 

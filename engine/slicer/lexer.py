@@ -48,12 +48,12 @@ def tokenize(text: str) -> list[Token]:
         m = _TOKEN_RE.match(text, pos)
         if m is None:
             snippet = text[pos : pos + 20].split("\n")[0]
-            if text.startswith("/*", pos):
-                raise PtxParseError(f"line {line}: unterminated /* comment")
             if text.startswith('"', pos):
                 raise PtxParseError(f"line {line}: unterminated string")
             raise PtxParseError(f"line {line}: unexpected character in {snippet!r}")
         kind = m.lastgroup or ""
+        if kind == "punct" and text.startswith("/*", pos):
+            raise PtxParseError(f"line {line}: unterminated /* comment")
         if kind != "ws":
             tokens.append(Token(kind, m.group(), pos, m.end(), line))
         line += m.group().count("\n")

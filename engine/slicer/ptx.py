@@ -157,7 +157,7 @@ class _Parser:
                     target = [t.text for t in self.toks[start + 1 : self.i] if t.kind == "word"]
                 continue
             if tok.text == ".section":  # debug sections: `.section .debug_x { ... }`
-                while (t := self.next()).text != "{":
+                while self.next().text != "{":
                     pass
                 self.i = self.matching(self.i - 1) + 1
                 continue
@@ -209,8 +209,16 @@ class _Parser:
                 body = self.toks[open_idx + 1 : close_idx]
                 self.i = close_idx + 1
                 fn = Function(
-                    kind, name_tok.text, name_tok, qualifiers, params, p_open, p_close,
-                    directives, self.toks[open_idx], self.toks[close_idx],
+                    kind,
+                    name_tok.text,
+                    name_tok,
+                    qualifiers,
+                    params,
+                    p_open,
+                    p_close,
+                    directives,
+                    self.toks[open_idx],
+                    self.toks[close_idx],
                 )
                 fn.body_tokens = body
                 fn.statements = self.split_statements(body)
@@ -219,8 +227,16 @@ class _Parser:
                 if directives and directives[-1][0] == ".pragma":
                     continue  # `.pragma "...";` may sit between header and body
                 return Function(
-                    kind, name_tok.text, name_tok, qualifiers, params, p_open, p_close,
-                    directives, None, None,
+                    kind,
+                    name_tok.text,
+                    name_tok,
+                    qualifiers,
+                    params,
+                    p_open,
+                    p_close,
+                    directives,
+                    None,
+                    None,
                 )
             if tok.kind == "word" and tok.text.startswith("."):
                 directives.append((tok.text, []))

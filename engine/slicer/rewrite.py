@@ -90,9 +90,7 @@ def _cluster_dims(fn: Function) -> tuple[int, int, int] | None:
     return (dims[0], dims[1], dims[2])
 
 
-def _judge(
-    fn: Function, module: Module, facts: dict[str, Facts], allow_clusters: bool
-) -> _Verdict:
+def _judge(fn: Function, module: Module, facts: dict[str, Facts], allow_clusters: bool) -> _Verdict:
     v = _Verdict()
     own = special_reads(facts[fn.name])
     callees = reachable(fn, module, facts)
@@ -191,10 +189,11 @@ def _judge_clusters(
 
 def _unique_prefix(module: Module) -> str:
     words = {t.text.lstrip("%") for t in module.tokens if t.kind == "word"}
-    prefix = "__hbt"
-    while any(w.startswith(prefix) for w in words):
-        prefix += "_"
-    return prefix
+    for n in range(1000):
+        prefix = f"__hbt{n or ''}"
+        if not any(w.startswith(prefix + "_") for w in words):
+            return prefix
+    raise ValueError("no free identifier prefix for the slicer's names")
 
 
 def _rewrite_entry(
@@ -245,7 +244,9 @@ def _rewrite_entry(
             ]
         else:  # %nclusterid
             c = cluster[k] if cluster else 1
-            lines.append(f"\t{{ .reg .b32 {t}; ld.param.u32 {t}, [{grid}]; div.u32 {r}, {t}, {c}; }}")
+            lines.append(
+                f"\t{{ .reg .b32 {t}; ld.param.u32 {t}, [{grid}]; div.u32 {r}, {t}, {c}; }}"
+            )
     assert fn.body_open is not None
     edits.append((fn.body_open.end, fn.body_open.end, "\n" + "\n".join(lines)))
     for t in fn.body_tokens:
