@@ -448,3 +448,20 @@ def test_cli_errors_exit_2(tmp_path: Path, capsys, make_args, needle: str) -> No
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and needle in err
     assert "Traceback" not in err
+
+
+LAUNCHABLE = [(f, e) for f, e in ENTRIES if "launch" in e]
+
+
+@pytest.mark.parametrize("item", LAUNCHABLE, ids=[_entry_id(i) for i in LAUNCHABLE])
+def test_manifest_launch_args_match_ptx_params(item: tuple[str, dict]) -> None:
+    """The GPU test packs args from the manifest: check count and sizes against the PTX."""
+    file, spec = item
+    fn = next(f for f in parse_module(corpus_ptx(file)).entries() if f.name == spec["name"])
+    assert len(fn.params) == len(spec["launch"]["args"])
+    for param, arg in zip(fn.params, spec["launch"]["args"], strict=True):
+        ptype = next(t.text for t in param.tokens if t.text[1:2] in "usbf" and t.text[2:].isdigit())
+        bits = 64 if "buf" in arg or arg["scalar"] == "uint64" else 32
+        assert int(ptype[2:]) == bits, (param.name, arg)
+    g, b = spec["launch"]["grid"], spec["launch"]["block"]
+    assert len(g) == 3 and len(b) == 3 and b[0] * b[1] * b[2] <= 1024
