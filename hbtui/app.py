@@ -1,0 +1,425 @@
+"""The hbtui console: a Textual app over one or more engines (one tab each).
+
+Data flow: an ``EngineLink`` worker per engine folds telemetry into an ``EngineModel``;
+a timer (10 Hz by default, ``+``/``-`` to change) redraws the visible pane from the
+model's change set. Control ops run as workers too, so a slow engine never freezes
+keys: the op shows as pending, then an acknowledgement toast or the engine's error.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from functools import partial
+from typing import Any
+
+from textual.app import App, ComposeResult, SystemCommand
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.widgets import Footer, TabbedContent, TabPane
+
+from engine.client import ClientError
+from hbtui.link import EngineLink, Target
+from hbtui.model import EngineModel, parse_priority, parse_slice, parse_slo
+from hbtui.pane import EnginePane
+from hbtui.screens import EditModal, HelpScreen, PickerModal
+
+POLICIES = ("hummingbird", "temporal", "spatial", "exclusive")
+RATES_HZ = (1.0, 2.0, 5.0, 10.0, 20.0, 30.0)
+
+# Actions that change the engine: hidden and refused under --readonly.
+MUTATING = {
+    "edit_slice", "slice_up", "slice_down", "edit_slo", "edit_priority", "toggle_pause",
+    "pick_policy", "load_profile", "save_profile", "save_profile_as", "reset_stats",
+}  # fmt: skip
+
+GROUPS = {
+    "View": ("help", "quit", "command_palette", "toggle_charts", "faster", "slower",
+             "sort_next", "sort_reverse", "next_tab"),
+    "Live control": ("edit_slice", "slice_up", "slice_down", "edit_slo", "edit_priority",
+                     "toggle_pause", "pick_policy", "reset_stats"),
+    "Profiles": ("load_profile", "save_profile", "save_profile_as"),
+}  # fmt: skip
+
+
+class ConsoleApp(App[int]):
+    TITLE = "hbtui"
+    CSS = """
+    Screen { layout: vertical; }
+    TabbedContent, TabPane { height: 1fr; padding: 0; }
+    """
+    BINDINGS = [
+        Binding("q", "quit", "Quit"),
+        Binding("question_mark,f1", "help", "Help", key_display="?"),
+        Binding("ctrl+p", "command_palette", "Commands", show=False),
+        Binding("space,p", "toggle_charts", "Freeze charts", key_display="space"),
+        Binding("plus,equals_sign", "faster", "Refresh rate +", key_display="+", show=False),
+        Binding("minus", "slower", "Refresh rate -", key_display="-", show=False),
+        Binding("s", "edit_slice", "Slice"),
+        Binding("right_square_bracket", "slice_up", "Slice x2", key_display="]", show=False),
+        Binding("left_square_bracket", "slice_down", "Slice /2", key_display="[", show=False),
+        Binding("o", "edit_slo", "SLO"),
+        Binding("i", "edit_priority", "Priority"),
+        Binding("t", "toggle_pause", "Pause task"),
+        Binding("m", "pick_policy", "Policy"),
+        Binding("x", "reset_stats", "Reset stats", show=False),
+        Binding("l", "load_profile", "Profiles"),
+        Binding("w", "save_profile", "Save", show=False),
+        Binding("W", "save_profile_as", "Save as", show=False),
+        Binding("c", "sort_next", "Sort column", show=False),
+        Binding("r", "sort_reverse", "Reverse sort", show=False),
+        Binding("tab", "next_tab", "Next engine", show=False),
+    ]
+
+    def __init__(self, targets: list[Target], *, readonly: bool = False,
+                 clock: Callable[[], float] = time.monotonic, live: bool = True,
+                 models: list[EngineModel] | None = None, embedded: Any = None,
+                 rate_hz: float = 10.0) -> None:  # fmt: skip
+        super().__init__()
+        self.targets = targets
+        self.readonly_flag = readonly
+        self.clock = clock
+        self.live = live  # False: show the given models only (snapshot tests, docs)
+        self.models = models or [EngineModel() for _ in targets]
+        self.links = [EngineLink(t, m, clock) for t, m in zip(targets, self.models, strict=True)]
+        self.embedded = embedded  # an EmbeddedEngine this console started, or None
+        self.rate_hz = rate_hz
+        self._timer: Any = None
+        self._engine_exit_reported = False
+
+    # -- layout ------------------------------------------------------------------------------
+    def compose(self) -> ComposeResult:
+        panes = [
+            EnginePane(m, t.label, self.clock, id=f"engine-{i}")
+            for i, (t, m) in enumerate(zip(self.targets, self.models, strict=True))
+        ]
+        if len(panes) == 1:
+            yield panes[0]
+        else:
+            with TabbedContent():
+                for i, p in enumerate(panes):
+                    with TabPane(self.targets[i].ctl, id=f"tab-{i}"):
+                        yield p
+        yield Footer()
+
+    def on_mount(self) -> None:
+        if self.live:
+            for link in self.links:
+                self.run_worker(link.run(), group="links", name=link.target.ctl)
+        self._set_rate(self.rate_hz)
+
+    def _set_rate(self, hz: float) -> None:
+        self.rate_hz = hz
+        if self._timer is not None:
+            self._timer.stop()
+        self._timer = self.set_interval(1.0 / hz, self.tick)
+
+    def tick(self) -> None:
+        pane = self.current_pane()
+        if pane is not None:
+            pane.extra = self._extra_note()
+            pane.refresh_from_model()
+        emb = self.embedded
+        if emb is not None and not self._engine_exit_reported and emb.exited() is not None:
+            self._engine_exit_reported = True
+            self.notify(f"embedded engine exited ({emb.exited()}):\n{emb.log_tail(4)}",
+                        severity="error", timeout=30)  # fmt: skip
+
+    def _extra_note(self) -> str:
+        bits = []
+        if self.current_model() and self.current_model().charts_paused:
+            bits.append("CHARTS PAUSED")
+        bits.append(f"{self.rate_hz:g} Hz")
+        return "  ".join(bits)
+
+    def current_index(self) -> int:
+        if len(self.targets) == 1:
+            return 0
+        try:
+            active = self.query_one(TabbedContent).active
+        except Exception:
+            return 0
+        return int(active.split("-")[-1]) if active else 0
+
+    def current_pane(self) -> EnginePane | None:
+        try:
+            return self.query_one(f"#engine-{self.current_index()}", EnginePane)
+        except Exception:
+            return None
+
+    def current_model(self) -> EngineModel:
+        return self.models[self.current_index()]
+
+    def current_link(self) -> EngineLink:
+        return self.links[self.current_index()]
+
+    def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        pane = self.current_pane()
+        if pane is not None:
+            pane.refresh_from_model(full=True)
+
+    # -- readonly ------------------------------------------------------------------------------
+    @property
+    def readonly(self) -> bool:
+        return self.readonly_flag or self.current_model().readonly
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in MUTATING and self.readonly:
+            return False  # hidden from footer, help and palette; the key does nothing
+        if action == "next_tab" and len(self.targets) < 2:
+            return False
+        return True
+
+    # -- view actions --------------------------------------------------------------------------
+    def action_help(self) -> None:
+        if isinstance(self.screen, HelpScreen):
+            return
+        notes = "Edits: pending → acknowledged (toast) or the engine's error."
+        if self.readonly:
+            notes = "READ-ONLY: live edits and profile changes are disabled."
+        self.push_screen(HelpScreen(self.help_rows(), notes))
+
+    def help_rows(self) -> list[tuple[str, str, str]]:
+        """(keys, description, group) for every binding allowed now, in group order."""
+        by_action: dict[str, list[Binding]] = {}
+        for b in self.BINDINGS:
+            assert isinstance(b, Binding)
+            by_action.setdefault(b.action, []).append(b)
+        rows = []
+        for group, actions in GROUPS.items():
+            for a in actions:
+                if a not in by_action or not self.check_action(a, ()):
+                    continue
+                keys = " ".join(_key_text(b) for b in by_action[a])
+                rows.append((keys, by_action[a][0].description, group))
+        return rows
+
+    def action_toggle_charts(self) -> None:
+        m = self.current_model()
+        m.charts_paused = not m.charts_paused
+        self.notify("charts paused" if m.charts_paused else "charts resumed", timeout=2)
+
+    def action_faster(self) -> None:
+        bigger = [r for r in RATES_HZ if r > self.rate_hz]
+        if bigger:
+            self._set_rate(bigger[0])
+
+    def action_slower(self) -> None:
+        smaller = [r for r in RATES_HZ if r < self.rate_hz]
+        if smaller:
+            self._set_rate(smaller[-1])
+
+    def action_sort_next(self) -> None:
+        pane = self.current_pane()
+        if pane is not None:
+            from hbtui.table import TaskTable
+
+            col = pane.query_one(TaskTable).cycle_sort()
+            self.notify(f"sorted by {col}", timeout=2)
+
+    def action_sort_reverse(self) -> None:
+        pane = self.current_pane()
+        if pane is not None:
+            from hbtui.table import TaskTable
+
+            t = pane.query_one(TaskTable)
+            t.sort_reverse = not t.sort_reverse
+            t.apply_sort()
+
+    def action_next_tab(self) -> None:
+        tabs = self.query_one(TabbedContent)
+        tabs.active = f"tab-{(self.current_index() + 1) % len(self.targets)}"
+
+    # -- control -------------------------------------------------------------------------------
+    def control(self, op: str, args: dict[str, Any], desc: str, task: str | None = None) -> None:
+        """Send one op without blocking: pending now, toast or error when the reply comes."""
+        if self.readonly:
+            self.notify("read-only console: edits are disabled", severity="warning")
+            return
+        model, link = self.current_model(), self.current_link()
+        model.set_pending(task, desc)
+        self.run_worker(self._control(model, link, op, args, desc, task), group="control")
+
+    async def _control(self, model: EngineModel, link: EngineLink, op: str,
+                       args: dict[str, Any], desc: str, task: str | None) -> None:  # fmt: skip
+        try:
+            await link.call(op, args)
+        except ClientError as e:
+            self.notify(f"{desc}: {e.message} [{e.code}]", title="engine refused",
+                        severity="error", timeout=8)  # fmt: skip
+        else:
+            model.mark_dirty(op not in ("load_profile", "save_profile"))
+            self.notify(f"✓ {desc}", timeout=3)
+        finally:
+            model.set_pending(task, "")
+
+    def _task(self, cls: str | None = None) -> str | None:
+        """The selected task, or the first of class ``cls`` when the selection is not one."""
+        m = self.current_model()
+        pane = self.current_pane()
+        name = pane.selected_task() if pane is not None else None
+        if name in m.tasks and (cls is None or m.tasks[name].cls == cls):
+            return name
+        for n, row in m.tasks.items():
+            if cls is None or row.cls == cls:
+                return n
+        self.notify(f"no {cls or ''} task to edit".replace("  ", " "), severity="warning")
+        return None
+
+    def action_edit_slice(self) -> None:
+        name = self._task("lp")
+        if name is None:
+            return
+        row = self.current_model().tasks[name]
+        cur = row.slice_text().replace(" blk", "b").replace(" µs", "us")
+
+        def done(args: dict[str, Any] | None) -> None:
+            if args:
+                self.control("set_slice", {"task": name, **args}, f"slice {name} → "
+                             + _kv(args), name)  # fmt: skip
+
+        self.push_screen(EditModal(f"LP slice size of {name!r}", "" if cur == "auto" else cur,
+                                   "µs (e.g. 50us) or blocks (e.g. 264b).", parse_slice), done)  # fmt: skip
+
+    def _scale_slice(self, factor: float) -> None:
+        name = self._task("lp")
+        if name is None:
+            return
+        row = self.current_model().tasks[name]
+        if row.slice_blocks is not None:
+            args: dict[str, Any] = {"blocks": max(1, round(row.slice_blocks * factor))}
+        else:
+            args = {"us": round(max(1.0, (row.slice_us or 50.0) * factor), 3)}
+        self.control("set_slice", {"task": name, **args}, f"slice {name} → {_kv(args)}", name)
+
+    def action_slice_up(self) -> None:
+        self._scale_slice(2.0)
+
+    def action_slice_down(self) -> None:
+        self._scale_slice(0.5)
+
+    def action_edit_slo(self) -> None:
+        name = self._task("hp")
+        if name is None:
+            return
+        row = self.current_model().tasks[name]
+        cur = (
+            f"{row.slo_ms:g}ms" if row.slo_ms else f"{row.slo_factor:g}x" if row.slo_factor else ""
+        )
+
+        def done(args: dict[str, Any] | None) -> None:
+            if args:
+                self.control("set_slo", {"task": name, **args}, f"SLO {name} → {_kv(args)}", name)
+
+        self.push_screen(EditModal(f"SLO of {name!r}", cur, "ms (e.g. 5ms) or a factor of the "
+                                   "exclusive p99 (e.g. 1.2x).", parse_slo), done)  # fmt: skip
+
+    def action_edit_priority(self) -> None:
+        name = self._task()
+        if name is None:
+            return
+        row = self.current_model().tasks[name]
+
+        def done(args: dict[str, Any] | None) -> None:
+            if args:
+                self.control("set_priority", {"task": name, **args},
+                             f"priority {name} → {args['priority']}", name)  # fmt: skip
+
+        self.push_screen(EditModal(f"Priority of {name!r}", str(row.priority),
+                                   "An integer; larger is more important.", parse_priority), done)  # fmt: skip
+
+    def action_toggle_pause(self) -> None:
+        name = self._task()
+        if name is None:
+            return
+        paused = self.current_model().tasks[name].paused
+        op = "resume_task" if paused else "pause_task"
+        self.control(op, {"task": name}, f"{op.split('_')[0]} {name}", name)
+
+    def action_pick_policy(self) -> None:
+        cur = self.current_model().policy
+
+        def done(policy: str | None) -> None:
+            if policy and policy != cur:
+                self.control("set_policy", {"policy": policy}, f"policy → {policy}")
+
+        opts = [(p, f"{p}{'  (current)' if p == cur else ''}") for p in POLICIES]
+        self.push_screen(PickerModal("Scheduling policy", opts), done)
+
+    def action_reset_stats(self) -> None:
+        self.control("reset_stats", {}, "reset stats")
+
+    def action_load_profile(self) -> None:
+        from engine.profile import list_profiles  # pure module: lists files, nothing more
+
+        opts = [
+            (str(path), f"{name}  [{origin}]  {path}") for name, path, origin in list_profiles()
+        ]
+        if not opts:
+            self.notify("no profiles found", severity="warning")
+            return
+
+        def done(path: str | None) -> None:
+            if path:
+                self.control("load_profile", {"path": path}, f"load profile {path}")
+
+        hint = "Shipped and user profiles ($XDG_CONFIG_HOME/hbtui/profiles)."
+        self.push_screen(PickerModal("Load profile", opts, hint), done)
+
+    def action_save_profile(self) -> None:
+        self.control("save_profile", {}, "save profile")
+
+    def action_save_profile_as(self) -> None:
+        def parse(text: str) -> dict[str, Any]:
+            t = text.strip()
+            if not t:
+                raise ValueError("a profile name (saved as a user profile) or a .toml path")
+            return {"path": t} if t.endswith(".toml") or "/" in t else {"name": t}
+
+        def done(args: dict[str, Any] | None) -> None:
+            if args:
+                self.control("save_profile", args, f"save profile as {_kv(args)}")
+
+        self.push_screen(EditModal("Save profile as", self.current_model().profile,
+                                   "A name (user profile dir) or a path ending in .toml.", parse),
+                         done)  # fmt: skip
+
+    # -- command palette -----------------------------------------------------------------------
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        for b in self.BINDINGS:
+            assert isinstance(b, Binding)
+            if b.action in ("command_palette", "quit", "help") or not self.check_action(
+                b.action, ()
+            ):
+                continue
+            if b.action in GROUPS["View"] or b.action in MUTATING:
+                yield SystemCommand(b.description, f"{b.action} ({_key_text(b)})",
+                                    partial(self.run_action, b.action))  # fmt: skip
+        yield SystemCommand(
+            "Help", "Keys and what they do (?/F1)", partial(self.run_action, "help")
+        )
+
+    def on_unmount(self) -> None:
+        for link in self.links:
+            link.close()
+
+
+def _kv(args: dict[str, Any]) -> str:
+    units = {"us": "µs", "ms": "ms", "blocks": " blocks", "factor": "x"}
+    return ", ".join(f"{v:g}{units[k]}" if k in units and isinstance(v, int | float) else f"{v}"
+                     for k, v in args.items())  # fmt: skip
+
+
+def _key_text(b: Binding) -> str:
+    if b.key_display:
+        return b.key_display
+    names = {"question_mark": "?", "plus": "+", "minus": "-", "right_square_bracket": "]",
+             "left_square_bracket": "[", "equals_sign": "="}  # fmt: skip
+    return "/".join(names.get(k, k) for k in b.key.split(","))
+
+
+def main(argv: list[str] | None = None) -> int:
+    from hbtui.cli import run
+
+    return run(argv)

@@ -1,0 +1,398 @@
+"""The console's data model: pure Python, no Textual, testable on its own.
+
+Telemetry arrives far faster than a terminal can show it (tens of thousands of slice
+records per second). ``EngineModel.apply`` does O(1) work per envelope: it overwrites
+the latest values, appends to bounded histories and remembers which task rows
+changed. The UI then calls ``take_changes`` on its own ~10 Hz tick and updates only
+those rows and charts, so the cost of drawing is independent of the message rate.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+HISTORY = 120  # chart points kept per series (one per stats message, ≥ 1 Hz)
+SLICE_BATCHES = 256  # recent slice batches kept for the timeline strip
+EVENTS = 50
+
+# Chart series names, in display order.
+SERIES = ("attainment", "hp_p99_ms", "lp_norm", "harvest", "preempt_p99_us")
+
+CONNECTING, LIVE, STALE, DISCONNECTED = "connecting", "live", "stale", "disconnected"
+
+
+@dataclass
+class TaskRow:
+    """One task as the table shows it: configuration from `state`, figures from `stats`."""
+
+    name: str
+    cls: str = "?"
+    priority: int = 0
+    slo_ms: float | None = None
+    slo_factor: float | None = None
+    slo_effective_ms: float | None = None
+    slice_us: float | None = None
+    slice_blocks: int | None = None
+    paused: bool = False
+    requests: int | None = None
+    attainment: float | None = None
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+    preempt_p99_us: float | None = None
+    work_per_s: float | None = None
+    throughput_norm: float | None = None
+    pending: str = ""  # a control op in flight for this task, shown in the state column
+
+    def slo_text(self) -> str:
+        if self.cls != "hp":
+            return "-"
+        if self.slo_ms is not None:
+            return f"{self.slo_ms:g} ms"
+        if self.slo_factor is not None:
+            eff = f" ({self.slo_effective_ms:.2f})" if self.slo_effective_ms else ""
+            return f"{self.slo_factor:g}x{eff}"
+        return "-"
+
+    def slice_text(self) -> str:
+        if self.cls != "lp":
+            return "-"
+        if self.slice_blocks is not None:
+            return f"{self.slice_blocks} blk"
+        if self.slice_us is not None:
+            return f"{self.slice_us:g} µs"
+        return "auto"
+
+    def state_text(self) -> str:
+        if self.pending:
+            return f"⧗ {self.pending}"
+        return "paused" if self.paused else "running"
+
+
+@dataclass
+class Changes:
+    """What changed since the last ``take_changes``: the UI touches only these."""
+
+    rows: set[str] = field(default_factory=set)  # task names whose cells changed
+    added: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    header: bool = False
+    charts: bool = False
+    timeline: bool = False
+    gpu: bool = False
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(
+            self.rows or self.added or self.removed or self.header or self.charts
+            or self.timeline or self.gpu or self.events
+        )  # fmt: skip
+
+
+def _f(v: Any) -> float | None:
+    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
+
+
+class EngineModel:
+    """Latest known state of one engine, fed envelope by envelope."""
+
+    def __init__(self, history: int = HISTORY) -> None:
+        self.engine_id = ""
+        self.backend = ""
+        self.device = ""
+        self.policy = ""
+        self.profile = ""
+        self.readonly = False
+        self.tasks: dict[str, TaskRow] = {}
+        self.gpu: dict[str, Any] | None = None
+        self.gpu_busy: float | None = None
+        self.harvest_ratio: float | None = None
+        self.engine_dropped = 0  # drops the engine reports (publisher overload)
+        self.history: dict[str, deque[float]] = {s: deque(maxlen=history) for s in SERIES}
+        self.slo_line_ms: float | None = None
+        self.slices: deque[dict[str, list[Any]]] = deque(maxlen=SLICE_BATCHES)
+        self.slice_records = 0
+        self.last_end_ns = 0
+        self.events: deque[dict[str, Any]] = deque(maxlen=EVENTS)
+        # Sequence accounting: gaps are messages published but never received.
+        self.first_seq: int | None = None
+        self.last_seq: int | None = None
+        self.received = 0
+        self.gaps = 0
+        self.last_msg_at: float | None = None  # caller's clock (monotonic seconds)
+        self.connection = CONNECTING
+        self.dirty = False  # unsaved changes made through this console
+        self.charts_paused = False
+        self._changes = Changes()
+
+    # -- feeding -------------------------------------------------------------------------
+    def apply(self, env: dict[str, Any], now: float) -> None:
+        """Fold one decoded envelope in. Unknown types are counted and ignored."""
+        seq = env.get("seq")
+        eid = env.get("engine_id")
+        if isinstance(eid, str) and eid and eid != self.engine_id:
+            if self.engine_id:  # a restarted engine starts its seq again
+                self.first_seq = self.last_seq = None
+            self.engine_id = eid
+            self._changes.header = True
+        if isinstance(seq, int):
+            if self.last_seq is not None and seq > self.last_seq + 1:
+                self.gaps += seq - self.last_seq - 1
+            if self.last_seq is None or seq < self.last_seq:
+                self.first_seq = seq
+            self.last_seq = seq
+        self.received += 1
+        self.last_msg_at = now
+        if self.connection != LIVE:
+            self.connection = LIVE
+            self._changes.header = True
+        body = env.get("body")
+        if not isinstance(body, dict):
+            return
+        handler = getattr(self, f"_on_{env.get('type')}", None)
+        if handler is not None:
+            handler(body)
+
+    def apply_state(self, body: dict[str, Any]) -> None:
+        """A state snapshot from a control reply (get_state): not telemetry, so it does not
+        count as a received message or prove the telemetry link alive."""
+        self._on_state(body)
+
+    def _on_state(self, b: dict[str, Any]) -> None:
+        for key in ("backend", "device", "policy", "profile"):
+            v = b.get(key)
+            if v is not None and str(v) != getattr(self, key):
+                setattr(self, key, str(v))
+                self._changes.header = True
+        ro = bool(b.get("readonly", False))
+        if ro != self.readonly:
+            self.readonly = ro
+            self._changes.header = True
+        if isinstance(b.get("engine_id"), str) and b["engine_id"] != self.engine_id:
+            self.engine_id = b["engine_id"]
+            self._changes.header = True
+        tasks = b.get("tasks")
+        if isinstance(tasks, dict):
+            tasks = [dict(v, name=v.get("name", k)) for k, v in tasks.items()]
+        if not isinstance(tasks, list):
+            return
+        seen = set()
+        for t in tasks:
+            if not isinstance(t, dict) or not isinstance(t.get("name"), str):
+                continue
+            name = t["name"]
+            seen.add(name)
+            row = self._row(name)
+            self._set(row, "cls", str(t.get("class", t.get("cls", row.cls))))
+            if isinstance(t.get("priority"), int):
+                self._set(row, "priority", t["priority"])
+            self._set(row, "paused", bool(t.get("paused", False)))
+            if row.cls == "hp":
+                self._set(row, "slo_ms", _f(t.get("slo_ms")))
+                self._set(row, "slo_factor", _f(t.get("slo_factor")))
+                self._set(row, "slo_effective_ms", _f(t.get("slo_effective_ms")))
+            else:
+                self._set(row, "slice_us", _f(t.get("slice_us")))
+                blocks = t.get("slice_blocks")
+                self._set(row, "slice_blocks", blocks if isinstance(blocks, int) else None)
+        for name in [n for n in self.tasks if n not in seen]:
+            del self.tasks[name]
+            self._changes.removed.append(name)
+            self._changes.rows.discard(name)
+
+    def _on_stats(self, b: dict[str, Any]) -> None:
+        tasks = b.get("tasks")
+        if isinstance(tasks, list):
+            tasks = {t.get("name"): t for t in tasks if isinstance(t, dict)}
+        hp_att: float | None = None
+        hp_p99: float | None = None
+        pre99: float | None = None
+        lp_norm: float | None = None
+        slo: float | None = None
+        for name, s in (tasks or {}).items():
+            if not isinstance(name, str) or not isinstance(s, dict):
+                continue
+            row = self._row(name)
+            if "class" in s:
+                self._set(row, "cls", str(s["class"]))
+            req = s.get("requests")
+            self._set(row, "requests", req if isinstance(req, int) else None)
+            self._set(row, "attainment", _f(s.get("slo_attainment", s.get("attainment"))))
+            self._set(row, "p50_ms", _f(s.get("p50_ms")))
+            self._set(row, "p99_ms", _f(s.get("p99_ms")))
+            pre = s.get("preemption_us")
+            p99 = pre.get("p99") if isinstance(pre, dict) else s.get("preemption_p99_us")
+            self._set(row, "preempt_p99_us", _f(p99))
+            self._set(row, "work_per_s", _f(s.get("work_per_s")))
+            self._set(row, "throughput_norm", _f(s.get("throughput_norm")))
+            if _f(s.get("slo_ms")) is not None and row.cls == "hp":
+                self._set(row, "slo_effective_ms", _f(s.get("slo_ms")))
+            # Charts follow the highest-priority HP task and the sum over LP tasks.
+            if row.cls == "hp" and hp_att is None:
+                hp_att, hp_p99, pre99 = row.attainment, row.p99_ms, row.preempt_p99_us
+                slo = row.slo_effective_ms or row.slo_ms
+            elif row.cls == "lp" and row.throughput_norm is not None:
+                lp_norm = (lp_norm or 0.0) + row.throughput_norm
+        self.harvest_ratio = _f(b.get("harvest_ratio"))
+        self.gpu_busy = _f(b.get("gpu_busy"))
+        dropped = b.get("dropped")
+        if isinstance(dropped, dict):
+            dropped = sum(v for v in dropped.values() if isinstance(v, int))
+        if isinstance(dropped, int) and dropped != self.engine_dropped:
+            self.engine_dropped = dropped
+            self._changes.header = True
+        if slo != self.slo_line_ms:
+            self.slo_line_ms = slo
+        if self.charts_paused:
+            return
+        for key, v in (
+            ("attainment", hp_att),
+            ("hp_p99_ms", hp_p99),
+            ("lp_norm", lp_norm),
+            ("harvest", self.harvest_ratio),
+            ("preempt_p99_us", pre99),
+        ):
+            if v is not None and math.isfinite(v):
+                self.history[key].append(v)
+        self._changes.charts = True
+
+    def _on_slice(self, b: dict[str, Any]) -> None:
+        ends = b.get("end_ns")
+        if not isinstance(ends, list) or not ends:
+            return
+        self.slice_records += len(ends)
+        if self.charts_paused:
+            return
+        self.slices.append(b)  # kept columnar; only the timeline looks inside
+        last = ends[-1]
+        if isinstance(last, int) and last > self.last_end_ns:
+            self.last_end_ns = last
+        self._changes.timeline = True
+
+    def _on_gpu(self, b: dict[str, Any]) -> None:
+        self.gpu = b
+        self._changes.gpu = True
+
+    def _on_event(self, b: dict[str, Any]) -> None:
+        self.events.append(b)
+        self._changes.events.append(b)
+        if b.get("kind") == "set_policy" and isinstance(b.get("policy"), str):
+            self.policy = b["policy"]
+            self._changes.header = True
+
+    def _on_request(self, b: dict[str, Any]) -> None:
+        pass  # per-request records: stats already aggregates them
+
+    # -- connection bookkeeping ------------------------------------------------------------
+    def set_connection(self, state: str) -> None:
+        if state != self.connection:
+            self.connection = state
+            self._changes.header = True
+
+    def age(self, now: float) -> float | None:
+        return None if self.last_msg_at is None else max(0.0, now - self.last_msg_at)
+
+    def published(self) -> int:
+        """Messages the engine published since we first heard it (from seq numbers)."""
+        if self.first_seq is None or self.last_seq is None:
+            return 0
+        return self.last_seq - self.first_seq + 1
+
+    def set_pending(self, task: str | None, text: str) -> None:
+        if task and task in self.tasks:
+            self.tasks[task].pending = text
+            self._changes.rows.add(task)
+        self._changes.header = True
+
+    def mark_dirty(self, dirty: bool) -> None:
+        if dirty != self.dirty:
+            self.dirty = dirty
+            self._changes.header = True
+
+    # -- draining --------------------------------------------------------------------------
+    def take_changes(self) -> Changes:
+        ch, self._changes = self._changes, Changes()
+        return ch
+
+    def _row(self, name: str) -> TaskRow:
+        row = self.tasks.get(name)
+        if row is None:
+            row = self.tasks[name] = TaskRow(name)
+            self._changes.added.append(name)
+        return row
+
+    def _set(self, row: TaskRow, attr: str, value: Any) -> None:
+        if getattr(row, attr) != value:
+            setattr(row, attr, value)
+            self._changes.rows.add(row.name)
+
+    # -- views -----------------------------------------------------------------------------
+    def timeline(self, width: int, span_ns: int) -> tuple[list[float], list[float]]:
+        """Busy fraction of each of ``width`` columns for HP kernels and LP slices over the
+        last ``span_ns`` of GPU time (ending at the latest slice end seen)."""
+        hp = [0.0] * width
+        lp = [0.0] * width
+        if width <= 0 or span_ns <= 0 or not self.last_end_ns:
+            return hp, lp
+        t1 = self.last_end_ns
+        t0 = t1 - span_ns
+        col = span_ns / width
+        for batch in reversed(self.slices):
+            starts, ends = batch.get("start_ns") or [], batch.get("end_ns") or []
+            classes = batch.get("cls") or []
+            if ends and isinstance(ends[-1], int) and ends[-1] < t0:
+                break  # batches arrive in time order: everything older is out of view
+            for s, e, c in zip(starts, ends, classes, strict=False):
+                if e <= t0 or s >= t1:
+                    continue
+                row = hp if c == "hp" else lp
+                s, e = max(s, t0), min(e, t1)
+                i = int((s - t0) / col)
+                while i < width and s < e:
+                    cell_end = t0 + (i + 1) * col
+                    seg = min(e, cell_end) - s
+                    row[i] = min(1.0, row[i] + seg / col)
+                    s = cell_end
+                    i += 1
+        return hp, lp
+
+
+# -- parsing operator input (modal fields) ---------------------------------------------------
+_NUM = r"([0-9]*\.?[0-9]+(?:e[-+]?[0-9]+)?)"
+
+
+def parse_slice(text: str) -> dict[str, float | int]:
+    """``"100"``/``"100us"``/``"100µs"`` → ``{"us": 100.0}``; ``"64b"``/``"64 blocks"`` →
+    ``{"blocks": 64}``. Raises ValueError with an operator-readable message."""
+    s = text.strip().lower().replace(" ", "")
+    m = re.fullmatch(_NUM + r"(us|µs|b|blk|blocks?)?", s)
+    if not m:
+        raise ValueError("slice: a number of µs (e.g. 50us) or of blocks (e.g. 264b)")
+    v, unit = float(m.group(1)), m.group(2) or "us"
+    if unit in ("us", "µs"):
+        if v <= 0:
+            raise ValueError("slice: must be > 0 µs")
+        return {"us": v}
+    if v != int(v) or v <= 0:
+        raise ValueError("slice: blocks must be a positive integer")
+    return {"blocks": int(v)}
+
+
+def parse_slo(text: str) -> dict[str, float]:
+    """``"5"``/``"5ms"`` → ``{"ms": 5.0}``; ``"1.2x"`` → ``{"factor": 1.2}``."""
+    s = text.strip().lower().replace(" ", "")
+    m = re.fullmatch(_NUM + r"(ms|x)?", s)
+    if not m or float(m.group(1)) <= 0:
+        raise ValueError("SLO: a positive number of ms (e.g. 5ms) or a factor (e.g. 1.2x)")
+    v = float(m.group(1))
+    return {"factor": v} if m.group(2) == "x" else {"ms": v}
+
+
+def parse_priority(text: str) -> dict[str, int]:
+    try:
+        return {"priority": int(text.strip())}
+    except ValueError:
+        raise ValueError("priority: an integer (larger is more important)") from None

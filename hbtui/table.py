@@ -1,0 +1,141 @@
+"""The task table: keyed rows, cells updated in place with ``update_cell``, never rebuilt."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.text import Text
+from textual.widgets import DataTable
+
+from hbtui.model import TaskRow
+
+# (column key, label); the key is also the sort key name.
+COLUMNS = (
+    ("name", "task"),
+    ("cls", "class"),
+    ("priority", "prio"),
+    ("slo", "SLO"),
+    ("attainment", "attain %"),
+    ("p50", "p50 ms"),
+    ("p99", "p99 ms"),
+    ("pre99", "preempt p99 µs"),
+    ("lpnorm", "LP norm tput"),
+    ("slice", "slice"),
+    ("state", "state"),
+)
+
+
+def _num(v: float | None, fmt: str, style: str = "") -> Text:
+    return Text("–" if v is None else fmt.format(v), style=style, justify="right")
+
+
+def attainment_style(a: float | None) -> str:
+    if a is None:
+        return "dim"
+    return "green" if a >= 0.99 else "yellow" if a >= 0.90 else "bold red"
+
+
+def latency_style(p99: float | None, slo: float | None) -> str:
+    if p99 is None or not slo:
+        return ""
+    return "green" if p99 <= slo else "yellow" if p99 <= 1.2 * slo else "bold red"
+
+
+def preempt_style(us: float | None) -> str:
+    if us is None:
+        return ""
+    return "green" if us < 150 else "yellow" if us < 500 else "bold red"
+
+
+def cells(row: TaskRow) -> dict[str, Text]:
+    """Rendered cells of one row, by column key (threshold colours applied here)."""
+    hp = row.cls == "hp"
+    slo = row.slo_effective_ms or row.slo_ms
+    att = row.attainment * 100 if (hp and row.attainment is not None) else None
+    norm = row.throughput_norm if not hp else None
+    state_style = "yellow" if row.pending else "dim" if row.paused else "green"
+    return {
+        "name": Text(row.name, style="bold"),
+        "cls": Text(row.cls.upper(), style="magenta" if hp else "cyan"),
+        "priority": Text(str(row.priority), justify="right"),
+        "slo": Text(row.slo_text(), justify="right"),
+        "attainment": _num(att, "{:.1f}", attainment_style(row.attainment if hp else None)),
+        "p50": _num(row.p50_ms if hp else None, "{:.2f}"),
+        "p99": _num(row.p99_ms if hp else None, "{:.2f}", latency_style(row.p99_ms, slo)),
+        "pre99": _num(
+            row.preempt_p99_us if hp else None, "{:.0f}", preempt_style(row.preempt_p99_us)
+        ),  # fmt: skip
+        "lpnorm": _num(norm, "{:.2f}"),
+        "slice": Text(row.slice_text(), justify="right"),
+        "state": Text(row.state_text(), style=state_style),
+    }
+
+
+def sort_value(cell: Any) -> tuple[int, Any]:
+    """Numbers before text, so '–' (no data) sorts last."""
+    s = cell.plain if isinstance(cell, Text) else str(cell)
+    try:
+        return (0, float(s.split()[0]))
+    except (ValueError, IndexError):
+        return (1, s)
+
+
+class TaskTable(DataTable):
+    """Tasks keyed by name. ``sync`` touches only the rows the model says changed."""
+
+    DEFAULT_CSS = """
+    TaskTable { height: auto; max-height: 12; }
+    """
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id, cursor_type="row", zebra_stripes=True)
+        self.sort_column: str | None = None
+        self.sort_reverse = False
+        self._shown: dict[str, dict[str, str]] = {}  # what each cell shows now
+
+    def on_mount(self) -> None:
+        for key, label in COLUMNS:
+            self.add_column(label, key=key)
+
+    def sync(self, rows: dict[str, TaskRow], changed: set[str], added: list[str],
+             removed: list[str]) -> None:  # fmt: skip
+        for name in removed:
+            if name in self._shown:
+                self.remove_row(name)
+                del self._shown[name]
+        for name in added:
+            if name in rows and name not in self._shown:
+                c = cells(rows[name])
+                self.add_row(*(c[k] for k, _ in COLUMNS), key=name)
+                self._shown[name] = {k: v.markup for k, v in c.items()}
+        for name in changed:
+            if name not in rows or name not in self._shown:
+                continue
+            shown = self._shown[name]
+            for key, cell in cells(rows[name]).items():
+                m = cell.markup
+                if shown.get(key) != m:  # skip identical cells: no redraw for them
+                    self.update_cell(name, key, cell)
+                    shown[key] = m
+        if self.sort_column and (changed or added):
+            self.apply_sort()
+
+    def apply_sort(self) -> None:
+        if self.sort_column and self.row_count:
+            self.sort(self.sort_column, key=sort_value, reverse=self.sort_reverse)
+
+    def cycle_sort(self) -> str:
+        keys = [k for k, _ in COLUMNS]
+        i = keys.index(self.sort_column) + 1 if self.sort_column in keys else 0
+        self.sort_column = keys[i % len(keys)]
+        self.apply_sort()
+        return self.sort_column
+
+    def selected_task(self) -> str | None:
+        if not self.row_count:
+            return None
+        try:
+            key = self.coordinate_to_cell_key(self.cursor_coordinate).row_key
+        except Exception:
+            return None
+        return key.value
