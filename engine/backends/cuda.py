@@ -38,6 +38,7 @@ import collections
 import ctypes
 import statistics
 import time
+from pathlib import Path
 from typing import Any
 
 from engine.backends import native
@@ -48,6 +49,7 @@ builtin_launch_shape = native.builtin_launch_shape  # re-export for profiles
 
 _TS_SLOTS = 1 << 16  # ring of start stamps (in-flight launches never get near this)
 _REANCHOR_MS = 1000.0  # move the event reference this often (float32 ms precision)
+_TICK_NS = 500_000_000  # without completions, re-anchor on a marker event this often
 _STALL_S = 60.0  # a launch not done after this long is reported as hung
 _SLEEP_MARGIN_NS = 200_000  # idle waits sleep until this close to until_ns, then spin
 
@@ -107,13 +109,13 @@ class _Prepared:
         "blocks_per_sm",
     )
 
-    def __init__(self, spec: KernelSpec, layout: native.ArgLayout, func, bufs, bps: int):
+    def __init__(self, spec: KernelSpec, layout: native.ArgLayout, func, bufs, bps: int, smem: int):
         self.spec = spec
         self.layout = layout
         self.func = func
         self.total = spec.total_blocks
         self.block = spec.block
-        self.smem = spec.smem
+        self.smem = smem
         self.bufs: dict[str, tuple[int, native.BufferSpec]] = bufs  # name → (devptr, spec)
         self.ts = ctypes.c_uint64(0)
         self.off = ctypes.c_uint32(0)
@@ -169,7 +171,9 @@ class CudaBackend(Backend):
         self.pci_bus_id = (bus if isinstance(bus, str) else bus.split(b"\0", 1)[0].decode()).strip(
             "\0"
         )
-        least, greatest = self._check(cu.cuCtxGetStreamPriorityRange(), "cuCtxGetStreamPriorityRange")
+        least, greatest = self._check(
+            cu.cuCtxGetStreamPriorityRange(), "cuCtxGetStreamPriorityRange"
+        )
         self.priority_range = (int(least), int(greatest))
         flags = cu.CUstream_flags.CU_STREAM_NON_BLOCKING
         self._allocs: list[int] = []
@@ -188,7 +192,9 @@ class CudaBackend(Backend):
         self._events: list[Any] = [self._new_event() for _ in range(256)]
         # host-mapped ring of start stamps
         flags_h = cu.CU_MEMHOSTALLOC_DEVICEMAP | cu.CU_MEMHOSTALLOC_PORTABLE
-        self._ts_host = int(self._check(cu.cuMemHostAlloc(8 * _TS_SLOTS, flags_h), "cuMemHostAlloc"))
+        self._ts_host = int(
+            self._check(cu.cuMemHostAlloc(8 * _TS_SLOTS, flags_h), "cuMemHostAlloc")
+        )
         self._ts_dev = int(
             self._check(cu.cuMemHostGetDevicePointer(self._ts_host, 0), "cuMemHostGetDevicePointer")
         )
@@ -198,12 +204,17 @@ class CudaBackend(Backend):
         # kernels
         self.target = native.target_for(self.cc)
         self._funcs: dict[str, Any] = {}
-        compiled = native.compile_all(self.target, cache=None if cache is None else __import__("pathlib").Path(cache))
+        compiled = native.compile_all(self.target, cache=None if cache is None else Path(cache))
         for src, comp in compiled.items():
             mod = self._check(cu.cuModuleLoadData(comp.image), f"cuModuleLoadData({src})")
             self._modules.append(mod)
         fn_names = {"hb_init_f32": "init.cu", "hb_init_f16": "init.cu"}
-        fn_names.update({native.builtin_layout(b).function: native.builtin_layout(b).source for b in native.BUILTINS})
+        fn_names.update(
+            {
+                native.builtin_layout(b).function: native.builtin_layout(b).source
+                for b in native.BUILTINS
+            }
+        )
         by_src = dict(zip(compiled, self._modules, strict=True))
         for fn, src in fn_names.items():
             self._funcs[fn] = self._check(
@@ -212,7 +223,12 @@ class CudaBackend(Backend):
         self._prepared: dict[str, _Prepared] = {}
         self._nvml = None
         self._nvml_tried = False
-        self.clock_stats = {"end_clamped": 0, "start_clamped": 0, "start_after_end": 0, "reanchors": 0}
+        self.clock_stats = {
+            "end_clamped": 0,
+            "start_clamped": 0,
+            "start_after_end": 0,
+            "reanchors": 0,
+        }
         self._latency_ns = 5_000
         self._calibrate(calibration_samples)
 
@@ -255,7 +271,12 @@ class CudaBackend(Backend):
             self._check(cu.cuMemsetD32(ptr, 0xFFFFFFFF, b.nbytes // 4), "cuMemsetD32")  # NaN
             return
         fn = self._funcs["hb_init_f16" if b.dtype == "f16" else "hb_init_f32"]
-        vals = [ctypes.c_uint64(ptr), ctypes.c_uint64(b.count), ctypes.c_uint32(seed), ctypes.c_float(1.0)]
+        vals = [
+            ctypes.c_uint64(ptr),
+            ctypes.c_uint64(b.count),
+            ctypes.c_uint32(seed),
+            ctypes.c_float(1.0),
+        ]
         arr = (ctypes.c_void_p * 4)(*(ctypes.addressof(v) for v in vals))
         grid = max(1, min(4096, (b.count + 255) // 256))
         self._check(
@@ -281,15 +302,16 @@ class CudaBackend(Backend):
             if old.spec == kernel and old.spec.params == kernel.params:
                 return old.blocks_per_sm
             raise BackendError(f"kernel {kernel.name!r} prepared twice with different specs")
+        smem = kernel.smem
         if not kernel.builtin:
-            raise BackendError(
-                f"kernel {kernel.name!r}: only built-in kernels (native/*.cu) can run on the "
-                "cuda backend for now; set builtin = one of " + ", ".join(native.BUILTINS)
-            )
-        try:
-            lay = native.builtin_layout(kernel.builtin, kernel.params)
-        except native.NativeError as e:
-            raise BackendError(f"kernel {kernel.name!r}: {e}") from e
+            # No native kernel: a spin stand-in with the profile's cost model (grid, block,
+            # block_us), its occupancy capped at blocks_per_sm through reserved shared memory.
+            lay, smem = self._standin(kernel)
+        else:
+            try:
+                lay = native.builtin_layout(kernel.builtin, kernel.params)
+            except native.NativeError as e:
+                raise BackendError(f"kernel {kernel.name!r}: {e}") from e
         if tuple(kernel.grid) != lay.grid or tuple(kernel.block) != lay.block:
             raise BackendError(
                 f"kernel {kernel.name!r}: builtin {kernel.builtin} with these params needs "
@@ -300,7 +322,7 @@ class CudaBackend(Backend):
         threads = lay.block[0] * lay.block[1] * lay.block[2]
         bps = int(
             self._check(
-                self._cu.cuOccupancyMaxActiveBlocksPerMultiprocessor(func, threads, kernel.smem),
+                self._cu.cuOccupancyMaxActiveBlocksPerMultiprocessor(func, threads, smem),
                 "cuOccupancyMaxActiveBlocksPerMultiprocessor",
             )
         )
@@ -312,8 +334,37 @@ class CudaBackend(Backend):
             self._fill(ptr, b, self._seed * 7919 + len(self._prepared) * 131 + i)
             bufs[b.name] = (ptr, b)
         self.synchronize()
-        self._prepared[kernel.name] = _Prepared(kernel, lay, func, bufs, bps)
+        self._prepared[kernel.name] = _Prepared(kernel, lay, func, bufs, bps, smem)
         return bps
+
+    def _standin(self, k: KernelSpec) -> tuple[native.ArgLayout, int]:
+        threads = k.block[0] * k.block[1] * k.block[2]
+        if not 1 <= threads <= 1024:
+            raise BackendError(f"kernel {k.name!r}: block {k.block} has {threads} threads")
+        lay = native.builtin_layout(
+            "spin", {"us": k.block_us, "blocks": k.total_blocks, "threads": max(32, threads)}
+        )
+        lay = native.ArgLayout(
+            "spin", lay.source, lay.function, tuple(k.grid), tuple(k.block), lay.buffers,
+            lay.scalars,
+        )  # fmt: skip
+        A = self._cu.CUdevice_attribute
+        per_sm = self._attr(A.CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_MULTIPROCESSOR)
+        optin = self._attr(A.CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)
+        reserved = self._attr(A.CU_DEVICE_ATTRIBUTE_RESERVED_SHARED_MEMORY_PER_BLOCK)
+        want = max(1, k.blocks_per_sm)
+        # the largest per-block size that still lets `want` blocks fit, but not want + 1
+        smem = min(optin, per_sm // want - reserved) & ~1023
+        func = self._funcs[lay.function]
+        self._check(
+            self._cu.cuFuncSetAttribute(
+                func,
+                self._cu.CUfunction_attribute.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                optin,
+            ),
+            "cuFuncSetAttribute",
+        )
+        return lay, max(0, smem)
 
     def submit(self, launch: Launch) -> None:
         issue = time.perf_counter_ns()
@@ -337,9 +388,13 @@ class CudaBackend(Backend):
         p.off.value = s0
         b = p.block
         cu = self._cu
-        r = cu.cuLaunchKernel(p.func, s1 - s0, 1, 1, b[0], b[1], b[2], p.smem, stream, p.params_addr, 0)
+        r = cu.cuLaunchKernel(
+            p.func, s1 - s0, 1, 1, b[0], b[1], b[2], p.smem, stream, p.params_addr, 0
+        )
         if r[0] != self._OK:
-            raise BackendError(f"cuLaunchKernel({launch.kernel.name}) failed: {_err_name(cu, r[0])}")
+            raise BackendError(
+                f"cuLaunchKernel({launch.kernel.name}) failed: {_err_name(cu, r[0])}"
+            )
         ev = self._events.pop() if self._events else self._new_event()
         r = cu.cuEventRecord(ev, stream)
         if r[0] != self._OK:
@@ -369,10 +424,17 @@ class CudaBackend(Backend):
             now = clock()
             if done:
                 self._inflight -= len(done)
-                out = [self._finish(it, now) for it in done]
-                if len(out) > 1:
-                    out.sort(key=lambda la: la.end_ns)
-                return out
+                out = []
+                for it in done:
+                    la = self._finish(it, now)
+                    if la is not None:
+                        out.append(la)
+                if out:
+                    if len(out) > 1:
+                        out.sort(key=lambda la: la.end_ns)
+                    return out
+            if now - self._ref_set_ns > _TICK_NS and not self._tick_pending:
+                self._tick()
             if now >= until_ns:
                 if self._inflight:
                     self._stall_check(now)
@@ -426,7 +488,16 @@ class CudaBackend(Backend):
         self.close()
 
     # ------------------------------------------------------------------ completions
-    def _finish(self, item: tuple[Launch, Any, int], seen_ns: int) -> Launch:
+    def _tick(self) -> None:
+        """Record a marker event on the HP stream; when done it becomes the reference, so
+        elapsed times stay short (float32 ms) even when no launch completes for long."""
+        ev = self._events.pop() if self._events else self._new_event()
+        self._check(self._cu.cuEventRecord(ev, self._hp), "cuEventRecord(tick)")
+        self._queues[0].append((None, ev, -1))
+        self._inflight += 1
+        self._tick_pending = True
+
+    def _finish(self, item: tuple[Launch | None, Any, int], seen_ns: int) -> Launch | None:
         launch, ev, slot = item
         r, ms = self._cu.cuEventElapsedTime(self._ref_ev, ev)
         if r != self._OK:
@@ -436,6 +507,16 @@ class CudaBackend(Backend):
             self._ref_host -= end - seen_ns
             end = seen_ns
             self.clock_stats["end_clamped"] += 1
+        if launch is None:  # tick: re-anchor on it
+            self._events.append(self._ref_ev)
+            self._ref_ev, self._ref_host, self._ref_set_ns = ev, end, seen_ns
+            self._tick_pending = False
+            self.clock_stats["reanchors"] += 1
+            return None
+        last = self._last_end.get(launch.stream, 0)
+        if end < last:  # keep per-stream FIFO visible after a clamp moved the offset
+            end = last
+        self._last_end[launch.stream] = end
         g = self._ts[slot]
         if g:
             start = g + self._gt_off
@@ -452,20 +533,26 @@ class CudaBackend(Backend):
         launch.end_ns = end
         if ms > _REANCHOR_MS:
             self._events.append(self._ref_ev)
-            self._ref_ev, self._ref_host = ev, end
+            self._ref_ev, self._ref_host, self._ref_set_ns = ev, end, seen_ns
             self.clock_stats["reanchors"] += 1
         else:
             self._events.append(ev)
         return launch
 
     def _fail(self, op: str, err) -> None:
-        raise BackendError(f"{op} failed: {_err_name(self._cu, err)} (the CUDA context is unusable)")
+        raise BackendError(
+            f"{op} failed: {_err_name(self._cu, err)} (the CUDA context is unusable)"
+        )
 
     def _stall_check(self, now: int) -> None:
         for q in self._qlist:
-            if q and now - q[0][0].issue_ns > _STALL_S * 1e9:
+            if q and q[0][0] is not None and now - q[0][0].issue_ns > _STALL_S * 1e9:
                 la = q[0][0]
-                r = self._cu.cuCtxSynchronize  # noqa: F841 - never called: it would block
+                # a sticky error shows on any query; cuCtxSynchronize could block forever
+                for st in self._streams.values():
+                    r = self._cu.cuStreamQuery(st)[0]
+                    if r not in (self._OK, self._NOT_READY):
+                        self._fail("cuStreamQuery", r)
                 raise BackendError(
                     f"launch {la.id} ({la.kernel.name}) not complete {_STALL_S:.0f} s after issue: "
                     "hung kernel?"
@@ -475,10 +562,17 @@ class CudaBackend(Backend):
     def _calibrate(self, n: int) -> None:
         """Map %globaltimer and event times to perf_counter_ns; measure launch latency."""
         cu = self._cu
-        spin = KernelSpec("__hb_calib", grid=(1, 1, 1), block=(32, 1, 1), builtin="spin",
-                          params={"us": 0, "blocks": 1, "threads": 32})
-        self.prepare(spin)
-        p = self._prepared.pop(spin.name)
+        spin = KernelSpec(
+            "__hb_calib",
+            grid=(1, 1, 1),
+            block=(32, 1, 1),
+            builtin="spin",
+            params={"us": 0, "blocks": 1, "threads": 32},
+        )
+        p = getattr(self, "_calib_p", None)
+        if p is None:
+            self.prepare(spin)
+            p = self._calib_p = self._prepared.pop(spin.name)
         clock = time.perf_counter_ns
         evs = [self._new_event() for _ in range(n)]
         lo_e: list[int] = []
@@ -535,8 +629,31 @@ class CudaBackend(Backend):
         self._ref_ev = ref
         self._ref_host = (lo_r + hi_r) // 2
         self.ev_bound_ns = hi_r - lo_r
+        self._ref_set_ns = clock()
+        self._tick_pending = False
+        self._last_end: dict[int, int] = {}
         self._events.extend(evs[1:])
         self.calibrated_at_ns = clock()
+
+    def recalibrate(self, samples: int = 64) -> dict[str, int]:
+        """Calibrate again (needs an idle GPU) and report how far the old mapping had
+        drifted: gt_shift_ns / ev_shift_ns = new − old host time of the same instant."""
+        if self._inflight:
+            raise BackendError("recalibrate needs no launches in flight")
+        old_gt, old_ev, old_host, old_at = (
+            self._gt_off,
+            self._ref_ev,
+            self._ref_host,
+            self._ref_set_ns,
+        )
+        self._calibrate(samples)
+        ms = self._check(self._cu.cuEventElapsedTime(old_ev, self._ref_ev), "cuEventElapsedTime")
+        self._events.append(old_ev)
+        return {
+            "interval_ns": self._ref_set_ns - old_at,
+            "gt_shift_ns": self._gt_off - old_gt,
+            "ev_shift_ns": self._ref_host - (old_host + int(ms * 1e6)),
+        }
 
     # ------------------------------------------------------------------ tests / tools
     def clock_info(self) -> dict[str, Any]:

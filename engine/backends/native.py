@@ -106,7 +106,11 @@ def _gemm(p: dict[str, Any]) -> ArgLayout:
         "hb_gemm",
         (n // 64, m // 64, 1),
         (128, 1, 1),
-        (BufferSpec("a", "f16", m * k), BufferSpec("w", "f16", n * k), BufferSpec("c", "f32", m * n, True)),
+        (
+            BufferSpec("a", "f16", m * k),
+            BufferSpec("w", "f16", n * k),
+            BufferSpec("c", "f32", m * n, True),
+        ),
         (("u32", m), ("u32", n), ("u32", k)),
     )
 
@@ -234,7 +238,9 @@ def nvrtc_version() -> tuple[int, int]:
 
 def supported_sms() -> list[int]:
     nvrtc = _nvrtc()
-    return [int(a) for a in _nv_check(nvrtc, nvrtc.nvrtcGetSupportedArchs(), "nvrtcGetSupportedArchs")]
+    return [
+        int(a) for a in _nv_check(nvrtc, nvrtc.nvrtcGetSupportedArchs(), "nvrtcGetSupportedArchs")
+    ]
 
 
 def target_for(cc: tuple[int, int]) -> str:
