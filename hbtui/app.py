@@ -29,17 +29,43 @@ RATES_HZ = (1.0, 2.0, 5.0, 10.0, 20.0, 30.0)
 
 # Actions that change the engine: hidden and refused under --readonly.
 MUTATING = {
-    "edit_slice", "slice_up", "slice_down", "edit_slo", "edit_priority", "toggle_pause",
-    "pick_policy", "load_profile", "save_profile", "save_profile_as", "reset_stats",
-}  # fmt: skip
+    "edit_slice",
+    "slice_up",
+    "slice_down",
+    "edit_slo",
+    "edit_priority",
+    "toggle_pause",
+    "pick_policy",
+    "load_profile",
+    "save_profile",
+    "save_profile_as",
+    "reset_stats",
+}
 
 GROUPS = {
-    "View": ("help", "quit", "command_palette", "toggle_charts", "faster", "slower",
-             "sort_next", "sort_reverse", "next_tab"),
-    "Live control": ("edit_slice", "slice_up", "slice_down", "edit_slo", "edit_priority",
-                     "toggle_pause", "pick_policy", "reset_stats"),
+    "View": (
+        "help",
+        "quit",
+        "command_palette",
+        "toggle_charts",
+        "faster",
+        "slower",
+        "sort_next",
+        "sort_reverse",
+        "next_tab",
+    ),
+    "Live control": (
+        "edit_slice",
+        "slice_up",
+        "slice_down",
+        "edit_slo",
+        "edit_priority",
+        "toggle_pause",
+        "pick_policy",
+        "reset_stats",
+    ),
     "Profiles": ("load_profile", "save_profile", "save_profile_as"),
-}  # fmt: skip
+}
 
 
 class ConsoleApp(App[int]):
@@ -71,10 +97,17 @@ class ConsoleApp(App[int]):
         Binding("tab", "next_tab", "Next engine", show=False),
     ]
 
-    def __init__(self, targets: list[Target], *, readonly: bool = False,
-                 clock: Callable[[], float] = time.monotonic, live: bool = True,
-                 models: list[EngineModel] | None = None, embedded: Any = None,
-                 rate_hz: float = 10.0) -> None:  # fmt: skip
+    def __init__(
+        self,
+        targets: list[Target],
+        *,
+        readonly: bool = False,
+        clock: Callable[[], float] = time.monotonic,
+        live: bool = True,
+        models: list[EngineModel] | None = None,
+        embedded: Any = None,
+        rate_hz: float = 10.0,
+    ) -> None:
         super().__init__()
         self.targets = targets
         self.readonly_flag = readonly
@@ -122,8 +155,11 @@ class ConsoleApp(App[int]):
         emb = self.embedded
         if emb is not None and not self._engine_exit_reported and emb.exited() is not None:
             self._engine_exit_reported = True
-            self.notify(f"embedded engine exited ({emb.exited()}):\n{emb.log_tail(4)}",
-                        severity="error", timeout=30)  # fmt: skip
+            self.notify(
+                f"embedded engine exited ({emb.exited()}):\n{emb.log_tail(4)}",
+                severity="error",
+                timeout=30,
+            )
 
     def _extra_note(self) -> str:
         bits = []
@@ -190,7 +226,7 @@ class ConsoleApp(App[int]):
             for a in actions:
                 if a not in by_action or not self.check_action(a, ()):
                     continue
-                keys = " ".join(_key_text(b) for b in by_action[a])
+                keys = " ".join(_key_text(b, full=True) for b in by_action[a])
                 rows.append((keys, by_action[a][0].description, group))
         return rows
 
@@ -240,20 +276,31 @@ class ConsoleApp(App[int]):
         model.set_pending(task, desc)
         self.run_worker(self._control(model, link, op, args, desc, task), group="control")
 
-    async def _control(self, model: EngineModel, link: EngineLink, op: str,
-                       args: dict[str, Any], desc: str, task: str | None) -> None:  # fmt: skip
+    async def _control(
+        self,
+        model: EngineModel,
+        link: EngineLink,
+        op: str,
+        args: dict[str, Any],
+        desc: str,
+        task: str | None,
+    ) -> None:
         try:
             await link.call(op, args)
         except ClientError as e:
-            self.notify(f"{desc}: {e.message} [{e.code}]", title="engine refused",
-                        severity="error", timeout=8)  # fmt: skip
+            self.notify(
+                f"{desc}: {e.message} [{e.code}]",
+                title="engine refused",
+                severity="error",
+                timeout=8,
+            )
         else:
             model.mark_dirty(op not in ("load_profile", "save_profile"))
             self.notify(f"✓ {desc}", timeout=3)
         finally:
             model.set_pending(task, "")
 
-    def _task(self, cls: str | None = None) -> str | None:
+    def _pick_task(self, cls: str | None = None) -> str | None:
         """The selected task, or the first of class ``cls`` when the selection is not one."""
         m = self.current_model()
         pane = self.current_pane()
@@ -267,7 +314,7 @@ class ConsoleApp(App[int]):
         return None
 
     def action_edit_slice(self) -> None:
-        name = self._task("lp")
+        name = self._pick_task("lp")
         if name is None:
             return
         row = self.current_model().tasks[name]
@@ -275,14 +322,22 @@ class ConsoleApp(App[int]):
 
         def done(args: dict[str, Any] | None) -> None:
             if args:
-                self.control("set_slice", {"task": name, **args}, f"slice {name} → "
-                             + _kv(args), name)  # fmt: skip
+                self.control(
+                    "set_slice", {"task": name, **args}, f"slice {name} → " + _kv(args), name
+                )
 
-        self.push_screen(EditModal(f"LP slice size of {name!r}", "" if cur == "auto" else cur,
-                                   "µs (e.g. 50us) or blocks (e.g. 264b).", parse_slice), done)  # fmt: skip
+        self.push_screen(
+            EditModal(
+                f"LP slice size of {name!r}",
+                "" if cur == "auto" else cur,
+                "µs (e.g. 50us) or blocks (e.g. 264b).",
+                parse_slice,
+            ),
+            done,
+        )
 
     def _scale_slice(self, factor: float) -> None:
-        name = self._task("lp")
+        name = self._pick_task("lp")
         if name is None:
             return
         row = self.current_model().tasks[name]
@@ -299,7 +354,7 @@ class ConsoleApp(App[int]):
         self._scale_slice(0.5)
 
     def action_edit_slo(self) -> None:
-        name = self._task("hp")
+        name = self._pick_task("hp")
         if name is None:
             return
         row = self.current_model().tasks[name]
@@ -311,25 +366,43 @@ class ConsoleApp(App[int]):
             if args:
                 self.control("set_slo", {"task": name, **args}, f"SLO {name} → {_kv(args)}", name)
 
-        self.push_screen(EditModal(f"SLO of {name!r}", cur, "ms (e.g. 5ms) or a factor of the "
-                                   "exclusive p99 (e.g. 1.2x).", parse_slo), done)  # fmt: skip
+        self.push_screen(
+            EditModal(
+                f"SLO of {name!r}",
+                cur,
+                "ms (e.g. 5ms) or a factor of the exclusive p99 (e.g. 1.2x).",
+                parse_slo,
+            ),
+            done,
+        )
 
     def action_edit_priority(self) -> None:
-        name = self._task()
+        name = self._pick_task()
         if name is None:
             return
         row = self.current_model().tasks[name]
 
         def done(args: dict[str, Any] | None) -> None:
             if args:
-                self.control("set_priority", {"task": name, **args},
-                             f"priority {name} → {args['priority']}", name)  # fmt: skip
+                self.control(
+                    "set_priority",
+                    {"task": name, **args},
+                    f"priority {name} → {args['priority']}",
+                    name,
+                )
 
-        self.push_screen(EditModal(f"Priority of {name!r}", str(row.priority),
-                                   "An integer; larger is more important.", parse_priority), done)  # fmt: skip
+        self.push_screen(
+            EditModal(
+                f"Priority of {name!r}",
+                str(row.priority),
+                "An integer; larger is more important.",
+                parse_priority,
+            ),
+            done,
+        )
 
     def action_toggle_pause(self) -> None:
-        name = self._task()
+        name = self._pick_task()
         if name is None:
             return
         paused = self.current_model().tasks[name].paused
@@ -380,9 +453,15 @@ class ConsoleApp(App[int]):
             if args:
                 self.control("save_profile", args, f"save profile as {_kv(args)}")
 
-        self.push_screen(EditModal("Save profile as", self.current_model().profile,
-                                   "A name (user profile dir) or a path ending in .toml.", parse),
-                         done)  # fmt: skip
+        self.push_screen(
+            EditModal(
+                "Save profile as",
+                self.current_model().profile,
+                "A name (user profile dir) or a path ending in .toml.",
+                parse,
+            ),
+            done,
+        )
 
     # -- command palette -----------------------------------------------------------------------
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
@@ -394,8 +473,11 @@ class ConsoleApp(App[int]):
             ):
                 continue
             if b.action in GROUPS["View"] or b.action in MUTATING:
-                yield SystemCommand(b.description, f"{b.action} ({_key_text(b)})",
-                                    partial(self.run_action, b.action))  # fmt: skip
+                yield SystemCommand(
+                    b.description,
+                    f"{b.action} ({_key_text(b)})",
+                    partial(self.run_action, b.action),
+                )
         yield SystemCommand(
             "Help", "Keys and what they do (?/F1)", partial(self.run_action, "help")
         )
@@ -407,15 +489,24 @@ class ConsoleApp(App[int]):
 
 def _kv(args: dict[str, Any]) -> str:
     units = {"us": "µs", "ms": "ms", "blocks": " blocks", "factor": "x"}
-    return ", ".join(f"{v:g}{units[k]}" if k in units and isinstance(v, int | float) else f"{v}"
-                     for k, v in args.items())  # fmt: skip
+    return ", ".join(
+        f"{v:g}{units[k]}" if k in units and isinstance(v, int | float) else f"{v}"
+        for k, v in args.items()
+    )
 
 
-def _key_text(b: Binding) -> str:
-    if b.key_display:
+def _key_text(b: Binding, full: bool = False) -> str:
+    """How a binding's keys read; ``full`` lists every key, not just the footer label."""
+    if b.key_display and not full:
         return b.key_display
-    names = {"question_mark": "?", "plus": "+", "minus": "-", "right_square_bracket": "]",
-             "left_square_bracket": "[", "equals_sign": "="}  # fmt: skip
+    names = {
+        "question_mark": "?",
+        "plus": "+",
+        "minus": "-",
+        "right_square_bracket": "]",
+        "left_square_bracket": "[",
+        "equals_sign": "=",
+    }
     return "/".join(names.get(k, k) for k in b.key.split(","))
 
 

@@ -26,9 +26,16 @@ class HistoryChart(Widget):
     HistoryChart { height: 4; width: 1fr; padding: 0 1; }
     """
 
-    def __init__(self, title: str, fmt: str = "{:.2f}", *, id: str | None = None,
-                 lo: float | None = 0.0, hi: float | None = None,
-                 higher_is_better: bool = False) -> None:  # fmt: skip
+    def __init__(
+        self,
+        title: str,
+        fmt: str = "{:.2f}",
+        *,
+        id: str | None = None,
+        lo: float | None = 0.0,
+        hi: float | None = None,
+        higher_is_better: bool = False,
+    ) -> None:
         super().__init__(id=id)
         self.title = title
         self.fmt = fmt

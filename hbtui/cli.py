@@ -90,13 +90,16 @@ def run(argv: list[str] | None = None) -> int:
     engine = EmbeddedEngine(args.profile, args.backend, readonly=args.readonly)
     try:
         engine.start()
-        app = ConsoleApp([engine.target], readonly=args.readonly, embedded=engine,
-                         rate_hz=args.rate)  # fmt: skip
+        app = ConsoleApp(
+            [engine.target], readonly=args.readonly, embedded=engine, rate_hz=args.rate
+        )
         app.run()
         code = engine.exited()
         if code not in (None, 0):
-            print(f"hbtui: the embedded engine exited with {code}:\n{engine.log_tail()}",
-                  file=sys.stderr)  # fmt: skip
+            print(
+                f"hbtui: the embedded engine exited with {code}:\n{engine.log_tail()}",
+                file=sys.stderr,
+            )
             return 1
         return 0
     finally:

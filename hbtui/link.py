@@ -40,9 +40,16 @@ class Target:
 
 
 class EngineLink:
-    def __init__(self, target: Target, model: EngineModel,
-                 clock: Callable[[], float] = time.monotonic, *, stale_after: float = 1.5,
-                 dead_after: float = 3.0, backoff_max: float = 2.0) -> None:  # fmt: skip
+    def __init__(
+        self,
+        target: Target,
+        model: EngineModel,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        stale_after: float = 1.5,
+        dead_after: float = 3.0,
+        backoff_max: float = 2.0,
+    ) -> None:
         self.target = target
         self.model = model
         self.clock = clock
@@ -71,8 +78,9 @@ class EngineLink:
         self._close()
 
     # -- control -----------------------------------------------------------------------------
-    async def call(self, op: str, args: dict[str, Any] | None = None,
-                   timeout: float | None = None) -> Any:  # fmt: skip
+    async def call(
+        self, op: str, args: dict[str, Any] | None = None, timeout: float | None = None
+    ) -> Any:
         """One control op. Raises ClientError (engine refusal, timeout or no connection)."""
         if self.client is None:
             raise ClientError("disconnected", f"not connected to {self.target.ctl}", op)

@@ -87,9 +87,15 @@ class Changes:
 
     def __bool__(self) -> bool:
         return bool(
-            self.rows or self.added or self.removed or self.header or self.charts
-            or self.timeline or self.gpu or self.events
-        )  # fmt: skip
+            self.rows
+            or self.added
+            or self.removed
+            or self.header
+            or self.charts
+            or self.timeline
+            or self.gpu
+            or self.events
+        )
 
 
 def _f(v: Any) -> float | None:
@@ -105,6 +111,7 @@ class EngineModel:
         self.device = ""
         self.policy = ""
         self.profile = ""
+        self.phase = ""  # "calibrating" or "running"
         self.readonly = False
         self.tasks: dict[str, TaskRow] = {}
         self.gpu: dict[str, Any] | None = None
@@ -162,7 +169,10 @@ class EngineModel:
         self._on_state(body)
 
     def _on_state(self, b: dict[str, Any]) -> None:
-        for key in ("backend", "device", "policy", "profile"):
+        prof = b.get("profile")
+        if isinstance(prof, dict):  # {"name", "path"}
+            b = dict(b, profile=prof.get("name") or prof.get("path") or "")
+        for key in ("backend", "device", "policy", "profile", "phase"):
             v = b.get(key)
             if v is not None and str(v) != getattr(self, key):
                 setattr(self, key, str(v))
@@ -218,6 +228,10 @@ class EngineModel:
             row = self._row(name)
             if "class" in s:
                 self._set(row, "cls", str(s["class"]))
+            win = s.get("window")
+            if isinstance(win, dict) and win:
+                # Live view: the engine's rolling window (last few s) over since-reset totals.
+                s = {**s, **win}
             req = s.get("requests")
             self._set(row, "requests", req if isinstance(req, int) else None)
             self._set(row, "attainment", _f(s.get("slo_attainment", s.get("attainment"))))
@@ -236,11 +250,17 @@ class EngineModel:
                 slo = row.slo_effective_ms or row.slo_ms
             elif row.cls == "lp" and row.throughput_norm is not None:
                 lp_norm = (lp_norm or 0.0) + row.throughput_norm
-        self.harvest_ratio = _f(b.get("harvest_ratio"))
-        self.gpu_busy = _f(b.get("gpu_busy"))
+        win = b.get("window") if isinstance(b.get("window"), dict) else {}
+        self.harvest_ratio = _f(win.get("harvest_ratio", b.get("harvest_ratio")))
+        self.gpu_busy = _f(win.get("gpu_busy", b.get("gpu_busy")))
+        tel = b.get("telemetry")
         dropped = b.get("dropped")
-        if isinstance(dropped, dict):
-            dropped = sum(v for v in dropped.values() if isinstance(v, int))
+        if isinstance(tel, dict):
+            dropped = sum(
+                v
+                for k, v in tel.items()
+                if k in ("dropped", "dropped_records") and isinstance(v, int)
+            )
         if isinstance(dropped, int) and dropped != self.engine_dropped:
             self.engine_dropped = dropped
             self._changes.header = True

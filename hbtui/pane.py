@@ -40,6 +40,8 @@ class StatusHeader(Static):
         t.append(m.policy or "?", style="bold cyan")
         t.append("  profile ", style="dim")
         t.append(m.profile or "?", style="bold")
+        if m.phase and m.phase != "running":
+            t.append(f"  {m.phase}…", style="bold yellow")
         if m.dirty:
             t.append(" ● unsaved", style="bold yellow")
         if m.readonly:
@@ -73,7 +75,7 @@ class GpuPanel(Static):
         harvest = _fmt(None if m.harvest_ratio is None else m.harvest_ratio * 100, "{:.0f}", " %")
         lines = [
             ("GPU", str(name)[:24]),
-            ("util", _fmt(g.get("util_pct"), "{:.0f}", " %")),
+            ("util", _fmt(g.get("util_gpu", g.get("util_pct")), "{:.0f}", " %")),
             ("SM clock", _fmt(g.get("sm_clock_mhz"), "{:.0f}", " MHz")),
             ("power", _fmt(g.get("power_w"), "{:.0f}", " W")),
             ("memory", mem),
@@ -104,8 +106,9 @@ class EnginePane(Vertical):
     }
     """
 
-    def __init__(self, model: EngineModel, label: str, clock: Callable[[], float],
-                 *, id: str | None = None) -> None:  # fmt: skip
+    def __init__(
+        self, model: EngineModel, label: str, clock: Callable[[], float], *, id: str | None = None
+    ) -> None:
         super().__init__(id=id)
         self.model = model
         self.label = label
@@ -118,8 +121,9 @@ class EnginePane(Vertical):
         yield TaskTable(id="tasks")
         with Horizontal(id="lower"):
             with Vertical(classes="chartcol"):
-                yield HistoryChart("SLO attainment", "{:.3f}", id="c-att", lo=None, hi=1.0,
-                                   higher_is_better=True)  # fmt: skip
+                yield HistoryChart(
+                    "SLO attainment", "{:.3f}", id="c-att", lo=None, hi=1.0, higher_is_better=True
+                )
                 yield HistoryChart("HP p99 ms vs SLO", "{:.2f}", id="c-p99", lo=None)
                 yield HistoryChart("preemption p99 µs", "{:.0f}", id="c-pre", lo=None)
             with Vertical(classes="chartcol"):

@@ -36,8 +36,9 @@ class EditModal(ModalScreen[dict[str, Any] | None]):
     DEFAULT_CSS = _MODAL_CSS.replace("NAME", "EditModal")
     BINDINGS = [Binding("escape", "cancel", "Cancel")]
 
-    def __init__(self, title: str, current: str, hint: str,
-                 parse: Callable[[str], dict[str, Any]]) -> None:  # fmt: skip
+    def __init__(
+        self, title: str, current: str, hint: str, parse: Callable[[str], dict[str, Any]]
+    ) -> None:
         super().__init__()
         self.title_text = title
         self.current = current

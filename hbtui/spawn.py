@@ -37,8 +37,14 @@ def private_runtime_dir() -> Path:
 class EmbeddedEngine:
     """``start`` launches ``engine.server`` with ipc endpoints; ``stop`` ends and cleans it."""
 
-    def __init__(self, profile: str = "default", backend: str = "auto", readonly: bool = False,
-                 runtime_dir: Path | None = None, extra: list[str] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        profile: str = "default",
+        backend: str = "auto",
+        readonly: bool = False,
+        runtime_dir: Path | None = None,
+        extra: list[str] | None = None,
+    ) -> None:
         self.profile = profile
         self.backend = backend
         self.readonly = readonly
@@ -50,8 +56,19 @@ class EmbeddedEngine:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def command(self) -> list[str]:
-        cmd = [sys.executable, "-c", ENGINE_CMD, "--profile", self.profile,
-               "--pub", self.target.pub, "--ctl", self.target.ctl, "--backend", self.backend]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-c",
+            ENGINE_CMD,
+            "--profile",
+            self.profile,
+            "--pub",
+            self.target.pub,
+            "--ctl",
+            self.target.ctl,
+            "--backend",
+            self.backend,
+        ]
         if self.readonly:
             cmd.append("--readonly")
         return cmd + self.extra
@@ -59,9 +76,12 @@ class EmbeddedEngine:
     def start(self) -> None:
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
-                self.command(), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                self.command(),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,  # ctrl+c in the terminal goes to the console only
-            )  # fmt: skip
+            )
 
     def exited(self) -> int | None:
         return None if self.proc is None else self.proc.poll()

@@ -64,7 +64,7 @@ def cells(row: TaskRow) -> dict[str, Text]:
         "p99": _num(row.p99_ms if hp else None, "{:.2f}", latency_style(row.p99_ms, slo)),
         "pre99": _num(
             row.preempt_p99_us if hp else None, "{:.0f}", preempt_style(row.preempt_p99_us)
-        ),  # fmt: skip
+        ),
         "lpnorm": _num(norm, "{:.2f}"),
         "slice": Text(row.slice_text(), justify="right"),
         "state": Text(row.state_text(), style=state_style),
@@ -97,8 +97,9 @@ class TaskTable(DataTable):
         for key, label in COLUMNS:
             self.add_column(label, key=key)
 
-    def sync(self, rows: dict[str, TaskRow], changed: set[str], added: list[str],
-             removed: list[str]) -> None:  # fmt: skip
+    def sync(
+        self, rows: dict[str, TaskRow], changed: set[str], added: list[str], removed: list[str]
+    ) -> None:
         for name in removed:
             if name in self._shown:
                 self.remove_row(name)

@@ -1,0 +1,46 @@
+"""Snapshot tests of the console (pytest-textual-snapshot) with deterministic data.
+
+No engine: the app shows a fixed model (``live=False``) and a frozen clock, so message
+ages, charts and the timeline render identically on every run. Update the SVGs under
+tests/__snapshots__ with ``pytest tests/test_console_snapshots.py --snapshot-update``
+after checking the change is intended.
+"""
+
+from __future__ import annotations
+
+from hbtui.app import ConsoleApp
+from hbtui.link import Target
+from tests.test_console_fixtures import demo_model, frozen_clock
+
+SIZE = (120, 40)
+
+
+def make_app(**kw: object) -> ConsoleApp:
+    return ConsoleApp(
+        [Target("ipc:///run/hbtui/ctl", "ipc:///run/hbtui/pub")],
+        live=False,
+        models=[demo_model()],
+        clock=frozen_clock,
+        **kw,
+    )
+
+
+def test_main_screen(snap_compare) -> None:
+    assert snap_compare(make_app(), terminal_size=SIZE)
+
+
+def test_help_screen(snap_compare) -> None:
+    assert snap_compare(make_app(), press=["question_mark"], terminal_size=SIZE)
+
+
+def test_edit_slice_modal(snap_compare) -> None:
+    async def select_train(pilot) -> None:  # noqa: ANN001
+        await pilot.press("down", "down")  # cursor to the 'train' row
+        await pilot.press("s")
+        await pilot.pause()
+
+    assert snap_compare(make_app(), terminal_size=SIZE, run_before=select_train)
+
+
+def test_readonly_main_screen(snap_compare) -> None:
+    assert snap_compare(make_app(readonly=True), terminal_size=SIZE)
