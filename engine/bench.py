@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import replace
 from typing import Any
 
@@ -23,10 +24,12 @@ SCHEMA = 1
 Progress = Callable[[str, float], None]
 
 
-def _stderr_progress(label: str, frac: float) -> None:
-    sys.stderr.write(f"\r  {label:<12} {frac * 100:5.1f}%")
-    if frac >= 1.0:
-        sys.stderr.write("\n")
+def stderr_progress(label: str, frac: float) -> None:
+    """Live percentage on a terminal; one line per finished run otherwise (logs, CI)."""
+    if sys.stderr.isatty():
+        sys.stderr.write(f"\r  {label:<12} {frac * 100:5.1f}%" + ("\n" if frac >= 1 else ""))
+    elif frac >= 1.0:
+        sys.stderr.write(f"  {label} done\n")
     sys.stderr.flush()
 
 
@@ -54,8 +57,9 @@ def _run(prof: Profile, policy: str, duration_s: float, warmup_s: float, backend
     return sched
 
 
-def _aggregate(sched: Scheduler, lp_alone_rate: float | None) -> dict[str, Any]:
-    s = sched.summary()
+def _aggregate(sched: Scheduler, lp_alone: dict[str, float]) -> dict[str, Any]:
+    s = sched.summary(lp_alone)
+    lp_alone_rate = sum(lp_alone.values()) if lp_alone else None
     wall = s["wall_s"]
     m = sched.metrics
     hp_lat, pre = Histogram(), Histogram()
@@ -99,17 +103,49 @@ def _aggregate(sched: Scheduler, lp_alone_rate: float | None) -> dict[str, Any]:
     }
 
 
+def _job(prof: Profile, policy: str, lp_only: bool, duration_s: float, warmup_s: float,
+         kind: str, seed: int, baseline: dict[str, float], waits: dict[str, int],
+         lp_alone: dict[str, float], progress: Progress | None) -> dict[str, Any]:  # fmt: skip
+    """One run (a policy, or LP alone); returns plain data so it can run in a worker."""
+    s = _run(prof, policy, duration_s, warmup_s, kind, seed, baseline, waits, lp_only, progress)
+    out: dict[str, Any] = {"device": s.backend.device}
+    if lp_only:
+        wall = s.summary()["wall_s"]
+        out["lp_rates"] = {n: ts.blocks / wall for n, ts in s.metrics.tasks.items()}
+        return out
+    if policy == "exclusive":
+        out["baseline"] = {
+            n: ts.latency.percentile(99) / 1e6 for n, ts in s.metrics.tasks.items() if ts.cls == HP
+        }
+        out["waits"] = s.metrics.wait_medians()
+        s.baseline_p99_ms = dict(out["baseline"])
+        s.metrics.preempt_baseline_ns = dict(out["waits"])
+        # Its SLO was only known after the run: count hits from the histogram.
+        for name, ts in s.metrics.tasks.items():
+            if ts.cls == HP and (slo := s.slo_ns(s.tasks[name])) is not None:
+                ts.slo_hits = round(ts.latency.fraction_le(slo) * ts.requests)
+    out["result"] = _aggregate(s, lp_alone)
+    return out
+
+
 def bench(
     prof: Profile,
     policies: list[str],
     duration_s: float,
     seed: int | None = None,
     backend: str = "sim",
-    progress: Progress | None = _stderr_progress,
+    progress: Progress | None = stderr_progress,
     warmup_s: float | None = None,
+    jobs: int = 1,
 ) -> dict[str, Any]:
+    """LP alone and exclusive first (they give the baselines), then the other policies.
+
+    With ``jobs`` > 1 (sim only: one GPU cannot be shared between runs) independent runs
+    go to worker processes; results are identical to a serial run (same seeds).
+    """
     seed = prof.seed if seed is None else seed
     kind = resolve_backend(backend)
+    jobs = 1 if kind != "sim" else max(1, jobs)
     warm = min(1.0, duration_s * 0.1) if warmup_s is None else warmup_s
     has_hp = any(t.cls == HP for t in prof.tasks)
     has_lp = any(t.cls == LP for t in prof.tasks)
@@ -126,41 +162,59 @@ def bench(
         "lp_alone": {"work_per_s": None},
         "results": {},
     }
-    lp_alone = None
+    common = (duration_s, warm, kind, seed)
+    first: list[tuple[str, bool]] = []
     if has_lp:
-        s = _run(prof, "spatial", duration_s, warm, kind, seed, {}, {}, True, progress)
-        out["device"] = s.backend.device
-        wall = s.summary()["wall_s"]
-        lp_alone = sum(ts.blocks for ts in s.metrics.tasks.values()) / wall
-        out["lp_alone"]["work_per_s"] = lp_alone
-    baseline: dict[str, float] = {}
-    waits: dict[str, int] = {}
-    order = list(dict.fromkeys(policies))
-    if has_hp and "exclusive" not in order:
-        order.insert(0, "exclusive")
-    elif "exclusive" in order:
-        order.remove("exclusive")
-        order.insert(0, "exclusive")
-    for pol in order:
-        s = _run(prof, pol, duration_s, warm, kind, seed, baseline, waits, False, progress)
-        out["device"] = s.backend.device
-        if pol == "exclusive":
-            for name, ts in s.metrics.tasks.items():
-                if ts.cls == HP:
-                    baseline[name] = ts.latency.percentile(99) / 1e6
-            waits = s.metrics.wait_medians()
-            s.baseline_p99_ms = dict(baseline)
-            s.metrics.preempt_baseline_ns = dict(waits)
-            # Its SLO was only known after the run: count hits from the histogram.
-            for name, ts in s.metrics.tasks.items():
-                if ts.cls == HP and (slo := s.slo_ns(s.tasks[name])) is not None:
-                    ts.slo_hits = round(ts.latency.fraction_le(slo) * ts.requests)
-        res = _aggregate(s, lp_alone)
-        if pol in policies:
-            out["results"][pol] = res
+        first.append(("lp-alone", True))
+    if has_hp or "exclusive" in policies:
+        first.append(("exclusive", False))
+    rest = [p for p in dict.fromkeys(policies) if p != "exclusive"]
+
+    pool = ProcessPoolExecutor(jobs) if jobs > 1 else None
+    try:
+
+        def run_all(batch: list[tuple[str, bool]], *extra: Any) -> dict[str, dict[str, Any]]:
+            if pool is None:
+                return {
+                    label: _job(
+                        prof, label if not lp else "spatial", lp, *common, *extra, progress
+                    )  # fmt: skip
+                    for label, lp in batch
+                }
+            futs = {
+                pool.submit(
+                    _job, prof, label if not lp else "spatial", lp, *common, *extra, None
+                ): label  # fmt: skip
+                for label, lp in batch
+            }
+            done = {}
+            for f in as_completed(futs):
+                done[futs[f]] = f.result()
+                if progress:
+                    progress(futs[f], 1.0)
+            return done
+
+        got = run_all(first, {}, {}, {})
+        lp_alone: dict[str, float] = got.get("lp-alone", {}).get("lp_rates", {})
+        if lp_alone:
+            out["lp_alone"]["work_per_s"] = sum(lp_alone.values())
+        excl = got.get("exclusive", {})
+        baseline, waits = excl.get("baseline", {}), excl.get("waits", {})
+        got.update(run_all([(p, False) for p in rest], baseline, waits, lp_alone))
+    finally:
+        if pool is not None:
+            pool.shutdown()
+    for label, r in got.items():
+        out["device"] = r["device"]
+        if label == "lp-alone":
+            continue
+        if label in policies:
+            out["results"][label] = r["result"]
         else:
-            out["baseline_exclusive"] = res
+            out["baseline_exclusive"] = r["result"]
+    out["results"] = {p: out["results"][p] for p in policies if p in out["results"]}
     out["wall_s"] = time.perf_counter() - wall0
+    out["jobs"] = jobs
     return out
 
 
@@ -179,7 +233,10 @@ def format_table(result: dict[str, Any]) -> str:
     ]
 
     def f(v: Any, fmt: str) -> str:
-        return format(v, fmt) if isinstance(v, int | float) else "-"
+        if isinstance(v, int | float):
+            return format(v, fmt)
+        width = "".join(ch for ch in fmt.split(".")[0] if ch.isdigit())
+        return "-".rjust(int(width or 1))
 
     for pol, r in result["results"].items():
         hp, lp, pre = r["hp"], r["lp"], r["preemption_us"]

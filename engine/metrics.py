@@ -110,6 +110,16 @@ class IntervalUnion:
         if end <= start:
             return
         iv = self._open
+        if iv and iv[-1][0] <= start:  # common case: at or after the last interval's start
+            last = iv[-1]
+            if start <= last[1]:
+                if end > last[1]:
+                    last[1] = end
+            else:
+                iv.append([start, end])
+            if iv[0][1] < horizon:
+                self._fold(horizon)
+            return
         i = len(iv)
         while i and iv[i - 1][0] > start:
             i -= 1
@@ -124,9 +134,15 @@ class IntervalUnion:
             cur[1] = max(cur[1], iv[j][1])
             j += 1
         del iv[i + 1 : j]
-        while iv and iv[0][1] < horizon:
-            s, e = iv.pop(0)
-            self.closed += e - s
+        self._fold(horizon)
+
+    def _fold(self, horizon: int) -> None:
+        iv = self._open
+        n = 0
+        while n < len(iv) and iv[n][1] < horizon:
+            self.closed += iv[n][1] - iv[n][0]
+            n += 1
+        del iv[:n]
 
     def total(self, upto: int | None = None) -> int:
         """Union length, counting open intervals clipped at ``upto``."""

@@ -83,14 +83,14 @@ class Hummingbird(Policy):
     def decide(self, s: Scheduler, now: int) -> int | None:
         if s.hp_kernels_active:
             return None  # HP work queued or running: issue stops at once
+        inflight = s.lp_inflight
+        if len(inflight) >= 2:
+            return None  # one running, one queued: the next completion wakes us
         tasks = s.lp_tasks()
         if not tasks:
             return None
         task = tasks[0]
         lat = s.launch_latency_ns
-        inflight = s.lp_inflight
-        if len(inflight) >= 2:
-            return None  # one running, one queued: the next completion wakes us
         if inflight:
             slice_start = inflight[-1].predicted_ns
             if now < slice_start - lat:
@@ -119,15 +119,11 @@ class Hummingbird(Policy):
         return None  # the loop asks again right away, to schedule the pre-issue
 
 
-POLICIES: dict[str, type[Policy]] = {
-    p.name: p for p in (Exclusive, Spatial, Temporal, Hummingbird)
-}
+POLICIES: dict[str, type[Policy]] = {p.name: p for p in (Exclusive, Spatial, Temporal, Hummingbird)}
 
 
 def make_policy(name: str) -> Policy:
     try:
         return POLICIES[name]()
     except KeyError:
-        raise ValueError(
-            f"unknown policy {name!r} (choose from {', '.join(POLICIES)})"
-        ) from None
+        raise ValueError(f"unknown policy {name!r} (choose from {', '.join(POLICIES)})") from None

@@ -95,16 +95,27 @@ class _Checker:
             if k not in allowed:
                 raise self.fail(f"{path}.{k}" if path else k, "unknown key")
 
-    def num(self, d: dict[str, Any], key: str, path: str, default: Any = None, *,
-            positive: bool = False, minimum: float | None = None, integer: bool = False) -> Any:  # fmt: skip
+    def num(
+        self,
+        d: dict[str, Any],
+        key: str,
+        path: str,
+        default: Any = None,
+        *,
+        positive: bool = False,
+        minimum: float | None = None,
+        integer: bool = False,
+    ) -> Any:
         p = f"{path}.{key}" if path else key
         if key not in d:
             if default is ...:
                 raise self.fail(p, "is required")
             return default
         v = d[key]
-        if isinstance(v, bool) or not isinstance(v, int | float) or (
-            integer and not isinstance(v, int)
+        if (
+            isinstance(v, bool)
+            or not isinstance(v, int | float)
+            or (integer and not isinstance(v, int))
         ):
             raise self.fail(p, f"must be {'an integer' if integer else 'a number'}, got {v!r}")
         if not math.isfinite(v):
@@ -115,8 +126,14 @@ class _Checker:
             raise self.fail(p, f"must be >= {minimum}, got {v!r}")
         return v
 
-    def str_(self, d: dict[str, Any], key: str, path: str, default: Any = None,
-             choices: tuple[str, ...] | None = None) -> Any:  # fmt: skip
+    def str_(
+        self,
+        d: dict[str, Any],
+        key: str,
+        path: str,
+        default: Any = None,
+        choices: tuple[str, ...] | None = None,
+    ) -> Any:
         p = f"{path}.{key}" if path else key
         if key not in d:
             if default is ...:
@@ -287,6 +304,15 @@ def _task(c: _Checker, raw: Any, i: int, kernels: dict[str, KernelSpec],
     return task
 
 
+def parse_task(raw: Any, kernels: dict[str, KernelSpec], file: str = "<task>",
+               base_dir: Path | None = None) -> Task:  # fmt: skip
+    """Validate one ``[[tasks]]`` table against ``kernels`` (live ``add_task``).
+
+    Raises ProfileError naming ``file`` and the key path, exactly as ``parse`` would.
+    """
+    return _task(_Checker(file), raw, 0, kernels, base_dir)
+
+
 def _arrival(c: _Checker, raw: Any, path: str, base_dir: Path | None) -> Arrival:
     if raw is None:
         raise c.fail(path, "is required for hp tasks")
@@ -316,8 +342,10 @@ def _arrival(c: _Checker, raw: Any, path: str, base_dir: Path | None) -> Arrival
         raise c.fail(f"{path}.path", f"cannot read trace {str(tp)!r}: {e.strerror}") from None
     except ValueError as e:
         raise c.fail(f"{path}.path", f"trace {str(tp)!r}: not a list of ms offsets ({e})") from None
-    if not times or any(not math.isfinite(x) or x < 0 for x in times) or list(times) != sorted(
-        times
+    if (
+        not times
+        or any(not math.isfinite(x) or x < 0 for x in times)
+        or list(times) != sorted(times)
     ):
         raise c.fail(f"{path}.path", f"trace {str(tp)!r}: needs ascending non-negative ms offsets")
     return Arrival(kind, times_ms=times, path=str(tp.resolve()))  # absolute: saves can move
@@ -378,7 +406,9 @@ def _task_dict(t: Task) -> dict[str, Any]:
             d["arrival"] = {"kind": a.kind, "outstanding": a.outstanding, "think_us": a.think_us}
         else:
             d["arrival"] = {"kind": a.kind, "path": a.path}
-        d["kernels"] = [{"kernel": s.kernel, "gap_us": s.gap_us, "jitter": s.jitter} for s in t.steps]
+        d["kernels"] = [
+            {"kernel": s.kernel, "gap_us": s.gap_us, "jitter": s.jitter} for s in t.steps
+        ]
     else:
         d["kernels"] = list(t.kernels)
         if t.slice_blocks is not None:

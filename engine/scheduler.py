@@ -82,13 +82,24 @@ class _HpState:
         self.gap_dev = [float(s.gap_us * 1000 * s.jitter) for s in task.steps]
         self.dur_ema = [0.0] * n
         self.gap_start = -1  # when the current host gap began (-1: a kernel is active)
+        self._suffix: list[float] | None = None  # service_ns(i) cache, reset on learning
+
+    def learned(self) -> None:
+        self._suffix = None
 
     def gap_low(self, step: int) -> float:
         """A conservative (low) prediction of the host gap before ``step``."""
         return max(0.0, self.gap_ema[step] - 2.0 * self.gap_dev[step])
 
     def service_ns(self, from_step: int = 0) -> float:
-        return sum(self.gap_ema[from_step:]) + sum(self.dur_ema[from_step:])
+        """Predicted time from the host gap before ``from_step`` to the request's end."""
+        if self._suffix is None:
+            acc, suf = 0.0, [0.0] * (len(self.gap_ema) + 1)
+            for i in range(len(self.gap_ema) - 1, -1, -1):
+                acc += self.gap_ema[i] + self.dur_ema[i]
+                suf[i] = acc
+            self._suffix = suf
+        return self._suffix[from_step]
 
 
 class _LpState:
@@ -118,6 +129,7 @@ class Scheduler:
         self.baseline_p99_ms: dict[str, float] = dict(baseline_p99_ms or {})
         self.listeners: list[Listener] = []
         self.tasks: dict[str, Task] = {}
+        self._lp_order: list[Task] | None = None
         self._hp: dict[str, _HpState] = {}
         self._lp: dict[str, _LpState] = {}
         self._timers: list[tuple[int, int, int, str]] = []
@@ -138,10 +150,12 @@ class Scheduler:
 
     # -- state the policies read -----------------------------------------------------
     def lp_tasks(self) -> list[Task]:
-        """Runnable LP tasks, most important first."""
-        ts = [t for t in self.tasks.values() if t.cls == LP and not t.paused and t.kernels]
-        ts.sort(key=lambda t: -t.priority)
-        return ts
+        """Runnable LP tasks, most important first (cached; every control op resets it)."""
+        if self._lp_order is None:
+            ts = [t for t in self.tasks.values() if t.cls == LP and not t.paused and t.kernels]
+            ts.sort(key=lambda t: -t.priority)
+            self._lp_order = ts
+        return self._lp_order
 
     def lp_kernel(self, task: Task) -> KernelSpec:
         return self.kernels[task.kernels[self._lp[task.name].kernel]]
@@ -188,7 +202,7 @@ class Scheduler:
                 bound = min(bound, int(slo - st.service_ns()))
                 continue
             # The last queued request has the least slack: it waits for all before it.
-            ahead = sum(st.service_ns() for _ in range(len(st.queue) - 1))
+            ahead = st.service_ns() * (len(st.queue) - 1)
             cur = st.queue[0]
             remaining = st.service_ns(cur.step) + ahead
             last = st.queue[-1]
@@ -222,9 +236,7 @@ class Scheduler:
         task = self.tasks[name]
         kernel = self.kernels[task.steps[req.step].kernel]
         self._ids += 1
-        launch = Launch(
-            self._ids, name, HP, kernel, 0, kernel.total_blocks, self.policy.hp_stream
-        )
+        launch = Launch(self._ids, name, HP, kernel, 0, kernel.total_blocks, self.policy.hp_stream)
         launch.request = req.id
         self.hp_kernels_active += 1
         self._hp[name].gap_start = -1
@@ -298,6 +310,7 @@ class Scheduler:
             req = st.queue[0]
             gap = self.backend.now_ns() - st.gap_start
             self._learn(st.gap_ema, st.gap_dev, req.step, gap)
+            st.learned()
             self._issue_hp(name, req)
 
     @staticmethod
@@ -332,6 +345,7 @@ class Scheduler:
         req = st.queue[0]
         dur = launch.end_ns - launch.start_ns
         st.dur_ema[req.step] += _EMA * (dur - st.dur_ema[req.step])
+        st.learned()
         req.step += 1
         task = self.tasks[name]
         if req.step < len(req.gaps_ns):
@@ -355,6 +369,7 @@ class Scheduler:
     # -- tasks and live control --------------------------------------------------------
     def _add(self, task: Task) -> None:
         self.tasks[task.name] = task
+        self._lp_order = None
         self.metrics.task(task.name, task.cls)
         if task.cls == HP:
             arrivals = Arrivals(task, self.seed, self.backend.now_ns())
@@ -372,6 +387,7 @@ class Scheduler:
             raise ControlError("unknown_task", f"no task named {name!r}") from None
 
     def _event(self, kind: str, **body: Any) -> None:
+        self._lp_order = None  # task state changed: re-rank at the next decision
         for li in self.listeners:
             li.on_event(kind, body)
 

@@ -174,16 +174,19 @@ class SimBackend(Backend):
                 starved = sid
                 break
         if starved >= 0:
-            self._cut_trains(t, lambda tr: tr.run.launch.stream > starved)
+            self._cut_trains(t, starved)
         elif self._free and self._trains:
             # Capacity left over: let narrow trains re-dispatch wider at their next wave.
-            self._cut_trains(t, lambda tr: 8 * (self._free // tr.run.unit) >= tr.width)
+            self._cut_trains(t, -1)
 
     def _start_train(self, run: _Run, width: int, t: int) -> None:
         full = self.params.sms * run.launch.kernel.blocks_per_sm
-        # A train narrower than a full wave runs one wave only: its remaining blocks stay
-        # queued, so they (not lower-priority blocks) take the next freed slots.
-        waves = run.undispatched // width if width >= full else 1
+        # A narrow train of a stream that has lower-priority streams below it runs one
+        # wave only: its remaining blocks stay queued, so they (not lower-priority blocks)
+        # take the next freed slots. Narrow trains of the lowest stream run on (they are
+        # cut to widen when capacity frees up), which keeps event counts low.
+        narrow = width < full and run.launch.stream < self._stream_order[-1]
+        waves = 1 if narrow else run.undispatched // width
         run.undispatched -= waves * width
         run.trains += 1
         launch = run.launch
@@ -197,11 +200,20 @@ class SimBackend(Backend):
         self._free -= width * run.unit
         self._resident[hp] += 1
         self._trains.append(train)
-        self._push(train.end, _TRAIN_END, train, 0)
+        self._seq += 1
+        heapq.heappush(self._heap, (t + waves * wave_ns, self._seq, _TRAIN_END, train, 0))
 
-    def _cut_trains(self, t: int, which) -> None:  # noqa: ANN001 - private predicate
+    def _cut_trains(self, t: int, starved: int) -> None:
+        """Cut trains at their next wave boundary: those of streams below ``starved``, or
+        (``starved`` < 0) narrow ones that the free capacity would widen by ≥ 1/8."""
+        free = self._free
         for tr in self._trains:
-            if tr.waves <= 1 or not which(tr):
+            if tr.waves <= 1:
+                continue
+            if starved >= 0:
+                if tr.run.launch.stream <= starved:
+                    continue
+            elif 8 * (free // tr.run.unit) < tr.width:
                 continue
             started = (t - tr.t0) // tr.wave_ns + 1  # waves begun by t (the current one runs on)
             if started >= tr.waves:

@@ -1,0 +1,95 @@
+"""Command-line front ends of engine features (``hbtui bench``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from engine.backends import BackendError
+from engine.policies import POLICIES
+from engine.profile import ProfileError, load, resolve
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit code 2 (argparse's own convention)
+        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        raise SystemExit(2)
+
+
+def _positive(v: str) -> float:
+    try:
+        f = float(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {v!r}") from None
+    if not f > 0 or f != f or f == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {v!r}")
+    return f
+
+
+def _policies(v: str) -> list[str]:
+    names = [p.strip() for p in v.split(",") if p.strip()]
+    bad = [p for p in names if p not in POLICIES]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown policy {', '.join(map(repr, bad)) or '(none)'}; choose from "
+            f"{', '.join(POLICIES)}"
+        )
+    return names
+
+
+def write_json_atomic(path: str, data: object) -> None:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", dir=p.parent)
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=2)
+        f.write("\n")
+    os.replace(tmp, p)
+
+
+def bench_main(argv: list[str]) -> int:
+    ap = _Parser(prog="hbtui bench", description="Compare scheduling policies on one profile.")
+    ap.add_argument("--profile", default="default", help="profile path or name (default)")
+    ap.add_argument("--backend", default="sim", choices=["auto", "sim", "cuda"])
+    ap.add_argument("--policies", type=_policies, default=list(POLICIES))
+    ap.add_argument("--duration", type=_positive, default=10.0, help="seconds per policy")
+    ap.add_argument("--warmup", type=float, default=None, help="seconds discarded per run")
+    ap.add_argument("--seed", type=int, default=None)
+    ap.add_argument("--json", dest="json_out", default=None, help="write results here")
+    ap.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    ap.add_argument(
+        "--jobs",
+        type=int,
+        default=min(3, os.cpu_count() or 1),
+        help="worker processes for independent sim runs (default: up to 3 CPUs)",
+    )
+    a = ap.parse_args(argv)
+    from engine.bench import bench, format_table, stderr_progress
+
+    try:
+        prof = load(resolve(a.profile))
+        result = bench(
+            prof,
+            a.policies,
+            a.duration,
+            seed=a.seed,
+            backend=a.backend,
+            progress=None if a.quiet else stderr_progress,
+            warmup_s=a.warmup,
+            jobs=a.jobs,
+        )
+    except (ProfileError, BackendError, ValueError) as e:
+        sys.stderr.write(f"hbtui bench: error: {e}\n")
+        return 2
+    print(format_table(result))
+    if a.json_out:
+        try:
+            write_json_atomic(a.json_out, result)
+        except OSError as e:
+            sys.stderr.write(f"hbtui bench: error: cannot write {a.json_out}: {e.strerror}\n")
+            return 2
+    return 0

@@ -1,0 +1,150 @@
+"""Policy invariants, checked on every launch of a simulated run of the default profile."""
+
+from dataclasses import replace
+
+import pytest
+
+from engine.backends.sim import SimBackend
+from engine.model import HP, LP, Launch
+from engine.profile import load, shipped_dir
+from engine.scheduler import ControlError, Scheduler
+
+PROFILE = load(shipped_dir() / "default.toml")
+MS = 1_000_000
+
+
+class Recorder(SimBackend):
+    """A sim backend that checks an invariant at every submit and keeps every launch."""
+
+    def __init__(self, check) -> None:  # noqa: ANN001
+        super().__init__(PROFILE.sim)
+        self.check = check
+        self.sched: Scheduler | None = None
+        self.launches: list[Launch] = []
+
+    def submit(self, launch: Launch) -> None:
+        assert self.sched is not None
+        self.check(self.sched, launch)
+        super().submit(launch)
+        self.launches.append(launch)
+
+
+def run(policy: str, check=lambda s, x: None, ms: int = 300, **kw):  # noqa: ANN001, ANN202
+    be = Recorder(check)
+    tasks = [replace(t) for t in PROFILE.tasks]
+    s = Scheduler(PROFILE.kernels, tasks, be, policy, seed=3, baseline_p99_ms={"llm": 5.0})
+    be.sched = s
+    s.run_until(ms * MS)
+    return s, be
+
+
+def test_exclusive_never_launches_lp() -> None:
+    def check(s: Scheduler, x: Launch) -> None:
+        assert x.cls == HP
+
+    s, be = run("exclusive", check)
+    assert s.metrics.tasks["llm"].requests > 100
+    assert s.metrics.tasks["train"].blocks == 0
+
+
+def test_temporal_never_launches_lp_while_a_request_is_in_flight() -> None:
+    def check(s: Scheduler, x: Launch) -> None:
+        if x.cls == LP:
+            assert s.hp_requests_in_flight == 0
+
+    s, be = run("temporal", check)
+    assert sum(x.cls == LP for x in be.launches) > 10
+    # LP kernels are whole: every LP launch covers its kernel's full grid.
+    assert all(x.blocks == x.kernel.total_blocks for x in be.launches if x.cls == LP)
+
+
+def test_hummingbird_never_issues_lp_while_hp_is_queued_or_running() -> None:
+    def check(s: Scheduler, x: Launch) -> None:
+        if x.cls == LP:
+            assert s.hp_kernels_active == 0
+            assert len(s.lp_inflight) <= 1  # at most one running + this pre-issued one
+
+    s, be = run("hummingbird", check)
+    lp = [x for x in be.launches if x.cls == LP]
+    assert len(lp) > 1000
+    assert s.metrics.tasks["llm"].requests > 100
+
+
+def test_hp_waits_at_most_for_the_slice_in_flight_plus_one_pre_issued() -> None:
+    inflight_at_hp: dict[int, list[Launch]] = {}
+
+    def check(s: Scheduler, x: Launch) -> None:
+        if x.cls == HP:
+            assert len(s.lp_inflight) <= 2
+            inflight_at_hp[x.id] = list(s.lp_inflight)
+
+    s, be = run("hummingbird", check)
+    lat = be.launch_latency_ns()
+    checked = 0
+    for x in be.launches:
+        if x.cls != HP or x.end_ns < 0:
+            continue
+        ahead = inflight_at_hp[x.id]
+        bound = lat + sum(max(0, lp.end_ns - lp.start_ns) for lp in ahead)
+        assert x.start_ns - x.issue_ns <= bound
+        checked += 1
+    assert checked > 1000
+
+
+def test_hummingbird_slices_are_whole_waves_and_respect_the_cap() -> None:
+    s, be = run("hummingbird")
+    for x in be.launches:
+        if x.cls != LP:
+            continue
+        wave, wave_ns = s.waves.model(x.kernel)
+        # A slice is whole waves, except the tail of a kernel.
+        assert x.blocks % wave == 0 or x.end_block == x.kernel.total_blocks
+
+
+def test_live_slice_change_applies_at_the_next_decision() -> None:
+    be = Recorder(lambda s, x: None)
+    s = Scheduler(PROFILE.kernels, [replace(t) for t in PROFILE.tasks], be, "hummingbird", 3,
+                  {"llm": 5.0})  # fmt: skip
+    be.sched = s
+    s.run_until(100 * MS)
+    s.set_slice("train", blocks=7)
+    n = len(be.launches)
+    s.run_until(200 * MS)
+    after = [x for x in be.launches[n:] if x.cls == LP]
+    assert after and all(x.blocks <= 7 for x in after)
+    assert any(x.blocks == 7 for x in after)
+
+
+def test_pause_stops_lp_and_priority_picks_the_task() -> None:
+    be = Recorder(lambda s, x: None)
+    tasks = [replace(t) for t in PROFILE.tasks]
+    tasks.append(replace(tasks[1], name="train2", priority=5))
+    s = Scheduler(PROFILE.kernels, tasks, be, "hummingbird", 3, {"llm": 5.0})
+    be.sched = s
+    s.run_until(50 * MS)
+    lp = [x.task for x in be.launches if x.cls == LP]
+    assert set(lp) == {"train2"}  # strict priority among LP tasks
+    s.set_paused("train2", True)
+    n = len(be.launches)
+    s.run_until(100 * MS)
+    assert {x.task for x in be.launches[n:] if x.cls == LP} == {"train"}
+
+
+@pytest.mark.parametrize(
+    "op,args,code",
+    [
+        ("set_slice", {"name": "train", "us": -1.0}, "bad_value"),
+        ("set_slice", {"name": "train", "us": float("nan")}, "bad_value"),
+        ("set_slice", {"name": "train"}, "bad_args"),
+        ("set_slice", {"name": "nope", "us": 5.0}, "unknown_task"),
+        ("set_slo", {"name": "llm", "ms": float("inf")}, "bad_value"),
+        ("set_slo", {"name": "train", "ms": 3.0}, "bad_task"),
+        ("set_policy", {"name": "fastest"}, "bad_value"),
+    ],
+)
+def test_control_errors_name_the_field(op: str, args: dict, code: str) -> None:
+    s, _ = run("hummingbird", ms=1)
+    with pytest.raises(ControlError) as e:
+        getattr(s, op)(**args)
+    assert e.value.code == code
+    assert op in str(e.value) or "task" in str(e.value)
