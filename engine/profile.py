@@ -19,6 +19,7 @@ from typing import Any
 
 import tomli_w
 
+from engine.backends.native import NativeError, builtin_launch_shape
 from engine.backends.sim import SimParams
 from engine.model import CLASSES, HP, LP, Arrival, KernelSpec, Step, Task
 
@@ -215,15 +216,24 @@ def parse(data: dict[str, Any], file: str = "<profile>", base_dir: Path | None =
         sliceable = kt.get("sliceable", True)
         if not isinstance(sliceable, bool):
             raise c.fail(f"{path}.sliceable", "must be true or false")
+        builtin = c.str_(kt, "builtin", path)
+        params = dict(c.table(kt.get("params", {}), f"{path}.params"))
+        grid_default: Any = ...
+        block_default: Any = 256
+        if builtin:  # native kernels know their launch shape; a profile may omit it
+            try:
+                grid_default, block_default = builtin_launch_shape(builtin, params)
+            except NativeError as e:
+                raise c.fail(f"{path}.builtin", str(e)) from None
         kernels[kname] = KernelSpec(
             name=kname,
-            grid=c.dims(kt, "grid", path, ...),
-            block=c.dims(kt, "block", path, 256),
+            grid=c.dims(kt, "grid", path, list(grid_default) if builtin else ...),
+            block=c.dims(kt, "block", path, list(block_default) if builtin else 256),
             smem=c.num(kt, "smem", path, 0, integer=True, minimum=0),
             blocks_per_sm=bps,
             block_us=c.num(kt, "block_us", path, 20.0, positive=True),
-            builtin=c.str_(kt, "builtin", path),
-            params=dict(c.table(kt.get("params", {}), f"{path}.params")),
+            builtin=builtin,
+            params=params,
             sliceable=sliceable,
         )
     tasks_raw = data.get("tasks", [])
