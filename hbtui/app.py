@@ -274,6 +274,7 @@ class ConsoleApp(App[int]):
             return
         model, link = self.current_model(), self.current_link()
         model.set_pending(task, desc)
+        self._redraw()  # show "pending" now, not at the next tick
         self.run_worker(self._control(model, link, op, args, desc, task), group="control")
 
     async def _control(
@@ -299,6 +300,12 @@ class ConsoleApp(App[int]):
             self.notify(f"✓ {desc}", timeout=3)
         finally:
             model.set_pending(task, "")
+            self._redraw()  # the acknowledged value is in the model already: show it now
+
+    def _redraw(self) -> None:
+        pane = self.current_pane()
+        if pane is not None:
+            pane.refresh_from_model()
 
     def _pick_task(self, cls: str | None = None) -> str | None:
         """The selected task, or the first of class ``cls`` when the selection is not one."""

@@ -161,4 +161,10 @@ class EngineLink:
 
 
 def _env(m: Any) -> dict[str, Any]:
-    return {"type": m.type, "seq": m.seq, "engine_id": m.engine_id, "body": m.body}
+    return {
+        "type": m.type,
+        "seq": m.seq,
+        "ts_ns": m.ts_ns,
+        "engine_id": m.engine_id,
+        "body": m.body,
+    }

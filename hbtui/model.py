@@ -130,6 +130,7 @@ class EngineModel:
         self.received = 0
         self.gaps = 0
         self.last_msg_at: float | None = None  # caller's clock (monotonic seconds)
+        self.last_ts_ns = 0  # engine's publish time of the latest message (wall ns)
         self.connection = CONNECTING
         self.dirty = False  # unsaved changes made through this console
         self.charts_paused = False
@@ -153,6 +154,9 @@ class EngineModel:
             self.last_seq = seq
         self.received += 1
         self.last_msg_at = now
+        ts = env.get("ts_ns")
+        if isinstance(ts, int):
+            self.last_ts_ns = ts
         if self.connection != LIVE:
             self.connection = LIVE
             self._changes.header = True
