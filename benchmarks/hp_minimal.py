@@ -155,7 +155,7 @@ class Kernel:
         self.block = lay.block
         self.blocks = lay.grid[0] * lay.grid[1] * lay.grid[2]
         self.smem = smem
-        vals: list = [ctypes.c_uint64(0), ctypes.c_uint32(0)]
+        vals: list = [ctypes.c_uint64(0), ctypes.c_uint64(0), ctypes.c_uint32(0)]  # no stamps
         vals += [ctypes.c_uint32(x) for x in lay.grid]
         self.ptrs = []
         for i, b in enumerate(lay.buffers):

@@ -12,25 +12,43 @@ __device__ __forceinline__ u64 hb_globaltimer() {
   return t;
 }
 
-// Every built-in kernel is natively sliceable. Its first five parameters are:
-//   hb_ts   host-mapped slot; block 0 of the launch (thread 0) writes %globaltimer
-//           there at entry, so the backend learns when the slice really started
-//           (may be null);
+// Every built-in kernel is natively sliceable. Its first six parameters are:
+//   hb_ts   host-mapped pair of u64 (may be null): block 0 of the launch writes
+//           %globaltimer at entry into hb_ts[0]; the last block to finish writes it
+//           into hb_ts[1]. The backend reads both without any API call, so start and
+//           end of every slice are on one GPU clock;
+//   hb_cnt  device counter (zero before the launch; the last block resets it);
 //   hb_off  linear index of the first block of this slice;
 //   hb_gx, hb_gy, hb_gz  the ORIGINAL grid.
 // A slice is launched as a 1-D grid of (end - start) blocks; linear block index
 // hb_off + blockIdx.x is decomposed (x fastest) into the logical (bx, by, bz).
-#define HB_SLICE_PARAMS u64 *__restrict__ hb_ts, u32 hb_off, u32 hb_gx, u32 hb_gy, u32 hb_gz
+// HB_SLICE_END must be reached by every thread of every block.
+#define HB_SLICE_PARAMS                                                    \
+  u64 *__restrict__ hb_ts, u32 *__restrict__ hb_cnt, u32 hb_off, u32 hb_gx, u32 hb_gy, u32 hb_gz
+
+#define HB_THREAD0 (threadIdx.x == 0 && threadIdx.y == 0 && threadIdx.z == 0)
 
 #define HB_SLICE_BEGIN                                                     \
-  if (blockIdx.x == 0 && threadIdx.x == 0 && hb_ts != 0)                   \
+  if (blockIdx.x == 0 && HB_THREAD0 && hb_ts != 0)                         \
     *(volatile u64 *)hb_ts = hb_globaltimer();                             \
   const u64 hb_b = (u64)hb_off + blockIdx.x;                               \
-  if (hb_b >= (u64)hb_gx * hb_gy * hb_gz) return;                          \
+  if (hb_b >= (u64)hb_gx * hb_gy * hb_gz) return; /* bad launch: no end stamp */ \
   const u32 hb_bx = (u32)(hb_b % hb_gx);                                   \
   const u32 hb_by = (u32)((hb_b / hb_gx) % hb_gy);                         \
   const u32 hb_bz = (u32)(hb_b / ((u64)hb_gx * hb_gy));                    \
   (void)hb_bx; (void)hb_by; (void)hb_bz;
+
+#define HB_SLICE_END                                                       \
+  if (hb_cnt != 0 && hb_ts != 0) {                                         \
+    __syncthreads();                                                       \
+    if (HB_THREAD0) {                                                      \
+      __threadfence();                                                     \
+      if (atomicAdd(hb_cnt, 1U) == gridDim.x - 1) {                        \
+        ((volatile u64 *)hb_ts)[1] = hb_globaltimer();                     \
+        *(volatile u32 *)hb_cnt = 0U;                                      \
+      }                                                                    \
+    }                                                                      \
+  }
 
 __device__ __forceinline__ u32 hb_hash(u32 x) {
   x ^= x >> 16;

@@ -12,4 +12,5 @@ extern "C" __global__ void __launch_bounds__(256)
   const u64 i = hb_b * 256 + threadIdx.x;
   const float4 v = x[i];
   y[i] = make_float4(hb_gelu1(v.x), hb_gelu1(v.y), hb_gelu1(v.z), hb_gelu1(v.w));
+  HB_SLICE_END
 }

@@ -77,4 +77,5 @@ extern "C" __global__ void __launch_bounds__(128)
       *(float2 *)&C[(u64)r * N + c] = make_float2(acc[i][j][0], acc[i][j][1]);
       *(float2 *)&C[(u64)(r + 8) * N + c] = make_float2(acc[i][j][2], acc[i][j][3]);
     }
+  HB_SLICE_END
 }

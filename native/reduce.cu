@@ -37,4 +37,5 @@ extern "C" __global__ void __launch_bounds__(256)
     const float4 v = xr[i], g = w4[i];
     yr[i] = make_float4(v.x * sc * g.x, v.y * sc * g.y, v.z * sc * g.z, v.w * sc * g.w);
   }
+  HB_SLICE_END
 }

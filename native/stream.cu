@@ -18,4 +18,5 @@ extern "C" __global__ void __launch_bounds__(256)
   for (int u = 0; u < 4; ++u)
     c[base + u * 256] = make_float4(fmaf(s, y[u].x, x[u].x), fmaf(s, y[u].y, x[u].y),
                                     fmaf(s, y[u].z, x[u].z), fmaf(s, y[u].w, x[u].w));
+  HB_SLICE_END
 }

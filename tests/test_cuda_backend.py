@@ -151,8 +151,39 @@ def test_spin_timing_and_fifo(be):
         assert la.issue_ns <= la.start_ns <= la.end_ns
         dur = la.end_ns - la.start_ns
         assert 45_000 <= dur <= 200_000, dur  # one wave of 50 µs blocks
-    info = be.clock_info()
-    assert info["start_clamped"] + info["end_clamped"] <= len(done) + 10
+    assert be.clock_info()["no_stamp"] == 0
+
+
+def test_clock_stays_consistent_over_seconds(be):
+    lp = spec("t-long-lp", "spin", us=20, blocks=1 << 16, threads=128)
+    wave = be.sms * be.prepare(lp)
+    hp = spec("t-long-hp", "spin", us=0, blocks=1, threads=32)
+    be.prepare(hp)
+    t_end = be.now_ns() + 3_000_000_000
+    i = 0
+    lp_durs = []
+    while be.now_ns() < t_end:  # LP slices back to back, an HP launch now and then
+        s0 = (i * wave) % (lp.total_blocks - wave)
+        got = run(be, lp, [(s0, s0 + wave)])
+        lp_durs.append(got[0].end_ns - got[0].start_ns)
+        if i % 10 == 0:
+            run(be, hp, [(0, 1)], streams=(0,))
+        i += 1
+    lat, durs = [], []
+    for _ in range(50):
+        (la,) = run(be, hp, [(0, 1)], streams=(0,))
+        lat.append(la.start_ns - la.issue_ns)
+        durs.append(la.end_ns - la.start_ns)
+        t = be.now_ns()
+        while be.now_ns() - t < 20_000:
+            pass
+    lat.sort()
+    durs.sort()
+    lp_durs.sort()
+    assert 500 <= lat[25] <= 60_000, lat
+    assert durs[25] <= 20_000, durs
+    assert 19_000 <= lp_durs[len(lp_durs) // 2] <= 60_000
+    assert be.clock_info()["no_stamp"] == 0
 
 
 def test_two_streams_returned_in_end_order(be):
@@ -208,7 +239,6 @@ def test_launch_latency_and_clock_bounds(be):
     assert 1_000 <= be.launch_latency_ns() <= 200_000
     info = be.clock_info()
     assert 0 <= info["gt_bound_ns"] < 100_000
-    assert 0 <= info["ev_bound_ns"] < 100_000
 
 
 def test_gpu_sample(be):
@@ -242,7 +272,7 @@ def test_illegal_address_surfaces_as_backend_error():
         g, b = builtin_launch_shape("gelu", {"n": 1 << 20})
         k = KernelSpec("bad", grid=g, block=b, builtin="gelu", params={"n": 1 << 20})
         be.prepare(k)
-        be._prepared["bad"]._vals[5].value = 0x10  # x pointer → unmapped address
+        be._prepared["bad"]._vals[6].value = 0x10  # x pointer → unmapped address
         be.submit(Launch(1, "t", "lp", k, 0, g[0], 1))
         try:
             while not be.wait(be.now_ns() + 10_000_000):

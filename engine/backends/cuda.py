@@ -8,27 +8,28 @@ Slices. Only built-in kernels (``native/*.cu``, see engine.backends.native) are
 launchable for now: each takes a block offset and its original grid, so the slice
 [start, end) is one launch of ``end - start`` 1-D blocks. The per-kernel argument
 array (ctypes, built once in prepare) is passed by address; submit only rewrites the
-block offset and the start-stamp slot before cuLaunchKernel.
+block offset and the stamp/counter slot pointers before cuLaunchKernel.
 
-Timing, and how GPU times reach the host clock (``now_ns`` = time.perf_counter_ns):
-- start_ns: block 0 of every launch writes %globaltimer at entry into a slot of
-  host-mapped pinned memory (no copy, no API call to read it). The globaltimer→host
-  offset is calibrated at start-up by launching a one-block kernel N times and
-  spinning on that slot: offset = min over samples of (host time the stamp became
-  visible − stamp), an upper bound on the true offset; the gap to the lower bound
-  max(host time before the launch − stamp) is reported as ``gt_bound_ns``. Converted
-  starts are therefore late by at most the PCIe write + poll latency (~1 µs).
-  Event timestamps would be wrong here: an event recorded before an HP kernel fires
-  when the stream reaches it, not when the kernel gets SMs behind running LP blocks.
-- end_ns: a CUDA event recorded after each launch; host time = host time of a
-  reference event + cuEventElapsedTime(reference, event). The reference's host time
-  is the intersection over N samples of [host time before record, host time its
-  query first succeeded] shifted by the elapsed time (``ev_bound_ns`` = width). The
-  reference moves to a fresh completed event every second because the elapsed time is
-  a float32 of ms (ulp 61 ns at 1 s).
-- online correction: a completion cannot end after the host saw it complete, nor start
-  before it was issued; a conversion that breaks either moves the offset just enough
-  (counted in ``clock_stats``), which also absorbs slow drift between the clocks.
+Timing, and how GPU times reach the host clock (``now_ns`` = time.perf_counter_ns).
+Both ends of every launch are stamped by the kernel itself with %globaltimer into a
+slot of host-mapped pinned memory (no copy, no API call to read): block 0 writes the
+start at entry, the last block to finish (a device atomic counter) writes the end.
+Event timestamps are not used: an event recorded before an HP kernel fires when the
+stream reaches it, not when the kernel gets SMs behind running LP blocks, and on the
+lent H100 a chain of cuEventElapsedTime re-anchors drifted 245 µs from the host clock
+in ~15 s and disagreed with %globaltimer. Events (timing disabled) only say
+"done" and surface sticky errors.
+host = stamp + offset. The offset starts from a calibration (one-block kernel launched
+N times on an idle GPU, host spinning on the stamp: offset = min(host time the stamp
+became visible − stamp), an upper bound; ``gt_bound_ns`` is the gap to the lower bound
+max(host time before the launch − stamp)). It is then tracked online from two free
+bounds on every completion: the end cannot be later than the poll that saw the launch
+done (offset ≤ seen − end stamp; applied at once) and the start cannot precede the
+issue (offset ≥ issue − start stamp); between completions the estimate relaxes by
+50 ppm so it follows drift either way (%globaltimer vs perf_counter_ns drifted ~13 ppm
+on the lent H100 VM, ~200 µs in 15 s, so a fixed offset is not enough). Converted
+times are late by about the poll latency (≈1–3 µs); durations are exact GPU-clock
+differences. ``clock_info()`` and ``recalibrate()`` report the offset and its drift.
 The event-poll loop visits only the head of each stream (FIFO), HP first.
 """
 
@@ -47,9 +48,8 @@ from engine.model import KernelSpec, Launch
 
 builtin_launch_shape = native.builtin_launch_shape  # re-export for profiles
 
-_TS_SLOTS = 1 << 16  # ring of start stamps (in-flight launches never get near this)
-_REANCHOR_MS = 1000.0  # move the event reference this often (float32 ms precision)
-_TICK_NS = 500_000_000  # without completions, re-anchor on a marker event this often
+_TS_SLOTS = 1 << 16  # ring of (start, end) stamps; in-flight launches never get near this
+_RELAX_DIV = 20_000  # offset may drift up by 1 ns per 20 µs (50 ppm; 13 ppm seen on an H100)
 _STALL_S = 60.0  # a launch not done after this long is reported as hung
 _SLEEP_MARGIN_NS = 200_000  # idle waits sleep until this close to until_ns, then spin
 
@@ -102,6 +102,7 @@ class _Prepared:
         "smem",
         "bufs",
         "ts",
+        "cnt",
         "off",
         "_vals",
         "params",
@@ -118,9 +119,10 @@ class _Prepared:
         self.smem = smem
         self.bufs: dict[str, tuple[int, native.BufferSpec]] = bufs  # name → (devptr, spec)
         self.ts = ctypes.c_uint64(0)
+        self.cnt = ctypes.c_uint64(0)
         self.off = ctypes.c_uint32(0)
         g = layout.grid
-        vals: list[Any] = [self.ts, self.off, *(ctypes.c_uint32(x) for x in g)]
+        vals: list[Any] = [self.ts, self.cnt, self.off, *(ctypes.c_uint32(x) for x in g)]
         vals += [ctypes.c_uint64(bufs[b.name][0]) for b in layout.buffers]
         vals += [_CTYPES[t](v) for t, v in layout.scalars]
         self._vals = vals  # keep the ctypes objects alive: params points at them
@@ -193,13 +195,15 @@ class CudaBackend(Backend):
         # host-mapped ring of start stamps
         flags_h = cu.CU_MEMHOSTALLOC_DEVICEMAP | cu.CU_MEMHOSTALLOC_PORTABLE
         self._ts_host = int(
-            self._check(cu.cuMemHostAlloc(8 * _TS_SLOTS, flags_h), "cuMemHostAlloc")
+            self._check(cu.cuMemHostAlloc(16 * _TS_SLOTS, flags_h), "cuMemHostAlloc")
         )
         self._ts_dev = int(
             self._check(cu.cuMemHostGetDevicePointer(self._ts_host, 0), "cuMemHostGetDevicePointer")
         )
-        self._ts = (ctypes.c_uint64 * _TS_SLOTS).from_address(self._ts_host)
-        ctypes.memset(self._ts_host, 0, 8 * _TS_SLOTS)
+        self._ts = (ctypes.c_uint64 * (2 * _TS_SLOTS)).from_address(self._ts_host)
+        ctypes.memset(self._ts_host, 0, 16 * _TS_SLOTS)
+        self._cnt_dev = self._malloc(4 * _TS_SLOTS)  # per-slot block counters (kernels reset)
+        self._check(cu.cuMemsetD32(self._cnt_dev, 0, _TS_SLOTS), "cuMemsetD32")
         self._slot = 0
         # kernels
         self.target = native.target_for(self.cc)
@@ -223,14 +227,10 @@ class CudaBackend(Backend):
         self._prepared: dict[str, _Prepared] = {}
         self._nvml = None
         self._nvml_tried = False
-        self.clock_stats = {
-            "end_clamped": 0,
-            "start_clamped": 0,
-            "start_after_end": 0,
-            "reanchors": 0,
-        }
+        self.clock_stats = {"raised": 0, "no_stamp": 0}
         self._latency_ns = 5_000
         self._calibrate(calibration_samples)
+        self._first_off = self._off
 
     # ------------------------------------------------------------------ helpers
     def _check(self, res, op: str):
@@ -246,7 +246,7 @@ class CudaBackend(Backend):
 
     def _new_event(self):
         return self._check(
-            self._cu.cuEventCreate(self._cu.CUevent_flags.CU_EVENT_DEFAULT), "cuEventCreate"
+            self._cu.cuEventCreate(self._cu.CUevent_flags.CU_EVENT_DISABLE_TIMING), "cuEventCreate"
         )
 
     def _malloc(self, nbytes: int) -> int:
@@ -383,8 +383,11 @@ class CudaBackend(Backend):
             stream = self._lp_stream(launch.stream)
         slot = self._slot
         self._slot = (slot + 1) & (_TS_SLOTS - 1)
-        self._ts[slot] = 0
-        p.ts.value = self._ts_dev + 8 * slot
+        ts = self._ts
+        ts[2 * slot] = 0
+        ts[2 * slot + 1] = 0
+        p.ts.value = self._ts_dev + 16 * slot
+        p.cnt.value = self._cnt_dev + 4 * slot
         p.off.value = s0
         b = p.block
         cu = self._cu
@@ -424,17 +427,10 @@ class CudaBackend(Backend):
             now = clock()
             if done:
                 self._inflight -= len(done)
-                out = []
-                for it in done:
-                    la = self._finish(it, now)
-                    if la is not None:
-                        out.append(la)
-                if out:
-                    if len(out) > 1:
-                        out.sort(key=lambda la: la.end_ns)
-                    return out
-            if now - self._ref_set_ns > _TICK_NS and not self._tick_pending:
-                self._tick()
+                out = [self._finish(it, now) for it in done]
+                if len(out) > 1:
+                    out.sort(key=lambda la: la.end_ns)
+                return out
             if now >= until_ns:
                 if self._inflight:
                     self._stall_check(now)
@@ -467,8 +463,6 @@ class CudaBackend(Backend):
             q.clear()
         for ev in self._events:
             cu.cuEventDestroy(ev)
-        if getattr(self, "_ref_ev", None) is not None:
-            cu.cuEventDestroy(self._ref_ev)
         for s in self._streams.values():
             cu.cuStreamDestroy(s)
         for ptr in self._allocs:
@@ -488,55 +482,30 @@ class CudaBackend(Backend):
         self.close()
 
     # ------------------------------------------------------------------ completions
-    def _tick(self) -> None:
-        """Record a marker event on the HP stream; when done it becomes the reference, so
-        elapsed times stay short (float32 ms) even when no launch completes for long."""
-        ev = self._events.pop() if self._events else self._new_event()
-        self._check(self._cu.cuEventRecord(ev, self._hp), "cuEventRecord(tick)")
-        self._queues[0].append((None, ev, -1))
-        self._inflight += 1
-        self._tick_pending = True
-
-    def _finish(self, item: tuple[Launch | None, Any, int], seen_ns: int) -> Launch | None:
+    def _finish(self, item: tuple[Launch, Any, int], seen_ns: int) -> Launch:
         launch, ev, slot = item
-        r, ms = self._cu.cuEventElapsedTime(self._ref_ev, ev)
-        if r != self._OK:
-            self._fail("cuEventElapsedTime", r)
-        end = self._ref_host + int(ms * 1e6)
-        if end > seen_ns:  # it cannot have ended after we saw it done
-            self._ref_host -= end - seen_ns
-            end = seen_ns
-            self.clock_stats["end_clamped"] += 1
-        if launch is None:  # tick: re-anchor on it
-            self._events.append(self._ref_ev)
-            self._ref_ev, self._ref_host, self._ref_set_ns = ev, end, seen_ns
-            self._tick_pending = False
-            self.clock_stats["reanchors"] += 1
-            return None
+        self._events.append(ev)
+        g0, g1 = self._ts[2 * slot], self._ts[2 * slot + 1]
+        issue = launch.issue_ns
+        off = self._off + (seen_ns - self._off_t) // _RELAX_DIV
+        if g1 and seen_ns - g1 < off:  # it ended before we saw it done
+            off = seen_ns - g1
+        if g0 and issue - g0 > off:  # and started after it was issued
+            off = issue - g0
+            self.clock_stats["raised"] += 1
+        self._off, self._off_t = off, seen_ns
+        start = g0 + off if g0 else issue
+        end = g1 + off if g1 else seen_ns
+        if not (g0 and g1):
+            self.clock_stats["no_stamp"] += 1
+        start = max(start, issue)
+        end = min(max(end, start), seen_ns)
         last = self._last_end.get(launch.stream, 0)
-        if end < last:  # keep per-stream FIFO visible after a clamp moved the offset
+        if end < last:  # keep per-stream FIFO visible
             end = last
         self._last_end[launch.stream] = end
-        g = self._ts[slot]
-        if g:
-            start = g + self._gt_off
-            if start < launch.issue_ns:  # nor started before it was issued
-                self._gt_off += launch.issue_ns - start
-                start = launch.issue_ns
-                self.clock_stats["start_clamped"] += 1
-            if start > end:
-                start = end
-                self.clock_stats["start_after_end"] += 1
-        else:
-            start = launch.issue_ns  # kernel wrote no stamp (should not happen for builtins)
-        launch.start_ns = start
+        launch.start_ns = min(start, end)
         launch.end_ns = end
-        if ms > _REANCHOR_MS:
-            self._events.append(self._ref_ev)
-            self._ref_ev, self._ref_host, self._ref_set_ns = ev, end, seen_ns
-            self.clock_stats["reanchors"] += 1
-        else:
-            self._events.append(ev)
         return launch
 
     def _fail(self, op: str, err) -> None:
@@ -546,7 +515,7 @@ class CudaBackend(Backend):
 
     def _stall_check(self, now: int) -> None:
         for q in self._qlist:
-            if q and q[0][0] is not None and now - q[0][0].issue_ns > _STALL_S * 1e9:
+            if q and now - q[0][0].issue_ns > _STALL_S * 1e9:
                 la = q[0][0]
                 # a sticky error shows on any query; cuCtxSynchronize could block forever
                 for st in self._streams.values():
@@ -560,99 +529,60 @@ class CudaBackend(Backend):
 
     # ------------------------------------------------------------------ calibration
     def _calibrate(self, n: int) -> None:
-        """Map %globaltimer and event times to perf_counter_ns; measure launch latency."""
+        """Initial %globaltimer → perf_counter_ns offset, and the launch latency."""
         cu = self._cu
-        spin = KernelSpec(
-            "__hb_calib",
-            grid=(1, 1, 1),
-            block=(32, 1, 1),
-            builtin="spin",
-            params={"us": 0, "blocks": 1, "threads": 32},
-        )
         p = getattr(self, "_calib_p", None)
         if p is None:
+            spin = KernelSpec(
+                "__hb_calib", grid=(1, 1, 1), block=(32, 1, 1), builtin="spin",
+                params={"us": 0, "blocks": 1, "threads": 32},
+            )  # fmt: skip
             self.prepare(spin)
             p = self._calib_p = self._prepared.pop(spin.name)
         clock = time.perf_counter_ns
-        evs = [self._new_event() for _ in range(n)]
-        lo_e: list[int] = []
-        hi_e: list[int] = []
         samples: list[tuple[int, int, int]] = []  # (h0, g, h_seen)
         deadline = clock() + 5_000_000_000
-        for i in range(n):
+        for _ in range(n):
             slot = self._slot
             self._slot = (slot + 1) & (_TS_SLOTS - 1)
-            self._ts[slot] = 0
-            p.ts.value = self._ts_dev + 8 * slot
+            self._ts[2 * slot] = 0
+            p.ts.value = self._ts_dev + 16 * slot
+            p.cnt.value = self._cnt_dev + 4 * slot
             p.off.value = 0
             h0 = clock()
             self._check(
                 cu.cuLaunchKernel(p.func, 1, 1, 1, 32, 1, 1, 0, self._hp, p.params_addr, 0),
                 "cuLaunchKernel(calibration)",
             )
-            while self._ts[slot] == 0:
+            while self._ts[2 * slot] == 0:
                 if clock() > deadline:
                     raise BackendError("calibration kernel never wrote its start stamp")
             h_seen = clock()
-            samples.append((h0, self._ts[slot], h_seen))
+            samples.append((h0, self._ts[2 * slot], h_seen))
             self.synchronize()
-            t0 = clock()
-            self._check(cu.cuEventRecord(evs[i], self._hp), "cuEventRecord")
-            while True:
-                r = cu.cuEventQuery(evs[i])[0]
-                if r == self._OK:
-                    break
-                if r != self._NOT_READY:
-                    self._fail("cuEventQuery", r)
-            t1 = clock()
-            lo_e.append(t0)
-            hi_e.append(t1)
-        # globaltimer: offset ∈ [max(h0 - g), min(h_seen - g)]; use the upper bound
-        # (stamps visible late, never early), drop the first (cold) samples.
+        # offset ∈ [max(h0 - g), min(h_seen - g)]; use the upper bound (stamps become
+        # visible late, never early); the first samples are cold, drop them.
         use = samples[n // 8 :]
         up = min(h - g for _, g, h in use)
         lo = max(h0 - g for h0, g, _ in use)
-        self._gt_off = up
+        self._off, self._off_t = up, clock()
         self.gt_bound_ns = up - lo
         lat = [g + up - h0 for h0, g, _ in use]
         self._latency_ns = int(statistics.median(lat))
         self.latency_samples_ns = lat
-        # events: host(ref) ∈ ∩ [lo_i - d_i, hi_i - d_i], ref = the first event
-        ref = evs[0]
-        lo_r, hi_r = -(1 << 62), 1 << 62
-        for i in range(n // 8, n):
-            d = int(self._check(cu.cuEventElapsedTime(ref, evs[i]), "cuEventElapsedTime") * 1e6)
-            lo_r = max(lo_r, lo_e[i] - d)
-            hi_r = min(hi_r, hi_e[i] - d)
-        if lo_r > hi_r:  # inconsistent (timer resolution): fall back to the tightest sample
-            lo_r = hi_r
-        self._ref_ev = ref
-        self._ref_host = (lo_r + hi_r) // 2
-        self.ev_bound_ns = hi_r - lo_r
-        self._ref_set_ns = clock()
-        self._tick_pending = False
         self._last_end: dict[int, int] = {}
-        self._events.extend(evs[1:])
-        self.calibrated_at_ns = clock()
 
     def recalibrate(self, samples: int = 64) -> dict[str, int]:
-        """Calibrate again (needs an idle GPU) and report how far the old mapping had
-        drifted: gt_shift_ns / ev_shift_ns = new − old host time of the same instant."""
+        """Calibrate again (needs an idle GPU); report how far the tracked offset was
+        from the fresh one (positive: the tracked offset was early)."""
         if self._inflight:
             raise BackendError("recalibrate needs no launches in flight")
-        old_gt, old_ev, old_host, old_at = (
-            self._gt_off,
-            self._ref_ev,
-            self._ref_host,
-            self._ref_set_ns,
-        )
+        tracked = self._off + (time.perf_counter_ns() - self._off_t) // _RELAX_DIV
+        first = self._first_off
         self._calibrate(samples)
-        ms = self._check(self._cu.cuEventElapsedTime(old_ev, self._ref_ev), "cuEventElapsedTime")
-        self._events.append(old_ev)
         return {
-            "interval_ns": self._ref_set_ns - old_at,
-            "gt_shift_ns": self._gt_off - old_gt,
-            "ev_shift_ns": self._ref_host - (old_host + int(ms * 1e6)),
+            "tracked_vs_fresh_ns": self._off - tracked,
+            "drift_since_start_ns": self._off - first,
         }
 
     # ------------------------------------------------------------------ tests / tools
@@ -660,10 +590,9 @@ class CudaBackend(Backend):
         """Calibration results and online correction counters."""
         return {
             "gt_bound_ns": self.gt_bound_ns,
-            "ev_bound_ns": self.ev_bound_ns,
             "launch_latency_ns": self._latency_ns,
-            "gt_offset_ns": self._gt_off,
-            "ref_host_ns": self._ref_host,
+            "offset_ns": self._off,
+            "offset_drift_since_start_ns": self._off - self._first_off,
             **self.clock_stats,
         }
 
