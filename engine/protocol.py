@@ -74,12 +74,7 @@ def decode(data: bytes, max_size: int | None = None) -> Any:
     if max_size is not None and len(data) > max_size:
         raise ProtocolError(BAD_REQUEST, f"frame of {len(data)} bytes exceeds {max_size}")
     try:
-        return msgpack.unpackb(
-            data,
-            raw=False,
-            strict_map_key=True,
-            max_buffer_size=max(len(data), 1),
-        )
+        return msgpack.unpackb(data, raw=False, strict_map_key=True)
     except Exception as e:  # ExtraData, FormatError, StackError, UnicodeDecodeError, ...
         raise ProtocolError(
             BAD_REQUEST, f"undecodable msgpack frame ({type(e).__name__})"

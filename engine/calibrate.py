@@ -1,0 +1,91 @@
+"""Start-up calibration for a live engine (the bench does the same with longer runs).
+
+1. ``exclusive`` with the HP tasks only, for ``exclusive_s``: per-HP-task request p99
+   (the base of ``slo_factor`` SLOs) and per-kernel median enqueue→start wait (the
+   preemption baseline).
+2. The LP tasks alone under ``spatial`` for ``lp_alone_s``: per-task LP work/s, the
+   denominator of normalised throughput.
+
+Each phase runs its own Scheduler on a backend from ``backend_for_phase`` (a fresh one
+for the sim; the same device, drained, for CUDA) and calls ``tick`` between iterations,
+so the engine keeps answering control while it calibrates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+from engine.backends.base import Backend
+from engine.model import HP, LP
+from engine.profile import Profile
+from engine.scheduler import Scheduler
+
+Tick = Callable[[], None]
+_STEP_NS = 50_000_000  # run in chunks so a stop request is seen within ~50 ms
+_MAX_WAIT_NS = 1_000_000
+
+
+@dataclass
+class Calibration:
+    baseline_p99_ms: dict[str, float] = field(default_factory=dict)
+    wait_medians_ns: dict[str, int] = field(default_factory=dict)
+    lp_alone: dict[str, float] = field(default_factory=dict)  # task -> blocks/s
+    exclusive_s: float = 0.0
+    lp_alone_s: float = 0.0
+
+
+def run_for(
+    sched: Scheduler, duration_ns: int, tick: Tick | None, stop: Callable[[], bool] | None = None
+) -> None:
+    """Run ``sched`` for ``duration_ns`` of backend time in chunks, honouring ``stop``."""
+    end = sched.backend.now_ns() + duration_ns
+    while (now := sched.backend.now_ns()) < end and not (stop and stop()):
+        sched.run_until(min(end, now + _STEP_NS), _MAX_WAIT_NS, tick)
+
+
+def drain(sched: Scheduler, tick: Tick | None, limit_ns: int = 2_000_000_000) -> bool:
+    """Stop issuing (remove every task) and run until nothing is in flight.
+
+    Returns False if launches were still in flight after ``limit_ns`` of backend time.
+    """
+    listeners, sched.listeners = sched.listeners, []  # no events for the teardown
+    for name in list(sched.tasks):
+        sched.remove_task(name)
+    sched.listeners = listeners
+    end = sched.backend.now_ns() + limit_ns
+    while sched.inflight and sched.backend.now_ns() < end:
+        sched.run_until(sched.backend.now_ns() + _MAX_WAIT_NS, _MAX_WAIT_NS, tick)
+    return not sched.inflight
+
+
+def calibrate(
+    prof: Profile,
+    backend_for_phase: Callable[[], Backend],
+    tick: Tick | None = None,
+    exclusive_s: float = 1.0,
+    lp_alone_s: float = 0.5,
+    stop: Callable[[], bool] | None = None,
+) -> Calibration:
+    cal = Calibration()
+    hp = [replace(t, paused=False) for t in prof.tasks if t.cls == HP]
+    lp = [replace(t, paused=False) for t in prof.tasks if t.cls == LP]
+    if hp and exclusive_s > 0:
+        s = Scheduler(prof.kernels, hp, backend_for_phase(), "exclusive", prof.seed)
+        run_for(s, int(exclusive_s * 1e9), tick, stop)
+        for name, ts in s.metrics.tasks.items():
+            if ts.cls == HP and ts.requests:
+                cal.baseline_p99_ms[name] = ts.latency.percentile(99) / 1e6
+        cal.wait_medians_ns = s.metrics.wait_medians()
+        cal.exclusive_s = s.summary()["wall_s"]
+        drain(s, tick)
+    if lp and lp_alone_s > 0:
+        s = Scheduler(prof.kernels, lp, backend_for_phase(), "spatial", prof.seed)
+        run_for(s, int(lp_alone_s * 1e9), tick, stop)
+        wall = s.summary()["wall_s"]
+        for name, ts in s.metrics.tasks.items():
+            if ts.cls == LP and wall > 0:
+                cal.lp_alone[name] = ts.blocks / wall
+        cal.lp_alone_s = wall
+        drain(s, tick)
+    return cal
