@@ -59,6 +59,9 @@ def bench_main(argv: list[str]) -> int:
     ap.add_argument("--duration", type=_positive, default=10.0, help="seconds per policy")
     ap.add_argument("--warmup", type=float, default=None, help="seconds discarded per run")
     ap.add_argument("--seed", type=int, default=None)
+    ap.add_argument(
+        "--slice-us", type=_positive, default=None, help="override every LP task's slice cap"
+    )
     ap.add_argument("--json", dest="json_out", default=None, help="write results here")
     ap.add_argument("--quiet", action="store_true", help="no progress on stderr")
     ap.add_argument(
@@ -72,6 +75,10 @@ def bench_main(argv: list[str]) -> int:
 
     try:
         prof = load(resolve(a.profile))
+        if a.slice_us is not None:
+            for t in prof.tasks:
+                if t.cls == "lp":
+                    t.slice_us, t.slice_blocks = a.slice_us, None
         result = bench(
             prof,
             a.policies,

@@ -17,8 +17,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import tomli_w
-
 from engine.backends.native import NativeError, builtin_launch_shape
 from engine.backends.sim import SimParams
 from engine.model import CLASSES, HP, LP, Arrival, KernelSpec, Step, Task
@@ -30,6 +28,19 @@ BACKENDS = ("auto", "sim", "cuda")
 
 class ProfileError(ValueError):
     """A profile problem, already formatted as ``file: key.path: what is wrong``."""
+
+
+class ProfileWarning(UserWarning):
+    """A profile that loads but deserves a note (e.g. a user kernel the slicer refused)."""
+
+
+# User-kernel args: element bytes of buffer dtypes, scalar bytes (and integer range).
+BUFFER_DTYPES = {"f16": 2, "bf16": 2, "f32": 4, "f64": 8, "i8": 1, "u8": 1, "i16": 2, "u16": 2,
+                 "i32": 4, "u32": 4, "i64": 8, "u64": 8}  # fmt: skip
+SCALAR_TYPES = {"i32": 4, "u32": 4, "i64": 8, "u64": 8, "f32": 4, "f64": 8}
+_INT_RANGE = {"i32": (-(2**31), 2**31 - 1), "u32": (0, 2**32 - 1),
+              "i64": (-(2**63), 2**63 - 1), "u64": (0, 2**64 - 1)}  # fmt: skip
+BUFFER_INITS = ("random", "zeros", "ones")
 
 
 @dataclass
@@ -209,7 +220,7 @@ def parse(data: dict[str, Any], file: str = "<profile>", base_dir: Path | None =
         path = f"kernels.{kname}"
         kt = c.table(kt, path)
         c.keys(kt, path, {"grid", "block", "smem", "blocks_per_sm", "block_us", "builtin",
-                          "params", "sliceable"})  # fmt: skip
+                          "params", "sliceable", "source", "entry", "args"})  # fmt: skip
         bps = c.num(kt, "blocks_per_sm", path, 2, integer=True, positive=True)
         if bps > 8:
             raise c.fail(f"{path}.blocks_per_sm", f"must be 1..8, got {bps}")
@@ -225,6 +236,13 @@ def parse(data: dict[str, Any], file: str = "<profile>", base_dir: Path | None =
                 grid_default, block_default = builtin_launch_shape(builtin, params)
             except NativeError as e:
                 raise c.fail(f"{path}.builtin", str(e)) from None
+        user: dict[str, Any] = {}
+        if "source" in kt or "entry" in kt or "args" in kt:
+            if builtin or "params" in kt:
+                raise c.fail(f"{path}.source", "a kernel is either builtin (params) or user "
+                             "(source, entry, args), not both")  # fmt: skip
+            user = _user_kernel(c, kt, path, base_dir, sliceable)
+            sliceable = user.pop("sliceable")
         kernels[kname] = KernelSpec(
             name=kname,
             grid=c.dims(kt, "grid", path, list(grid_default) if builtin else ...),
@@ -235,6 +253,7 @@ def parse(data: dict[str, Any], file: str = "<profile>", base_dir: Path | None =
             builtin=builtin,
             params=params,
             sliceable=sliceable,
+            **user,
         )
     tasks_raw = data.get("tasks", [])
     if not isinstance(tasks_raw, list) or not tasks_raw:
@@ -255,6 +274,89 @@ def parse(data: dict[str, Any], file: str = "<profile>", base_dir: Path | None =
         seed=c.num(eng, "seed", "engine", 1, integer=True),
         sim=sim,
     )
+
+
+def _user_kernel(c: _Checker, kt: dict[str, Any], path: str, base_dir: Path | None,
+                 sliceable: bool) -> dict[str, Any]:  # fmt: skip
+    """Validate a user kernel (source, entry, args) against its PTX: the KernelSpec fields.
+
+    A kernel the slicer refuses is kept with sliceable = False (run whole under temporal
+    gating) and a ProfileWarning; so are the slicer's warnings for sliced kernels.
+    """
+    import warnings
+
+    from engine.slicer.user import UserKernelError, load_user_kernel
+
+    rel = c.str_(kt, "source", path, ...)
+    src = Path(rel) if Path(rel).is_absolute() or base_dir is None else base_dir / rel
+    entry = c.str_(kt, "entry", path)
+    try:
+        uk = load_user_kernel(src, entry)
+    except UserKernelError as e:
+        raise c.fail(f"{path}.{e.key}", str(e)) from None
+    raw = kt.get("args", [])
+    if not isinstance(raw, list):
+        raise c.fail(f"{path}.args", "must be a list of {buffer = ...} / {scalar = ...} tables")
+    args: list[tuple[Any, ...]] = []
+    names: set[str] = set()
+    for i, a in enumerate(raw):
+        ap = f"{path}.args[{i}]"
+        a = c.table(a, ap)
+        if i >= len(uk.params):
+            raise c.fail(ap, f"entry {uk.entry!r} has only {len(uk.params)} parameters, "
+                         f"{len(raw)} args given")  # fmt: skip
+        prm = uk.params[i]
+        if "buffer" in a:
+            c.keys(a, ap, {"buffer", "dtype", "count", "init"})
+            name = c.str_(a, "buffer", ap, ...)
+            if name in names:
+                raise c.fail(f"{ap}.buffer", f"duplicate buffer name {name!r}")
+            names.add(name)
+            dtype = c.str_(a, "dtype", ap, "f32", tuple(BUFFER_DTYPES))
+            count = c.num(a, "count", ap, ..., positive=True, integer=True)
+            init = c.str_(a, "init", ap, "random", BUFFER_INITS)
+            if prm.nbytes != 8:
+                raise c.fail(f"{ap}.buffer", f"parameter {i} ({prm.name}) is {prm.ptx_type} "
+                             f"({prm.nbytes} bytes), not a pointer (8 bytes)")  # fmt: skip
+            args.append(("buffer", name, dtype, count, init))
+        elif "scalar" in a:
+            c.keys(a, ap, {"scalar", "value"})
+            ty = c.str_(a, "scalar", ap, ..., tuple(SCALAR_TYPES))
+            if "value" not in a:
+                raise c.fail(f"{ap}.value", "is required")
+            v = a["value"]
+            if ty in _INT_RANGE:
+                lo, hi = _INT_RANGE[ty]
+                if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+                    raise c.fail(f"{ap}.value", f"must be an integer in {lo}..{hi} for {ty}, "
+                                 f"got {v!r}")  # fmt: skip
+            else:
+                v = float(c.num(a, "value", ap, ...))
+            if prm.is_ptr or SCALAR_TYPES[ty] != prm.nbytes:
+                raise c.fail(f"{ap}.scalar", f"{ty} is {SCALAR_TYPES[ty]} bytes but parameter "
+                             f"{i} ({prm.name}) is {'a pointer' if prm.is_ptr else prm.ptx_type} "
+                             f"({prm.nbytes} bytes)")  # fmt: skip
+            args.append(("scalar", ty, v))
+        else:
+            raise c.fail(ap, "must be {buffer = NAME, dtype, count, init} or "
+                         "{scalar = TYPE, value}")  # fmt: skip
+    if len(args) < len(uk.params):
+        missing = uk.params[len(args)]
+        raise c.fail(f"{path}.args", f"entry {uk.entry!r} has {len(uk.params)} parameters, "
+                     f"{len(args)} args given (args[{len(args)}] missing: {missing.ptx_type} "
+                     f"{missing.name})")  # fmt: skip
+    cooperative = False
+    if sliceable and not uk.sliced:
+        warnings.warn(ProfileWarning(f"{c.file}: {path}: not sliceable, runs whole under "
+                                     f"temporal gating: {uk.reason}"), stacklevel=4)  # fmt: skip
+        sliceable = False
+    elif sliceable:
+        for w in uk.warnings:
+            warnings.warn(ProfileWarning(f"{c.file}: {path}: {w}"), stacklevel=4)
+    if not uk.sliced and uk.reason and "grid-wide sync" in uk.reason:
+        cooperative = True
+    return {"source": str(src.resolve()), "entry": uk.entry, "args": tuple(args),
+            "sliceable": sliceable, "cooperative": cooperative}  # fmt: skip
 
 
 def _task(c: _Checker, raw: Any, i: int, kernels: dict[str, KernelSpec],
@@ -393,6 +495,15 @@ def to_dict(prof: Profile) -> dict[str, Any]:
             e["builtin"] = k.builtin
         if k.params:
             e["params"] = dict(k.params)
+        if k.source:  # absolute, like trace paths: a saved copy may live elsewhere
+            e["source"] = k.source
+            e["entry"] = k.entry
+            e["args"] = [
+                {"buffer": a[1], "dtype": a[2], "count": a[3], "init": a[4]}
+                if a[0] == "buffer"
+                else {"scalar": a[1], "value": a[2]}
+                for a in k.args
+            ]
         kd[k.name] = e
     doc["kernels"] = kd
     doc["tasks"] = [_task_dict(t) for t in prof.tasks]
@@ -431,6 +542,8 @@ def _task_dict(t: Task) -> dict[str, Any]:
 
 def save(prof: Profile, path: str | os.PathLike[str]) -> Path:
     """Write ``prof`` atomically (temp file + fsync + rename); returns the path written."""
+    import tomli_w  # only saving needs it (GPU boxes may run engines without it)
+
     p = Path(path)
     text = tomli_w.dumps(to_dict(prof))
     parse(tomllib.loads(text), str(p), p.parent)  # never write what we could not read back

@@ -232,7 +232,7 @@ class Scheduler:
         self.lp_inflight.append(launch)
         return launch
 
-    def _issue_hp(self, name: str, req: Request) -> None:
+    def _issue_hp(self, name: str, req: Request) -> Launch:
         task = self.tasks[name]
         kernel = self.kernels[task.steps[req.step].kernel]
         self._ids += 1
@@ -242,6 +242,7 @@ class Scheduler:
         self._hp[name].gap_start = -1
         self.backend.submit(launch)
         self.inflight[launch.id] = launch
+        return launch
 
     def _timer(self, t: int, kind: int, name: str) -> None:
         self._tseq += 1
@@ -277,8 +278,11 @@ class Scheduler:
                 until = wake
             if max_wait_ns is not None and now + max_wait_ns < until:
                 until = now + max_wait_ns
-            for launch in be.wait(until):
-                self._on_done(launch)
+            done = be.wait(until)
+            if done:
+                seen = be.now_ns()  # when the host saw them: HP host gaps start here
+                for launch in done:
+                    self._on_done(launch, seen)
             if tick is not None:
                 tick()
 
@@ -300,37 +304,47 @@ class Scheduler:
             self._start_request(name, req, t)
 
     def _start_request(self, name: str, req: Request, now: int) -> None:
+        self._next_hp_kernel(name, req, now)
+
+    def _next_hp_kernel(self, name: str, req: Request, now: int) -> None:
+        """The host gap before the request's next kernel starts now: issue it when the gap
+        is zero (no loop round trip on the critical path), else arm a timer."""
         st = self._hp[name]
         st.gap_start = now
-        self._timer(now + req.gaps_ns[0], _HP_ENQUEUE, name)
+        gap = req.gaps_ns[req.step]
+        if gap <= 0:
+            self._on_hp_enqueue(name)
+        else:
+            self._timer(now + gap, _HP_ENQUEUE, name)
 
     def _on_hp_enqueue(self, name: str) -> None:
         st = self._hp[name]
         if st.queue:
             req = st.queue[0]
-            gap = self.backend.now_ns() - st.gap_start
-            self._learn(st.gap_ema, st.gap_dev, req.step, gap)
+            gap_start = st.gap_start
+            launch = self._issue_hp(name, req)
+            self._learn(st.gap_ema, st.gap_dev, req.step, launch.issue_ns - gap_start)
             st.learned()
-            self._issue_hp(name, req)
 
     @staticmethod
     def _learn(ema: list[float], dev: list[float], i: int, sample: float) -> None:
         dev[i] += _EMA * (abs(sample - ema[i]) - dev[i])
         ema[i] += _EMA * (sample - ema[i])
 
-    def _on_done(self, launch: Launch) -> None:
+    def _on_done(self, launch: Launch, seen: int) -> None:
+        """Account one completion. HP progression comes first: the next HP kernel's host
+        gap starts when the completion was seen, and bookkeeping overlaps that gap."""
         del self.inflight[launch.id]
-        horizon = next(iter(self.inflight.values())).issue_ns if self.inflight else launch.end_ns
-        self.metrics.on_launch_done(launch, horizon)
-        now = self.backend.now_ns()
         if launch.cls == HP:
-            self._hp_done(launch, now)
+            self._hp_done(launch, seen)
         else:
             self.lp_inflight.remove(launch)
             st = self._lp.get(launch.task)
             if st is not None:
                 st.inflight -= 1
             self.waves.observe(launch)
+        horizon = next(iter(self.inflight.values())).issue_ns if self.inflight else launch.end_ns
+        self.metrics.on_launch_done(launch, horizon)
         for li in self.listeners:
             li.on_launch(launch)
 
@@ -343,15 +357,15 @@ class Scheduler:
         if st is None:  # task removed while its kernel ran
             return
         req = st.queue[0]
-        dur = launch.end_ns - launch.start_ns
-        st.dur_ema[req.step] += _EMA * (dur - st.dur_ema[req.step])
-        st.learned()
+        step = req.step
         req.step += 1
-        task = self.tasks[name]
         if req.step < len(req.gaps_ns):
-            st.gap_start = now
-            self._timer(now + req.gaps_ns[req.step], _HP_ENQUEUE, name)
+            self._next_hp_kernel(name, req, now)
+        st.dur_ema[step] += _EMA * (launch.end_ns - launch.start_ns - st.dur_ema[step])
+        st.learned()
+        if req.step < len(req.gaps_ns):
             return
+        task = self.tasks[name]
         st.queue.popleft()
         self.hp_requests_in_flight -= 1
         req.done_ns = launch.end_ns
