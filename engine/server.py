@@ -582,6 +582,8 @@ class Engine:
         except profiles.ProfileError as e:
             raise ProtocolError(PROFILE_ERROR, f"{op}: {e}") from None
         self._pending = prof
+        self.phase = "calibrating"  # from now on: mutating ops get `busy` until running
+        self.tel.state_dirty = True
         self.tel.event("load_profile", profile=prof.name, path=str(path))
         return {"profile": prof.name, "path": str(path), "tasks": [t.name for t in prof.tasks]}
 
@@ -654,6 +656,13 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--curve-secret", default=None, help="server secret key file")
     ap.add_argument("--curve-allow", nargs="+", default=None, help="allowed client public keys")
     ap.add_argument("--metrics", default=None, metavar="HOST:PORT", help="Prometheus exporter")
+    ap.add_argument(
+        "--sndhwm",
+        type=int,
+        default=SNDHWM,
+        metavar="N",
+        help=f"telemetry messages queued per subscriber before dropping ({SNDHWM})",
+    )
     ap.add_argument(
         "--calibrate",
         type=float,
@@ -730,7 +739,7 @@ def main(argv: list[str] | None = None) -> int:
         pub = ctx.socket(zmq.PUB)
         ctl = ctx.socket(zmq.ROUTER)
         socks += [pub, ctl]
-        pub.sndhwm = SNDHWM
+        pub.sndhwm = max(1, args.sndhwm)
         pub.linger = 200  # give the final summary a moment to leave on shutdown
         ctl.maxmsgsize = MAX_CONTROL_BYTES
         ctl.rcvhwm = 1000
