@@ -31,6 +31,13 @@ class KernelSpec:
     builtin: str | None = None  # cuda: name of a kernel under native/
     params: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
     sliceable: bool = True
+    # User kernel (profile ``source``/``entry``/``args``); None/() for built-ins and stand-ins.
+    source: str | None = None  # absolute path of the .cu or .ptx file
+    entry: str | None = None  # entry (kernel) name inside it
+    # One tuple per kernel parameter, in order (hashable, so the spec stays frozen):
+    # ("buffer", name, dtype, count, init) or ("scalar", dtype, value).
+    args: tuple[tuple[Any, ...], ...] = ()
+    cooperative: bool = False  # grid-wide sync: launch whole with cuLaunchCooperativeKernel
 
     @property
     def total_blocks(self) -> int:

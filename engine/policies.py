@@ -75,7 +75,8 @@ class Hummingbird(Policy):
     waves (the smallest slice that still fills the GPU) unless the operator forces a
     block count. The next slice is pre-issued at the predicted end of the current one
     minus the launch latency, with at most one queued, so LP never leaves a gap and
-    an arriving HP kernel waits for at most the in-flight slice.
+    an arriving HP kernel waits for at most the in-flight slice. An unsliceable kernel
+    is launched whole, and only while no LP launch and no HP request is in flight.
     """
 
     name = "hummingbird"
@@ -90,6 +91,11 @@ class Hummingbird(Policy):
         if not tasks:
             return None
         task = tasks[0]
+        kernel = s.lp_kernel(task)
+        if not kernel.sliceable:  # e.g. grid sync: run it whole, gated like temporal
+            if not inflight and not s.hp_requests_in_flight:
+                s.issue_lp(task, s.lp_remaining(task))
+            return None
         lat = s.launch_latency_ns
         if inflight:
             slice_start = inflight[-1].predicted_ns
@@ -98,7 +104,6 @@ class Hummingbird(Policy):
         else:
             slice_start = now + lat
 
-        kernel = s.lp_kernel(task)
         wave_blocks, wave_ns = s.waves.model(kernel)
         cap_ns = int((task.slice_us or DEFAULT_SLICE_US) * 1000)
         in_request = s.hp_requests_in_flight > 0

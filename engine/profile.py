@@ -332,9 +332,9 @@ def _user_kernel(c: _Checker, kt: dict[str, Any], path: str, base_dir: Path | No
                                  f"got {v!r}")  # fmt: skip
             else:
                 v = float(c.num(a, "value", ap, ...))
-            if prm.is_ptr or SCALAR_TYPES[ty] != prm.nbytes:
-                raise c.fail(f"{ap}.scalar", f"{ty} is {SCALAR_TYPES[ty]} bytes but parameter "
-                             f"{i} ({prm.name}) is {'a pointer' if prm.is_ptr else prm.ptx_type} "
+            if SCALAR_TYPES[ty] != prm.nbytes:  # a u64 may stand for a raw pointer (null)
+                raise c.fail(f"{ap}.scalar", f"{ty} is {SCALAR_TYPES[ty]} bytes but "
+                             f"parameter {i} ({prm.name}) is {prm.ptx_type} "
                              f"({prm.nbytes} bytes)")  # fmt: skip
             args.append(("scalar", ty, v))
         else:

@@ -31,6 +31,21 @@ on the lent H100 VM, ~200 µs in 15 s, so a fixed offset is not enough). Convert
 times are late by about the poll latency (≈1–3 µs); durations are exact GPU-clock
 differences. ``clock_info()`` and ``recalibrate()`` report the offset and its drift.
 The event-poll loop visits only the head of each stream (FIFO), HP first.
+
+User kernels (profile ``source``/``entry``/``args``, see docs/slicer.md). prepare() gets
+the sliced PTX for the device's compute arch (engine.slicer.user: NVRTC output cached on
+disk), loads it with cuModuleLoadData (driver PTX JIT), allocates and fills the buffers
+and builds one argument array: the kernel's own args, then the six slice params whose
+ctypes values submit() rewrites before each cuLaunchKernel. A slice [start, end) is
+``plan_launches`` sub-grids (1 launch for 1-D grids, up to 3 / 5 for 2-D / 3-D). These
+kernels cannot stamp %globaltimer, so timing comes from two timing events recorded
+around all sub-launches of the Launch: the GPU duration is their elapsed time (exact,
+~0.5 µs resolution), the end is the host time of the poll that saw the end event done
+(late by the poll latency, like the native end bound) and start = end − duration, kept
+≥ the issue time. The start event fires when the stream reaches the launch, so behind
+another stream's resident blocks the duration includes the wait for SMs. User-kernel
+completions do not feed the %globaltimer offset tracking. Unsliceable kernels are
+launched whole (cuLaunchCooperativeKernel when they grid-sync).
 """
 
 from __future__ import annotations
@@ -45,6 +60,7 @@ from typing import Any
 from engine.backends import native
 from engine.backends.base import Backend, BackendError
 from engine.model import KernelSpec, Launch
+from engine.slicer.launch import plan_launches
 
 builtin_launch_shape = native.builtin_launch_shape  # re-export for profiles
 
@@ -88,10 +104,28 @@ def _err_name(cu, err) -> str:
 
 
 _CTYPES = {"u32": ctypes.c_uint32, "u64": ctypes.c_uint64, "f32": ctypes.c_float}
+_USER_SCALARS = {
+    "i32": ctypes.c_int32,
+    "u32": ctypes.c_uint32,
+    "i64": ctypes.c_int64,
+    "u64": ctypes.c_uint64,
+    "f32": ctypes.c_float,
+    "f64": ctypes.c_double,
+}
+_DTYPE_BYTES = {"f16": 2, "bf16": 2, "f32": 4, "f64": 8, "i8": 1, "u8": 1, "i16": 2, "u16": 2,
+                "i32": 4, "u32": 4, "i64": 8, "u64": 8}  # fmt: skip
+_ONE = {  # the bytes of 1 in each dtype, for init = "ones"
+    "f16": b"\x00\x3c", "bf16": b"\x80\x3f", "f32": b"\x00\x00\x80\x3f",
+    "f64": b"\x00" * 6 + b"\xf0\x3f", "i8": b"\x01", "u8": b"\x01", "i16": b"\x01\x00",
+    "u16": b"\x01\x00", "i32": b"\x01\x00\x00\x00", "u32": b"\x01\x00\x00\x00",
+    "i64": b"\x01" + b"\x00" * 7, "u64": b"\x01" + b"\x00" * 7,
+}  # fmt: skip
 
 
 class _Prepared:
     """A kernel made launchable: function, buffers and a reusable argument array."""
+
+    user = False  # class attribute: submit() branches on it (user kernels: _UserPrepared)
 
     __slots__ = (
         "spec",
@@ -127,6 +161,41 @@ class _Prepared:
         vals += [_CTYPES[t](v) for t, v in layout.scalars]
         self._vals = vals  # keep the ctypes objects alive: params points at them
         self.params = (ctypes.c_void_p * len(vals))(*(ctypes.addressof(v) for v in vals))
+        self.params_addr = ctypes.addressof(self.params)
+        self.blocks_per_sm = bps
+
+
+class _UserPrepared:
+    """A user kernel made launchable: module function, buffers, argument array whose six
+    trailing slice params (sliced kernels only) are rewritten per sub-launch."""
+
+    user = True
+
+    def __init__(self, spec: KernelSpec, func, bufs, bps: int, sliced: bool) -> None:
+        self.spec = spec
+        self.func = func
+        self.total = spec.total_blocks
+        self.grid = tuple(spec.grid)
+        self.block = spec.block
+        self.smem = spec.smem
+        self.sliced = sliced
+        # name → (devptr, BufferSpec); BufferSpec counts 32-bit words (f16: halves) so that
+        # nbytes and the random fill of the shared helpers apply to every dtype
+        self.bufs: dict[str, tuple[int, native.BufferSpec]] = bufs
+        self.inits: dict[str, tuple[str, str, int]] = {}  # name → (init, dtype, count)
+        vals: list[Any] = []
+        for a in spec.args:
+            if a[0] == "buffer":
+                vals.append(ctypes.c_uint64(bufs[a[1]][0]))
+                self.inits[a[1]] = (a[4], a[2], a[3])
+            else:
+                vals.append(_USER_SCALARS[a[1]](a[2]))
+        self.slice_vals = [ctypes.c_uint32(0) for _ in range(3)]
+        self.slice_vals += [ctypes.c_uint32(x) for x in self.grid]
+        if sliced:
+            vals += self.slice_vals
+        self._vals = vals  # keep the ctypes objects alive: params points at them
+        self.params = (ctypes.c_void_p * max(1, len(vals)))(*(ctypes.addressof(v) for v in vals))
         self.params_addr = ctypes.addressof(self.params)
         self.blocks_per_sm = bps
 
@@ -192,6 +261,7 @@ class CudaBackend(Backend):
         self._lp_flags, self._lp_prio = flags, least
         self._inflight = 0
         self._events: list[Any] = [self._new_event() for _ in range(256)]
+        self._tevents: list[Any] = []  # timing-enabled events, for user kernels only
         # host-mapped ring of start stamps
         flags_h = cu.CU_MEMHOSTALLOC_DEVICEMAP | cu.CU_MEMHOSTALLOC_PORTABLE
         self._ts_host = int(
@@ -302,6 +372,8 @@ class CudaBackend(Backend):
             if old.spec == kernel and old.spec.params == kernel.params:
                 return old.blocks_per_sm
             raise BackendError(f"kernel {kernel.name!r} prepared twice with different specs")
+        if kernel.source:
+            return self._prepare_user(kernel)
         smem = kernel.smem
         if not kernel.builtin:
             # No native kernel: a spin stand-in with the profile's cost model (grid, block,
@@ -336,6 +408,77 @@ class CudaBackend(Backend):
         self.synchronize()
         self._prepared[kernel.name] = _Prepared(kernel, lay, func, bufs, bps, smem)
         return bps
+
+    def _prepare_user(self, k: KernelSpec) -> int:
+        from engine.slicer.user import UserKernelError, load_user_kernel
+
+        cu = self._cu
+        tgt = self.target  # sm_XY or compute_XY: user kernels are compiled to PTX
+        arch = "compute_" + tgt.split("_", 1)[1]
+        try:
+            uk = load_user_kernel(k.source, k.entry, arch)  # type: ignore[arg-type]
+        except UserKernelError as e:
+            raise BackendError(f"kernel {k.name!r}: {k.source}: {e}") from e
+        sliced = k.sliceable and uk.sliced
+        ptx = uk.sliced_ptx if sliced else uk.ptx
+        mod = self._check(cu.cuModuleLoadData(ptx.encode() + b"\0"), f"cuModuleLoadData({k.name})")
+        self._modules.append(mod)
+        func = self._check(
+            cu.cuModuleGetFunction(mod, uk.entry.encode()), f"cuModuleGetFunction({uk.entry})"
+        )
+        if k.smem > 48 * 1024:  # above the default limit dynamic shared memory is opt-in
+            self._check(
+                cu.cuFuncSetAttribute(
+                    func,
+                    cu.CUfunction_attribute.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                    k.smem,
+                ),
+                "cuFuncSetAttribute",
+            )
+        threads = k.block[0] * k.block[1] * k.block[2]
+        bps = int(
+            self._check(
+                cu.cuOccupancyMaxActiveBlocksPerMultiprocessor(func, threads, k.smem),
+                "cuOccupancyMaxActiveBlocksPerMultiprocessor",
+            )
+        )
+        if bps < 1:
+            raise BackendError(f"kernel {k.name!r} cannot be resident on an SM")
+        if k.cooperative and k.total_blocks > bps * self._sms:
+            raise BackendError(
+                f"kernel {k.name!r} grid-syncs: its {k.total_blocks} blocks must all be "
+                f"resident at once, at most {bps * self._sms} on this GPU"
+            )
+        bufs = {}
+        for a in k.args:
+            if a[0] == "buffer":
+                nbytes = a[3] * _DTYPE_BYTES[a[2]]
+                spec = (
+                    native.BufferSpec(a[1], "f16", a[3])
+                    if a[2] == "f16"
+                    else native.BufferSpec(a[1], "u32", (nbytes + 3) // 4)
+                )
+                bufs[a[1]] = (self._malloc(spec.nbytes), spec)
+        p = _UserPrepared(k, func, bufs, bps, sliced)
+        self._init_user(p, self._seed * 7919 + len(self._prepared) * 131)
+        self.synchronize()
+        self._prepared[k.name] = p  # type: ignore[assignment]
+        return bps
+
+    def _init_user(self, p: _UserPrepared, seed: int) -> None:
+        """Buffers as the profile's init says: random (non-zero hash values), zeros, ones."""
+        cu = self._cu
+        for i, (name, (ptr, b)) in enumerate(p.bufs.items()):
+            init, dtype, count = p.inits[name]
+            if init == "random":
+                self._fill(ptr, b, seed + i)
+            elif init == "zeros":
+                self._check(cu.cuMemsetD8(ptr, 0, b.nbytes), "cuMemsetD8")
+            else:
+                self._check(cu.cuMemsetD8(ptr, 0, b.nbytes), "cuMemsetD8")  # the padding
+                n = len(_ONE[dtype]) * count
+                host = ctypes.create_string_buffer(_ONE[dtype] * count, n)
+                self._check(cu.cuMemcpyHtoD(ptr, ctypes.addressof(host), n), "cuMemcpyHtoD")
 
     def _standin(self, k: KernelSpec) -> tuple[native.ArgLayout, int]:
         threads = k.block[0] * k.block[1] * k.block[2]
@@ -381,6 +524,8 @@ class CudaBackend(Backend):
         stream = self._streams.get(launch.stream)
         if stream is None:
             stream = self._lp_stream(launch.stream)
+        if p.user:
+            return self._submit_user(launch, p, stream, issue)  # type: ignore[arg-type]
         slot = self._slot
         self._slot = (slot + 1) & (_TS_SLOTS - 1)
         ts = self._ts
@@ -405,6 +550,52 @@ class CudaBackend(Backend):
         launch.issue_ns = issue
         self._queues[launch.stream].append((launch, ev, slot))
         self._inflight += 1
+
+    def _submit_user(self, launch: Launch, p: _UserPrepared, stream, issue: int) -> None:
+        cu = self._cu
+        s0, s1 = launch.start_block, launch.end_block
+        b = p.block
+        ev0 = self._tevents.pop() if self._tevents else self._new_timing_event()
+        ev1 = self._tevents.pop() if self._tevents else self._new_timing_event()
+        r = cu.cuEventRecord(ev0, stream)
+        if r[0] != self._OK:
+            raise BackendError(f"cuEventRecord failed: {_err_name(cu, r[0])}")
+        name = launch.kernel.name
+        if not p.sliced:
+            if (s0, s1) != (0, p.total):
+                raise BackendError(
+                    f"launch {launch.id}: {name!r} is not sliceable; got blocks [{s0}, {s1})"
+                )
+            g = p.grid
+            if p.spec.cooperative:
+                r = cu.cuLaunchCooperativeKernel(
+                    p.func, *g, b[0], b[1], b[2], p.smem, stream, p.params_addr
+                )
+            else:
+                r = cu.cuLaunchKernel(
+                    p.func, *g, b[0], b[1], b[2], p.smem, stream, p.params_addr, 0
+                )
+            if r[0] != self._OK:
+                raise BackendError(f"launch of {name} failed: {_err_name(cu, r[0])}")
+        else:
+            sv = p.slice_vals
+            for ln in plan_launches(s0, s1, p.grid):
+                sv[0].value, sv[1].value, sv[2].value = ln.offset
+                g = ln.grid
+                r = cu.cuLaunchKernel(
+                    p.func, *g, b[0], b[1], b[2], p.smem, stream, p.params_addr, 0
+                )
+                if r[0] != self._OK:
+                    raise BackendError(f"cuLaunchKernel({name}) failed: {_err_name(cu, r[0])}")
+        r = cu.cuEventRecord(ev1, stream)
+        if r[0] != self._OK:
+            raise BackendError(f"cuEventRecord failed: {_err_name(cu, r[0])}")
+        launch.issue_ns = issue
+        self._queues[launch.stream].append((launch, ev1, -1, ev0))
+        self._inflight += 1
+
+    def _new_timing_event(self):
+        return self._check(self._cu.cuEventCreate(0), "cuEventCreate")
 
     def wait(self, until_ns: int) -> list[Launch]:
         query = self._cu.cuEventQuery
@@ -459,9 +650,13 @@ class CudaBackend(Backend):
         except Exception:  # noqa: BLE001 - closing after a sticky error: free what we can
             pass
         for q in self._queues.values():
-            self._events.extend(it[1] for it in q)
+            for it in q:
+                if it[2] < 0:  # user kernel: two timing events
+                    self._tevents += [it[1], it[3]]
+                else:
+                    self._events.append(it[1])
             q.clear()
-        for ev in self._events:
+        for ev in self._events + self._tevents:
             cu.cuEventDestroy(ev)
         for s in self._streams.values():
             cu.cuStreamDestroy(s)
@@ -482,8 +677,10 @@ class CudaBackend(Backend):
         self.close()
 
     # ------------------------------------------------------------------ completions
-    def _finish(self, item: tuple[Launch, Any, int], seen_ns: int) -> Launch:
-        launch, ev, slot = item
+    def _finish(self, item: tuple, seen_ns: int) -> Launch:
+        launch, ev, slot = item[0], item[1], item[2]
+        if slot < 0:
+            return self._finish_user(launch, ev, item[3], seen_ns)
         self._events.append(ev)
         g0, g1 = self._ts[2 * slot], self._ts[2 * slot + 1]
         issue = launch.issue_ns
@@ -505,6 +702,22 @@ class CudaBackend(Backend):
             end = last
         self._last_end[launch.stream] = end
         launch.start_ns = min(start, end)
+        launch.end_ns = end
+        return launch
+
+    def _finish_user(self, launch: Launch, ev1, ev0, seen_ns: int) -> Launch:
+        """Events around the sub-launches: exact GPU duration, end = the poll that saw it."""
+        r = self._cu.cuEventElapsedTime(ev0, ev1)
+        self._tevents += [ev0, ev1]
+        if r[0] != self._OK:
+            self._fail("cuEventElapsedTime", r[0])
+        dur = int(float(r[1]) * 1e6)
+        end = seen_ns
+        last = self._last_end.get(launch.stream, 0)
+        if end < last:  # keep per-stream FIFO visible
+            end = last
+        self._last_end[launch.stream] = end
+        launch.start_ns = min(end, max(launch.issue_ns, end - dur))
         launch.end_ns = end
         return launch
 
@@ -615,6 +828,10 @@ class CudaBackend(Backend):
     def refill(self, kernel_name: str, seed: int) -> None:
         """Fresh random inputs (from ``seed``) and NaN-poisoned outputs."""
         p = self._prepared[kernel_name]
+        if p.user:  # user kernels keep their init kinds (a zeroed counter stays zero)
+            self._init_user(p, seed * 7919)  # type: ignore[arg-type]
+            self.synchronize()
+            return
         for i, (ptr, b) in enumerate(p.bufs.values()):
             self._fill(ptr, b, seed * 7919 + i)
         self.synchronize()
