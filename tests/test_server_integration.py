@@ -103,9 +103,11 @@ def wait_running(ctl: str, timeout: float = 15.0, **kw: object) -> EngineClient:
     raise AssertionError(f"engine at {ctl} did not reach phase running in {timeout}s")
 
 
-def stop(proc: subprocess.Popen[str], timeout: float = 10.0) -> tuple[int, str]:
+def stop(
+    proc: subprocess.Popen[str], timeout: float = 10.0, sig: int = signal.SIGTERM
+) -> tuple[int, str]:
     if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(sig)
     try:
         _, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -224,7 +226,9 @@ def _lp_blocks(sub: Subscriber, seconds: float) -> list[int]:
         if m is not None and m.type == "slice":
             b = m.body
             out += [
-                e - s for c, s, e in zip(b["cls"], b["start_block"], b["end_block"]) if c == "lp"
+                e - s
+                for c, s, e in zip(b["cls"], b["start_block"], b["end_block"], strict=True)
+                if c == "lp"
             ]
     return out
 
@@ -425,8 +429,9 @@ def test_readonly_refuses_mutations(tmp_path: Path) -> None:
         assert c.get_state()["readonly"] is True
         c.close()
     finally:
-        rc, err = stop(proc)
-    assert rc == 0, err
+        rc, err = stop(proc, sig=signal.SIGINT)
+    assert rc == 0, err  # SIGINT stops cleanly too, with the final summary
+    assert "stopped:" in err and "Traceback" not in err
 
 
 def _one_line_exit2(proc: subprocess.Popen[str]) -> str:
@@ -483,3 +488,13 @@ def test_curve_allows_listed_clients_only(tmp_path: Path) -> None:
     finally:
         rc, err = stop(proc)
     assert rc == 0, err
+
+
+def test_keys_generate_cli(tmp_path: Path) -> None:
+    from engine.server import keys_main
+
+    assert keys_main(["generate", "--dir", str(tmp_path / "k")]) == 0
+    names = sorted(p.name for p in (tmp_path / "k").iterdir())
+    assert names == ["client.key", "client.key_secret", "server.key", "server.key_secret"]
+    assert (tmp_path / "k" / "server.key_secret").stat().st_mode & 0o077 == 0
+    assert keys_main(["generate", "--dir", str(tmp_path / "k")]) == 2  # no silent overwrite
