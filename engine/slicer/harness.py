@@ -97,7 +97,11 @@ class Gpu:
     def load(self, ptx: str) -> Any:
         """Assemble with nvJitLink for this device (sm_90a kept when the PTX asks for it)."""
         target = self.arch + "a" if f".target {self.arch}a" in ptx else self.arch
-        module = self._ok(self.cu.cuModuleLoadData(ptx_to_cubin(ptx, target)), "cuModuleLoadData")
+        try:
+            image = ptx_to_cubin(ptx, target)
+        except ImportError:  # no nvJitLink wheel: the driver JITs the PTX (same for all)
+            image = ptx.encode() + b"\0"
+        module = self._ok(self.cu.cuModuleLoadData(image), "cuModuleLoadData")
         self._modules.append(module)
         return module
 
@@ -108,6 +112,10 @@ class Gpu:
         dptr = self._ok(self.cu.cuMemAlloc(max(nbytes, 1)), "cuMemAlloc")
         self._allocs.append(dptr)
         return int(dptr)
+
+    def free(self, dptr: int) -> None:
+        self._allocs = [d for d in self._allocs if int(d) != dptr]  # CUdeviceptr objects
+        self._ok(self.cu.cuMemFree(dptr), "cuMemFree")
 
     def upload(self, dptr: int, data: bytes) -> None:
         src = ctypes.create_string_buffer(data, len(data))
