@@ -786,8 +786,13 @@ def main(argv: list[str] | None = None) -> int:
             engine.stopping = True
 
         old = {s: signal.signal(s, _stop) for s in (signal.SIGINT, signal.SIGTERM)}
+        rc = 0
         try:
             engine.run(args.duration)
+        except BackendError as e:  # the device failed: report, flush, exit non-zero
+            log.error("backend failure: %s", e)
+            engine.tel.event("error", "error", message=f"backend failure: {e}")
+            rc = 1
         finally:
             for s, h in old.items():
                 signal.signal(s, h)
@@ -795,7 +800,7 @@ def main(argv: list[str] | None = None) -> int:
         _report(summary)
         if args.summary_json:
             _write_json(args.summary_json, summary)
-        return 0
+        return rc
     except UsageError as e:
         print(f"hbtui engine: error: {e}", file=sys.stderr)
         return 2

@@ -8,6 +8,7 @@ buffer is full are dropped and counted. Memory is bounded by ``MAX_PENDING`` rec
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -24,6 +25,8 @@ from engine.protocol import (
 )
 from engine.window import Window
 
+log = logging.getLogger("hbtui.engine")
+
 MAX_PENDING = 65_536  # records buffered between flushes, per stream (slice, request)
 MAX_EVENTS = 1_024
 SNDHWM = 256  # messages queued per subscriber before ZeroMQ drops
@@ -38,10 +41,18 @@ class Publisher:
         self.seq = 0
         self.sent = 0
         self.dropped = 0  # sends ZeroMQ refused (EAGAIN) — subscribers see a seq gap
+        self.encode_errors = 0
 
     def publish(self, kind: str, body: Any) -> None:
         self.seq += 1
-        frame = encode(envelope(kind, self.seq, time.time_ns(), self.engine_id, body))
+        try:
+            frame = encode(envelope(kind, self.seq, time.time_ns(), self.engine_id, body))
+        except (TypeError, ValueError, OverflowError) as e:  # e.g. an odd NVML value
+            self.dropped += 1  # the seq gap tells subscribers; the loop must not die
+            if not self.encode_errors:
+                log.error("cannot encode a %s message (%s); dropping such messages", kind, e)
+            self.encode_errors += 1
+            return
         try:
             self.sock.send_multipart([kind.encode(), frame], zmq.NOBLOCK, copy=False)
             self.sent += 1
