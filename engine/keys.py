@@ -79,3 +79,6 @@ def keys_main(argv: list[str] | None = None) -> int:
         file=sys.stderr,
     )
     return 0
+
+
+main = keys_main  # ``hbtui keys`` entry point (hbtui/__main__.py imports engine.keys.main)
