@@ -21,10 +21,10 @@ from engine.model import LP, Launch
 from engine.profile import load, resolve
 
 
-def _time(be, kernel, blocks: int, reps: int) -> list[float]:  # noqa: ANN001
+def _time(be, kernel, blocks: int, reps: int, stream: int = 1) -> list[float]:  # noqa: ANN001
     out = []
     for i in range(reps):
-        x = Launch(i, "calib", LP, kernel, 0, blocks, 1)
+        x = Launch(i, "calib", LP, kernel, 0, blocks, stream)
         be.submit(x)
         while not be.wait(be.now_ns() + 1_000_000_000):
             pass
@@ -43,6 +43,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--backend", default="cuda", choices=["sim", "cuda"])
     ap.add_argument("--reps", type=int, default=100)
     ap.add_argument("--out", default=None)
+    ap.add_argument("--stream", type=int, default=1, help="0 = the HP (greatest-priority) stream")
+    ap.add_argument(
+        "--sequence", action="store_true",
+        help="also time the first hp task's kernels launched in order, back to back",
+    )  # fmt: skip
     a = ap.parse_args(argv)
     prof = load(resolve(a.profile))
     be = make_backend(a.backend, prof.sim, prof.device)
@@ -52,8 +57,8 @@ def main(argv: list[str] | None = None) -> int:
         wave = be.sms * bps
         waves = -(-k.total_blocks // wave)
         _time(be, k, k.total_blocks, 5)  # warm-up (also the first-launch module load)
-        whole = _stats(_time(be, k, k.total_blocks, a.reps))
-        one = _stats(_time(be, k, min(wave, k.total_blocks), a.reps))
+        whole = _stats(_time(be, k, k.total_blocks, a.reps, a.stream))
+        one = _stats(_time(be, k, min(wave, k.total_blocks), a.reps, a.stream))
         rows[k.name] = {
             "builtin": k.builtin,
             "params": k.params,
@@ -73,6 +78,16 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
     out = {"backend": a.backend, "device": be.device, "profile": prof.name, "kernels": rows}
+    hp = next((t for t in prof.tasks if t.cls == "hp"), None)
+    if a.sequence and hp is not None:
+        # Same kernels in request order: caches no longer hold the previous launch's data.
+        seq: dict[str, list[float]] = {}
+        for _ in range(a.reps):
+            for st in hp.steps:
+                k = prof.kernels[st.kernel]
+                seq.setdefault(st.kernel, []).extend(_time(be, k, k.total_blocks, 1, a.stream))
+        out["sequence_us"] = {n: _stats(v) for n, v in seq.items()}
+        print("in sequence:", {n: round(v["p50"], 1) for n, v in out["sequence_us"].items()})
     be.close()
     if a.out:
         with open(a.out, "w") as f:
