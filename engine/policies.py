@@ -117,6 +117,13 @@ class Hummingbird(Policy):
                 return None
             blocks = min(task.slice_blocks, max(1, waves) * wave_blocks)
         elif waves < 1:
+            if cap_ns < wave_ns:  # the cap alone forbids this kernel: say so, once
+                s.warn_once(
+                    (task.name, kernel.name),
+                    f"task {task.name}: slice cap {cap_ns / 1e3:g} us is below one wave of "
+                    f"{kernel.name} ({wave_ns / 1e3:.1f} us): LP is stalled; raise slice_us "
+                    "or force slice_blocks",
+                )
             return None  # below one full wave the GPU is not saturated: wait
         else:
             blocks = waves * wave_blocks

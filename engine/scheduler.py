@@ -130,6 +130,7 @@ class Scheduler:
         self.listeners: list[Listener] = []
         self.tasks: dict[str, Task] = {}
         self._lp_order: list[Task] | None = None
+        self._warned: set[object] = set()
         self._hp: dict[str, _HpState] = {}
         self._lp: dict[str, _LpState] = {}
         self._timers: list[tuple[int, int, int, str]] = []
@@ -400,8 +401,16 @@ class Scheduler:
         except KeyError:
             raise ControlError("unknown_task", f"no task named {name!r}") from None
 
+    def warn_once(self, key: object, message: str) -> None:
+        """Publish a warning event once per key (until the next control change)."""
+        if key not in self._warned:
+            self._warned.add(key)
+            for li in self.listeners:
+                li.on_event("warning", {"message": message})
+
     def _event(self, kind: str, **body: Any) -> None:
         self._lp_order = None  # task state changed: re-rank at the next decision
+        self._warned.clear()
         for li in self.listeners:
             li.on_event(kind, body)
 

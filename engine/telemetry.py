@@ -95,7 +95,7 @@ class TelemetryListener:
         self.window.on_request(task, latency_ns, slo_ok)
 
     def on_event(self, kind: str, body: dict[str, Any]) -> None:
-        self.event(kind, "info", **body)
+        self.event(kind, "warning" if kind == "warning" else "info", **body)
         self.state_dirty = True
 
     # -- engine-side helpers -------------------------------------------------------

@@ -148,3 +148,25 @@ def test_control_errors_name_the_field(op: str, args: dict, code: str) -> None:
         getattr(s, op)(**args)
     assert e.value.code == code
     assert op in str(e.value) or "task" in str(e.value)
+
+
+def test_a_cap_below_one_wave_stalls_lp_with_one_warning() -> None:
+    events: list[tuple[str, dict]] = []
+
+    class Events:
+        def on_launch(self, launch: Launch) -> None: ...
+        def on_request(self, *a: object) -> None: ...
+        def on_event(self, kind: str, body: dict) -> None:
+            events.append((kind, body))
+
+    be = Recorder(lambda s, x: None)
+    s = Scheduler(PROFILE.kernels, [replace(t) for t in PROFILE.tasks], be, "hummingbird", 3,
+                  {"llm": 5.0})  # fmt: skip
+    be.sched = s
+    s.listeners.append(Events())
+    s.set_slice("train", us=1.0)  # far below any LP kernel's wave
+    events.clear()
+    s.run_until(50 * MS)
+    assert not [x for x in be.launches if x.cls == LP and x.issue_ns > 0]
+    warnings = [b["message"] for k, b in events if k == "warning"]
+    assert len(warnings) == 1 and "below one wave" in warnings[0]
