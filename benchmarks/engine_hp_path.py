@@ -1,74 +1,88 @@
-"""Where does the engine spend time per HP kernel? Closed loop, HP only (cuda backend).
+"""Where does the engine spend time per HP kernel? (cuda backend diagnostic)
 
-Prints medians of: GPU end of a kernel -> launch call of the next one (turnaround),
-GPU end -> wait() returning it (detection), launch call -> first block (issue->start),
-and per-kernel run time. Usage: PYTHONPATH=. python3 benchmarks/engine_hp_path.py PROFILE
+Runs a profile for a few seconds under one policy and prints medians of: GPU end of a
+kernel -> launch call of the next kernel of the same request (turnaround), GPU end ->
+wait() returning it (detection), launch call -> first block (issue->start), and each
+HP kernel's run time, split by whether an LP launch was on the GPU at the same time
+(co-run) — the interference the simulator models as a flat factor.
+
+    PYTHONPATH=. python3 benchmarks/engine_hp_path.py PROFILE [--policy P] [--seconds S]
 """
 
+from __future__ import annotations
+
+import argparse
+import bisect
 import statistics
-import sys
 import time
 from dataclasses import replace
 
 from engine.backends import make_backend
-from engine.profile import load
+from engine.model import HP, LP
+from engine.profile import load, resolve
 from engine.scheduler import Scheduler
-
-prof = load(sys.argv[1])
-be = make_backend("cuda", prof.sim, 0)
-launches = []
-orig = be.submit
-
-
-def submit(x):
-    orig(x)
-    launches.append(x)
-
-
-be.submit = submit
-waits = []
-ow = be.wait
-
-
-def wait(u):
-    r = ow(u)
-    if r:
-        waits.append((time.perf_counter_ns(), [x.id for x in r]))
-    return r
-
-
-be.wait = wait
-s = Scheduler(prof.kernels, [replace(t) for t in prof.tasks if t.cls == "hp"], be, "exclusive", 1)
-s.run_until(be.now_ns() + 2_000_000_000)
-seen = {i: t for t, ids in waits for i in ids}
-hp = [x for x in launches if x.end_ns > 0]
-turn, detect, launch, run = [], [], [], []
-for a, b in zip(hp, hp[1:], strict=False):
-    if b.request == a.request:
-        turn.append((b.issue_ns - a.end_ns) / 1e3)
-        detect.append((seen[a.id] - a.end_ns) / 1e3)
-for x in hp:
-    launch.append((x.start_ns - x.issue_ns) / 1e3)
-    run.append((x.end_ns - x.start_ns) / 1e3)
 
 
 def med(v: list[float]) -> float:
-    return round(statistics.median(v), 2)
+    return round(statistics.median(v), 2) if v else float("nan")
 
 
-print(
-    "kernels",
-    len(hp),
-    "turnaround(end->next issue)",
-    med(turn),
-    "detect(end->wait returns)",
-    med(detect),
-    "issue->start",
-    med(launch),
-    "run",
-    med(run),
-)
-by = {}
-for x in hp:
-    by.setdefault(x.kernel.name, []).append((x.end_ns - x.start_ns) / 1e3)
-print({k: med(v) for k, v in by.items()})
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("profile")
+    ap.add_argument("--policy", default="exclusive")
+    ap.add_argument("--seconds", type=float, default=2.0)
+    a = ap.parse_args()
+    prof = load(resolve(a.profile))
+    be = make_backend("cuda", prof.sim, prof.device)
+    launches, seen = [], {}
+    submit, wait = be.submit, be.wait
+
+    def rec_submit(x):  # noqa: ANN001, ANN202
+        submit(x)
+        launches.append(x)
+
+    def rec_wait(u: int):  # noqa: ANN202
+        r = wait(u)
+        t = time.perf_counter_ns()
+        for x in r:
+            seen[x.id] = t
+        return r
+
+    be.submit, be.wait = rec_submit, rec_wait
+    tasks = [replace(t) for t in prof.tasks if a.policy != "exclusive" or t.cls == HP]
+    s = Scheduler(prof.kernels, tasks, be, a.policy, prof.seed, {})
+    s.run_until(be.now_ns() + int(a.seconds * 1e9))
+    done = [x for x in launches if x.end_ns > 0]
+    hp = [x for x in done if x.cls == HP]
+    lp = sorted((x.start_ns, x.end_ns) for x in done if x.cls == LP)
+    lp_starts = [x[0] for x in lp]
+    turn, detect = [], []
+    for x, y in zip(hp, hp[1:], strict=False):
+        if y.request == x.request:
+            turn.append((y.issue_ns - x.end_ns) / 1e3)
+    for x in hp:
+        detect.append((seen[x.id] - x.end_ns) / 1e3)
+    alone: dict[str, list[float]] = {}
+    corun: dict[str, list[float]] = {}
+    for x in hp:
+        i = bisect.bisect_left(lp_starts, x.end_ns)
+        overlap = any(s0 < x.end_ns and e0 > x.start_ns for s0, e0 in lp[max(0, i - 4) : i])
+        (corun if overlap else alone).setdefault(x.kernel.name, []).append(
+            (x.end_ns - x.start_ns) / 1e3
+        )
+    print(f"policy {a.policy}: {len(hp)} HP kernels, {len(lp)} LP launches on {be.device}")
+    print(
+        f"median µs: turnaround {med(turn)}, detection {med(detect)}, "
+        f"issue->start {med([(x.start_ns - x.issue_ns) / 1e3 for x in hp])}"
+    )
+    for k in dict.fromkeys(x.kernel.name for x in hp):
+        print(
+            f"  {k:<8} run alone {med(alone.get(k, []))} µs (n={len(alone.get(k, []))}), "
+            f"co-run with LP {med(corun.get(k, []))} µs (n={len(corun.get(k, []))})"
+        )
+    be.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -110,6 +110,10 @@ class Hummingbird(Policy):
         if not in_request:  # long inter-request bubble: consolidate slices
             age = now - s.bubble_start_ns
             cap_ns *= min(MAX_CONSOLIDATE, 1 + age // (4 * cap_ns))
+        if s.predicted_bubble_left(now) < 2 * lat:
+            # The next HP kernel is due about now: issuing would keep the (single) host
+            # thread busy in cuLaunchKernel just when it must enqueue HP.
+            return None
         budget = min(cap_ns, s.predicted_bubble_left(slice_start), s.slack_bound(now))
         waves = budget // wave_ns if wave_ns > 0 else 0
         if task.slice_blocks:  # operator-forced block count (may be below one wave)

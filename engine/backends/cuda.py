@@ -601,12 +601,22 @@ class CudaBackend(Backend):
         query = self._cu.cuEventQuery
         OK, NR = self._OK, self._NOT_READY
         clock = time.perf_counter_ns
+        ts = self._ts
         while True:
             done: list[tuple[Launch, Any, int]] = []
             if self._inflight:
                 for q in self._qlist:
                     while q:
                         item = q[0]
+                        slot = item[2]
+                        if slot >= 0 and ts[2 * slot + 1]:
+                            # The end stamp landed: the last block is done. Reading it is
+                            # ~0.1 µs against ~1 µs per cuEventQuery, and it is seen before
+                            # the event completes (sticky errors still surface on the next
+                            # query or launch).
+                            q.popleft()
+                            done.append(item)
+                            continue
                         r = query(item[1])[0]
                         if r == OK:
                             q.popleft()
