@@ -429,6 +429,9 @@ def run_closed(args, steps: list[Step], kernels: list[Kernel], stream, seed: int
     }
 
 
+STAMPS = False  # set from --stamps
+
+
 def run_open(kernels: list[Kernel], stream, sched: list) -> tuple[int, list[tuple]]:
     """Serve ``sched`` as engine.scheduler serves one HP task (see the module docstring).
 
@@ -449,6 +452,15 @@ def run_open(kernels: list[Kernel], stream, sched: list) -> tuple[int, list[tupl
     plan = [(i, k.func, k.blocks, k.block, k.smem, k.addr, ev)
             for i, (k, ev) in enumerate(zip(kernels, evs, strict=True))]  # fmt: skip
     ev_last = evs[-1]
+    if STAMPS:
+        # As the engine's cuda backend does: each kernel stamps its start and end
+        # (%globaltimer) into host-mapped memory and counts finished blocks on the device.
+        host = int(check(cu.cuMemHostAlloc(16, cu.CU_MEMHOSTALLOC_DEVICEMAP), "cuMemHostAlloc"))
+        dev_ts = int(check(cu.cuMemHostGetDevicePointer(host, 0), "cuMemHostGetDevicePointer"))
+        cnt = int(check(cu.cuMemAlloc(4), "cuMemAlloc"))
+        check(cu.cuMemsetD32(cnt, 0, 1), "cuMemsetD32")
+        for k in kernels:
+            k.vals[0].value, k.vals[1].value = dev_ts, cnt
     rows: list[tuple] = []
     t0 = clock()
     prev = t0  # the previous request's last completion, as seen by the host
@@ -502,6 +514,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="closed: one request at a time with --think-us between; profile: "
                          "open loop, the engine's arrivals and gaps")  # fmt: skip
     ap.add_argument("--requests", type=int, default=2000, help="closed: measured requests")
+    ap.add_argument("--stamps", action="store_true",
+                    help="profile mode: kernels stamp start/end as in the engine")  # fmt: skip
     ap.add_argument("--warmup", type=float, default=None,
                     help="closed: requests (default 100); profile: seconds "
                          "(default min(1, 0.1 × duration), as hbtui bench)")  # fmt: skip
@@ -515,6 +529,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="profile: print the start of the schedule and exit (no CUDA)")  # fmt: skip
     ap.add_argument("--out", help="JSON result (required unless --dry-run)")
     args = ap.parse_args(argv)
+    global STAMPS
+    STAMPS = args.stamps
     hp: ProfileHp | None = None
     if args.steps:
         source, steps = "--steps", steps_from_arg(args.steps)
@@ -575,6 +591,7 @@ def main(argv: list[str] | None = None) -> int:
         a = hp.task.arrival
         res.update({
             "mode": "open-loop",
+            "stamps": args.stamps,
             "arrivals": "profile",
             "profile": args.profile,
             "profile_reader": hp.reader,

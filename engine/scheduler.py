@@ -12,6 +12,7 @@ and request; they must be cheap (the ZeroMQ publisher only appends to a buffer).
 
 from __future__ import annotations
 
+import gc
 import heapq
 import math
 from collections import deque
@@ -256,6 +257,18 @@ class Scheduler:
         ``tick`` (if given) is called between iterations at least every ``max_wait_ns``
         of backend time; the ZeroMQ server uses it to serve control and publish.
         """
+        # No cyclic-GC pauses inside the loop: the hot path makes no reference cycles, and a
+        # gen-2 collection would stall HP issue for milliseconds. Collection resumes on
+        # return (the bench and the server call this in short chunks).
+        gc_was_on = gc.isenabled()
+        gc.disable()
+        try:
+            self._loop(end_ns, max_wait_ns, tick)
+        finally:
+            if gc_was_on:
+                gc.enable()
+
+    def _loop(self, end_ns: int, max_wait_ns: int | None, tick) -> None:  # noqa: ANN001
         be = self.backend
         timers = self._timers
         while True:
