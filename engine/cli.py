@@ -6,9 +6,8 @@ import argparse
 import json
 import os
 import sys
-import tempfile
-from pathlib import Path
 
+from engine.atomic import write_atomic
 from engine.backends import BackendError
 from engine.policies import POLICIES
 from engine.profile import ProfileError, load, resolve
@@ -42,13 +41,7 @@ def _policies(v: str) -> list[str]:
 
 
 def write_json_atomic(path: str, data: object) -> None:
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", dir=p.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, p)
+    write_atomic(path, json.dumps(data, indent=2) + "\n")
 
 
 def bench_main(argv: list[str]) -> int:

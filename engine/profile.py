@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from engine.atomic import write_atomic
 from engine.backends.native import NativeError, builtin_launch_shape
 from engine.backends.sim import SimParams
 from engine.model import CLASSES, HP, LP, Arrival, KernelSpec, Step, Task
@@ -547,18 +547,4 @@ def save(prof: Profile, path: str | os.PathLike[str]) -> Path:
     p = Path(path)
     text = tomli_w.dumps(to_dict(prof))
     parse(tomllib.loads(text), str(p), p.parent)  # never write what we could not read back
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, p)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    return p
+    return write_atomic(p, text)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import logging
-import os
 import re
 import secrets
 import signal
@@ -25,6 +24,7 @@ from typing import Any
 import zmq
 
 from engine import profile as profiles
+from engine.atomic import write_atomic
 from engine.backends import BackendError, make_backend, resolve_backend
 from engine.backends.base import Backend
 from engine.calibrate import Calibration, calibrate, drain
@@ -855,10 +855,7 @@ def _report(summary: dict[str, Any]) -> None:
 def _write_json(path: str, obj: Any) -> None:
     import json
 
-    p = Path(path)
-    tmp = p.with_name(f".{p.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, p)
+    write_atomic(path, json.dumps(obj, indent=2, default=str) + "\n")
 
 
 def keys_main(argv: list[str] | None = None) -> int:

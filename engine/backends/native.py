@@ -41,10 +41,11 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from engine.atomic import write_atomic
 
 NATIVE_DIR = Path(__file__).resolve().parents[2] / "native"
 HEADERS = ("common.cuh",)
@@ -321,21 +322,6 @@ def cache_key(source: str, headers: dict[str, str], options: tuple[str, ...], ta
     return h.hexdigest()
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
 @dataclass(frozen=True)
 class Compiled:
     source: str
@@ -367,7 +353,7 @@ def compile_native(
         pass
     image, _log = compile_source(src, source_name, target, headers, opts)
     try:
-        _atomic_write(path, image)
+        write_atomic(path, image)
         stored: Path | None = path
     except OSError:
         stored = None  # read-only home: still usable, just not cached

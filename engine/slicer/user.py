@@ -13,6 +13,8 @@ import functools
 from dataclasses import dataclass
 from pathlib import Path
 
+from engine.atomic import write_atomic
+
 from .lexer import PtxParseError
 from .ptx import Param, parse_module
 from .rewrite import slice_module
@@ -89,7 +91,7 @@ def _compile_cached(path: Path, source: str, arch: str) -> str:
     ptx = compile_cuda(source, path.name, arch, opts)
     if cacheable:
         try:
-            native._atomic_write(cache, ptx.encode())
+            write_atomic(cache, ptx)
         except OSError:
             pass  # read-only cache dir: still usable, just not cached
     return ptx
