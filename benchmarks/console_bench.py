@@ -185,18 +185,19 @@ async def bench_synthetic(args: argparse.Namespace) -> dict[str, Any]:
 
 
 async def bench(args: argparse.Namespace) -> dict[str, Any]:
-    eng = EmbeddedEngine("default", "sim")
+    lp = args.lp_task
+    eng = EmbeddedEngine(args.profile, "sim")
     eng.start()
     try:
         app = ConsoleApp([eng.target], rate_hz=args.rate)
         async with app.run_test(size=(120, 40)):
             m, link = app.models[0], app.links[0]
             await until(
-                lambda: m.connection == LIVE and "train" in m.tasks and m.phase == "running",
+                lambda: m.connection == LIVE and lp in m.tasks and m.phase == "running",
                 30,
                 "engine running",
             )
-            await link.call("set_slice", {"task": "train", "us": args.slice_us})
+            await link.call("set_slice", {"task": lp, "us": args.slice_us})
             await asyncio.sleep(2.0)  # warm-up at the new rate
 
             engine_steady = await steady(app, args.duration)
@@ -207,7 +208,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             lat_ms: list[float] = []
             for i in range(args.presses):
                 key = "right_square_bracket" if i % 2 == 0 else "left_square_bracket"
-                cur = m.tasks["train"].slice_us or args.slice_us
+                cur = m.tasks[lp].slice_us or args.slice_us
                 want = f"{round(cur * (2.0 if i % 2 == 0 else 0.5), 3):g} µs"
                 char = "]" if i % 2 == 0 else "["
                 t0 = time.perf_counter()
@@ -216,7 +217,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                 # ~100 ms of its own to every measurement.)
                 app.post_message(events.Key(key, char))
                 await until(
-                    lambda w=want: table.get_cell("train", "slice").plain == w,
+                    lambda w=want: table.get_cell(lp, "slice").plain == w,
                     3.0,
                     f"slice cell {want}",
                 )
@@ -231,7 +232,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         "schema": 1,
         "command": "python " + " ".join([os.path.relpath(sys.argv[0], ROOT), *sys.argv[1:]]),
         "machine": machine(),
-        "engine": {"backend": "sim", "profile": "default", "slice_us": args.slice_us},
+        "engine": {"backend": "sim", "profile": args.profile, "slice_us": args.slice_us},
         "console": {"size": [120, 40], "refresh_hz": args.rate, "headless": True},
         "engine_steady": engine_steady,
         "key_to_screen_ms": {
@@ -251,14 +252,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--slice-us", type=float, default=8.0, help="LP slice cap (sets the rate)")
     ap.add_argument("--records", type=float, default=50_000, help="synthetic records/s")
     ap.add_argument("--rate", type=float, default=10.0, help="console refresh, Hz")
+    ap.add_argument("--profile", default="default", help="engine profile (name or path)")
+    ap.add_argument("--lp-task", default="train", help="the LP task whose slice keys edit")
+    ap.add_argument("--no-synthetic", action="store_true", help="skip the synthetic publisher")
     ap.add_argument("--out", default=str(ROOT / "docs/benchmarks/console_cpu.json"))
     args = ap.parse_args(argv)
     res = asyncio.run(bench(args))
-    res["synthetic_steady"] = asyncio.run(bench_synthetic(args))
-    res["synthetic_steady"]["published_records_per_s"] = args.records
+    if not args.no_synthetic:
+        res["synthetic_steady"] = asyncio.run(bench_synthetic(args))
+        res["synthetic_steady"]["published_records_per_s"] = args.records
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(res, indent=1) + "\n")
     for name in ("engine_steady", "synthetic_steady"):
+        if name not in res:
+            continue
         s = res[name]
         print(
             f"{name}: slice records/s {s['slice_records_per_s']:.0f}  published"
