@@ -64,7 +64,7 @@ def _aggregate(sched: Scheduler, lp_alone: dict[str, float]) -> dict[str, Any]:
     m = sched.metrics
     hp_lat, pre = Histogram(), Histogram()
     requests = hits = 0
-    slo_ms = None
+    slos: set[float | None] = set()
     lp_blocks = lp_slices = 0
     for name, ts in m.tasks.items():
         if ts.cls == HP:
@@ -74,11 +74,12 @@ def _aggregate(sched: Scheduler, lp_alone: dict[str, float]) -> dict[str, Any]:
             hits += ts.slo_hits
             task = sched.tasks.get(name)
             slo = sched.slo_ns(task) if task else None
-            slo_ms = slo / 1e6 if slo else slo_ms
+            slos.add(slo / 1e6 if slo else None)
         else:
             lp_blocks += ts.blocks
             lp_slices += ts.slices
     lp_rate = lp_blocks / wall if wall else 0.0
+    slo_ms = slos.pop() if len(slos) == 1 else None  # several HP SLOs: see "tasks"
     return {
         "hp": {
             "requests": requests,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 
@@ -19,14 +20,24 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
-def _positive(v: str) -> float:
+def _number(v: str, allow_zero: bool) -> float:
     try:
         f = float(v)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {v!r}") from None
-    if not f > 0 or f != f or f == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {v!r}")
+    if not math.isfinite(f) or f < 0 or (f == 0 and not allow_zero):
+        raise argparse.ArgumentTypeError(
+            f"must be a finite number {'>=' if allow_zero else '>'} 0, got {v!r}"
+        )
     return f
+
+
+def _positive(v: str) -> float:
+    return _number(v, allow_zero=False)
+
+
+def _non_negative(v: str) -> float:
+    return _number(v, allow_zero=True)
 
 
 def _policies(v: str) -> list[str]:
@@ -50,7 +61,7 @@ def bench_main(argv: list[str]) -> int:
     ap.add_argument("--backend", default="sim", choices=["auto", "sim", "cuda"])
     ap.add_argument("--policies", type=_policies, default=list(POLICIES))
     ap.add_argument("--duration", type=_positive, default=10.0, help="seconds per policy")
-    ap.add_argument("--warmup", type=float, default=None, help="seconds discarded per run")
+    ap.add_argument("--warmup", type=_non_negative, default=None, help="seconds discarded per run")
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument(
         "--slice-us", type=_positive, default=None, help="override every LP task's slice cap"

@@ -1,7 +1,7 @@
 """Streaming metrics with constant memory (definitions: docs/ARCHITECTURE.md#metrics).
 
 - ``Histogram``: log-linear buckets over integer ns (< 0.8 % relative error), so
-  percentiles over hours cost a fixed ~2,400 counters.
+  percentiles over hours cost a fixed 2,816 counters.
 - ``IntervalUnion``: total length of a union of intervals that arrive roughly in
   order; intervals older than a horizon are folded into a running total.
 - ``Metrics``: per-task and GPU-wide aggregates fed by the scheduler.
@@ -35,12 +35,11 @@ def _bucket_mid(i: int) -> float:
 class Histogram:
     """Fixed-size histogram of non-negative integer values (ns)."""
 
-    __slots__ = ("counts", "n", "total", "max")
+    __slots__ = ("counts", "n", "max")
 
     def __init__(self) -> None:
         self.counts = [0] * _NBUCKETS
         self.n = 0
-        self.total = 0
         self.max = 0
 
     def add(self, v: int, count: int = 1) -> None:
@@ -48,7 +47,6 @@ class Histogram:
             v = 0
         self.counts[_bucket(v)] += count
         self.n += count
-        self.total += v * count
         if v > self.max:
             self.max = v
 
@@ -64,7 +62,6 @@ class Histogram:
     def merge(self, other: Histogram) -> None:
         self.counts = [a + b for a, b in zip(self.counts, other.counts, strict=True)]
         self.n += other.n
-        self.total += other.total
         self.max = max(self.max, other.max)
 
     def percentile(self, p: float) -> float:
@@ -87,9 +84,6 @@ class Histogram:
             return 0.0
         b = _bucket(v)
         return sum(self.counts[: b + 1]) / self.n
-
-    def mean(self) -> float:
-        return self.total / self.n if self.n else 0.0
 
 
 class IntervalUnion:
@@ -183,7 +177,7 @@ class TaskStats:
             d.update(
                 requests=self.requests,
                 slo_ms=slo_ns / 1e6 if slo_ns else None,
-                slo_attainment=self.slo_hits / self.requests if self.requests else None,
+                slo_attainment=self.slo_hits / self.requests if self.requests and slo_ns else None,
                 p50_ms=self.latency.percentile(50) / 1e6,
                 p99_ms=self.latency.percentile(99) / 1e6,
                 preemption_us={
@@ -224,7 +218,7 @@ class Metrics:
 
     def task(self, name: str, cls: str) -> TaskStats:
         ts = self.tasks.get(name)
-        if ts is None:
+        if ts is None or ts.cls != cls:  # new, or re-added under the same name as another class
             ts = self.tasks[name] = TaskStats(name, cls)
         return ts
 

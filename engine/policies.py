@@ -105,16 +105,18 @@ class Hummingbird(Policy):
             slice_start = now + lat
 
         wave_blocks, wave_ns = s.waves.model(kernel)
-        cap_ns = int((task.slice_us or DEFAULT_SLICE_US) * 1000)
+        # An operator block count replaces the µs cap; the bubble and SLO bounds still hold.
+        cap_ns = 1 << 62 if task.slice_blocks else int((task.slice_us or DEFAULT_SLICE_US) * 1000)
         in_request = s.hp_requests_in_flight > 0
         if not in_request:  # long inter-request bubble: consolidate slices
             age = now - s.bubble_start_ns
             cap_ns *= min(MAX_CONSOLIDATE, 1 + age // (4 * cap_ns))
-        if s.predicted_bubble_left(now) < 2 * lat:
+        left_now = s.predicted_bubble_left(now)
+        if left_now < 2 * lat:
             # The next HP kernel is due about now: issuing would keep the (single) host
             # thread busy in cuLaunchKernel just when it must enqueue HP.
             return None
-        budget = min(cap_ns, s.predicted_bubble_left(slice_start), s.slack_bound(now))
+        budget = min(cap_ns, left_now - (slice_start - now), s.slack_bound(now))
         waves = budget // wave_ns if wave_ns > 0 else 0
         if task.slice_blocks:  # operator-forced block count (may be below one wave)
             if budget <= 0:

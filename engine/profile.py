@@ -23,6 +23,8 @@ from engine.model import CLASSES, HP, LP, Arrival, KernelSpec, Step, Task
 
 VERSION = 1
 ARRIVAL_KINDS = ("poisson", "periodic", "closed", "trace")
+MAX_RATE_HZ = 1e6
+MIN_TRACE_SPAN_MS = 0.1
 BACKENDS = ("auto", "sim", "cuda")
 
 
@@ -438,7 +440,10 @@ def _arrival(c: _Checker, raw: Any, path: str, base_dir: Path | None) -> Arrival
     }[kind]
     c.keys(a, path, allowed)
     if kind in ("poisson", "periodic"):
-        return Arrival(kind, rate_hz=c.num(a, "rate_hz", path, ..., positive=True))
+        rate = c.num(a, "rate_hz", path, ..., positive=True)
+        if rate > MAX_RATE_HZ:  # beyond this the loop would do nothing but accept arrivals
+            raise c.fail(f"{path}.rate_hz", f"must be <= {MAX_RATE_HZ:g}, got {rate!r}")
+        return Arrival(kind, rate_hz=rate)
     if kind == "closed":
         return Arrival(
             kind,
@@ -460,6 +465,10 @@ def _arrival(c: _Checker, raw: Any, path: str, base_dir: Path | None) -> Arrival
         or list(times) != sorted(times)
     ):
         raise c.fail(f"{path}.path", f"trace {str(tp)!r}: needs ascending non-negative ms offsets")
+    if times[-1] < MIN_TRACE_SPAN_MS:  # the trace replays back to back: it must span time
+        raise c.fail(
+            f"{path}.path", f"trace {str(tp)!r}: must span >= {MIN_TRACE_SPAN_MS} ms (it repeats)"
+        )
     return Arrival(kind, times_ms=times, path=str(tp.resolve()))  # absolute: saves can move
 
 

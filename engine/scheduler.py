@@ -85,6 +85,7 @@ class _HpState:
         self.dur_ema = [0.0] * n
         self.gap_start = -1  # when the current host gap began (-1: a kernel is active)
         self._suffix: list[float] | None = None  # service_ns(i) cache, reset on learning
+        self.requests = 0  # arrivals so far (seeds each request's host gaps)
 
     def learned(self) -> None:
         self._suffix = None
@@ -136,6 +137,7 @@ class Scheduler:
         self._hp: dict[str, _HpState] = {}
         self._lp: dict[str, _LpState] = {}
         self._timers: list[tuple[int, int, int, str]] = []
+        self._orphans: set[int] = set()  # in-flight launches of removed tasks
         self._tseq = 0
         self._ids = 0
         self._req_ids = 0
@@ -200,7 +202,7 @@ class Scheduler:
         for name, st in self._hp.items():
             task = self.tasks[name]
             slo = self.slo_ns(task)
-            if slo is None or task.paused:
+            if slo is None or (task.paused and not st.queue):
                 continue
             if not st.queue:
                 bound = min(bound, int(slo - st.service_ns()))
@@ -283,7 +285,7 @@ class Scheduler:
                     if kind == _ARRIVAL:
                         self._on_arrival(name, t)
                     else:
-                        self._on_hp_enqueue(name)
+                        self._on_hp_enqueue(name, timed=True)
                 now = be.now_ns()
             self.decisions += 1
             wake = self.policy.decide(self, now)
@@ -313,14 +315,12 @@ class Scheduler:
                 self._timer(t + 1_000_000, _ARRIVAL, name)
             return
         self._req_ids += 1
-        req = Request(self._req_ids, name, t, 0, request_gaps(task, self.seed, self._req_ids))
+        st.requests += 1  # gaps are seeded per task: other tasks never shift them
+        req = Request(self._req_ids, name, t, 0, request_gaps(task, self.seed, st.requests))
         st.queue.append(req)
         self.hp_requests_in_flight += 1
         if len(st.queue) == 1:
-            self._start_request(name, req, t)
-
-    def _start_request(self, name: str, req: Request, now: int) -> None:
-        self._next_hp_kernel(name, req, now)
+            self._next_hp_kernel(name, req, t)
 
     def _next_hp_kernel(self, name: str, req: Request, now: int) -> None:
         """The host gap before the request's next kernel starts now: issue it when the gap
@@ -333,7 +333,7 @@ class Scheduler:
         else:
             self._timer(now + gap, _HP_ENQUEUE, name)
 
-    def _on_hp_enqueue(self, name: str) -> None:
+    def _on_hp_enqueue(self, name: str, timed: bool = False) -> None:
         st = self._hp[name]
         if st.queue:
             req = st.queue[0]
@@ -342,10 +342,11 @@ class Scheduler:
             launch = self._issue_hp(name, req)
             self._learn(st.gap_ema, st.gap_dev, req.step, launch.issue_ns - gap_start)
             st.learned()
-            # The workload says "enqueue `gap` after the completion was seen"; the loop
-            # needs a few µs from timer to cuLaunchKernel, so timers fire that much early.
-            lead = self._hp_lead + _EMA * (launch.issue_ns - target)
-            self._hp_lead = min(max(lead, 0.0), _MAX_HP_LEAD_NS)
+            if timed:
+                # The workload says "enqueue `gap` after the completion was seen"; the loop
+                # needs a few µs from timer to cuLaunchKernel, so timers fire that early.
+                lead = self._hp_lead + _EMA * (launch.issue_ns - target)
+                self._hp_lead = min(max(lead, 0.0), _MAX_HP_LEAD_NS)
 
     @staticmethod
     def _learn(ema: list[float], dev: list[float], i: int, sample: float) -> None:
@@ -356,27 +357,29 @@ class Scheduler:
         """Account one completion. HP progression comes first: the next HP kernel's host
         gap starts when the completion was seen, and bookkeeping overlaps that gap."""
         del self.inflight[launch.id]
+        orphan = launch.id in self._orphans
+        if orphan:
+            self._orphans.discard(launch.id)
         if launch.cls == HP:
-            self._hp_done(launch, seen)
+            self._hp_done(launch, seen, orphan)
         else:
             self.lp_inflight.remove(launch)
-            st = self._lp.get(launch.task)
-            if st is not None:
-                st.inflight -= 1
+            if not orphan:
+                self._lp[launch.task].inflight -= 1
             self.waves.observe(launch)
         horizon = next(iter(self.inflight.values())).issue_ns if self.inflight else launch.end_ns
         self.metrics.on_launch_done(launch, horizon)
         for li in self.listeners:
             li.on_launch(launch)
 
-    def _hp_done(self, launch: Launch, now: int) -> None:
+    def _hp_done(self, launch: Launch, now: int, orphan: bool = False) -> None:
         self.hp_kernels_active -= 1
         if self.hp_kernels_active == 0:
             self.bubble_start_ns = now
-        name = launch.task
-        st = self._hp.get(name)
-        if st is None:  # task removed while its kernel ran
+        if orphan:  # its task was removed while the kernel ran
             return
+        name = launch.task
+        st = self._hp[name]
         req = st.queue[0]
         step = req.step
         req.step += 1
@@ -399,7 +402,7 @@ class Scheduler:
         if released is not None:
             self._timer(released, _ARRIVAL, name)
         if st.queue:
-            self._start_request(name, st.queue[0], now)
+            self._next_hp_kernel(name, st.queue[0], now)
 
     # -- tasks and live control --------------------------------------------------------
     def _add(self, task: Task) -> None:
@@ -449,7 +452,7 @@ class Scheduler:
         else:
             if not (isinstance(blocks, int) and blocks > 0):
                 raise ControlError("bad_value", f"set_slice: 'blocks' must be > 0, got {blocks!r}")
-            task.slice_blocks = blocks
+            task.slice_us, task.slice_blocks = None, blocks
         self._event("set_slice", task=name, us=task.slice_us, blocks=task.slice_blocks)
 
     def set_policy(self, name: str) -> None:
@@ -492,6 +495,11 @@ class Scheduler:
         if st is not None:
             self.hp_requests_in_flight -= len(st.queue)
         self._lp.pop(name, None)
+        # Its timers go; its launches still on the GPU complete as orphans, so a task added
+        # later under the same name never sees them.
+        self._timers = [x for x in self._timers if x[3] != name]
+        heapq.heapify(self._timers)
+        self._orphans.update(i for i, x in self.inflight.items() if x.task == name)
         self._event("remove_task", task=name)
 
     def reset_stats(self) -> None:

@@ -39,10 +39,10 @@ class Arrivals:
         (later ones are released by ``on_complete``)."""
         kind = self.spec.kind
         if kind == "poisson":
-            self._t += int(self._rng.expovariate(self.spec.rate_hz) * 1e9)
+            self._t += max(1, int(self._rng.expovariate(self.spec.rate_hz) * 1e9))
             return self._t
         if kind == "periodic":
-            self._t += int(1e9 / self.spec.rate_hz)
+            self._t += max(1, int(1e9 / self.spec.rate_hz))
             return self._t
         if kind == "trace":
             times = self.spec.times_ms

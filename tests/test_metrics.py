@@ -95,3 +95,10 @@ def test_reset_keeps_tasks_and_baseline() -> None:
     assert m.tasks["hp"].requests == 0
     assert m.preempt_baseline_ns == {"k": 5}
     assert m.start_ns == 1000
+
+
+def test_attainment_is_unknown_without_an_slo() -> None:
+    m = Metrics()
+    m.task("hp", HP)
+    m.on_request_done("hp", 1_000, None)
+    assert m.tasks["hp"].summary(None, 100, None, {})["slo_attainment"] is None

@@ -170,3 +170,30 @@ def test_a_cap_below_one_wave_stalls_lp_with_one_warning() -> None:
     assert not [x for x in be.launches if x.cls == LP and x.issue_ns > 0]
     warnings = [b["message"] for k, b in events if k == "warning"]
     assert len(warnings) == 1 and "below one wave" in warnings[0]
+
+
+def test_remove_then_re_add_under_the_same_name_while_kernels_run() -> None:
+    for policy in ("hummingbird", "spatial"):
+        s, be = run(policy, ms=30)
+        for name in ("llm", "train"):
+            assert any(x.task == name for x in s.inflight.values()) or name == "llm"
+            old = s.tasks[name]
+            s.remove_task(name)
+            s.add_task(replace(old))
+        s.run_until(80 * MS)  # old timers and completions must not touch the new tasks
+        assert s.metrics.tasks["llm"].requests > 10
+        assert 0 <= s.lp_inflight_of("train") <= 2
+        assert s.lp_inflight_of("train") == sum(x.task == "train" for x in s.lp_inflight)
+
+
+def test_slice_blocks_is_an_exact_count_not_capped_by_slice_us() -> None:
+    be = Recorder(lambda s, x: None)
+    tasks = [replace(t) for t in PROFILE.tasks if t.cls == LP]  # LP alone: no bubble bound
+    s = Scheduler(PROFILE.kernels, tasks, be, "hummingbird", 3)
+    be.sched = s
+    s.set_slice("train", us=20.0)
+    s.set_slice("train", blocks=2112)
+    assert s.tasks["train"].slice_us is None
+    s.run_until(5 * MS)
+    sizes = {x.blocks for x in be.launches if x.end_block != x.kernel.total_blocks}
+    assert sizes == {2112}
