@@ -11,8 +11,10 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import logging
+import os
 import re
 import secrets
+import shutil
 import signal
 import sys
 import time
@@ -147,6 +149,8 @@ class Engine:
         self.cal = Calibration()
         self.phase = "calibrating"
         self.stopping = False
+        self.parent_pid: int | None = None  # stop when this process is gone (--exit-with-parent)
+        self.orphaned = False
         self._pending: profiles.Profile | None = None
         self.started_wall = time.monotonic_ns()
         self.ctl_received = self.ctl_errors = self.ctl_dropped = 0
@@ -282,6 +286,9 @@ class Engine:
         if w >= self._next_flush:
             self._next_flush = w + FLUSH_NS
             self._flush(w)
+            if self.parent_pid is not None and os.getppid() != self.parent_pid:
+                log.warning("parent process %d is gone: stopping", self.parent_pid)
+                self.orphaned = self.stopping = True
 
     def _flush(self, w: int) -> None:
         sched = self.sched
@@ -670,6 +677,19 @@ def _parser() -> argparse.ArgumentParser:
         metavar="S",
         help="exclusive calibration seconds (LP alone runs S/2); 0 skips it",
     )
+    ap.add_argument(
+        "--exit-with-parent",
+        type=int,
+        default=None,
+        metavar="PID",
+        help="stop cleanly when process PID (the console that spawned us) is gone",
+    )
+    ap.add_argument(
+        "--owned-dir",
+        default=None,
+        metavar="DIR",
+        help="with --exit-with-parent: remove DIR (the private socket dir) if the parent died",
+    )
     return ap
 
 
@@ -785,6 +805,7 @@ def main(argv: list[str] | None = None) -> int:
         def _stop(signum: int, _frame: Any) -> None:
             engine.stopping = True
 
+        engine.parent_pid = args.exit_with_parent
         old = {s: signal.signal(s, _stop) for s in (signal.SIGINT, signal.SIGTERM)}
         rc = 0
         try:
@@ -800,6 +821,8 @@ def main(argv: list[str] | None = None) -> int:
         _report(summary)
         if args.summary_json:
             _write_json(args.summary_json, summary)
+        if engine.orphaned and args.owned_dir:  # nobody else will clean up our sockets
+            shutil.rmtree(args.owned_dir, ignore_errors=True)
         return rc
     except UsageError as e:
         print(f"hbtui engine: error: {e}", file=sys.stderr)

@@ -71,6 +71,11 @@ class EmbeddedEngine:
         ]
         if self.readonly:
             cmd.append("--readonly")
+        # If the console dies without stopping us (killed, terminal closed), the engine
+        # notices its parent is gone, stops and removes the private socket directory.
+        cmd += ["--exit-with-parent", str(os.getpid())]
+        if self._own_dir:
+            cmd += ["--owned-dir", str(self.dir)]
         return cmd + self.extra
 
     def start(self) -> None:
