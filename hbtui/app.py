@@ -320,27 +320,30 @@ class ConsoleApp(App[int]):
         self.notify(f"no {cls or ''} task to edit".replace("  ", " "), severity="warning")
         return None
 
+    def _edit(self, op: str, name: str, title: str, label: str, current: str, hint: str,
+              parse: Any) -> None:  # fmt: skip
+        """The edit modal for one field of task ``name``; on OK, send ``op`` to the engine."""
+
+        def done(args: dict[str, Any] | None) -> None:
+            if args:
+                self.control(op, {"task": name, **args}, f"{label} {name} → {_kv(args)}", name)
+
+        self.push_screen(EditModal(f"{title} of {name!r}", current, hint, parse), done)
+
     def action_edit_slice(self) -> None:
         name = self._pick_task("lp")
         if name is None:
             return
-        row = self.current_model().tasks[name]
-        cur = row.slice_text().replace(" blk", "b").replace(" µs", "us")
-
-        def done(args: dict[str, Any] | None) -> None:
-            if args:
-                self.control(
-                    "set_slice", {"task": name, **args}, f"slice {name} → " + _kv(args), name
-                )
-
-        self.push_screen(
-            EditModal(
-                f"LP slice size of {name!r}",
-                "" if cur == "auto" else cur,
-                "µs (e.g. 50us) or blocks (e.g. 264b).",
-                parse_slice,
-            ),
-            done,
+        cur = self.current_model().tasks[name].slice_text()
+        cur = cur.replace(" blk", "b").replace(" µs", "us")
+        self._edit(
+            "set_slice",
+            name,
+            "LP slice size",
+            "slice",
+            "" if cur == "auto" else cur,
+            "µs (e.g. 50us) or blocks (e.g. 264b).",
+            parse_slice,
         )
 
     def _scale_slice(self, factor: float) -> None:
@@ -368,45 +371,16 @@ class ConsoleApp(App[int]):
         cur = (
             f"{row.slo_ms:g}ms" if row.slo_ms else f"{row.slo_factor:g}x" if row.slo_factor else ""
         )
-
-        def done(args: dict[str, Any] | None) -> None:
-            if args:
-                self.control("set_slo", {"task": name, **args}, f"SLO {name} → {_kv(args)}", name)
-
-        self.push_screen(
-            EditModal(
-                f"SLO of {name!r}",
-                cur,
-                "ms (e.g. 5ms) or a factor of the exclusive p99 (e.g. 1.2x).",
-                parse_slo,
-            ),
-            done,
-        )
+        hint = "ms (e.g. 5ms) or a factor of the exclusive p99 (e.g. 1.2x)."
+        self._edit("set_slo", name, "SLO", "SLO", cur, hint, parse_slo)
 
     def action_edit_priority(self) -> None:
         name = self._pick_task()
         if name is None:
             return
-        row = self.current_model().tasks[name]
-
-        def done(args: dict[str, Any] | None) -> None:
-            if args:
-                self.control(
-                    "set_priority",
-                    {"task": name, **args},
-                    f"priority {name} → {args['priority']}",
-                    name,
-                )
-
-        self.push_screen(
-            EditModal(
-                f"Priority of {name!r}",
-                str(row.priority),
-                "An integer; larger is more important.",
-                parse_priority,
-            ),
-            done,
-        )
+        cur = str(self.current_model().tasks[name].priority)
+        hint = "An integer; larger is more important."
+        self._edit("set_priority", name, "Priority", "priority", cur, hint, parse_priority)
 
     def action_toggle_pause(self) -> None:
         name = self._pick_task()
