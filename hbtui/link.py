@@ -19,6 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import zmq
+
 from engine.client import AsyncEngineClient, AsyncSubscriber, ClientError, CurveKeys
 from engine.protocol import MUTATING_OPS
 from hbtui.model import CONNECTING, DISCONNECTED, LIVE, STALE, EngineModel
@@ -59,6 +61,7 @@ class EngineLink:
         self.client: AsyncEngineClient | None = None
         self.sub: AsyncSubscriber | None = None
         self.reconnects = 0
+        self.closing = False
         self.next_retry_at: float | None = None
 
     # -- sockets -----------------------------------------------------------------------------
@@ -75,6 +78,7 @@ class EngineLink:
         self.sub = self.client = None
 
     def close(self) -> None:
+        self.closing = True  # the worker may be awaiting a recv on the socket we close
         self._close()
 
     # -- control -----------------------------------------------------------------------------
@@ -103,6 +107,11 @@ class EngineLink:
             except asyncio.CancelledError:
                 self._close()
                 raise
+            except zmq.ZMQError:
+                if self.closing:
+                    return  # the console is shutting down and closed our sockets
+                self._open()  # a broken socket: start over with fresh ones
+                continue
             if got:
                 backoff = 0.2
                 continue

@@ -138,9 +138,12 @@ class EnginePane(Vertical):
         self.refresh_from_model(full=True)
 
     def refresh_from_model(self, full: bool = False) -> None:
+        tables = self.query(TaskTable)
+        if not self.is_attached or not tables:
+            return  # the refresh tick can fire while the pane mounts or unmounts: keep changes
+        table = tables.first()
         m = self.model
         ch = m.take_changes()
-        table = self.query_one(TaskTable)
         if full:
             ch.added = list(m.tasks)
         table.sync(m.tasks, ch.rows, ch.added, ch.removed)
