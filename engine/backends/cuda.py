@@ -67,7 +67,8 @@ builtin_launch_shape = native.builtin_launch_shape  # re-export for profiles
 _TS_SLOTS = 1 << 16  # ring of (start, end) stamps; in-flight launches never get near this
 _RELAX_DIV = 20_000  # offset may drift up by 1 ns per 20 µs (50 ppm; 13 ppm seen on an H100)
 _STALL_S = 60.0  # a launch not done after this long is reported as hung
-_SLEEP_MARGIN_NS = 200_000  # idle waits sleep until this close to until_ns, then spin
+_SLEEP_MARGIN_NS = 1_000_000  # idle waits sleep until this close to until_ns, then spin:
+# time.sleep overshoots by 100s of µs on busy VMs, and an HP arrival must not wait for it
 
 
 def cuda_available() -> bool:
