@@ -81,6 +81,22 @@ def main() -> None:
             f"  {k:<8} run alone {med(alone.get(k, []))} µs (n={len(alone.get(k, []))}), "
             f"co-run with LP {med(corun.get(k, []))} µs (n={len(corun.get(k, []))})"
         )
+    if lp:
+        # Harvest inside intra-request host gaps: LP busy time within [end of an HP kernel,
+        # start of the next kernel of the same request], and how well slices were predicted.
+        gap_tot = busy = 0
+        for x, y in zip(hp, hp[1:], strict=False):
+            if y.request != x.request:
+                continue
+            g0, g1 = x.end_ns, y.start_ns
+            gap_tot += g1 - g0
+            i = bisect.bisect_left(lp_starts, g1)
+            for s0, e0 in lp[max(0, i - 8) : i]:
+                busy += max(0, min(e0, g1) - max(s0, g0))
+        print(f"intra-request gaps: LP busy {busy / max(1, gap_tot):.3f} of {gap_tot / 1e9:.3f} s")
+        errs = [(x.end_ns - x.predicted_ns) / 1e3 for x in done if x.cls == LP]
+        print(f"LP slice end minus predicted end, median {med(errs)} µs (n={len(errs)})")
+        print("wave model:", {k: round(v["wave_us"], 1) for k, v in s.waves.snapshot().items()})
     be.close()
 
 
