@@ -138,6 +138,7 @@ class Scheduler:
         self._lp: dict[str, _LpState] = {}
         self._timers: list[tuple[int, int, int, str]] = []
         self._orphans: set[int] = set()  # in-flight launches of removed tasks
+        self._cold: set[int] = set()  # LP launches issued with nothing ahead on the GPU
         self._tseq = 0
         self._ids = 0
         self._req_ids = 0
@@ -233,6 +234,8 @@ class Scheduler:
         st.inflight += 1
         begin = start_ns if start_ns is not None else self.backend.now_ns()
         launch.predicted_ns = begin + self.waves.predict_ns(kernel, blocks)
+        if not self.lp_inflight:
+            self._cold.add(launch.id)  # nothing ahead of it: its start measures issue → start
         self.backend.submit(launch)
         self.inflight[launch.id] = launch
         self.lp_inflight.append(launch)
@@ -367,6 +370,17 @@ class Scheduler:
             if not orphan:
                 self._lp[launch.task].inflight -= 1
             self.waves.observe(launch)
+            if launch.id in self._cold:
+                # Learn the real issue → start delay (the backend's figure is for an idle
+                # launch call; through submit() it is longer on a real GPU).
+                self._cold.discard(launch.id)
+                lat = launch.start_ns - launch.issue_ns
+                self.launch_latency_ns += int(_EMA * (lat - self.launch_latency_ns))
+            if self.lp_inflight:
+                # The queued slice starts when this one ended: re-base its predicted end so
+                # one late slice does not make every later prediction late.
+                nxt = self.lp_inflight[0]
+                nxt.predicted_ns = launch.end_ns + self.waves.predict_ns(nxt.kernel, nxt.blocks)
         horizon = next(iter(self.inflight.values())).issue_ns if self.inflight else launch.end_ns
         self.metrics.on_launch_done(launch, horizon)
         for li in self.listeners:
