@@ -3,8 +3,8 @@
 from dataclasses import replace
 
 import pytest
+from sim_recorder import Recorder
 
-from engine.backends.sim import SimBackend
 from engine.model import HP, LP, Launch
 from engine.profile import load, shipped_dir
 from engine.scheduler import ControlError, Scheduler
@@ -13,24 +13,8 @@ PROFILE = load(shipped_dir() / "default.toml")
 MS = 1_000_000
 
 
-class Recorder(SimBackend):
-    """A sim backend that checks an invariant at every submit and keeps every launch."""
-
-    def __init__(self, check) -> None:  # noqa: ANN001
-        super().__init__(PROFILE.sim)
-        self.check = check
-        self.sched: Scheduler | None = None
-        self.launches: list[Launch] = []
-
-    def submit(self, launch: Launch) -> None:
-        assert self.sched is not None
-        self.check(self.sched, launch)
-        super().submit(launch)
-        self.launches.append(launch)
-
-
 def run(policy: str, check=lambda s, x: None, ms: int = 300, **kw):  # noqa: ANN001, ANN202
-    be = Recorder(check)
+    be = Recorder(PROFILE.sim, check)
     tasks = [replace(t) for t in PROFILE.tasks]
     s = Scheduler(PROFILE.kernels, tasks, be, policy, seed=3, baseline_p99_ms={"llm": 5.0})
     be.sched = s
@@ -102,7 +86,7 @@ def test_hummingbird_slices_are_whole_waves_and_respect_the_cap() -> None:
 
 
 def test_live_slice_change_applies_at_the_next_decision() -> None:
-    be = Recorder(lambda s, x: None)
+    be = Recorder(PROFILE.sim, lambda s, x: None)
     s = Scheduler(PROFILE.kernels, [replace(t) for t in PROFILE.tasks], be, "hummingbird", 3,
                   {"llm": 5.0})  # fmt: skip
     be.sched = s
@@ -116,7 +100,7 @@ def test_live_slice_change_applies_at_the_next_decision() -> None:
 
 
 def test_pause_stops_lp_and_priority_picks_the_task() -> None:
-    be = Recorder(lambda s, x: None)
+    be = Recorder(PROFILE.sim, lambda s, x: None)
     tasks = [replace(t) for t in PROFILE.tasks]
     tasks.append(replace(tasks[1], name="train2", priority=5))
     s = Scheduler(PROFILE.kernels, tasks, be, "hummingbird", 3, {"llm": 5.0})
@@ -159,7 +143,7 @@ def test_a_cap_below_one_wave_stalls_lp_with_one_warning() -> None:
         def on_event(self, kind: str, body: dict) -> None:
             events.append((kind, body))
 
-    be = Recorder(lambda s, x: None)
+    be = Recorder(PROFILE.sim, lambda s, x: None)
     s = Scheduler(PROFILE.kernels, [replace(t) for t in PROFILE.tasks], be, "hummingbird", 3,
                   {"llm": 5.0})  # fmt: skip
     be.sched = s
@@ -187,7 +171,7 @@ def test_remove_then_re_add_under_the_same_name_while_kernels_run() -> None:
 
 
 def test_slice_blocks_is_an_exact_count_not_capped_by_slice_us() -> None:
-    be = Recorder(lambda s, x: None)
+    be = Recorder(PROFILE.sim, lambda s, x: None)
     tasks = [replace(t) for t in PROFILE.tasks if t.cls == LP]  # LP alone: no bubble bound
     s = Scheduler(PROFILE.kernels, tasks, be, "hummingbird", 3)
     be.sched = s

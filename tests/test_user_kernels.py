@@ -9,8 +9,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from sim_recorder import Recorder
 
-from engine.backends.sim import SimBackend
 from engine.bench import bench
 from engine.model import LP, Launch
 from engine.profile import ProfileError, ProfileWarning, load, shipped_dir
@@ -186,20 +186,6 @@ def test_save_round_trips_a_user_kernel(tmp_path: Path) -> None:
     prof = load(profile(tmp_path, saxpy_kernel(tmp_path)))
     out = save(prof, tmp_path / "other" / "saved.toml")
     assert load(out).kernels["k"] == prof.kernels["k"]
-
-
-class Recorder(SimBackend):
-    def __init__(self, sim, check) -> None:  # noqa: ANN001
-        super().__init__(sim)
-        self.check = check
-        self.sched: Scheduler | None = None
-        self.launches: list[Launch] = []
-
-    def submit(self, launch: Launch) -> None:
-        assert self.sched is not None
-        self.check(self.sched, launch)
-        super().submit(launch)
-        self.launches.append(launch)
 
 
 def run_hummingbird(prof, ms: int = 200) -> Recorder:  # noqa: ANN001
