@@ -1,0 +1,201 @@
+"""The native HP issue loop (``native/hpchain.c``): build, load and drive it.
+
+The cuda backend hands each HP request to a native thread that issues its kernels
+exactly as the workload says — kernel i+1 ``gap`` after the thread saw kernel i's end
+stamp — so no HP launch waits for the Python scheduling thread (see the C file for the
+numbers behind this). The library is compiled at start-up with the system C compiler
+(``$CC`` or ``cc``) and cached by a hash of source and compiler under
+``$XDG_CACHE_HOME/hbtui/host``; where no compiler works, ``HpChainError`` says why and
+the backend keeps issuing HP from Python.
+
+The library takes the driver entry points as plain function pointers, so the CPU tests
+drive it with fakes (tests/test_hpchain.py). Completions come back as ``Done`` records:
+the host times of issue, launch-call return and end seen, and the two %globaltimer stamps.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import shlex
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from engine.backends.native import NATIVE_DIR
+
+SOURCE = NATIVE_DIR / "hpchain.c"
+CFLAGS = ("-O2", "-std=gnu11", "-shared", "-fPIC", "-pthread")
+NOT_READY = 600  # CUDA_ERROR_NOT_READY
+
+
+class HpChainError(RuntimeError):
+    """The native HP loop could not be built or started."""
+
+
+class Step(ctypes.Structure):
+    _fields_ = [
+        ("id", ctypes.c_uint64),
+        ("func", ctypes.c_void_p),
+        ("stream", ctypes.c_void_p),
+        ("params", ctypes.c_void_p),
+        ("ts_cell", ctypes.c_void_p),
+        ("cnt_cell", ctypes.c_void_p),
+        ("gap_ns", ctypes.c_int64),
+        ("not_before", ctypes.c_int64),
+        ("grid", ctypes.c_uint32),
+        ("bx", ctypes.c_uint32),
+        ("by", ctypes.c_uint32),
+        ("bz", ctypes.c_uint32),
+        ("smem", ctypes.c_uint32),
+        ("pad", ctypes.c_uint32),
+    ]
+
+
+class Done(ctypes.Structure):
+    _fields_ = [
+        ("id", ctypes.c_uint64),
+        ("issue_ns", ctypes.c_int64),
+        ("called_ns", ctypes.c_int64),
+        ("seen_ns", ctypes.c_int64),
+        ("g0", ctypes.c_uint64),
+        ("g1", ctypes.c_uint64),
+        ("slot", ctypes.c_uint32),
+        ("err", ctypes.c_int32),
+        ("no_stamp", ctypes.c_int32),
+        ("pad", ctypes.c_int32),
+    ]
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "hbtui" / "host"
+
+
+def _compiler() -> list[str]:
+    return shlex.split(os.environ.get("CC") or "cc")
+
+
+def build(cache: Path | None = None) -> Path:
+    """The shared library, compiled now or taken from the cache. Raises HpChainError."""
+    try:
+        src = SOURCE.read_bytes()
+    except OSError as e:
+        raise HpChainError(f"cannot read {SOURCE}: {e}") from e
+    cc = _compiler()
+    try:
+        ver = subprocess.run(
+            [*cc, "--version"], capture_output=True, text=True, timeout=30, check=False
+        ).stdout.splitlines()[:1]
+    except (OSError, subprocess.SubprocessError) as e:
+        raise HpChainError(f"no C compiler ({' '.join(cc)}): {e}") from e
+    key = hashlib.sha256(src + "\0".join([*cc, *CFLAGS, *ver]).encode()).hexdigest()[:24]
+    root = cache if cache is not None else cache_dir()
+    path = root / f"hpchain-{key}.so"
+    if path.is_file() and path.stat().st_size > 0:
+        return path
+    root.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".hpchain-", suffix=".so", dir=root)
+    os.close(fd)
+    try:
+        r = subprocess.run(
+            [*cc, *CFLAGS, "-o", tmp, str(SOURCE)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        if r.returncode != 0:
+            raise HpChainError(f"{' '.join(cc)} failed on {SOURCE}:\n{r.stderr.strip()}")
+        os.replace(tmp, path)  # atomic: concurrent engines never load half a file
+    except (OSError, subprocess.SubprocessError) as e:
+        raise HpChainError(f"cannot build {SOURCE}: {e}") from e
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def load(cache: Path | None = None) -> ctypes.CDLL:
+    lib = ctypes.CDLL(str(build(cache)))
+    vp, u32, u64, i32 = ctypes.c_void_p, ctypes.c_uint32, ctypes.c_uint64, ctypes.c_int
+    lib.hb_chain_create.restype = vp
+    lib.hb_chain_create.argtypes = [vp, vp, vp, vp, vp, u64, u64, u32]
+    lib.hb_chain_push.restype = i32
+    lib.hb_chain_push.argtypes = [vp, vp, i32]
+    lib.hb_chain_pop.restype = i32
+    lib.hb_chain_pop.argtypes = [vp, vp, i32]
+    lib.hb_chain_done_head.restype = vp
+    lib.hb_chain_done_head.argtypes = [vp]
+    lib.hb_chain_issued.restype = u64
+    lib.hb_chain_issued.argtypes = [vp]
+    lib.hb_chain_destroy.restype = None
+    lib.hb_chain_destroy.argtypes = [vp]
+    lib.hb_chain_sizes.restype = i32
+    lib.hb_chain_sizes.argtypes = [ctypes.POINTER(i32), ctypes.POINTER(i32)]
+    s, d = i32(), i32()
+    lib.hb_chain_sizes(ctypes.byref(s), ctypes.byref(d))
+    if (s.value, d.value) != (ctypes.sizeof(Step), ctypes.sizeof(Done)):
+        raise HpChainError(
+            f"hpchain ABI mismatch: C step/done {s.value}/{d.value} B, "
+            f"Python {ctypes.sizeof(Step)}/{ctypes.sizeof(Done)} B"
+        )
+    return lib
+
+
+class Chain:
+    """One native HP thread. ``push`` whole requests; ``poll`` returns completions."""
+
+    def __init__(
+        self,
+        launch: int,
+        query: int,
+        ts_host: int,
+        ts_dev: int,
+        cnt_dev: int,
+        nslots: int,
+        setctx: int = 0,
+        ctx: int = 0,
+        cache: Path | None = None,
+    ) -> None:
+        self._lib = load(cache)
+        self._h = self._lib.hb_chain_create(
+            launch, query, setctx or None, ctx or None, ts_host, ts_dev, cnt_dev, nslots
+        )
+        if not self._h:
+            raise HpChainError("hb_chain_create failed (thread not started)")
+        self._head = ctypes.c_uint64.from_address(self._lib.hb_chain_done_head(self._h))
+        self._tail = 0
+        self._out = (Done * 64)()
+        self.pending = 0  # steps pushed and not yet returned
+
+    def push(self, steps: list[Step]) -> None:
+        arr = (Step * len(steps))(*steps)
+        if self._lib.hb_chain_push(self._h, arr, len(steps)) != len(steps):
+            raise HpChainError(f"HP chain queue full ({self.pending} steps pending)")
+        self.pending += len(steps)
+
+    def poll(self) -> list[Any]:
+        """Completions since the last poll (a plain load when there are none)."""
+        if self._head.value == self._tail:
+            return []
+        out: list[Any] = []
+        while True:
+            n = self._lib.hb_chain_pop(self._h, self._out, 64)
+            out += [Done.from_buffer_copy(self._out[i]) for i in range(n)]
+            if n < 64:
+                break
+        self._tail += len(out)
+        self.pending -= len(out)
+        return out
+
+    @property
+    def issued(self) -> int:
+        return int(self._lib.hb_chain_issued(self._h))
+
+    def close(self) -> None:
+        if self._h:
+            self._lib.hb_chain_destroy(self._h)
+            self._h = None

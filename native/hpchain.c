@@ -1,0 +1,268 @@
+// Native HP issue loop ("HP chain") for the cuda backend: one POSIX thread that issues
+// each HP request's kernels exactly as the workload says (kernel i+1 goes
+// gap_{i+1} after the host saw kernel i complete) without waiting for the Python
+// scheduling thread. Python hands whole requests over (hb_chain_push) and reads
+// completions back (hb_chain_pop); the GPU stamps the kernels' start/end with
+// %globaltimer into host-mapped memory, which this thread polls.
+//
+// Why: the Python loop costs each HP kernel ~5 us to see a completion and ~5 us
+// more between its timer and cuLaunchKernel; near saturation Poisson queueing
+// multiplies that into +30 % HP p99 (docs/benchmarks/cuda_default_h100.md).
+//
+// No CUDA headers: the driver entry points come in as function pointers (from
+// libcuda via ctypes in production, fakes in the CPU tests). Built at start-up with
+// the system C compiler (engine/backends/hpchain.py), cached by source hash.
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+typedef int (*launch_fn)(void *func, unsigned gx, unsigned gy, unsigned gz, unsigned bx,
+                         unsigned by, unsigned bz, unsigned smem, void *stream, void **params,
+                         void **extra);
+typedef int (*query_fn)(void *stream);
+typedef int (*setctx_fn)(void *ctx);
+
+// One HP kernel to issue. Layout mirrored by ctypes in engine/backends/hpchain.py.
+typedef struct {
+  uint64_t id;          // echoed in the completion (the scheduler's launch id)
+  void *func;           // CUfunction
+  void *stream;         // CUstream
+  void **params;        // kernelParams array
+  uint64_t *ts_cell;    // the kernel's hb_ts argument cell: set to this launch's slot
+  uint64_t *cnt_cell;   // the kernel's hb_cnt argument cell
+  int64_t gap_ns;       // host gap before this kernel
+  int64_t not_before;   // first kernel of a request: its arrival (ns); else -1
+  uint32_t grid, bx, by, bz, smem, pad;
+} hb_step;
+
+// One completion (or failure: err != 0).
+typedef struct {
+  uint64_t id;
+  int64_t issue_ns;   // just before cuLaunchKernel
+  int64_t called_ns;  // cuLaunchKernel returned
+  int64_t seen_ns;    // this thread saw the end stamp (or the stream idle)
+  uint64_t g0, g1;    // %globaltimer start/end stamps (0: not written)
+  uint32_t slot;      // stamp slot they were read from
+  int32_t err;        // CUresult of a failed launch/query; -1: stopped
+  int32_t no_stamp;   // done by stream query, the end stamp never came
+  int32_t pad;
+} hb_done;
+
+#define QCAP 4096  // power of two
+
+typedef struct {
+  // set by hb_chain_create
+  launch_fn launch;
+  query_fn query;
+  setctx_fn setctx;
+  void *ctx;
+  volatile uint64_t *ts_host;  // 2 u64 per slot, host view
+  uint64_t ts_dev;             // device view of ts_host
+  uint64_t cnt_dev;            // 4 bytes per slot, device memory
+  uint32_t nslots;
+  uint32_t slot;
+  pthread_t thread;
+  int started;
+  // rings: steps Python -> thread, completions thread -> Python
+  hb_step steps[QCAP];
+  hb_done done[QCAP];
+  _Atomic uint64_t step_head;  // written by Python (push)
+  _Atomic uint64_t step_tail;  // written by the thread
+  _Atomic uint64_t done_head;  // written by the thread
+  _Atomic uint64_t done_tail;  // written by Python (pop)
+  _Atomic int stop;
+  _Atomic int failed;  // a launch or query failed: the thread issues nothing more
+  _Atomic int64_t last_seen;
+  _Atomic uint64_t issued;  // launches issued so far (tests, stats)
+} hb_chain;
+
+static inline int64_t now_ns(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);  // = Python's time.perf_counter_ns on Linux
+  return (int64_t)t.tv_sec * 1000000000LL + t.tv_nsec;
+}
+
+static inline void relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  __asm__ __volatile__("yield");
+#endif
+}
+
+static void push_done(hb_chain *c, const hb_done *d) {
+  uint64_t h = atomic_load_explicit(&c->done_head, memory_order_relaxed);
+  while (h - atomic_load_explicit(&c->done_tail, memory_order_acquire) >= QCAP) {
+    if (atomic_load_explicit(&c->stop, memory_order_relaxed)) return;
+    relax();  // Python has not drained: never overwrite a completion
+  }
+  c->done[h & (QCAP - 1)] = *d;
+  atomic_store_explicit(&c->done_head, h + 1, memory_order_release);
+}
+
+static void fail(hb_chain *c, uint64_t id, int err) {
+  hb_done d = {0};
+  d.id = id;
+  d.err = err;
+  d.seen_ns = now_ns();
+  atomic_store(&c->failed, 1);
+  push_done(c, &d);
+}
+
+#define IDLE_SPIN_NS 20000000LL  // idle this long: poll with short sleeps instead
+#define QUERY_EVERY_NS 1000000LL  // waiting on a kernel: ask the stream for errors this often
+
+static void *run(void *arg) {
+  hb_chain *c = (hb_chain *)arg;
+  if (c->setctx && c->ctx) {
+    int r = c->setctx(c->ctx);
+    if (r) {
+      fail(c, 0, r);
+      return NULL;
+    }
+  }
+  int64_t idle_since = now_ns();
+  while (!atomic_load_explicit(&c->stop, memory_order_relaxed)) {
+    uint64_t t = atomic_load_explicit(&c->step_tail, memory_order_relaxed);
+    if (t == atomic_load_explicit(&c->step_head, memory_order_acquire) ||
+        atomic_load_explicit(&c->failed, memory_order_relaxed)) {
+      if (now_ns() - idle_since > IDLE_SPIN_NS) {
+        struct timespec ts = {0, 50000};  // long idle (paused HP): stop burning a core
+        nanosleep(&ts, NULL);
+      } else {
+        relax();
+      }
+      continue;
+    }
+    hb_step s = c->steps[t & (QCAP - 1)];
+    atomic_store_explicit(&c->step_tail, t + 1, memory_order_release);
+    int64_t ref = atomic_load_explicit(&c->last_seen, memory_order_relaxed);
+    if (s.not_before >= 0 && s.not_before > ref) ref = s.not_before;
+    int64_t due = ref + s.gap_ns;
+    int stopped = 0;
+    while (now_ns() < due) {
+      if (atomic_load_explicit(&c->stop, memory_order_relaxed)) {
+        stopped = 1;
+        break;
+      }
+      relax();
+    }
+    if (stopped) break;
+    uint32_t slot = c->slot;
+    c->slot = (slot + 1) % c->nslots;
+    volatile uint64_t *ts = c->ts_host + 2 * slot;
+    ts[0] = 0;
+    ts[1] = 0;
+    *s.ts_cell = c->ts_dev + 16ULL * slot;
+    *s.cnt_cell = c->cnt_dev + 4ULL * slot;
+    atomic_thread_fence(memory_order_seq_cst);
+    hb_done d = {0};
+    d.id = s.id;
+    d.slot = slot;
+    d.issue_ns = now_ns();
+    int r = c->launch(s.func, s.grid, 1, 1, s.bx, s.by, s.bz, s.smem, s.stream, s.params, NULL);
+    d.called_ns = now_ns();
+    if (r) {
+      fail(c, s.id, r);
+      continue;
+    }
+    atomic_fetch_add(&c->issued, 1);
+    int64_t next_query = d.called_ns + QUERY_EVERY_NS;
+    for (;;) {
+      if (ts[1]) break;
+      if (atomic_load_explicit(&c->stop, memory_order_relaxed)) {
+        stopped = 1;
+        break;
+      }
+      int64_t n = now_ns();
+      if (n >= next_query) {
+        next_query = n + QUERY_EVERY_NS;
+        int q = c->query(s.stream);
+        if (q == 600) continue;  // CUDA_ERROR_NOT_READY: still running
+        if (ts[1]) break;
+        if (q == 0) {  // stream idle and no end stamp: a launch that returned early
+          d.no_stamp = 1;
+          break;
+        }
+        fail(c, s.id, q);  // sticky error
+        stopped = 2;
+        break;
+      }
+      relax();
+    }
+    if (stopped == 1) break;
+    if (stopped == 2) continue;
+    d.seen_ns = now_ns();
+    d.g0 = ts[0];
+    d.g1 = ts[1];
+    atomic_store_explicit(&c->last_seen, d.seen_ns, memory_order_relaxed);
+    push_done(c, &d);
+    idle_since = d.seen_ns;
+  }
+  return NULL;
+}
+
+hb_chain *hb_chain_create(void *launch, void *query, void *setctx, void *ctx, void *ts_host,
+                          uint64_t ts_dev, uint64_t cnt_dev, uint32_t nslots) {
+  if (!launch || !query || !ts_host || nslots == 0) return NULL;
+  hb_chain *c = (hb_chain *)calloc(1, sizeof(hb_chain));
+  if (!c) return NULL;
+  c->launch = (launch_fn)launch;
+  c->query = (query_fn)query;
+  c->setctx = (setctx_fn)setctx;
+  c->ctx = ctx;
+  c->ts_host = (volatile uint64_t *)ts_host;
+  c->ts_dev = ts_dev;
+  c->cnt_dev = cnt_dev;
+  c->nslots = nslots;
+  if (pthread_create(&c->thread, NULL, run, c) != 0) {
+    free(c);
+    return NULL;
+  }
+  c->started = 1;
+  return c;
+}
+
+// Queue n steps (all or nothing). Returns n, or 0 when the ring lacks room.
+int hb_chain_push(hb_chain *c, const hb_step *steps, int n) {
+  uint64_t h = atomic_load_explicit(&c->step_head, memory_order_relaxed);
+  if (h + n - atomic_load_explicit(&c->step_tail, memory_order_acquire) > QCAP) return 0;
+  for (int i = 0; i < n; i++) c->steps[(h + i) & (QCAP - 1)] = steps[i];
+  atomic_store_explicit(&c->step_head, h + n, memory_order_release);
+  return n;
+}
+
+// Copy up to max completions out. Returns how many.
+int hb_chain_pop(hb_chain *c, hb_done *out, int max) {
+  uint64_t t = atomic_load_explicit(&c->done_tail, memory_order_relaxed);
+  uint64_t h = atomic_load_explicit(&c->done_head, memory_order_acquire);
+  int n = 0;
+  while (t != h && n < max) out[n++] = c->done[(t++) & (QCAP - 1)];
+  atomic_store_explicit(&c->done_tail, t, memory_order_release);
+  return n;
+}
+
+// Address of done_head, so Python can poll it with a plain load before calling pop.
+const volatile uint64_t *hb_chain_done_head(hb_chain *c) {
+  return (const volatile uint64_t *)&c->done_head;
+}
+
+uint64_t hb_chain_issued(hb_chain *c) { return atomic_load(&c->issued); }
+
+// Stop the thread (steps not yet issued are dropped) and free the chain.
+void hb_chain_destroy(hb_chain *c) {
+  if (!c) return;
+  atomic_store(&c->stop, 1);
+  if (c->started) pthread_join(c->thread, NULL);
+  free(c);
+}
+
+int hb_chain_sizes(int *step, int *done) {
+  *step = (int)sizeof(hb_step);
+  *done = (int)sizeof(hb_done);
+  return QCAP;
+}

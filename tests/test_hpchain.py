@@ -1,0 +1,223 @@
+"""The native HP issue loop (native/hpchain.c) on the CPU, with fake driver calls.
+
+The fake cuLaunchKernel "runs" a kernel by writing its %globaltimer stamps into the
+slot the loop chose (read back through the kernel's ts argument cell), so the loop
+sees a completion exactly as it does on a GPU. Assertions are orderings and lower
+bounds only (gaps are busy-waited, so they are never short), never upper bounds.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import shutil
+import time
+
+import pytest
+
+from engine.backends import hpchain
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("cc") is None and shutil.which("gcc") is None, reason="no C compiler"
+)
+
+LAUNCH = ctypes.CFUNCTYPE(
+    ctypes.c_int,
+    *(
+        [ctypes.c_void_p]
+        + [ctypes.c_uint] * 7
+        + [ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p), ctypes.c_void_p]
+    ),
+)
+QUERY = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p)
+NSLOTS = 8
+
+
+class FakeGpu:
+    """Kernels complete inside the launch call unless ``hang``; ``launch_err`` /
+    ``query_rc`` make the calls fail."""
+
+    def __init__(self) -> None:
+        self.ts = (ctypes.c_uint64 * (2 * NSLOTS))()
+        self.base = ctypes.addressof(self.ts)
+        self.calls: list[tuple[int, int, int, int]] = []  # (time, func, stream, grid)
+        self.hang = False
+        self.launch_err = 0
+        self.query_rc = hpchain.NOT_READY
+        self._launch = LAUNCH(self.launch)
+        self._query = QUERY(lambda s: self.query_rc)
+
+    def launch(self, func, gx, gy, gz, bx, by, bz, smem, stream, params, extra) -> int:
+        now = time.perf_counter_ns()
+        self.calls.append((now, func or 0, stream or 0, gx))
+        if self.launch_err:
+            return self.launch_err
+        slot_addr = ctypes.c_uint64.from_address(params[0]).value  # the kernel's hb_ts
+        stamps = (ctypes.c_uint64 * 2).from_address(slot_addr)
+        stamps[0] = now + 1000
+        if not self.hang:
+            stamps[1] = now + 5000
+        return 0
+
+    def chain(self) -> hpchain.Chain:
+        addr = ctypes.cast(self._launch, ctypes.c_void_p).value
+        q = ctypes.cast(self._query, ctypes.c_void_p).value
+        return hpchain.Chain(addr, q, self.base, self.base, 0, NSLOTS)
+
+
+class Kernel:
+    """A kernel's argument array: hb_ts and hb_cnt cells first, as the built-ins have."""
+
+    def __init__(self) -> None:
+        self.ts = ctypes.c_uint64(0)
+        self.cnt = ctypes.c_uint64(0)
+        self.params = (ctypes.c_void_p * 2)(ctypes.addressof(self.ts), ctypes.addressof(self.cnt))
+
+    def step(self, id: int, gap_ns: int, not_before: int = -1, stream: int = 7) -> hpchain.Step:
+        return hpchain.Step(
+            id=id, func=100 + id, stream=stream, params=ctypes.addressof(self.params),
+            ts_cell=ctypes.addressof(self.ts), cnt_cell=ctypes.addressof(self.cnt),
+            gap_ns=gap_ns, not_before=not_before, grid=32, bx=128, by=1, bz=1, smem=0,
+        )  # fmt: skip
+
+
+def collect(chain: hpchain.Chain, n: int, timeout_s: float = 10.0) -> list:
+    out: list = []
+    deadline = time.monotonic() + timeout_s
+    while len(out) < n:
+        out += chain.poll()
+        assert time.monotonic() < deadline, f"only {len(out)} of {n} completions"
+    return out
+
+
+@pytest.fixture
+def gpu():
+    g = FakeGpu()
+    yield g
+
+
+def test_request_runs_in_order_with_gaps_from_seen_completion(gpu: FakeGpu) -> None:
+    ch = gpu.chain()
+    try:
+        k = Kernel()
+        arrival = time.perf_counter_ns() + 2_000_000
+        gaps = [300_000, 150_000, 0, 200_000]
+        ch.push([k.step(i + 1, g, arrival if i == 0 else -1) for i, g in enumerate(gaps)])
+        done = collect(ch, 4)
+        assert [d.id for d in done] == [1, 2, 3, 4]
+        assert all(d.err == 0 and d.no_stamp == 0 for d in done)
+        # the first kernel: gap after the arrival; later ones: gap after the seen completion
+        assert done[0].issue_ns >= arrival + gaps[0]
+        for prev, d, g in zip(done, done[1:], gaps[1:], strict=False):
+            assert d.issue_ns >= prev.seen_ns + g
+            assert d.issue_ns <= d.called_ns <= d.seen_ns
+        # stamps come back with the record (slots are reused), start before end
+        assert all(0 < d.g0 < d.g1 for d in done)
+        assert len({d.slot for d in done}) == 4
+        assert ch.issued == 4 and ch.pending == 0
+        assert [c[1] for c in gpu.calls] == [101, 102, 103, 104]
+        assert all(c[3] == 32 for c in gpu.calls)
+    finally:
+        ch.close()
+
+
+def test_next_request_waits_for_previous_completion(gpu: FakeGpu) -> None:
+    ch = gpu.chain()
+    try:
+        k = Kernel()
+        t0 = time.perf_counter_ns()
+        ch.push([k.step(1, 0, t0), k.step(2, 3_000_000)])  # request A: long host gap
+        ch.push([k.step(3, 100_000, t0)])  # request B arrived at t0 too: FIFO behind A
+        a1, a2, b1 = collect(ch, 3)
+        assert b1.issue_ns >= a2.seen_ns + 100_000
+        assert a2.issue_ns >= a1.seen_ns + 3_000_000
+    finally:
+        ch.close()
+
+
+def test_slots_wrap_around(gpu: FakeGpu) -> None:
+    ch = gpu.chain()
+    try:
+        k = Kernel()
+        n = 3 * NSLOTS + 1
+        ch.push([k.step(i + 1, 0, 0 if i == 0 else -1) for i in range(n)])
+        done = collect(ch, n)
+        assert [d.slot for d in done] == [i % NSLOTS for i in range(n)]
+        assert all(d.g1 > d.g0 for d in done)
+    finally:
+        ch.close()
+
+
+def test_launch_error_is_reported_and_stops_issue(gpu: FakeGpu) -> None:
+    gpu.launch_err = 98  # CUDA_ERROR_INVALID_IMAGE, say
+    ch = gpu.chain()
+    try:
+        k = Kernel()
+        ch.push([k.step(1, 0, 0), k.step(2, 0)])
+        (d,) = collect(ch, 1)
+        assert (d.id, d.err) == (1, 98)
+        time.sleep(0.05)
+        assert ch.poll() == [] and len(gpu.calls) == 1  # nothing issued after a failure
+    finally:
+        ch.close()
+
+
+def test_sticky_error_while_waiting_is_reported(gpu: FakeGpu) -> None:
+    gpu.hang = True  # no end stamp ever
+    gpu.query_rc = 700  # CUDA_ERROR_ILLEGAL_ADDRESS from cuStreamQuery
+    ch = gpu.chain()
+    try:
+        k = Kernel()
+        ch.push([k.step(5, 0, 0)])
+        (d,) = collect(ch, 1)
+        assert (d.id, d.err) == (5, 700)
+    finally:
+        ch.close()
+
+
+def test_idle_stream_without_end_stamp_completes_flagged(gpu: FakeGpu) -> None:
+    gpu.hang = True
+    gpu.query_rc = 0  # the stream is idle: the kernel returned without stamping
+    ch = gpu.chain()
+    try:
+        k = Kernel()
+        ch.push([k.step(1, 0, 0), k.step(2, 0)])
+        d1, d2 = collect(ch, 2)
+        assert d1.err == 0 and d1.no_stamp == 1 and d1.g1 == 0
+        assert d2.id == 2
+    finally:
+        ch.close()
+
+
+def test_close_stops_a_waiting_thread(gpu: FakeGpu) -> None:
+    gpu.hang = True  # the thread spins on the end stamp
+    ch = gpu.chain()
+    k = Kernel()
+    ch.push([k.step(1, 0, 0), k.step(2, 10_000_000_000)])
+    while not gpu.calls:
+        time.sleep(0.001)
+    t = time.monotonic()
+    ch.close()
+    assert time.monotonic() - t < 2.0
+    ch.close()  # idempotent
+
+
+def test_full_queue_is_refused_whole(gpu: FakeGpu) -> None:
+    ch = gpu.chain()
+    try:
+        k = Kernel()
+        far = time.perf_counter_ns() + 60_000_000_000  # nothing issues during the test
+        ch.push([k.step(1, 0, far)])  # taken off the ring at once, waits for `far`
+        big = [k.step(i, 0) for i in range(2, 4099)]  # 4097 > the ring (4096)
+        with pytest.raises(hpchain.HpChainError, match="queue full"):
+            ch.push(big)
+        assert ch.pending == 1
+    finally:
+        ch.close()
+
+
+def test_build_is_cached_and_reports_a_broken_compiler(tmp_path, monkeypatch) -> None:
+    p1 = hpchain.build(tmp_path)
+    assert hpchain.build(tmp_path) == p1 and p1.stat().st_size > 0
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
+    with pytest.raises(hpchain.HpChainError, match="no C compiler"):
+        hpchain.build(tmp_path / "other")
