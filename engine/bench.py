@@ -109,7 +109,7 @@ def _job(prof: Profile, policy: str, lp_only: bool, duration_s: float, warmup_s:
          lp_alone: dict[str, float], progress: Progress | None) -> dict[str, Any]:  # fmt: skip
     """One run (a policy, or LP alone); returns plain data so it can run in a worker."""
     s = _run(prof, policy, duration_s, warmup_s, kind, seed, baseline, waits, lp_only, progress)
-    out: dict[str, Any] = {"device": s.backend.device}
+    out: dict[str, Any] = {"device": s.backend.device, "hp_issue": s.backend.hp_issue}
     if lp_only:
         wall = s.summary()["wall_s"]
         out["lp_rates"] = {n: ts.blocks / wall for n, ts in s.metrics.tasks.items()}
@@ -155,6 +155,7 @@ def bench(
         "schema": SCHEMA,
         "backend": kind,
         "device": "",
+        "hp_issue": "",
         "profile": prof.name,
         "seed": seed,
         "duration_s": duration_s,
@@ -207,6 +208,7 @@ def bench(
             pool.shutdown()
     for label, r in got.items():
         out["device"] = r["device"]
+        out["hp_issue"] = r["hp_issue"]
         if label == "lp-alone":
             continue
         if label in policies:
@@ -228,7 +230,8 @@ def format_table(result: dict[str, Any]) -> str:
     sim = " (SIMULATED GPU)" if result.get("simulated") else ""
     lines = [
         f"hbtui bench: profile {result['profile']} on {result['device']}{sim}, "
-        f"seed {result['seed']}, {result['duration_s']:g} s per policy",
+        f"seed {result['seed']}, {result['duration_s']:g} s per policy, "
+        f"HP issued by {result.get('hp_issue') or 'python'}",
         head,
         "-" * len(head),
     ]

@@ -66,6 +66,13 @@ def bench_main(argv: list[str]) -> int:
     ap.add_argument(
         "--slice-us", type=_positive, default=None, help="override every LP task's slice cap"
     )
+    ap.add_argument(
+        "--hp-issue",
+        choices=["auto", "native", "python"],
+        default=None,
+        help="cuda: who issues HP kernels (default auto: the native thread when it builds; "
+        "same as $HBTUI_HP_ISSUE)",
+    )
     ap.add_argument("--json", dest="json_out", default=None, help="write results here")
     ap.add_argument("--quiet", action="store_true", help="no progress on stderr")
     ap.add_argument(
@@ -75,6 +82,8 @@ def bench_main(argv: list[str]) -> int:
         help="worker processes for independent sim runs (default: up to 3 CPUs)",
     )
     a = ap.parse_args(argv)
+    if a.hp_issue:
+        os.environ["HBTUI_HP_ISSUE"] = a.hp_issue  # read by the cuda backend of every run
     from engine.bench import bench, format_table, stderr_progress
 
     try:

@@ -112,6 +112,7 @@ class Launch:
     end_ns: int = -1  # last block finished
     request: int = -1  # hp: request id
     predicted_ns: int = 0  # lp: predicted duration, for pre-issue
+    seen_ns: int = -1  # chained hp (issued by the backend): when its issuer saw it end
 
     @property
     def blocks(self) -> int:

@@ -207,8 +207,12 @@ def parse(data: dict[str, Any], file: str = "<profile>", base_dir: Path | None =
     from engine.policies import POLICIES  # local: policies import nothing from here
 
     sim_t = c.table(eng.get("sim", {}), "engine.sim")
-    c.keys(sim_t, "engine.sim", {"sms", "launch_latency_us", "launch_cost_us", "interference"})
+    c.keys(sim_t, "engine.sim",
+           {"sms", "launch_latency_us", "launch_cost_us", "interference", "hp_chain"})  # fmt: skip
     d = SimParams()
+    hp_chain = sim_t.get("hp_chain", d.hp_chain)
+    if not isinstance(hp_chain, bool):
+        raise c.fail("engine.sim.hp_chain", f"must be true or false, got {hp_chain!r}")
     sim = SimParams(
         sms=c.num(sim_t, "sms", "engine.sim", d.sms, positive=True, integer=True),
         launch_latency_us=c.num(
@@ -216,6 +220,7 @@ def parse(data: dict[str, Any], file: str = "<profile>", base_dir: Path | None =
         ),
         launch_cost_us=c.num(sim_t, "launch_cost_us", "engine.sim", d.launch_cost_us, minimum=0),
         interference=c.num(sim_t, "interference", "engine.sim", d.interference, minimum=0),
+        hp_chain=hp_chain,
     )
     kernels: dict[str, KernelSpec] = {}
     for kname, kt in c.table(data.get("kernels", {}), "kernels").items():
@@ -488,6 +493,7 @@ def to_dict(prof: Profile) -> dict[str, Any]:
             "launch_latency_us": sim.launch_latency_us,
             "launch_cost_us": sim.launch_cost_us,
             "interference": sim.interference,
+            "hp_chain": sim.hp_chain,
         },
     }
     kd: dict[str, Any] = {}

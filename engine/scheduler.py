@@ -76,10 +76,15 @@ class WaveModel:
 class _HpState:
     """Per-HP-task request queue and learned timing (host gaps, kernel durations)."""
 
-    def __init__(self, task: Task, arrivals: Arrivals) -> None:
+    def __init__(self, task: Task, arrivals: Arrivals, chain: bool = False) -> None:
         n = len(task.steps)
         self.arrivals = arrivals
         self.queue: deque[Request] = deque()  # queue[0] is the request being served
+        # chain: the backend issues this task's kernels (Backend.submit_chain); the
+        # launches of each queued request, parallel to ``queue``
+        self.chain = chain
+        self.launches: deque[list[Launch]] = deque()
+        self.step_gap_start = 0  # chain: when the current step's host gap began
         self.gap_ema = [float(s.gap_us * 1000) for s in task.steps]
         self.gap_dev = [float(s.gap_us * 1000 * s.jitter) for s in task.steps]
         self.dur_ema = [0.0] * n
@@ -143,6 +148,9 @@ class Scheduler:
         self._ids = 0
         self._req_ids = 0
         self.inflight: dict[int, Launch] = {}  # issue order (dicts keep insertion order)
+        self._chained: dict[int, Launch] = {}  # HP launches handed to the backend's chain
+        self._chain_floor = 0  # no pending chained launch can start before this
+        self._hp_active: set[int] = set()  # chained HP launches counted as active (due)
         self.lp_inflight: deque[Launch] = deque()
         self.hp_kernels_active = 0  # HP kernels queued or running
         self.hp_requests_in_flight = 0  # HP requests arrived and not completed
@@ -322,6 +330,8 @@ class Scheduler:
         req = Request(self._req_ids, name, t, 0, request_gaps(task, self.seed, st.requests))
         st.queue.append(req)
         self.hp_requests_in_flight += 1
+        if st.chain:
+            self._chain_request(name, task, req, t)
         if len(st.queue) == 1:
             self._next_hp_kernel(name, req, t)
 
@@ -330,14 +340,54 @@ class Scheduler:
         is zero (no loop round trip on the critical path), else arm a timer."""
         st = self._hp[name]
         st.gap_start = now
+        if st.chain:  # the backend issues it; only mark it active when due
+            st.step_gap_start = now
+            due = now + req.gaps_ns[req.step]
+            if due <= self.backend.now_ns():
+                self._chain_due(name)
+            else:
+                self._timer(due, _HP_ENQUEUE, name)
+            return
         gap = req.gaps_ns[req.step] - int(self._hp_lead)
         if gap <= 0:
             self._on_hp_enqueue(name)
         else:
             self._timer(now + gap, _HP_ENQUEUE, name)
 
+    def _chain_request(self, name: str, task: Task, req: Request, t: int) -> None:
+        """Hand a whole request to the backend's HP chain (it issues the kernels)."""
+        launches = []
+        for step in task.steps:
+            kernel = self.kernels[step.kernel]
+            self._ids += 1
+            la = Launch(self._ids, name, HP, kernel, 0, kernel.total_blocks, self.policy.hp_stream)
+            la.request = req.id
+            launches.append(la)
+        if not self._chained:
+            self._chain_floor = t
+        for la in launches:
+            self._chained[la.id] = la
+        self._hp[name].launches.append(launches)
+        self.backend.submit_chain(launches, req.gaps_ns, t)
+
+    def _chain_due(self, name: str) -> None:
+        """A chained HP kernel's host gap has elapsed: the backend issues it now, so
+        count it as active (policies stop LP issue) until its completion comes back."""
+        st = self._hp[name]
+        if not st.queue or st.gap_start < 0:
+            return
+        req = st.queue[0]
+        if self.backend.now_ns() < st.gap_start + req.gaps_ns[req.step]:
+            return  # a timer of an earlier step that completed before it fired
+        st.gap_start = -1
+        self._hp_active.add(st.launches[0][req.step].id)
+        self.hp_kernels_active += 1
+
     def _on_hp_enqueue(self, name: str, timed: bool = False) -> None:
         st = self._hp[name]
+        if st.chain:
+            self._chain_due(name)
+            return
         if st.queue:
             req = st.queue[0]
             gap_start = st.gap_start
@@ -359,7 +409,9 @@ class Scheduler:
     def _on_done(self, launch: Launch, seen: int) -> None:
         """Account one completion. HP progression comes first: the next HP kernel's host
         gap starts when the completion was seen, and bookkeeping overlaps that gap."""
-        del self.inflight[launch.id]
+        if self.inflight.pop(launch.id, None) is None:
+            del self._chained[launch.id]
+            self._chain_floor = launch.seen_ns  # the chain issues nothing before this
         orphan = launch.id in self._orphans
         if orphan:
             self._orphans.discard(launch.id)
@@ -382,12 +434,21 @@ class Scheduler:
                 nxt = self.lp_inflight[0]
                 nxt.predicted_ns = launch.end_ns + self.waves.predict_ns(nxt.kernel, nxt.blocks)
         horizon = next(iter(self.inflight.values())).issue_ns if self.inflight else launch.end_ns
+        if self._chained:
+            horizon = min(horizon, self._chain_floor)
         self.metrics.on_launch_done(launch, horizon)
         for li in self.listeners:
             li.on_launch(launch)
 
     def _hp_done(self, launch: Launch, now: int, orphan: bool = False) -> None:
-        self.hp_kernels_active -= 1
+        chained = launch.seen_ns >= 0
+        if chained:
+            now = launch.seen_ns  # the chain's own view: its next host gap starts here
+            if launch.id in self._hp_active:
+                self._hp_active.discard(launch.id)
+                self.hp_kernels_active -= 1
+        else:
+            self.hp_kernels_active -= 1
         if self.hp_kernels_active == 0:
             self.bubble_start_ns = now
         if orphan:  # its task was removed while the kernel ran
@@ -396,6 +457,9 @@ class Scheduler:
         st = self._hp[name]
         req = st.queue[0]
         step = req.step
+        if chained:
+            st.gap_start = -1  # done, whether or not its due timer fired yet
+            self._learn(st.gap_ema, st.gap_dev, step, launch.issue_ns - st.step_gap_start)
         req.step += 1
         if req.step < len(req.gaps_ns):
             self._next_hp_kernel(name, req, now)
@@ -405,6 +469,8 @@ class Scheduler:
             return
         task = self.tasks[name]
         st.queue.popleft()
+        if st.chain:
+            st.launches.popleft()
         self.hp_requests_in_flight -= 1
         req.done_ns = launch.end_ns
         latency = req.done_ns - req.arrival_ns
@@ -425,7 +491,9 @@ class Scheduler:
         self.metrics.task(task.name, task.cls)
         if task.cls == HP:
             arrivals = Arrivals(task, self.seed, self.backend.now_ns())
-            self._hp[task.name] = _HpState(task, arrivals)
+            be = self.backend
+            chain = be.hp_chain and all(be.can_chain(self.kernels[s.kernel]) for s in task.steps)
+            self._hp[task.name] = _HpState(task, arrivals, chain)
             first = arrivals.next()
             if first is not None:
                 self._timer(first, _ARRIVAL, task.name)
@@ -514,6 +582,7 @@ class Scheduler:
         self._timers = [x for x in self._timers if x[3] != name]
         heapq.heapify(self._timers)
         self._orphans.update(i for i, x in self.inflight.items() if x.task == name)
+        self._orphans.update(i for i, x in self._chained.items() if x.task == name)
         self._event("remove_task", task=name)
 
     def reset_stats(self) -> None:

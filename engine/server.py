@@ -167,7 +167,11 @@ class Engine:
 
     # -- backend / scheduler lifecycle ---------------------------------------------
     def _new_backend(self, prof: profiles.Profile) -> Backend:
-        return make_backend(self.kind, prof.sim, self.device_index, realtime=True)
+        be = make_backend(self.kind, prof.sim, self.device_index, realtime=True)
+        log.info("backend %s on %s, HP issued by %s", be.name, be.device, be.hp_issue)
+        if note := getattr(be, "hp_issue_note", ""):
+            log.warning("%s", note)
+        return be
 
     @property
     def paced(self) -> bool:
@@ -400,6 +404,7 @@ class Engine:
             "backend": self.backend.name,
             "device": self.backend.device,
             "device_index": self.device_index,
+            "hp_issue": self.backend.hp_issue,
             "paced": self.paced,
             "policy": policy,
             "readonly": self.readonly,
@@ -652,6 +657,12 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--profile", required=True, help="profile name or path")
     ap.add_argument("--backend", choices=("auto", "sim", "cuda"), default="auto")
     ap.add_argument("--device", type=int, default=None, help="CUDA device index")
+    ap.add_argument(
+        "--hp-issue",
+        choices=("auto", "native", "python"),
+        default=None,
+        help="cuda: who issues HP kernels (default: $HBTUI_HP_ISSUE or auto)",
+    )
     ap.add_argument("--pub", default=DEFAULT_PUB, help=f"telemetry endpoint ({DEFAULT_PUB})")
     ap.add_argument("--ctl", default=DEFAULT_CTL, help=f"control endpoint ({DEFAULT_CTL})")
     ap.add_argument("--duration", type=float, default=None, help="stop after S seconds")
@@ -723,6 +734,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.backend == "auto":
             log.info("backend auto -> %s", kind)
         device = prof.device if args.device is None else args.device
+        if args.hp_issue:
+            os.environ["HBTUI_HP_ISSUE"] = args.hp_issue  # read by the cuda backend
         if args.calibrate < 0:
             raise UsageError("--calibrate must be >= 0")
 

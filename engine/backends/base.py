@@ -8,6 +8,7 @@ comes first. Nothing here may block past ``until_ns``.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from typing import Any
 
 from engine.model import KernelSpec, Launch
@@ -23,6 +24,10 @@ class BackendError(RuntimeError):
 
 class Backend(ABC):
     name: str = "?"
+    # True when the backend can issue HP requests itself (``submit_chain``): a native
+    # thread on the cuda backend, modelled by the sim when SimParams.hp_chain is set.
+    hp_chain: bool = False
+    hp_issue: str = "python"  # how HP kernels are issued, for results and the console
 
     @property
     @abstractmethod
@@ -53,6 +58,20 @@ class Backend(ABC):
         Returns the launches that completed (``start_ns``/``end_ns`` filled in), in
         completion order; an empty list means ``until_ns`` was reached first.
         """
+
+    def can_chain(self, kernel: KernelSpec) -> bool:
+        """Whether ``kernel`` may be issued through ``submit_chain``."""
+        return False
+
+    def submit_chain(
+        self, launches: Sequence[Launch], gaps_ns: Sequence[int], not_before_ns: int
+    ) -> None:
+        """Hand one HP request over: the backend issues ``launches[i]`` ``gaps_ns[i]``
+        after it saw ``launches[i-1]`` complete, and ``launches[0]`` ``gaps_ns[0]`` after
+        max(``not_before_ns``, the completion of the previous chained launch). Chains run
+        FIFO, one launch at a time. Completions come back through ``wait`` with
+        ``issue_ns`` and ``seen_ns`` (the issuer saw the end) set."""
+        raise NotImplementedError(f"backend {self.name} cannot chain HP launches")
 
     def launch_latency_ns(self) -> int:
         """Typical enqueue → GPU-visible latency, used to pre-issue the next slice."""

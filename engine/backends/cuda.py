@@ -32,6 +32,14 @@ times are late by about the poll latency (≈1–3 µs); durations are exact GPU
 differences. ``clock_info()`` and ``recalibrate()`` report the offset and its drift.
 The event-poll loop visits only the head of each stream (FIFO), HP first.
 
+HP issue ("HP chain"). Unless ``hp_issue="python"`` (or ``$HBTUI_HP_ISSUE=python``), HP
+requests are handed whole to a native thread (``native/hpchain.c``, built with the
+system C compiler, engine.backends.hpchain): it issues kernel i+1 its host gap after it
+saw kernel i's end stamp, with its own stamp slots and argument arrays, and the
+completions come back through ``wait``. The Python loop then only issues LP. User
+kernels (no stamps) are issued from Python. ``hp_issue="auto"`` (the default) falls back
+to Python issue with ``hp_issue_note`` saying why when the library cannot be built.
+
 User kernels (profile ``source``/``entry``/``args``, see docs/slicer.md). prepare() gets
 the sliced PTX for the device's compute arch (engine.slicer.user: NVRTC output cached on
 disk), loads it with cuModuleLoadData (driver PTX JIT), allocates and fills the buffers
@@ -52,6 +60,7 @@ from __future__ import annotations
 
 import collections
 import ctypes
+import os
 import statistics
 import time
 from pathlib import Path
@@ -67,6 +76,8 @@ builtin_launch_shape = native.builtin_launch_shape  # re-export for profiles
 _TS_SLOTS = 1 << 16  # ring of (start, end) stamps; in-flight launches never get near this
 _RELAX_DIV = 20_000  # offset may drift up by 1 ns per 20 µs (50 ppm; 13 ppm seen on an H100)
 _STALL_S = 60.0  # a launch not done after this long is reported as hung
+_CHAIN_SLOTS = 1024  # stamp slots of the HP chain (one kernel in flight at a time)
+_CHAIN_MAX_PENDING = 4000  # steps in the native ring (4096); more wait in a backlog here
 _SLEEP_MARGIN_NS = 1_000_000  # idle waits sleep until this close to until_ns, then spin:
 # time.sleep overshoots by 100s of µs on busy VMs, and an HP arrival must not wait for it
 
@@ -211,8 +222,13 @@ class CudaBackend(Backend):
         seed: int = 1,
         calibration_samples: int = 64,
         cache: str | None = None,
+        hp_issue: str | None = None,
     ) -> None:
         self._closed = True
+        self._chain: Any = None
+        hp_issue = hp_issue or os.environ.get("HBTUI_HP_ISSUE") or "auto"
+        if hp_issue not in ("auto", "native", "python"):
+            raise BackendError(f"hp_issue must be auto, native or python, got {hp_issue!r}")
         cu = _cu()
         self._cu = cu
         self._OK = cu.CUresult.CUDA_SUCCESS
@@ -302,6 +318,47 @@ class CudaBackend(Backend):
         self._latency_ns = 5_000
         self._calibrate(calibration_samples)
         self._first_off = self._off
+        self.hp_issue_note = ""
+        if hp_issue != "python":
+            try:
+                self._start_chain()
+            except Exception as e:  # noqa: BLE001 - HpChainError, OSError from ctypes
+                if hp_issue == "native":
+                    self.close()
+                    raise BackendError(f"native HP issue unavailable: {e}") from e
+                self.hp_issue_note = f"native HP issue unavailable, issuing from Python: {e}"
+        self.hp_chain = self._chain is not None
+        self.hp_issue = "native" if self.hp_chain else "python"
+
+    def _start_chain(self) -> None:
+        from engine.backends import hpchain
+
+        cu = self._cu
+        lib = ctypes.CDLL("libcuda.so.1")  # the driver cuda.bindings loaded: same handle
+
+        def fn(name: str) -> int:
+            return int(ctypes.cast(getattr(lib, name), ctypes.c_void_p).value or 0)
+
+        flags_h = cu.CU_MEMHOSTALLOC_DEVICEMAP | cu.CU_MEMHOSTALLOC_PORTABLE
+        nbytes = 16 * _CHAIN_SLOTS
+        self._chain_ts_host = int(self._check(cu.cuMemHostAlloc(nbytes, flags_h), "cuMemHostAlloc"))
+        ctypes.memset(self._chain_ts_host, 0, nbytes)
+        ts_dev = int(
+            self._check(
+                cu.cuMemHostGetDevicePointer(self._chain_ts_host, 0), "cuMemHostGetDevicePointer"
+            )
+        )
+        cnt_dev = self._malloc(4 * _CHAIN_SLOTS)
+        self._check(cu.cuMemsetD32(cnt_dev, 0, _CHAIN_SLOTS), "cuMemsetD32")
+        self.synchronize()
+        self._chain_args: dict[str, _Prepared] = {}  # the chain's own argument arrays
+        self._chain_launches: dict[int, Launch] = {}
+        self._chain_backlog: collections.deque = collections.deque()
+        self._chain_progress = time.perf_counter_ns()
+        self._chain = hpchain.Chain(
+            fn("cuLaunchKernel"), fn("cuStreamQuery"), self._chain_ts_host, ts_dev, cnt_dev,
+            _CHAIN_SLOTS, setctx=fn("cuCtxSetCurrent"), ctx=int(self._ctx),
+        )  # fmt: skip
 
     # ------------------------------------------------------------------ helpers
     def _check(self, res, op: str):
@@ -552,6 +609,80 @@ class CudaBackend(Backend):
         self._queues[launch.stream].append((launch, ev, slot))
         self._inflight += 1
 
+    def can_chain(self, kernel: KernelSpec) -> bool:
+        p = self._prepared.get(kernel.name)
+        return self._chain is not None and p is not None and not p.user
+
+    def submit_chain(self, launches, gaps_ns, not_before_ns: int) -> None:  # noqa: ANN001
+        from engine.backends.hpchain import Step
+
+        if self._chain is None:
+            raise BackendError("submit_chain: native HP issue is not running")
+        steps = []
+        for i, (la, gap) in enumerate(zip(launches, gaps_ns, strict=True)):
+            name = la.kernel.name
+            p = self._chain_args.get(name)
+            if p is None:
+                q = self._prepared.get(name)
+                if q is None or q.user:
+                    raise BackendError(f"kernel {name!r} cannot be chained")
+                p = _Prepared(q.spec, q.layout, q.func, q.bufs, q.blocks_per_sm, q.smem)
+                self._chain_args[name] = p
+            stream = self._streams.get(la.stream)
+            if stream is None:
+                stream = self._lp_stream(la.stream)
+            b = p.block
+            steps.append(
+                Step(
+                    id=la.id,
+                    func=int(p.func),
+                    stream=int(stream),
+                    params=p.params_addr,
+                    ts_cell=ctypes.addressof(p.ts),
+                    cnt_cell=ctypes.addressof(p.cnt),
+                    gap_ns=int(gap),
+                    not_before=not_before_ns if i == 0 else -1,
+                    grid=p.total,
+                    bx=b[0],
+                    by=b[1],
+                    bz=b[2],
+                    smem=p.smem,
+                )  # fmt: skip
+            )
+            self._chain_launches[la.id] = la
+        self._inflight += len(steps)
+        if self._chain_backlog or self._chain.pending + len(steps) > _CHAIN_MAX_PENDING:
+            self._chain_backlog.append(steps)
+        else:
+            self._chain.push(steps)
+
+    def _chain_poll(self, now: int) -> list[Launch]:
+        ch = self._chain
+        out = []
+        for d in ch.poll():
+            la = self._chain_launches.pop(d.id, None)
+            if d.err:
+                what = f"launch {d.id} ({la.kernel.name})" if la is not None else "start-up"
+                raise BackendError(
+                    f"native HP issue: {what} failed: {_err_name(self._cu, d.err)} "
+                    "(the CUDA context is unusable)"
+                )
+            assert la is not None
+            la.issue_ns = d.issue_ns
+            la.seen_ns = d.seen_ns
+            out.append(self._times(la, d.g0, d.g1, d.seen_ns))
+        if out:
+            self._chain_progress = now
+            while self._chain_backlog and (
+                ch.pending + len(self._chain_backlog[0]) <= _CHAIN_MAX_PENDING
+            ):
+                ch.push(self._chain_backlog.popleft())
+        elif ch.pending and now - self._chain_progress > _STALL_S * 1e9:
+            raise BackendError(
+                f"native HP issue: no HP kernel completed for {_STALL_S:.0f} s: hung kernel?"
+            )
+        return out
+
     def _submit_user(self, launch: Launch, p: _UserPrepared, stream, issue: int) -> None:
         cu = self._cu
         s0, s1 = launch.start_block, launch.end_block
@@ -603,8 +734,12 @@ class CudaBackend(Backend):
         OK, NR = self._OK, self._NOT_READY
         clock = time.perf_counter_ns
         ts = self._ts
+        chain = self._chain
         while True:
             done: list[tuple[Launch, Any, int]] = []
+            chained: list[Launch] = []
+            if chain is not None and chain.pending:
+                chained = self._chain_poll(clock())
             if self._inflight:
                 for q in self._qlist:
                     while q:
@@ -627,9 +762,9 @@ class CudaBackend(Backend):
                         else:
                             self._fail("cuEventQuery", r)
             now = clock()
-            if done:
-                self._inflight -= len(done)
-                out = [self._finish(it, now) for it in done]
+            if done or chained:
+                self._inflight -= len(done) + len(chained)
+                out = [self._finish(it, now) for it in done] + chained
                 if len(out) > 1:
                     out.sort(key=lambda la: la.end_ns)
                 return out
@@ -656,6 +791,8 @@ class CudaBackend(Backend):
             return
         self._closed = True
         cu = self._cu
+        if self._chain is not None:  # stop the native thread before the context goes
+            self._chain.close()
         try:
             cu.cuCtxSynchronize()
         except Exception:  # noqa: BLE001 - closing after a sticky error: free what we can
@@ -675,6 +812,8 @@ class CudaBackend(Backend):
             cu.cuMemFree(ptr)
         if getattr(self, "_ts_host", None):
             cu.cuMemFreeHost(self._ts_host)
+        if getattr(self, "_chain_ts_host", None):
+            cu.cuMemFreeHost(self._chain_ts_host)
         for m in self._modules:
             cu.cuModuleUnload(m)
         if self._nvml is not None:
@@ -693,7 +832,10 @@ class CudaBackend(Backend):
         if slot < 0:
             return self._finish_user(launch, ev, item[3], seen_ns)
         self._events.append(ev)
-        g0, g1 = self._ts[2 * slot], self._ts[2 * slot + 1]
+        return self._times(launch, self._ts[2 * slot], self._ts[2 * slot + 1], seen_ns)
+
+    def _times(self, launch: Launch, g0: int, g1: int, seen_ns: int) -> Launch:
+        """GPU stamps → host times, tracking the clock offset (module docstring)."""
         issue = launch.issue_ns
         off = self._off + (seen_ns - self._off_t) // _RELAX_DIV
         if g1 and seen_ns - g1 < off:  # it ended before we saw it done

@@ -10,6 +10,9 @@ What it models, and why that is enough for scheduling decisions:
   enqueued; each enqueue costs the host ``launch_cost_us``.
 - Interference: a block that starts while blocks of the other class (hp vs lp) are
   resident runs ``1 + interference`` times longer (memory/cache contention).
+- HP chain (``hp_chain``): models the cuda backend's native HP issue thread. A chained
+  launch is issued its host gap after the previous one ended (seen at once), costs the
+  scheduling thread nothing, and is visible ``launch_latency_us`` after issue.
 
 Blocks are simulated as *trains*: a group of ``width`` blocks of one launch running in
 back-to-back waves. A train costs two events however many waves it runs; when a
@@ -37,6 +40,7 @@ class SimParams:
     launch_latency_us: float = 6.0
     launch_cost_us: float = 10.5
     interference: float = 0.3
+    hp_chain: bool = False
     name: str = "simulated H100"
 
 
@@ -70,7 +74,7 @@ class _Train:
         return self.t0 + self.waves * self.wave_ns
 
 
-_VISIBLE, _TRAIN_END = 0, 1
+_VISIBLE, _TRAIN_END, _CHAIN = 0, 1, 2
 
 
 class SimBackend(Backend):
@@ -93,6 +97,12 @@ class SimBackend(Backend):
         self._completed: list[Launch] = []
         self._realtime = realtime
         self._wall0 = time.monotonic_ns()
+        self.hp_chain = self.params.hp_chain
+        self.hp_issue = "native (simulated)" if self.hp_chain else "python"
+        self._chain: deque[tuple[Launch, int, int]] = deque()  # (launch, gap, not_before)
+        self._chain_busy = False  # a chained launch is waiting out its gap or running
+        self._chain_cur: Launch | None = None  # the chained launch on the GPU
+        self._chain_seen = 0  # when the last chained launch ended
 
     # -- Backend interface -------------------------------------------------------
     @property
@@ -115,14 +125,18 @@ class SimBackend(Backend):
         return self._latency_ns
 
     def submit(self, launch: Launch) -> None:
-        launch.issue_ns = self._now
-        run = _Run(launch, UNITS_PER_SM // launch.kernel.blocks_per_sm)
-        self._streams.setdefault(launch.stream, deque()).append(run)
-        if launch.stream not in self._stream_order:
-            self._stream_order.append(launch.stream)
-            self._stream_order.sort()
-        self._push(self._now + self._latency_ns, _VISIBLE, run, 0)
+        self._enqueue(launch, self._now)
         self._now += self._cost_ns  # the host is busy issuing
+
+    def can_chain(self, kernel: KernelSpec) -> bool:
+        return self.hp_chain
+
+    def submit_chain(self, launches, gaps_ns, not_before_ns: int) -> None:  # noqa: ANN001
+        if not self.hp_chain:
+            raise NotImplementedError("this simulated GPU has hp_chain = false")
+        for i, (la, gap) in enumerate(zip(launches, gaps_ns, strict=True)):
+            self._chain.append((la, int(gap), not_before_ns if i == 0 else -1))
+        self._chain_next()
 
     def wait(self, until_ns: int) -> list[Launch]:
         heap = self._heap
@@ -133,6 +147,10 @@ class SimBackend(Backend):
             if kind == _VISIBLE:
                 obj.visible = True  # type: ignore[attr-defined]
                 self._dispatch(t)
+            elif kind == _CHAIN:
+                self._chain.popleft()
+                self._chain_cur = obj  # type: ignore[assignment]
+                self._enqueue(obj, t)  # type: ignore[arg-type]
             elif obj.version == version:  # type: ignore[attr-defined]
                 self._train_end(obj, t)  # type: ignore[arg-type]
             if self._completed and (not heap or heap[0][0] > t):
@@ -145,6 +163,24 @@ class SimBackend(Backend):
         return done
 
     # -- internals -----------------------------------------------------------------
+    def _enqueue(self, launch: Launch, t: int) -> None:
+        launch.issue_ns = t
+        run = _Run(launch, UNITS_PER_SM // launch.kernel.blocks_per_sm)
+        self._streams.setdefault(launch.stream, deque()).append(run)
+        if launch.stream not in self._stream_order:
+            self._stream_order.append(launch.stream)
+            self._stream_order.sort()
+        self._push(t + self._latency_ns, _VISIBLE, run, 0)
+
+    def _chain_next(self) -> None:
+        """Schedule the next chained launch's issue (its gap after the previous end)."""
+        if self._chain_busy or not self._chain:
+            return
+        la, gap, not_before = self._chain[0]
+        ref = max(self._chain_seen, not_before)
+        self._chain_busy = True
+        self._push(max(ref + gap, self._now), _CHAIN, la, 0)
+
     def _push(self, t: int, kind: int, obj: object, version: int) -> None:
         self._seq += 1
         heapq.heappush(self._heap, (t, self._seq, kind, obj, version))
@@ -234,4 +270,10 @@ class SimBackend(Backend):
             launch.end_ns = t
             self._streams[launch.stream].popleft()  # in-order: the finished launch is the head
             self._completed.append(launch)
+            if launch is self._chain_cur:
+                self._chain_cur = None
+                launch.seen_ns = t
+                self._chain_seen = t
+                self._chain_busy = False
+                self._chain_next()
         self._dispatch(t)

@@ -1,0 +1,158 @@
+"""GPU tests of native HP issue (the cuda backend's HP chain, native/hpchain.c)."""
+
+from __future__ import annotations
+
+import itertools
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from engine.backends.cuda import cuda_available
+from engine.backends.native import builtin_launch_shape
+from engine.model import KernelSpec, Launch
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not cuda_available(), reason="no usable CUDA GPU"),
+]
+
+_ids = itertools.count(1)
+
+
+def spec(name: str, builtin: str, **params) -> KernelSpec:
+    grid, block = builtin_launch_shape(builtin, params)
+    return KernelSpec(name=name, grid=grid, block=block, builtin=builtin, params=params)
+
+
+@pytest.fixture(scope="module")
+def be():
+    from engine.backends.cuda import CudaBackend
+
+    b = CudaBackend(device=0, hp_issue="native")
+    yield b
+    b.close()
+
+
+def drain(be, n: int, timeout_s: float = 20.0) -> list[Launch]:
+    done: list[Launch] = []
+    deadline = be.now_ns() + int(timeout_s * 1e9)
+    while len(done) < n:
+        done += be.wait(min(deadline, be.now_ns() + 10_000_000))
+        assert be.now_ns() < deadline, f"{len(done)} of {n} launches completed"
+    return done
+
+
+def hp(k: KernelSpec, stream: int = 0) -> Launch:
+    return Launch(next(_ids), "hp", "hp", k, 0, k.total_blocks, stream)
+
+
+def test_chain_issues_a_request_with_its_gaps(be):
+    assert be.hp_chain and be.hp_issue == "native", be.hp_issue_note
+    ks = [
+        spec("c-norm", "reduce", rows=64, cols=4096),
+        spec("c-gemm", "gemm", m=64, n=4096, k=2048),
+        spec("c-spin", "spin", us=20, blocks=132, threads=128),
+    ]
+    for k in ks:
+        be.prepare(k)
+        assert be.can_chain(k)
+    gaps = [30_000, 150_000, 0]
+    for _ in range(3):  # warm, then check every round
+        launches = [hp(k) for k in ks]
+        t0 = be.now_ns()
+        be.submit_chain(launches, gaps, t0)
+        done = drain(be, 3)
+        assert [la.id for la in done] == [la.id for la in launches]
+        assert done[0].issue_ns >= t0 + gaps[0]
+        for prev, cur, gap in zip(done, done[1:], gaps[1:], strict=False):
+            assert cur.issue_ns >= prev.seen_ns + gap
+            assert cur.start_ns >= prev.end_ns
+        for la in done:
+            assert la.issue_ns <= la.start_ns <= la.end_ns <= la.seen_ns
+        spin = done[2]
+        assert 18_000 <= spin.end_ns - spin.start_ns <= 200_000
+    assert be.clock_info()["no_stamp"] == 0
+
+
+def test_chain_output_is_bit_identical_to_python_issue(be):
+    k = spec("c-gelu", "gelu", n=1024 * 257)
+    be.prepare(k)
+    out = next(n for n, (_, _, o) in be.buffers(k.name).items() if o)
+    be.refill(k.name, 11)
+    be.submit(Launch(next(_ids), "lp", "lp", k, 0, k.total_blocks, 1))
+    drain(be, 1)
+    ref = be.read_buffer(k.name, out)
+    be.poison_outputs(k.name)
+    be.submit_chain([hp(k)], [0], be.now_ns())
+    drain(be, 1)
+    assert be.read_buffer(k.name, out) == ref
+
+
+def test_chained_hp_overtakes_queued_lp(be):
+    lp = spec("c-lp", "spin", us=50, blocks=1 << 15, threads=128)
+    wave = be.sms * be.prepare(lp)
+    k = spec("c-hp", "spin", us=5, blocks=1, threads=32)
+    be.prepare(k)
+    for i in range(8):
+        be.submit(Launch(next(_ids), "lp", "lp", lp, i * wave, (i + 1) * wave, 1))
+    h = hp(k)
+    be.submit_chain([h], [0], be.now_ns())
+    done = drain(be, 9)
+    lp_ends = sorted(la.end_ns for la in done if la.cls == "lp")
+    assert h.end_ns < lp_ends[-1]  # it did not wait for the whole LP queue
+
+
+def test_scheduler_runs_the_default_profile_through_the_chain():
+    from dataclasses import replace
+
+    from engine.backends.cuda import CudaBackend
+    from engine.profile import load, shipped_dir
+    from engine.scheduler import Scheduler
+
+    prof = load(shipped_dir() / "default.toml")
+    b = CudaBackend(device=0, hp_issue="native")
+    try:
+        s = Scheduler(prof.kernels, [replace(t) for t in prof.tasks], b, "hummingbird", seed=1)
+        assert s._hp["llm"].chain
+        s.run_until(b.now_ns() + 1_000_000_000)
+        m = s.metrics.tasks
+        assert m["llm"].requests > 200 and m["train"].blocks > 0
+    finally:
+        b.close()
+
+
+def test_illegal_address_in_a_chained_kernel_is_a_backend_error():
+    # own process: a sticky error ruins the context of the process that hits it
+    code = textwrap.dedent(
+        """
+        import sys
+        from engine.backends.base import BackendError
+        from engine.backends.cuda import CudaBackend
+        from engine.backends.native import builtin_launch_shape
+        from engine.model import KernelSpec, Launch
+        be = CudaBackend(hp_issue="native")
+        g, b = builtin_launch_shape("gelu", {"n": 1 << 20})
+        k = KernelSpec("bad", grid=g, block=b, builtin="gelu", params={"n": 1 << 20})
+        be.prepare(k)
+        p = be._prepared["bad"]
+        name = next(iter(p.bufs))
+        p.bufs[name] = (0x10, p.bufs[name][1])  # → unmapped address in the chain's copy
+        be.submit_chain([Launch(1, "t", "hp", k, 0, g[0], 0)], [0], be.now_ns())
+        try:
+            while not be.wait(be.now_ns() + 10_000_000):
+                pass
+        except BackendError as e:
+            print("BACKEND_ERROR", e)
+            sys.exit(0)
+        print("NO ERROR")
+        sys.exit(1)
+        """
+    )
+    t = time.monotonic()
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "BACKEND_ERROR" in r.stdout and "CUDA_ERROR_" in r.stdout, r.stdout
+    assert time.monotonic() - t < 60

@@ -1,0 +1,121 @@
+"""The scheduler with a backend that issues HP requests itself (the HP chain), on the
+simulated GPU's model of the cuda backend's native HP thread (SimParams.hp_chain)."""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import replace
+
+import pytest
+from sim_recorder import Recorder
+
+from engine.model import HP, LP, Launch
+from engine.profile import ProfileError, load, shipped_dir
+from engine.scheduler import Scheduler
+from engine.workload import request_gaps
+
+PROFILE = load(shipped_dir() / "default.toml")
+SIM = replace(PROFILE.sim, hp_chain=True)
+MS = 1_000_000
+
+
+class ChainRecorder(Recorder):
+    """Also records chained HP launches as the sim issues them."""
+
+    def __init__(self, *a, **kw) -> None:  # noqa: ANN002, ANN003
+        super().__init__(*a, **kw)
+        self.chained: list[Launch] = []
+        self.done: list[Launch] = []
+
+    def submit_chain(self, launches, gaps_ns, not_before_ns: int) -> None:  # noqa: ANN001
+        self.chained += launches
+        super().submit_chain(launches, gaps_ns, not_before_ns)
+
+    def wait(self, until_ns: int) -> list[Launch]:
+        out = super().wait(until_ns)
+        self.done += out
+        return out
+
+
+def run(policy: str, check=lambda s, x: None, ms: int = 300, sim=SIM):  # noqa: ANN001, ANN202
+    be = ChainRecorder(sim, check)
+    tasks = [replace(t) for t in PROFILE.tasks]
+    s = Scheduler(PROFILE.kernels, tasks, be, policy, seed=3, baseline_p99_ms={"llm": 5.0})
+    be.sched = s
+    s.run_until(ms * MS)
+    return s, be
+
+
+def test_chained_hp_kernels_follow_the_workload_gaps_exactly() -> None:
+    s, be = run("exclusive")
+    assert s._hp["llm"].chain
+    assert not [x for x in be.launches if x.cls == HP]  # nothing through submit()
+    done = [x for x in be.done if x.cls == HP]
+    assert len(done) > 8 * 100
+    by_req: dict[int, list[Launch]] = {}
+    for x in done:
+        by_req.setdefault(x.request, []).append(x)
+    task = s.tasks["llm"]
+    for rid, ls in list(by_req.items())[1:50]:
+        gaps = request_gaps(task, 3, rid)  # one HP task: request id = its arrival count
+        for prev, cur, gap in zip(ls, ls[1:], gaps[1:], strict=False):
+            assert cur.issue_ns == prev.seen_ns + gap  # no scheduling-thread delay at all
+            assert prev.seen_ns == prev.end_ns
+    assert s.hp_kernels_active == 0 or s.hp_requests_in_flight > 0
+    m = s.metrics.tasks["llm"]
+    assert m.requests > 100
+
+
+def test_chain_is_faster_than_python_issue_in_the_sim() -> None:
+    """The sim charges the scheduling thread launch_cost_us per submit; the chain does
+    not, so exclusive request latency drops by about that per kernel."""
+    s_py, _ = run("exclusive", sim=PROFILE.sim)
+    s_ch, _ = run("exclusive")
+    py = s_py.metrics.tasks["llm"].latency.percentile(50)
+    ch = s_ch.metrics.tasks["llm"].latency.percentile(50)
+    assert ch < py
+
+
+def test_hummingbird_issues_no_lp_while_a_chained_hp_kernel_is_due_or_running() -> None:
+    s, be = run("hummingbird")
+    lp = [x for x in be.launches if x.cls == LP]
+    hp = [x for x in be.done if x.cls == HP]
+    assert len(lp) > 1000 and len(hp) > 800
+    # no LP slice issued while an HP kernel was on the GPU (issue .. seen)
+    spans = sorted((x.issue_ns, x.seen_ns) for x in hp)
+    starts = [a for a, _ in spans]
+    for x in lp:
+        i = bisect.bisect_right(starts, x.issue_ns) - 1
+        if i >= 0:
+            a, b = spans[i]
+            assert not (a <= x.issue_ns < b), f"LP {x.id} issued at {x.issue_ns} in HP [{a},{b})"
+    assert s.metrics.tasks["train"].blocks > 0
+
+
+def test_hp_active_count_returns_to_zero_and_no_launch_is_lost() -> None:
+    s, be = run("hummingbird", ms=200)
+    s.set_paused("llm", True)
+    s.run_until(400 * MS)  # drain every handed-over request
+    assert s.hp_requests_in_flight == 0
+    assert s.hp_kernels_active == 0
+    assert not s._chained and not s._hp_active
+    assert {x.id for x in be.chained} == {x.id for x in be.done if x.cls == HP}
+
+
+def test_removing_a_task_with_chained_launches_pending() -> None:
+    s, be = run("hummingbird", ms=50)
+    assert s._chained  # requests handed over, not all done
+    s.remove_task("llm")
+    s.run_until(150 * MS)  # its launches complete as orphans
+    assert not s._chained and s.hp_kernels_active == 0
+    assert s.metrics.tasks["train"].blocks > 0
+
+
+def test_profile_hp_chain_key(tmp_path) -> None:  # noqa: ANN001
+    base = (shipped_dir() / "default.toml").read_text()
+    good, bad = tmp_path / "good.toml", tmp_path / "bad.toml"
+    good.write_text(base.replace("interference = 0.3", "interference = 0.3\nhp_chain = true"))
+    assert load(good).sim.hp_chain is True
+    bad.write_text(base.replace("interference = 0.3", "interference = 0.3\nhp_chain = 1"))
+    with pytest.raises(ProfileError, match=r"engine\.sim\.hp_chain"):
+        load(bad)
