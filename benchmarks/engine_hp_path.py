@@ -6,13 +6,21 @@ wait() returning it (detection), launch call -> first block (issue->start), and 
 HP kernel's run time, split by whether an LP launch was on the GPU at the same time
 (co-run) — the interference the simulator models as a flat factor.
 
+With native HP issue (the default where it builds) the HP launches come back through
+``submit_chain``; they are recorded too, and "detection" is then the native thread's.
+It also prints how often an LP launch overlapped an HP kernel and by how much, and (with
+``--json``) writes every figure.
+
     PYTHONPATH=. python3 benchmarks/engine_hp_path.py PROFILE [--policy P] [--seconds S]
+        [--hp-issue auto|native|python] [--json OUT]
 """
 
 from __future__ import annotations
 
 import argparse
 import bisect
+import json
+import os
 import statistics
 import time
 from dataclasses import replace
@@ -32,15 +40,24 @@ def main() -> None:
     ap.add_argument("profile")
     ap.add_argument("--policy", default="exclusive")
     ap.add_argument("--seconds", type=float, default=2.0)
+    ap.add_argument("--hp-issue", choices=("auto", "native", "python"), default=None)
+    ap.add_argument("--json", default=None)
+    ap.add_argument("--backend", default="cuda", choices=("cuda", "sim"))
     a = ap.parse_args()
+    if a.hp_issue:
+        os.environ["HBTUI_HP_ISSUE"] = a.hp_issue
     prof = load(resolve(a.profile))
-    be = make_backend("cuda", prof.sim, prof.device)
+    be = make_backend(a.backend, prof.sim, prof.device)
     launches, seen = [], {}
-    submit, wait = be.submit, be.wait
+    submit, wait, chain = be.submit, be.wait, be.submit_chain
 
     def rec_submit(x):  # noqa: ANN001, ANN202
         submit(x)
         launches.append(x)
+
+    def rec_chain(xs, gaps, t):  # noqa: ANN001, ANN202
+        chain(xs, gaps, t)
+        launches.extend(xs)
 
     def rec_wait(u: int):  # noqa: ANN202
         r = wait(u)
@@ -49,11 +66,50 @@ def main() -> None:
             seen[x.id] = t
         return r
 
-    be.submit, be.wait = rec_submit, rec_wait
+    be.submit, be.wait, be.submit_chain = rec_submit, rec_wait, rec_chain
     tasks = [replace(t) for t in prof.tasks if a.policy != "exclusive" or t.cls == HP]
     s = Scheduler(prof.kernels, tasks, be, a.policy, prof.seed, {})
-    s.run_until(be.now_ns() + int(a.seconds * 1e9))
+    # every decision: (time, outcome, predicted bubble left, slack bound) — the wrapper's own
+    # cost (~2 µs) shifts timing slightly; this is a diagnostic
+    decisions: list[tuple[int, str, int, int]] = []
+    why = getattr(s.policy, "why", None)
+    if why is not None:
+        decide = s.policy.decide
+
+        def rec_decide(sched, now):  # noqa: ANN001, ANN202
+            before = dict(why)
+            left, slack = sched.predicted_bubble_left(now), sched.slack_bound(now)
+            r = decide(sched, now)
+            k = next((k for k in why if why[k] != before[k]), "none")
+            decisions.append((now, k, left, slack))
+            return r
+
+        s.policy.decide = rec_decide
+    end = be.now_ns() + int(a.seconds * 1e9)
+    clocks = []
+    while be.now_ns() < end:  # NVML between 100-ms chunks: do the clocks move with load?
+        s.run_until(min(end, be.now_ns() + 100_000_000))
+        g = be.gpu_sample()
+        if g:
+            clocks.append(g)
     done = [x for x in launches if x.end_ns > 0]
+    out: dict = {"policy": a.policy, "device": be.device, "hp_issue": be.hp_issue}
+    if clocks:
+        out["nvml_median"] = {
+            k: med([c[k] for c in clocks if isinstance(c.get(k), int | float)])
+            for k in clocks[0]
+            if isinstance(clocks[0][k], int | float)
+        }
+        print("NVML medians:", out["nvml_median"])
+    out.update(
+        launch_latency_us=s.launch_latency_ns / 1e3,
+        slice_margin_us=s.slice_margin_ns / 1e3,
+        decisions=why,
+    )
+    print(
+        f"learned launch latency {s.launch_latency_ns / 1e3:.1f} µs, slice margin "
+        f"{s.slice_margin_ns / 1e3:.1f} µs, decisions {why}"
+    )
     hp = [x for x in done if x.cls == HP]
     lp = sorted((x.start_ns, x.end_ns) for x in done if x.cls == LP)
     lp_starts = [x[0] for x in lp]
@@ -62,25 +118,43 @@ def main() -> None:
         if y.request == x.request:
             turn.append((y.issue_ns - x.end_ns) / 1e3)
     for x in hp:
-        detect.append((seen[x.id] - x.end_ns) / 1e3)
+        t_seen = x.seen_ns if x.seen_ns >= 0 else seen[x.id]
+        detect.append((t_seen - x.end_ns) / 1e3)
     alone: dict[str, list[float]] = {}
     corun: dict[str, list[float]] = {}
+    overlaps = []  # µs of LP overlapping each co-run HP kernel
     for x in hp:
         i = bisect.bisect_left(lp_starts, x.end_ns)
-        overlap = any(s0 < x.end_ns and e0 > x.start_ns for s0, e0 in lp[max(0, i - 4) : i])
-        (corun if overlap else alone).setdefault(x.kernel.name, []).append(
-            (x.end_ns - x.start_ns) / 1e3
+        ov = sum(
+            max(0, min(e0, x.end_ns) - max(s0, x.start_ns)) for s0, e0 in lp[max(0, i - 4) : i]
         )
+        if ov:
+            overlaps.append(ov / 1e3)
+        (corun if ov else alone).setdefault(x.kernel.name, []).append((x.end_ns - x.start_ns) / 1e3)
+    issue_start = [(x.start_ns - x.issue_ns) / 1e3 for x in hp]
     print(f"policy {a.policy}: {len(hp)} HP kernels, {len(lp)} LP launches on {be.device}")
     print(
         f"median µs: turnaround {med(turn)}, detection {med(detect)}, "
-        f"issue->start {med([(x.start_ns - x.issue_ns) / 1e3 for x in hp])}"
+        f"issue->start {med(issue_start)} (HP issued by {be.hp_issue})"
     )
+    print(
+        f"HP kernels overlapped by LP: {len(overlaps)} of {len(hp)}, "
+        f"overlap median {med(overlaps)} µs"
+    )
+    out.update(
+        hp_kernels=len(hp), lp_launches=len(lp), turnaround_us=med(turn),
+        detection_us=med(detect), issue_start_us=med(issue_start),
+        overlapped=len(overlaps), overlap_us=med(overlaps), kernels={},
+    )  # fmt: skip
     for k in dict.fromkeys(x.kernel.name for x in hp):
         print(
             f"  {k:<8} run alone {med(alone.get(k, []))} µs (n={len(alone.get(k, []))}), "
             f"co-run with LP {med(corun.get(k, []))} µs (n={len(corun.get(k, []))})"
         )
+        out["kernels"][k] = {
+            "alone_us": med(alone.get(k, [])), "alone_n": len(alone.get(k, [])),
+            "corun_us": med(corun.get(k, [])), "corun_n": len(corun.get(k, [])),
+        }  # fmt: skip
     if lp:
         # Harvest inside intra-request host gaps: LP busy time within [end of an HP kernel,
         # start of the next kernel of the same request], and how well slices were predicted.
@@ -94,10 +168,59 @@ def main() -> None:
             for s0, e0 in lp[max(0, i - 8) : i]:
                 busy += max(0, min(e0, g1) - max(s0, g0))
         print(f"intra-request gaps: LP busy {busy / max(1, gap_tot):.3f} of {gap_tot / 1e9:.3f} s")
+        # reaction: HP end -> first LP issue in that gap, and that slice's issue -> start
+        lp_by_issue = sorted((x.issue_ns, x.start_ns) for x in done if x.cls == LP)
+        issues = [t for t, _ in lp_by_issue]
+        react, first_lat = [], []
+        for x, y in zip(hp, hp[1:], strict=False):
+            if y.request != x.request:
+                continue
+            i = bisect.bisect_left(issues, x.end_ns)
+            if i < len(issues) and issues[i] < y.start_ns:
+                react.append((issues[i] - x.end_ns) / 1e3)
+                first_lat.append((lp_by_issue[i][1] - issues[i]) / 1e3)
+        lp_lat = [(x.start_ns - x.issue_ns) / 1e3 for x in done if x.cls == LP]
+        print(
+            f"gaps with LP: {len(react)}; HP end -> first LP issue median {med(react)} µs, "
+            f"its issue -> start {med(first_lat)} µs; all LP issue -> start {med(lp_lat)} µs"
+        )
+        # the decisions inside each intra-request gap: how soon after the HP end, and what
+        dec_t = [d[0] for d in decisions]
+        first_delay, first_kind, n_in_gap, lefts, slacks = [], {}, [], [], []
+        for x, y in zip(hp, hp[1:], strict=False):
+            if y.request != x.request:
+                continue
+            i = bisect.bisect_left(dec_t, x.end_ns)
+            j = bisect.bisect_left(dec_t, y.issue_ns)
+            n_in_gap.append(j - i)
+            if i < j:
+                t, k, left, slack = decisions[i]
+                first_delay.append((t - x.end_ns) / 1e3)
+                first_kind[k] = first_kind.get(k, 0) + 1
+                lefts.append(left / 1e3)
+                slacks.append(min(slack, 10**9) / 1e3)
+        print(
+            f"decisions per gap median {med(n_in_gap)}; first one {med(first_delay)} µs after "
+            f"the HP end, outcome {first_kind}; predicted bubble left then {med(lefts)} µs, "
+            f"slack bound {med(slacks)} µs"
+        )
+        out.update(
+            decisions_per_gap=med(n_in_gap), first_decision_us=med(first_delay),
+            first_outcome=first_kind, first_left_us=med(lefts), first_slack_us=med(slacks),
+        )  # fmt: skip
+        out.update(
+            gaps_with_lp=len(react), react_us=med(react), first_issue_start_us=med(first_lat),
+            lp_issue_start_us=med(lp_lat),
+        )  # fmt: skip
         errs = [(x.end_ns - x.predicted_ns) / 1e3 for x in done if x.cls == LP]
         print(f"LP slice end minus predicted end, median {med(errs)} µs (n={len(errs)})")
-        print("wave model:", {k: round(v["wave_us"], 1) for k, v in s.waves.snapshot().items()})
+        waves = {k: round(v["wave_us"], 1) for k, v in s.waves.snapshot().items()}
+        print("wave model:", waves)
+        out.update(gap_busy=busy / max(1, gap_tot), slice_late_us=med(errs), waves=waves)
     be.close()
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(out, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -113,6 +113,7 @@ class Launch:
     request: int = -1  # hp: request id
     predicted_ns: int = 0  # lp: predicted duration, for pre-issue
     seen_ns: int = -1  # chained hp (issued by the backend): when its issuer saw it end
+    after: Launch | None = None  # lp: starts only once this (chained hp) launch has ended
 
     @property
     def blocks(self) -> int:

@@ -156,6 +156,11 @@ class Scheduler:
         self.hp_requests_in_flight = 0  # HP requests arrived and not completed
         self.bubble_start_ns = 0
         self._hp_lead = 0.0  # learned timer → HP launch call overhead (ns)
+        # How late LP slices end against their prediction (EMA and mean deviation, ns):
+        # hummingbird ends its slices this much before the next HP kernel is due.
+        self._late = [0.0]
+        self._late_dev = [0.0]
+        self.slice_margin_ns = 0
         self.decisions = 0
         for k in self.kernels.values():
             self.waves.add(k, backend.prepare(k))
@@ -199,8 +204,9 @@ class Scheduler:
                 left = min(left, end - at_ns)
         return int(left) if left != math.inf else 1 << 62
 
-    def slack_bound(self, now: int) -> int:
-        """Longest LP slice the HP SLOs can absorb now.
+    def slack_bound(self, now: int, reserve: float = 0.0) -> int:
+        """Longest LP slice the HP SLOs can absorb now (``reserve``: the fraction of each
+        SLO that LP may never use).
 
         Each remaining HP kernel of a request can wait behind at most one slice, so a
         request's slack (SLO − elapsed − predicted remaining service) is shared among
@@ -213,6 +219,7 @@ class Scheduler:
             slo = self.slo_ns(task)
             if slo is None or (task.paused and not st.queue):
                 continue
+            slo = slo * (1.0 - reserve)
             if not st.queue:
                 bound = min(bound, int(slo - st.service_ns()))
                 continue
@@ -227,8 +234,21 @@ class Scheduler:
         return bound
 
     # -- actions -------------------------------------------------------------------
-    def issue_lp(self, task: Task, blocks: int, start_ns: int | None = None) -> Launch:
-        """Issue blocks [cursor, cursor+blocks) of the task's current LP kernel."""
+    def active_chained_hp(self) -> tuple[Task, _HpState, Launch] | None:
+        """The one HP kernel active now, when it is chained and already issued by the
+        backend (so LP may be queued behind it with ``issue_lp(after=…)``)."""
+        if self.hp_kernels_active != 1 or len(self._hp_active) != 1:
+            return None
+        la = self._chained.get(next(iter(self._hp_active)))
+        if la is None or la.task not in self._hp or not self.backend.chain_issued(la):
+            return None  # done, its task removed, or not launched yet
+        return self.tasks[la.task], self._hp[la.task], la
+
+    def issue_lp(
+        self, task: Task, blocks: int, start_ns: int | None = None, after: Launch | None = None
+    ) -> Launch:
+        """Issue blocks [cursor, cursor+blocks) of the task's current LP kernel; with
+        ``after`` (a chained HP launch) it starts on the GPU only when that one ends."""
         st = self._lp[task.name]
         kernel = self.lp_kernel(task)
         first = st.next_block
@@ -242,7 +262,8 @@ class Scheduler:
         st.inflight += 1
         begin = start_ns if start_ns is not None else self.backend.now_ns()
         launch.predicted_ns = begin + self.waves.predict_ns(kernel, blocks)
-        if not self.lp_inflight:
+        launch.after = after
+        if not self.lp_inflight and after is None:
             self._cold.add(launch.id)  # nothing ahead of it: its start measures issue → start
         self.backend.submit(launch)
         self.inflight[launch.id] = launch
@@ -428,6 +449,8 @@ class Scheduler:
                 self._cold.discard(launch.id)
                 lat = launch.start_ns - launch.issue_ns
                 self.launch_latency_ns += int(_EMA * (lat - self.launch_latency_ns))
+            self._learn(self._late, self._late_dev, 0, launch.end_ns - launch.predicted_ns)
+            self.slice_margin_ns = max(0, int(self._late[0] + self._late_dev[0]))
             if self.lp_inflight:
                 # The queued slice starts when this one ended: re-base its predicted end so
                 # one late slice does not make every later prediction late.
@@ -464,6 +487,10 @@ class Scheduler:
         if req.step < len(req.gaps_ns):
             self._next_hp_kernel(name, req, now)
         st.dur_ema[step] += _EMA * (launch.end_ns - launch.start_ns - st.dur_ema[step])
+        if self.lp_inflight and self.lp_inflight[0].after is launch:
+            # the slice queued behind this kernel starts now: re-base its predicted end
+            nxt = self.lp_inflight[0]
+            nxt.predicted_ns = launch.end_ns + self.waves.predict_ns(nxt.kernel, nxt.blocks)
         st.learned()
         if req.step < len(req.gaps_ns):
             return

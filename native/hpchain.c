@@ -25,6 +25,7 @@ typedef int (*launch_fn)(void *func, unsigned gx, unsigned gy, unsigned gz, unsi
                          void **extra);
 typedef int (*query_fn)(void *stream);
 typedef int (*setctx_fn)(void *ctx);
+typedef int (*record_fn)(void *event, void *stream);
 
 // One HP kernel to issue. Layout mirrored by ctypes in engine/backends/hpchain.py.
 typedef struct {
@@ -36,6 +37,8 @@ typedef struct {
   uint64_t *cnt_cell;   // the kernel's hb_cnt argument cell
   int64_t gap_ns;       // host gap before this kernel
   int64_t not_before;   // first kernel of a request: its arrival (ns); else -1
+  void *event;          // CUevent recorded right after the launch (may be NULL): LP work
+                        // issued by Python can wait on it (cuStreamWaitEvent)
   uint32_t grid, bx, by, bz, smem, pad;
 } hb_step;
 
@@ -59,6 +62,7 @@ typedef struct {
   launch_fn launch;
   query_fn query;
   setctx_fn setctx;
+  record_fn record;
   void *ctx;
   volatile uint64_t *ts_host;  // 2 u64 per slot, host view
   uint64_t ts_dev;             // device view of ts_host
@@ -77,7 +81,7 @@ typedef struct {
   _Atomic int stop;
   _Atomic int failed;  // a launch or query failed: the thread issues nothing more
   _Atomic int64_t last_seen;
-  _Atomic uint64_t issued;  // launches issued so far (tests, stats)
+  _Atomic uint64_t issued;  // steps launched (and their event recorded) so far
 } hb_chain;
 
 static inline int64_t now_ns(void) {
@@ -166,11 +170,12 @@ static void *run(void *arg) {
     d.issue_ns = now_ns();
     int r = c->launch(s.func, s.grid, 1, 1, s.bx, s.by, s.bz, s.smem, s.stream, s.params, NULL);
     d.called_ns = now_ns();
+    if (!r && s.event && c->record) r = c->record(s.event, s.stream);
     if (r) {
       fail(c, s.id, r);
       continue;
     }
-    atomic_fetch_add(&c->issued, 1);
+    atomic_fetch_add_explicit(&c->issued, 1, memory_order_release);
     int64_t next_query = d.called_ns + QUERY_EVERY_NS;
     for (;;) {
       if (ts[1]) break;
@@ -206,14 +211,15 @@ static void *run(void *arg) {
   return NULL;
 }
 
-hb_chain *hb_chain_create(void *launch, void *query, void *setctx, void *ctx, void *ts_host,
-                          uint64_t ts_dev, uint64_t cnt_dev, uint32_t nslots) {
+hb_chain *hb_chain_create(void *launch, void *query, void *setctx, void *record, void *ctx,
+                          void *ts_host, uint64_t ts_dev, uint64_t cnt_dev, uint32_t nslots) {
   if (!launch || !query || !ts_host || nslots == 0) return NULL;
   hb_chain *c = (hb_chain *)calloc(1, sizeof(hb_chain));
   if (!c) return NULL;
   c->launch = (launch_fn)launch;
   c->query = (query_fn)query;
   c->setctx = (setctx_fn)setctx;
+  c->record = (record_fn)record;
   c->ctx = ctx;
   c->ts_host = (volatile uint64_t *)ts_host;
   c->ts_dev = ts_dev;
@@ -251,7 +257,10 @@ const volatile uint64_t *hb_chain_done_head(hb_chain *c) {
   return (const volatile uint64_t *)&c->done_head;
 }
 
-uint64_t hb_chain_issued(hb_chain *c) { return atomic_load(&c->issued); }
+// Address of the issued counter (steps launched, events recorded), for plain loads.
+const volatile uint64_t *hb_chain_issued_addr(hb_chain *c) {
+  return (const volatile uint64_t *)&c->issued;
+}
 
 // Stop the thread (steps not yet issued are dropped) and free the chain.
 void hb_chain_destroy(hb_chain *c) {

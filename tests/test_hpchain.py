@@ -29,6 +29,7 @@ LAUNCH = ctypes.CFUNCTYPE(
     ),
 )
 QUERY = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p)
+RECORD = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)
 NSLOTS = 8
 
 
@@ -45,6 +46,8 @@ class FakeGpu:
         self.query_rc = hpchain.NOT_READY
         self._launch = LAUNCH(self.launch)
         self._query = QUERY(lambda s: self.query_rc)
+        self.records: list[tuple[int, int, int]] = []  # (event, stream, launches so far)
+        self._record = RECORD(lambda e, s: self.records.append((e, s, len(self.calls))) or 0)
 
     def launch(self, func, gx, gy, gz, bx, by, bz, smem, stream, params, extra) -> int:
         now = time.perf_counter_ns()
@@ -61,7 +64,8 @@ class FakeGpu:
     def chain(self) -> hpchain.Chain:
         addr = ctypes.cast(self._launch, ctypes.c_void_p).value
         q = ctypes.cast(self._query, ctypes.c_void_p).value
-        return hpchain.Chain(addr, q, self.base, self.base, 0, NSLOTS)
+        rec = ctypes.cast(self._record, ctypes.c_void_p).value
+        return hpchain.Chain(addr, q, self.base, self.base, 0, NSLOTS, record=rec)
 
 
 class Kernel:
@@ -72,11 +76,14 @@ class Kernel:
         self.cnt = ctypes.c_uint64(0)
         self.params = (ctypes.c_void_p * 2)(ctypes.addressof(self.ts), ctypes.addressof(self.cnt))
 
-    def step(self, id: int, gap_ns: int, not_before: int = -1, stream: int = 7) -> hpchain.Step:
+    def step(
+        self, id: int, gap_ns: int, not_before: int = -1, stream: int = 7, event: int = 0
+    ) -> hpchain.Step:
         return hpchain.Step(
             id=id, func=100 + id, stream=stream, params=ctypes.addressof(self.params),
             ts_cell=ctypes.addressof(self.ts), cnt_cell=ctypes.addressof(self.cnt),
-            gap_ns=gap_ns, not_before=not_before, grid=32, bx=128, by=1, bz=1, smem=0,
+            gap_ns=gap_ns, not_before=not_before, event=event, grid=32, bx=128, by=1, bz=1,
+            smem=0,
         )  # fmt: skip
 
 
@@ -221,3 +228,16 @@ def test_build_is_cached_and_reports_a_broken_compiler(tmp_path, monkeypatch) ->
     monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
     with pytest.raises(hpchain.HpChainError, match="no C compiler"):
         hpchain.build(tmp_path / "other")
+
+
+def test_event_recorded_after_each_launch_then_counted_issued(gpu: FakeGpu) -> None:
+    ch = gpu.chain()
+    try:
+        k = Kernel()
+        ch.push([k.step(1, 0, 0, event=501), k.step(2, 0, event=0), k.step(3, 0, event=503)])
+        collect(ch, 3)
+        # recorded on the launch's stream right after that launch; none for event 0
+        assert gpu.records == [(501, 7, 1), (503, 7, 3)]
+        assert ch.issued == 3 and ch.pushed == 3
+    finally:
+        ch.close()

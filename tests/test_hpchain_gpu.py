@@ -156,3 +156,23 @@ def test_illegal_address_in_a_chained_kernel_is_a_backend_error():
     assert r.returncode == 0, r.stdout + r.stderr
     assert "BACKEND_ERROR" in r.stdout and "CUDA_ERROR_" in r.stdout, r.stdout
     assert time.monotonic() - t < 60
+
+
+def test_lp_queued_behind_a_chained_hp_kernel_starts_after_it(be):
+    k = spec("c-hp-long", "spin", us=200, blocks=132, threads=128)
+    lp = spec("c-lp-after", "spin", us=10, blocks=1 << 12, threads=128)
+    be.prepare(k)
+    wave = be.sms * be.prepare(lp)
+    for _ in range(5):
+        h = hp(k)
+        be.submit_chain([h], [0], be.now_ns())
+        deadline = be.now_ns() + 5_000_000_000
+        while not be.chain_issued(h):
+            assert be.now_ns() < deadline
+        x = Launch(next(_ids), "lp", "lp", lp, 0, wave, 1)
+        x.after = h
+        be.submit(x)
+        assert x.issue_ns < h.issue_ns + 150_000  # queued while the HP kernel ran
+        drain(be, 2)
+        assert x.start_ns >= h.end_ns - 2_000, x.start_ns - h.end_ns  # two clocks: 2 µs
+        assert x.start_ns - h.end_ns < 50_000

@@ -77,8 +77,9 @@ def test_chain_is_faster_than_python_issue_in_the_sim() -> None:
 
 
 def test_hummingbird_issues_no_lp_while_a_chained_hp_kernel_is_due_or_running() -> None:
+    """...except a slice queued behind that kernel (``after``): next test."""
     s, be = run("hummingbird")
-    lp = [x for x in be.launches if x.cls == LP]
+    lp = [x for x in be.launches if x.cls == LP and x.after is None]
     hp = [x for x in be.done if x.cls == HP]
     assert len(lp) > 1000 and len(hp) > 800
     # no LP slice issued while an HP kernel was on the GPU (issue .. seen)
@@ -119,3 +120,28 @@ def test_profile_hp_chain_key(tmp_path) -> None:  # noqa: ANN001
     bad.write_text(base.replace("interference = 0.3", "interference = 0.3\nhp_chain = 1"))
     with pytest.raises(ProfileError, match=r"engine\.sim\.hp_chain"):
         load(bad)
+
+
+def test_first_slice_of_a_gap_waits_on_the_gpu_for_the_hp_kernel_before_it() -> None:
+    s, be = run("hummingbird")
+    behind = [x for x in be.launches if x.cls == LP and x.after is not None]
+    assert len(behind) > 100 and s.policy.why["behind_hp"] == len(behind)
+    for x in behind:
+        if x.end_ns < 0:
+            continue  # still queued when the run stopped
+        assert x.after.cls == HP and x.after.end_ns >= 0
+        assert x.issue_ns < x.after.end_ns  # queued while the HP kernel still ran
+        assert x.start_ns >= x.after.end_ns  # and started only after it ended
+    assert not [x for x in be.launches if x.cls == LP and x.after is not None and x.id in s._cold]
+
+
+def test_behind_hp_raises_lp_throughput_in_the_sim() -> None:
+    from engine import policies
+
+    s_on, _ = run("hummingbird")
+    policies.BEHIND_HP = False
+    try:
+        s_off, _ = run("hummingbird")
+    finally:
+        policies.BEHIND_HP = True
+    assert s_on.metrics.tasks["train"].blocks > s_off.metrics.tasks["train"].blocks

@@ -73,6 +73,12 @@ class Backend(ABC):
         ``issue_ns`` and ``seen_ns`` (the issuer saw the end) set."""
         raise NotImplementedError(f"backend {self.name} cannot chain HP launches")
 
+    def chain_issued(self, launch: Launch) -> bool:
+        """Whether a chained launch has been issued (or done), so that an LP launch may be
+        submitted with ``after=launch``: it then starts on the GPU only once that launch
+        has ended, with no host round trip (a stream wait on an event)."""
+        return False
+
     def launch_latency_ns(self) -> int:
         """Typical enqueue → GPU-visible latency, used to pre-issue the next slice."""
         return 5_000

@@ -358,7 +358,12 @@ class CudaBackend(Backend):
         self._chain = hpchain.Chain(
             fn("cuLaunchKernel"), fn("cuStreamQuery"), self._chain_ts_host, ts_dev, cnt_dev,
             _CHAIN_SLOTS, setctx=fn("cuCtxSetCurrent"), ctx=int(self._ctx),
+            record=fn("cuEventRecord"),
         )  # fmt: skip
+        # launch id → (event recorded after it, its step number in push order)
+        self._chain_ev: dict[int, tuple[Any, int]] = {}
+        self._chain_ev_pool: list[Any] = []
+        self._chain_seq = 0  # steps submitted so far (the ring's push order, backlog included)
 
     # ------------------------------------------------------------------ helpers
     def _check(self, res, op: str):
@@ -582,6 +587,12 @@ class CudaBackend(Backend):
         stream = self._streams.get(launch.stream)
         if stream is None:
             stream = self._lp_stream(launch.stream)
+        if launch.after is not None:
+            e = self._chain_ev.get(launch.after.id) if self._chain is not None else None
+            if e is not None:  # not done yet: start on the GPU right after it ends
+                r = self._cu.cuStreamWaitEvent(stream, e[0], 0)
+                if r[0] != self._OK:
+                    raise BackendError(f"cuStreamWaitEvent failed: {_err_name(self._cu, r[0])}")
         if p.user:
             return self._submit_user(launch, p, stream, issue)  # type: ignore[arg-type]
         slot = self._slot
@@ -631,6 +642,9 @@ class CudaBackend(Backend):
             stream = self._streams.get(la.stream)
             if stream is None:
                 stream = self._lp_stream(la.stream)
+            ev = self._chain_ev_pool.pop() if self._chain_ev_pool else self._new_event()
+            self._chain_ev[la.id] = (ev, self._chain_seq)
+            self._chain_seq += 1
             b = p.block
             steps.append(
                 Step(
@@ -642,6 +656,7 @@ class CudaBackend(Backend):
                     cnt_cell=ctypes.addressof(p.cnt),
                     gap_ns=int(gap),
                     not_before=not_before_ns if i == 0 else -1,
+                    event=int(ev),
                     grid=p.total,
                     bx=b[0],
                     by=b[1],
@@ -656,11 +671,18 @@ class CudaBackend(Backend):
         else:
             self._chain.push(steps)
 
+    def chain_issued(self, launch: Launch) -> bool:
+        e = self._chain_ev.get(launch.id) if self._chain is not None else None
+        return e is None or self._chain.issued > e[1]  # done, or launched and recorded
+
     def _chain_poll(self, now: int) -> list[Launch]:
         ch = self._chain
         out = []
         for d in ch.poll():
             la = self._chain_launches.pop(d.id, None)
+            ev = self._chain_ev.pop(d.id, None)
+            if ev is not None:
+                self._chain_ev_pool.append(ev[0])
             if d.err:
                 what = f"launch {d.id} ({la.kernel.name})" if la is not None else "start-up"
                 raise BackendError(
@@ -804,7 +826,9 @@ class CudaBackend(Backend):
                 else:
                     self._events.append(it[1])
             q.clear()
-        for ev in self._events + self._tevents:
+        chain_evs = list(getattr(self, "_chain_ev_pool", []))
+        chain_evs += [e for e, _ in getattr(self, "_chain_ev", {}).values()]
+        for ev in self._events + self._tevents + chain_evs:
             cu.cuEventDestroy(ev)
         for s in self._streams.values():
             cu.cuStreamDestroy(s)

@@ -45,6 +45,7 @@ class Step(ctypes.Structure):
         ("cnt_cell", ctypes.c_void_p),
         ("gap_ns", ctypes.c_int64),
         ("not_before", ctypes.c_int64),
+        ("event", ctypes.c_void_p),
         ("grid", ctypes.c_uint32),
         ("bx", ctypes.c_uint32),
         ("by", ctypes.c_uint32),
@@ -122,15 +123,15 @@ def load(cache: Path | None = None) -> ctypes.CDLL:
     lib = ctypes.CDLL(str(build(cache)))
     vp, u32, u64, i32 = ctypes.c_void_p, ctypes.c_uint32, ctypes.c_uint64, ctypes.c_int
     lib.hb_chain_create.restype = vp
-    lib.hb_chain_create.argtypes = [vp, vp, vp, vp, vp, u64, u64, u32]
+    lib.hb_chain_create.argtypes = [vp, vp, vp, vp, vp, vp, u64, u64, u32]
     lib.hb_chain_push.restype = i32
     lib.hb_chain_push.argtypes = [vp, vp, i32]
     lib.hb_chain_pop.restype = i32
     lib.hb_chain_pop.argtypes = [vp, vp, i32]
     lib.hb_chain_done_head.restype = vp
     lib.hb_chain_done_head.argtypes = [vp]
-    lib.hb_chain_issued.restype = u64
-    lib.hb_chain_issued.argtypes = [vp]
+    lib.hb_chain_issued_addr.restype = vp
+    lib.hb_chain_issued_addr.argtypes = [vp]
     lib.hb_chain_destroy.restype = None
     lib.hb_chain_destroy.argtypes = [vp]
     lib.hb_chain_sizes.restype = i32
@@ -158,24 +159,29 @@ class Chain:
         nslots: int,
         setctx: int = 0,
         ctx: int = 0,
+        record: int = 0,
         cache: Path | None = None,
     ) -> None:
         self._lib = load(cache)
         self._h = self._lib.hb_chain_create(
-            launch, query, setctx or None, ctx or None, ts_host, ts_dev, cnt_dev, nslots
-        )
+            launch, query, setctx or None, record or None, ctx or None, ts_host, ts_dev,
+            cnt_dev, nslots,
+        )  # fmt: skip
         if not self._h:
             raise HpChainError("hb_chain_create failed (thread not started)")
         self._head = ctypes.c_uint64.from_address(self._lib.hb_chain_done_head(self._h))
+        self._issued = ctypes.c_uint64.from_address(self._lib.hb_chain_issued_addr(self._h))
         self._tail = 0
         self._out = (Done * 64)()
         self.pending = 0  # steps pushed and not yet returned
+        self.pushed = 0  # steps pushed so far: step number n is issued once issued > n
 
     def push(self, steps: list[Step]) -> None:
         arr = (Step * len(steps))(*steps)
         if self._lib.hb_chain_push(self._h, arr, len(steps)) != len(steps):
             raise HpChainError(f"HP chain queue full ({self.pending} steps pending)")
         self.pending += len(steps)
+        self.pushed += len(steps)
 
     def poll(self) -> list[Any]:
         """Completions since the last poll (a plain load when there are none)."""
@@ -193,7 +199,8 @@ class Chain:
 
     @property
     def issued(self) -> int:
-        return int(self._lib.hb_chain_issued(self._h))
+        """Steps launched so far (with their events recorded): a plain load."""
+        return self._issued.value
 
     def close(self) -> None:
         if self._h:

@@ -12,7 +12,9 @@ What it models, and why that is enough for scheduling decisions:
   resident runs ``1 + interference`` times longer (memory/cache contention).
 - HP chain (``hp_chain``): models the cuda backend's native HP issue thread. A chained
   launch is issued its host gap after the previous one ended (seen at once), costs the
-  scheduling thread nothing, and is visible ``launch_latency_us`` after issue.
+  scheduling thread nothing, and is visible ``launch_latency_us`` after issue. A launch
+  with ``after`` (a stream wait on that launch's event) becomes visible
+  ``_DEP_NS`` after that launch ends.
 
 Blocks are simulated as *trains*: a group of ``width`` blocks of one launch running in
 back-to-back waves. A train costs two events however many waves it runs; when a
@@ -32,6 +34,7 @@ from engine.backends.base import Backend
 from engine.model import HP, KernelSpec, Launch
 
 UNITS_PER_SM = 840  # divisible by 1..8: every occupancy maps to whole units
+_DEP_NS = 2_000  # a stream waiting on an event starts this long after the event fires
 
 
 @dataclass(frozen=True)
@@ -102,6 +105,7 @@ class SimBackend(Backend):
         self._chain: deque[tuple[Launch, int, int]] = deque()  # (launch, gap, not_before)
         self._chain_busy = False  # a chained launch is waiting out its gap or running
         self._chain_cur: Launch | None = None  # the chained launch on the GPU
+        self._waiters: dict[int, list[_Run]] = {}  # launch id → runs waiting for its end
         self._chain_seen = 0  # when the last chained launch ended
 
     # -- Backend interface -------------------------------------------------------
@@ -130,6 +134,9 @@ class SimBackend(Backend):
 
     def can_chain(self, kernel: KernelSpec) -> bool:
         return self.hp_chain
+
+    def chain_issued(self, launch: Launch) -> bool:
+        return launch is self._chain_cur or launch.end_ns >= 0
 
     def submit_chain(self, launches, gaps_ns, not_before_ns: int) -> None:  # noqa: ANN001
         if not self.hp_chain:
@@ -170,7 +177,11 @@ class SimBackend(Backend):
         if launch.stream not in self._stream_order:
             self._stream_order.append(launch.stream)
             self._stream_order.sort()
-        self._push(t + self._latency_ns, _VISIBLE, run, 0)
+        dep = launch.after
+        if dep is not None and dep.end_ns < 0:
+            self._waiters.setdefault(dep.id, []).append(run)  # visible once dep ends
+        else:
+            self._push(t + self._latency_ns, _VISIBLE, run, 0)
 
     def _chain_next(self) -> None:
         """Schedule the next chained launch's issue (its gap after the previous end)."""
@@ -270,6 +281,8 @@ class SimBackend(Backend):
             launch.end_ns = t
             self._streams[launch.stream].popleft()  # in-order: the finished launch is the head
             self._completed.append(launch)
+            for w in self._waiters.pop(launch.id, ()):
+                self._push(max(t + _DEP_NS, w.launch.issue_ns + self._latency_ns), _VISIBLE, w, 0)
             if launch is self._chain_cur:
                 self._chain_cur = None
                 launch.seen_ns = t
