@@ -104,11 +104,15 @@ def main() -> None:
     out.update(
         launch_latency_us=s.launch_latency_ns / 1e3,
         slice_margin_us=s.slice_margin_ns / 1e3,
+        dep_us=s.dep_ns / 1e3,
+        pre_issue_lead_us=getattr(s.policy, "lead_ns", 0.0) / 1e3,
         decisions=why,
     )
     print(
         f"learned launch latency {s.launch_latency_ns / 1e3:.1f} µs, slice margin "
-        f"{s.slice_margin_ns / 1e3:.1f} µs, decisions {why}"
+        f"{s.slice_margin_ns / 1e3:.1f} µs, HP end -> queued slice start {s.dep_ns / 1e3:.1f} µs, "
+        f"pre-issue lead {getattr(s.policy, 'lead_ns', 0.0) / 1e3:.1f} µs, "
+        f"decisions {why}"
     )
     hp = [x for x in done if x.cls == HP]
     lp = sorted((x.start_ns, x.end_ns) for x in done if x.cls == LP)

@@ -21,7 +21,7 @@ MAX_CONSOLIDATE = 4  # slices merged into one launch in long inter-request bubbl
 LATE_MARGIN = True  # end slices the learned lateness before the next HP kernel is due
 SLACK_RESERVE = 0.0  # fraction of each HP SLO that LP slices may never use
 BEHIND_HP = True  # queue a gap's first slice behind the running (chained) HP kernel
-DEP_NS = 2_000  # a slice queued behind an HP kernel starts about this long after it ends
+MAX_LEAD_NS = 100_000  # cap on how early pre-issue wake-ups are moved (host loop delay)
 
 
 class Policy:
@@ -89,6 +89,9 @@ class Hummingbird(Policy):
     name = "hummingbird"
 
     def __init__(self) -> None:
+        # The host loop answers a wake-up late (tens of µs on a busy VM): pre-issue wakes
+        # this much earlier, learned from how late pre-issues reached submit().
+        self.lead_ns = 0.0
         # why decisions issued nothing (or issued): cheap counters for diagnostics
         self.why: dict[str, int] = dict.fromkeys(
             ("hp_active", "behind_hp", "two_inflight", "pre_issue_wait", "hp_due",
@@ -117,11 +120,13 @@ class Hummingbird(Policy):
                 s.issue_lp(task, s.lp_remaining(task))
             return None
         lat = s.launch_latency_ns
-        if inflight:
+        pre_issue = bool(inflight)
+        if pre_issue:
             slice_start = inflight[-1].predicted_ns
-            if now < slice_start - lat:
+            wake = slice_start - lat - int(self.lead_ns)
+            if now < wake:
                 why["pre_issue_wait"] += 1
-                return slice_start - lat  # pre-issue at predicted end − launch latency
+                return wake  # pre-issue at predicted end − launch latency (− loop delay)
         else:
             slice_start = now + lat
 
@@ -160,7 +165,10 @@ class Hummingbird(Policy):
         else:
             blocks = waves * wave_blocks
         why["issued"] += 1
-        s.issue_lp(task, min(blocks, s.lp_remaining(task)), start_ns=slice_start)
+        la = s.issue_lp(task, min(blocks, s.lp_remaining(task)), start_ns=slice_start)
+        if pre_issue:  # learn how late it reached submit()
+            late = la.issue_ns - (slice_start - lat)
+            self.lead_ns = min(max(self.lead_ns + 0.2 * late, 0.0), MAX_LEAD_NS)
         return None  # the loop asks again right away, to schedule the pre-issue
 
     def _behind_hp(self, s: Scheduler, now: int) -> bool:
@@ -184,9 +192,9 @@ class Hummingbird(Policy):
         # the kernel was issued at its due time (the chain is exact); it ends one learned
         # duration after its start
         hp_end = st.step_gap_start + req.gaps_ns[req.step] + lat + int(st.dur_ema[req.step])
-        start = max(now, hp_end) + DEP_NS
+        start = max(now, hp_end) + s.dep_ns
         # the next HP kernel starts a host gap after this one ends, plus its issue latency
-        bubble = int(st.gap_low(nxt)) + lat - DEP_NS - s.slice_margin_ns
+        bubble = int(st.gap_low(nxt)) + lat - s.dep_ns - s.slice_margin_ns
         cap_ns = 1 << 62 if task.slice_blocks else int((task.slice_us or DEFAULT_SLICE_US) * 1000)
         budget = min(cap_ns, bubble, s.slack_bound(now, SLACK_RESERVE))
         wave_blocks, wave_ns = s.waves.model(kernel)

@@ -161,6 +161,8 @@ class Scheduler:
         self._late = [0.0]
         self._late_dev = [0.0]
         self.slice_margin_ns = 0
+        # HP end → start of an LP slice queued behind it (a GPU-side stream wait), learned
+        self.dep_ns = 2_000
         self.decisions = 0
         for k in self.kernels.values():
             self.waves.add(k, backend.prepare(k))
@@ -449,6 +451,9 @@ class Scheduler:
                 self._cold.discard(launch.id)
                 lat = launch.start_ns - launch.issue_ns
                 self.launch_latency_ns += int(_EMA * (lat - self.launch_latency_ns))
+            dep = launch.after
+            if dep is not None and dep.end_ns >= 0:
+                self.dep_ns += int(_EMA * (launch.start_ns - dep.end_ns - self.dep_ns))
             self._learn(self._late, self._late_dev, 0, launch.end_ns - launch.predicted_ns)
             self.slice_margin_ns = max(0, int(self._late[0] + self._late_dev[0]))
             if self.lp_inflight:
@@ -490,7 +495,9 @@ class Scheduler:
         if self.lp_inflight and self.lp_inflight[0].after is launch:
             # the slice queued behind this kernel starts now: re-base its predicted end
             nxt = self.lp_inflight[0]
-            nxt.predicted_ns = launch.end_ns + self.waves.predict_ns(nxt.kernel, nxt.blocks)
+            nxt.predicted_ns = (
+                launch.end_ns + self.dep_ns + self.waves.predict_ns(nxt.kernel, nxt.blocks)
+            )
         st.learned()
         if req.step < len(req.gaps_ns):
             return
