@@ -212,6 +212,24 @@ def main() -> None:
             decisions_per_gap=med(n_in_gap), first_decision_us=med(first_delay),
             first_outcome=first_kind, first_left_us=med(lefts), first_slack_us=med(slacks),
         )  # fmt: skip
+        # slices queued behind a chained HP kernel: when did they start?
+        hp_by_id = {x.id: x for x in hp}
+        nxt_issue = {x.id: y.issue_ns for x, y in zip(hp, hp[1:], strict=False)}
+        beh = [x for x in done if x.cls == LP and x.after is not None and x.after.id in hp_by_id]
+        d_end = [(x.start_ns - x.after.end_ns) / 1e3 for x in beh]
+        d_next = [
+            (x.start_ns - nxt_issue[x.after.id]) / 1e3 for x in beh if x.after.id in nxt_issue
+        ]
+        d_iss = [(x.issue_ns - x.after.issue_ns) / 1e3 for x in beh]
+        print(
+            f"slices behind HP: {len(beh)}; start - HP end median {med(d_end)} µs, "
+            f"start - next HP issue {med(d_next)} µs, issue - HP issue {med(d_iss)} µs"
+        )
+        out.update(
+            behind=len(beh), behind_start_after_hp_end_us=med(d_end),
+            behind_start_after_next_hp_issue_us=med(d_next),
+            behind_issue_after_hp_issue_us=med(d_iss),
+        )  # fmt: skip
         out.update(
             gaps_with_lp=len(react), react_us=med(react), first_issue_start_us=med(first_lat),
             lp_issue_start_us=med(lp_lat),

@@ -92,6 +92,7 @@ class Hummingbird(Policy):
         # The host loop answers a wake-up late (tens of µs on a busy VM): pre-issue wakes
         # this much earlier, learned from how late pre-issues reached submit().
         self.lead_ns = 0.0
+        self._wake = (0, -1)  # (pre-issue wake-up asked for, id of the slice it follows)
         # why decisions issued nothing (or issued): cheap counters for diagnostics
         self.why: dict[str, int] = dict.fromkeys(
             ("hp_active", "behind_hp", "two_inflight", "pre_issue_wait", "hp_due",
@@ -100,6 +101,7 @@ class Hummingbird(Policy):
 
     def decide(self, s: Scheduler, now: int) -> int | None:
         why = self.why
+        woken, self._wake = self._wake, (0, -1)  # only the next decision may learn from it
         if s.hp_kernels_active:
             if BEHIND_HP and not s.lp_inflight and self._behind_hp(s, now):
                 why["behind_hp"] += 1
@@ -126,6 +128,7 @@ class Hummingbird(Policy):
             wake = slice_start - lat - int(self.lead_ns)
             if now < wake:
                 why["pre_issue_wait"] += 1
+                self._wake = (wake, inflight[-1].id)
                 return wake  # pre-issue at predicted end − launch latency (− loop delay)
         else:
             slice_start = now + lat
@@ -166,8 +169,10 @@ class Hummingbird(Policy):
             blocks = waves * wave_blocks
         why["issued"] += 1
         la = s.issue_lp(task, min(blocks, s.lp_remaining(task)), start_ns=slice_start)
-        if pre_issue:  # learn how late it reached submit()
-            late = la.issue_ns - (slice_start - lat)
+        wake, after_id = woken
+        if pre_issue and after_id == s.lp_inflight[-2].id and now >= wake:
+            # the pre-issue we asked to be woken for: how late did it reach submit()?
+            late = min(la.issue_ns - wake, MAX_LEAD_NS)
             self.lead_ns = min(max(self.lead_ns + 0.2 * late, 0.0), MAX_LEAD_NS)
         return None  # the loop asks again right away, to schedule the pre-issue
 
