@@ -171,9 +171,10 @@ class Hummingbird(Policy):
         la = s.issue_lp(task, min(blocks, s.lp_remaining(task)), start_ns=slice_start)
         wake, after_id = woken
         if pre_issue and after_id == s.lp_inflight[-2].id and now >= wake:
-            # the pre-issue we asked to be woken for: how late did it reach submit()?
-            late = min(la.issue_ns - wake, MAX_LEAD_NS)
-            self.lead_ns = min(max(self.lead_ns + 0.2 * late, 0.0), MAX_LEAD_NS)
+            # the pre-issue we asked to be woken for: how late (or early) did it reach
+            # submit() against its target? The lead converges to the loop's delay.
+            err = min(la.issue_ns - (slice_start - lat), MAX_LEAD_NS)
+            self.lead_ns = min(max(self.lead_ns + 0.2 * err, 0.0), MAX_LEAD_NS)
         return None  # the loop asks again right away, to schedule the pre-issue
 
     def _behind_hp(self, s: Scheduler, now: int) -> bool:
