@@ -28,7 +28,8 @@ from engine.workload import Arrivals, request_gaps
 _ARRIVAL, _HP_ENQUEUE = 0, 1
 _EMA = 0.2  # weight of a new sample in the online models
 _MAX_HP_LEAD_NS = 50_000.0  # cap on how early HP enqueue timers fire (dispatch overhead)
-_MAX_DEP_NS = 100_000  # cap on one HP end → queued LP slice start sample
+_MAX_DEP_NS = 100_000  # cap on one timing sample (queued-slice start, slice lateness): a
+# rare ms-long host or driver stall must not poison the learned models
 
 
 class ControlError(ValueError):
@@ -454,10 +455,10 @@ class Scheduler:
                 self.launch_latency_ns += int(_EMA * (lat - self.launch_latency_ns))
             dep = launch.after
             if dep is not None and dep.end_ns >= 0:
-                # clamped: a rare ms-long host or driver stall must not poison the model
                 sample = min(max(launch.start_ns - dep.end_ns, 0), _MAX_DEP_NS)
                 self.dep_ns += int(_EMA * (sample - self.dep_ns))
-            self._learn(self._late, self._late_dev, 0, launch.end_ns - launch.predicted_ns)
+            late = min(max(launch.end_ns - launch.predicted_ns, -_MAX_DEP_NS), _MAX_DEP_NS)
+            self._learn(self._late, self._late_dev, 0, late)
             self.slice_margin_ns = max(0, int(self._late[0] + self._late_dev[0]))
             if self.lp_inflight:
                 # The queued slice starts when this one ended: re-base its predicted end so

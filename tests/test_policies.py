@@ -159,6 +159,10 @@ def test_a_cap_below_one_wave_stalls_lp_with_one_warning() -> None:
 def test_remove_then_re_add_under_the_same_name_while_kernels_run() -> None:
     for policy in ("hummingbird", "spatial"):
         s, be = run(policy, ms=30)
+        t = 30 * MS
+        while not any(x.task == "train" for x in s.inflight.values()) and t < 60 * MS:
+            t += MS // 10  # step to a moment with LP on the GPU
+            s.run_until(t)
         for name in ("llm", "train"):
             assert any(x.task == name for x in s.inflight.values()) or name == "llm"
             old = s.tasks[name]
