@@ -1,0 +1,80 @@
+"""Hummingbird tuning variants against one LP-alone + exclusive baseline (cuda or sim).
+
+Runs LP alone, exclusive and temporal once, then hummingbird once per variant with the
+policy's module constants set as the variant says, all on the same arrivals (seed 1).
+Prints one line per run and writes every result (engine.bench's per-policy dict) to OUT.
+The results in docs/benchmarks/h100_tuning/ came from this script (see
+docs/benchmarks/cuda_default_h100.md for which code each call ran).
+
+    PYTHONPATH=. python3 benchmarks/hb_variants.py PROFILE SECONDS OUT [VARIANT,...]
+    KIND=sim PYTHONPATH=. python3 benchmarks/hb_variants.py default 3 /tmp/v.json
+
+Variants: hb (the defaults), hb_nomargin (no lateness margin), hb_mc1 / hb_mc2 (at most
+1 / 2 slices merged in inter-request bubbles), hb_r0 / hb_r50 (SLO reserve 0 / 0.5),
+hb_nobehind (no slice queued behind the running HP kernel).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from engine import policies
+from engine.bench import _job
+from engine.profile import load, resolve
+
+VARIANTS = {  # name -> (MAX_CONSOLIDATE, LATE_MARGIN, SLACK_RESERVE, BEHIND_HP)
+    "hb": (policies.MAX_CONSOLIDATE, policies.LATE_MARGIN, policies.SLACK_RESERVE, True),
+    "hb_nomargin": (4, False, policies.SLACK_RESERVE, True),
+    "hb_mc1": (1, True, policies.SLACK_RESERVE, True),
+    "hb_mc2": (2, True, policies.SLACK_RESERVE, True),
+    "hb_r0": (4, True, 0.0, True),
+    "hb_r25": (4, True, 0.25, True),
+    "hb_r50": (4, True, 0.5, True),
+    "hb_nobehind": (4, True, policies.SLACK_RESERVE, False),
+}
+
+
+def main() -> None:
+    prof = load(resolve(sys.argv[1]))
+    dur = float(sys.argv[2])
+    out = sys.argv[3]
+    names = sys.argv[4].split(",") if len(sys.argv) > 4 else ["hb", "hb_r0"]
+    kind = os.environ.get("KIND", "cuda")
+    seed, warm = 1, min(1.0, dur * 0.1)
+    lp = _job(prof, "spatial", True, dur, warm, kind, seed, {}, {}, {}, None)["lp_rates"]
+    ex = _job(prof, "exclusive", False, dur, warm, kind, seed, {}, {}, {}, None)
+    base, waits = ex["baseline"], ex["waits"]
+    res: dict = {"exclusive": ex["result"], "lp_alone": lp}
+    res["temporal"] = _job(prof, "temporal", False, dur, warm, kind, seed, base, waits, lp, None)[
+        "result"
+    ]
+    for v in names:
+        (
+            policies.MAX_CONSOLIDATE,
+            policies.LATE_MARGIN,
+            policies.SLACK_RESERVE,
+            policies.BEHIND_HP,
+        ) = VARIANTS[v]
+        res[v] = _job(prof, "hummingbird", False, dur, warm, kind, seed, base, waits, lp, None)[
+            "result"
+        ]
+    t = res["temporal"]["lp"]["throughput_norm"] or 0.0
+    for k, r in res.items():
+        if k == "lp_alone":
+            continue
+        lpn = r["lp"]["throughput_norm"]
+        ratio = (lpn or 0.0) / t if t else 0.0
+        print(
+            f"{k:<16} att {r['hp']['slo_attainment'] * 100:6.2f}% p50 {r['hp']['p50_ms']:.3f} "
+            f"p99 {r['hp']['p99_ms']:.3f} pre99 {r['preemption_us']['p99']:.1f} "
+            f"LP {lpn if lpn is None else round(lpn, 3)} x{ratio:.2f} "
+            f"harvest {r['harvest_ratio']:.3f}"
+        )
+    with open(out, "w") as f:
+        json.dump(res, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
