@@ -241,3 +241,18 @@ def test_event_recorded_after_each_launch_then_counted_issued(gpu: FakeGpu) -> N
         assert ch.issued == 3 and ch.pushed == 3
     finally:
         ch.close()
+
+
+def test_every_native_source_is_installed_as_package_data() -> None:
+    """A wheel must carry native/hpchain.c (built at start-up) and the kernel sources."""
+    import fnmatch
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    cfg = tomllib.loads((root / "pyproject.toml").read_text())
+    globs = cfg["tool"]["setuptools"]["package-data"]["native"]
+    files = [p.name for p in (root / "native").iterdir() if p.is_file() and p.suffix != ".py"]
+    assert "hpchain.c" in files
+    missing = [f for f in files if not any(fnmatch.fnmatch(f, g) for g in globs)]
+    assert not missing, f"native/ files not in package-data: {missing}"
