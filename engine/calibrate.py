@@ -54,9 +54,9 @@ def drain(sched: Scheduler, tick: Tick | None, limit_ns: int = 2_000_000_000) ->
         sched.remove_task(name)
     sched.listeners = listeners
     end = sched.backend.now_ns() + limit_ns
-    while sched.inflight and sched.backend.now_ns() < end:
+    while sched.busy and sched.backend.now_ns() < end:
         sched.run_until(sched.backend.now_ns() + _MAX_WAIT_NS, _MAX_WAIT_NS, tick)
-    return not sched.inflight
+    return not sched.busy
 
 
 def calibrate(

@@ -150,6 +150,7 @@ class Scheduler:
         self._ids = 0
         self._req_ids = 0
         self.inflight: dict[int, Launch] = {}  # issue order (dicts keep insertion order)
+        self.stray_completions = 0  # completions of launches this scheduler never issued
         self._chained: dict[int, Launch] = {}  # HP launches handed to the backend's chain
         self._chain_floor = 0  # no pending chained launch can start before this
         self._hp_active: set[int] = set()  # chained HP launches counted as active (due)
@@ -238,6 +239,11 @@ class Scheduler:
         return bound
 
     # -- actions -------------------------------------------------------------------
+    @property
+    def busy(self) -> bool:
+        """Launches of this scheduler still on (or handed to) the backend."""
+        return bool(self.inflight or self._chained)
+
     def active_chained_hp(self) -> tuple[Task, _HpState, Launch] | None:
         """The one HP kernel active now, when it is chained and already issued by the
         backend (so LP may be queued behind it with ``issue_lp(after=…)``)."""
@@ -435,7 +441,11 @@ class Scheduler:
         """Account one completion. HP progression comes first: the next HP kernel's host
         gap starts when the completion was seen, and bookkeeping overlaps that gap."""
         if self.inflight.pop(launch.id, None) is None:
-            del self._chained[launch.id]
+            if self._chained.pop(launch.id, None) is None:
+                # not ours (a backend shared with an earlier scheduler that did not drain):
+                # never crash the loop over it
+                self.stray_completions += 1
+                return
             self._chain_floor = launch.seen_ns  # the chain issues nothing before this
         orphan = launch.id in self._orphans
         if orphan:

@@ -145,3 +145,35 @@ def test_behind_hp_raises_lp_throughput_in_the_sim() -> None:
     finally:
         policies.BEHIND_HP = True
     assert s_on.metrics.tasks["train"].blocks > s_off.metrics.tasks["train"].blocks
+
+
+def test_drain_waits_for_chained_launches_before_the_backend_is_reused() -> None:
+    """The headless engine calibrates phase after phase on one backend (engine.calibrate)."""
+    from engine.backends.sim import SimBackend
+    from engine.calibrate import drain
+
+    be = SimBackend(SIM)
+    hp = [replace(t) for t in PROFILE.tasks if t.cls == HP]
+    s1 = Scheduler(PROFILE.kernels, hp, be, "exclusive", seed=3)
+    s1.run_until(50 * MS)
+    assert s1._chained  # requests handed over
+    assert drain(s1, None)
+    assert not s1.busy and s1.hp_kernels_active == 0
+    lp = [replace(t) for t in PROFILE.tasks if t.cls == LP]
+    s2 = Scheduler(PROFILE.kernels, lp, be, "spatial", seed=3)
+    s2.run_until(be.now_ns() + 20 * MS)
+    assert s2.stray_completions == 0 and s2.metrics.tasks["train"].blocks > 0
+
+
+def test_a_completion_the_scheduler_never_issued_is_counted_not_fatal() -> None:
+    from engine.backends.sim import SimBackend
+
+    be = SimBackend(SIM)
+    hp = [replace(t) for t in PROFILE.tasks if t.cls == HP]
+    s1 = Scheduler(PROFILE.kernels, hp, be, "exclusive", seed=3)
+    s1.run_until(10 * MS)
+    assert s1.busy
+    s2 = Scheduler(PROFILE.kernels, hp, be, "exclusive", seed=3)  # s1 not drained
+    s2.run_until(be.now_ns() + 20 * MS)
+    assert s2.stray_completions > 0
+    assert s2.metrics.tasks["llm"].requests > 0

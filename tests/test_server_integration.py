@@ -498,3 +498,30 @@ def test_keys_generate_cli(tmp_path: Path) -> None:
     assert names == ["client.key", "client.key_secret", "server.key", "server.key_secret"]
     assert (tmp_path / "k" / "server.key_secret").stat().st_mode & 0o077 == 0
     assert keys_main(["generate", "--dir", str(tmp_path / "k")]) == 2  # no silent overwrite
+
+
+def test_engine_with_native_hp_issue_modelled_calibrates_and_runs(tmp_path: Path) -> None:
+    """Calibration runs its phases on one backend: HP requests handed to the (simulated)
+    native HP thread must be drained before the next phase, or it would crash."""
+    prof = tmp_path / "chain.toml"
+    prof.write_text(
+        PROFILE.replace(
+            'policy = "hummingbird"', 'policy = "hummingbird"\n[engine.sim]\nhp_chain = true', 1
+        )
+    )
+    ctl, pub = f"ipc://{tmp_path}/ctl", f"ipc://{tmp_path}/pub"
+    proc = start_engine("--profile", str(prof), "--backend", "sim", "--pub", pub, "--ctl", ctl,
+                        "--calibrate", "0.3", "--duration", "30")  # fmt: skip
+    try:
+        c = wait_running(ctl)
+        state = c.get_state()
+        assert state["hp_issue"] == "native (simulated)"
+        with Subscriber(pub, topics=["stats"]) as sub:
+            msg = sub.wait_for("stats", 3.0, lambda m: m.body["tasks"]["train"]["work_per_s"] > 0)
+        assert msg is not None
+        assert msg.body["tasks"]["llm"]["requests"] > 0
+        assert msg.body["baseline_p99_ms"]["llm"] > 0  # calibrated through the chain
+        c.close()
+    finally:
+        rc, err = stop(proc)
+    assert rc == 0, err
