@@ -26,6 +26,7 @@ LATE_MARGIN = True  # end slices the learned lateness before the next HP kernel 
 SLACK_RESERVE = 0.25
 BEHIND_HP = True  # queue a gap's first slice behind the running (chained) HP kernel
 MAX_LEAD_NS = 100_000  # cap on how early pre-issue wake-ups are moved (host loop delay)
+_RECHECK_NS = 2_000  # an HP kernel due but not yet launched by the native thread: retry
 
 
 class Policy:
@@ -107,10 +108,13 @@ class Hummingbird(Policy):
         why = self.why
         woken, self._wake = self._wake, (0, -1)  # only the next decision may learn from it
         if s.hp_kernels_active:
-            if BEHIND_HP and not s.lp_inflight and self._behind_hp(s, now):
+            got = self._behind_hp(s, now) if BEHIND_HP and not s.lp_inflight else False
+            if got is True:
                 why["behind_hp"] += 1
-            else:
-                why["hp_active"] += 1
+                return None
+            why["hp_active"] += 1
+            if got:  # due but not launched by the backend yet: look again very soon
+                return got
             return None  # HP work queued or running: issue stops at once
         inflight = s.lp_inflight
         if len(inflight) >= 2:
@@ -181,12 +185,16 @@ class Hummingbird(Policy):
             self.lead_ns = min(max(self.lead_ns + 0.2 * err, 0.0), MAX_LEAD_NS)
         return None  # the loop asks again right away, to schedule the pre-issue
 
-    def _behind_hp(self, s: Scheduler, now: int) -> bool:
-        """Queue the next gap's first slice behind the running chained HP kernel."""
+    def _behind_hp(self, s: Scheduler, now: int) -> bool | int:
+        """Queue the next gap's first slice behind the running chained HP kernel. True:
+        issued; False: not now; an int: the kernel is due but the backend has not
+        launched it yet, ask again at that time."""
         got = s.active_chained_hp()
         if got is None:
             return False
-        _, st, _hp = got
+        st, hp, issued = got
+        if not issued:
+            return now + _RECHECK_NS
         req = st.queue[0]
         nxt = req.step + 1
         if nxt >= len(req.gaps_ns):
@@ -217,7 +225,7 @@ class Hummingbird(Policy):
             return False
         else:
             blocks = waves * wave_blocks
-        s.issue_lp(task, min(blocks, s.lp_remaining(task)), start_ns=start, after=_hp)
+        s.issue_lp(task, min(blocks, s.lp_remaining(task)), start_ns=start, after=hp)
         return True
 
 

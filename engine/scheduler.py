@@ -244,15 +244,20 @@ class Scheduler:
         """Launches of this scheduler still on (or handed to) the backend."""
         return bool(self.inflight or self._chained)
 
-    def active_chained_hp(self) -> tuple[Task, _HpState, Launch] | None:
-        """The one HP kernel active now, when it is chained and already issued by the
-        backend (so LP may be queued behind it with ``issue_lp(after=…)``)."""
+    def active_chained_hp(self) -> tuple[_HpState, Launch, bool] | None:
+        """The one HP kernel active now when it is chained, with whether the backend has
+        issued it yet (then LP may be queued behind it with ``issue_lp(after=…)``)."""
         if self.hp_kernels_active != 1 or len(self._hp_active) != 1:
             return None
         la = self._chained.get(next(iter(self._hp_active)))
-        if la is None or la.task not in self._hp or not self.backend.chain_issued(la):
-            return None  # done, its task removed, or not launched yet
-        return self.tasks[la.task], self._hp[la.task], la
+        if la is None or la.id in self._orphans:
+            return None  # done, or its task was removed
+        st = self._hp.get(la.task)
+        if st is None or not st.queue or not st.launches:
+            return None
+        if st.launches[0][st.queue[0].step] is not la:
+            return None  # (a task re-added under the same name: not its kernel)
+        return st, la, self.backend.chain_issued(la)
 
     def issue_lp(
         self, task: Task, blocks: int, start_ns: int | None = None, after: Launch | None = None
@@ -295,6 +300,8 @@ class Scheduler:
     def _timer(self, t: int, kind: int, name: str) -> None:
         self._tseq += 1
         heapq.heappush(self._timers, (t, self._tseq, kind, name))
+        if kind == _ARRIVAL and (st := self._hp.get(name)) is not None and st.chain:
+            self.backend.chain_expect(t)  # the idle issuer spins from just before it
 
     # -- the loop ------------------------------------------------------------------
     def run_until(self, end_ns: int, max_wait_ns: int | None = None, tick=None) -> None:  # noqa: ANN001
@@ -539,8 +546,14 @@ class Scheduler:
         self.metrics.task(task.name, task.cls)
         if task.cls == HP:
             arrivals = Arrivals(task, self.seed, self.backend.now_ns())
+            # one HP task on the backend's chain (it serves requests FIFO, one at a time);
+            # further HP tasks are issued from here
             be = self.backend
-            chain = be.hp_chain and all(be.can_chain(self.kernels[s.kernel]) for s in task.steps)
+            chain = (
+                be.hp_chain
+                and not any(st.chain for st in self._hp.values())
+                and all(be.can_chain(self.kernels[s.kernel]) for s in task.steps)
+            )
             self._hp[task.name] = _HpState(task, arrivals, chain)
             first = arrivals.next()
             if first is not None:
@@ -590,6 +603,9 @@ class Scheduler:
             self.policy = make_policy(name)
         except ValueError as e:
             raise ControlError("bad_value", f"set_policy: {e}") from None
+        # slice lateness learned under another policy (e.g. whole spatial kernels) is not
+        # this one's
+        self._late, self._late_dev, self.slice_margin_ns = [0.0], [0.0], 0
         self._event("set_policy", policy=name)
 
     def set_slo(self, name: str, ms: float | None = None, factor: float | None = None) -> None:

@@ -720,7 +720,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as e:
         return int(e.code or 0)
     ctx = zmq.Context()
-    auth = prom = None
+    auth = prom = engine = None
     socks: list[zmq.Socket] = []
     try:
         try:
@@ -831,6 +831,7 @@ def main(argv: list[str] | None = None) -> int:
             for s, h in old.items():
                 signal.signal(s, h)
         summary = engine.final()
+        engine.backend.close()  # stops the cuda backend's native HP thread first
         _report(summary)
         if args.summary_json:
             _write_json(args.summary_json, summary)
@@ -841,6 +842,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"hbtui engine: error: {e}", file=sys.stderr)
         return 2
     finally:
+        if engine is not None:
+            try:
+                engine.backend.close()  # idempotent; here for the error paths
+            except Exception as e:  # noqa: BLE001 - closing after a device failure
+                log.warning("closing the backend: %s", e)
         if prom is not None:
             prom.close()
         for s in socks:

@@ -56,6 +56,7 @@ typedef struct {
 } hb_done;
 
 #define QCAP 4096  // power of two
+#define LINE 128    // keep the ring indices on separate cache lines (no false sharing)
 
 typedef struct {
   // set by hb_chain_create
@@ -74,14 +75,16 @@ typedef struct {
   // rings: steps Python -> thread, completions thread -> Python
   hb_step steps[QCAP];
   hb_done done[QCAP];
-  _Atomic uint64_t step_head;  // written by Python (push)
-  _Atomic uint64_t step_tail;  // written by the thread
-  _Atomic uint64_t done_head;  // written by the thread
-  _Atomic uint64_t done_tail;  // written by Python (pop)
-  _Atomic int stop;
-  _Atomic int failed;  // a launch or query failed: the thread issues nothing more
+  _Alignas(LINE) _Atomic uint64_t step_head;  // written by Python (push)
+  _Alignas(LINE) _Atomic uint64_t step_tail;  // written by the thread
+  _Alignas(LINE) _Atomic uint64_t done_head;  // written by the thread
+  _Alignas(LINE) _Atomic uint64_t done_tail;  // written by Python (pop)
+  _Alignas(LINE) _Atomic uint64_t issued;     // steps launched (and their event recorded)
+  _Alignas(LINE) _Atomic int stop;
+  _Atomic int failed;       // a launch or query failed: the thread issues nothing more
+  _Atomic int ready;        // 0: starting, 1: running, < 0: -CUresult of cuCtxSetCurrent
+  _Atomic int64_t expect;   // when Python expects the next request (0: unknown)
   _Atomic int64_t last_seen;
-  _Atomic uint64_t issued;  // steps launched (and their event recorded) so far
 } hb_chain;
 
 static inline int64_t now_ns(void) {
@@ -117,25 +120,36 @@ static void fail(hb_chain *c, uint64_t id, int err) {
   push_done(c, &d);
 }
 
-#define IDLE_SPIN_NS 20000000LL  // idle this long: poll with short sleeps instead
+#define IDLE_SPIN_NS 20000000LL  // idle this long with nothing expected: sleep-poll instead
+#define EXPECT_MARGIN_NS 1000000LL  // sleep only while the next request is further off
 #define QUERY_EVERY_NS 1000000LL  // waiting on a kernel: ask the stream for errors this often
+
+// Idle: spin (an HP arrival must not wait for a sleeping thread: nanosleep overshoots by
+// ~100 us on a VM) unless the next expected request is more than EXPECT_MARGIN_NS away,
+// or nothing is expected and nothing came for IDLE_SPIN_NS.
+static int may_sleep(hb_chain *c, int64_t n, int64_t idle_since) {
+  int64_t w = atomic_load_explicit(&c->expect, memory_order_relaxed);
+  if (w > 0) return w - n > EXPECT_MARGIN_NS || n - w > IDLE_SPIN_NS;
+  return n - idle_since > IDLE_SPIN_NS;
+}
 
 static void *run(void *arg) {
   hb_chain *c = (hb_chain *)arg;
   if (c->setctx && c->ctx) {
     int r = c->setctx(c->ctx);
     if (r) {
-      fail(c, 0, r);
+      atomic_store(&c->ready, -r);  // hb_chain_create reports it and joins
       return NULL;
     }
   }
+  atomic_store(&c->ready, 1);
   int64_t idle_since = now_ns();
   while (!atomic_load_explicit(&c->stop, memory_order_relaxed)) {
     uint64_t t = atomic_load_explicit(&c->step_tail, memory_order_relaxed);
     if (t == atomic_load_explicit(&c->step_head, memory_order_acquire) ||
         atomic_load_explicit(&c->failed, memory_order_relaxed)) {
-      if (now_ns() - idle_since > IDLE_SPIN_NS) {
-        struct timespec ts = {0, 50000};  // long idle (paused HP): stop burning a core
+      if (may_sleep(c, now_ns(), idle_since)) {
+        struct timespec ts = {0, 50000};  // nothing due soon: stop burning a core
         nanosleep(&ts, NULL);
       } else {
         relax();
@@ -178,7 +192,10 @@ static void *run(void *arg) {
     atomic_fetch_add_explicit(&c->issued, 1, memory_order_release);
     int64_t next_query = d.called_ns + QUERY_EVERY_NS;
     for (;;) {
-      if (ts[1]) break;
+      if (ts[1]) {
+        atomic_thread_fence(memory_order_acquire);  // the stamps, after seeing the end
+        break;
+      }
       if (atomic_load_explicit(&c->stop, memory_order_relaxed)) {
         stopped = 1;
         break;
@@ -211,11 +228,15 @@ static void *run(void *arg) {
   return NULL;
 }
 
+void hb_chain_destroy(hb_chain *c);
+
 hb_chain *hb_chain_create(void *launch, void *query, void *setctx, void *record, void *ctx,
                           void *ts_host, uint64_t ts_dev, uint64_t cnt_dev, uint32_t nslots) {
   if (!launch || !query || !ts_host || nslots == 0) return NULL;
-  hb_chain *c = (hb_chain *)calloc(1, sizeof(hb_chain));
-  if (!c) return NULL;
+  void *mem = NULL;  // aligned: the ring indices sit on their own cache lines
+  if (posix_memalign(&mem, LINE, sizeof(hb_chain)) != 0) return NULL;
+  memset(mem, 0, sizeof(hb_chain));
+  hb_chain *c = (hb_chain *)mem;
   c->launch = (launch_fn)launch;
   c->query = (query_fn)query;
   c->setctx = (setctx_fn)setctx;
@@ -230,8 +251,21 @@ hb_chain *hb_chain_create(void *launch, void *query, void *setctx, void *record,
     return NULL;
   }
   c->started = 1;
+  // wait (at most 5 s) for the thread to make the context current: a failure there
+  // must fail creation, so that the caller can fall back to issuing from Python
+  for (int i = 0; i < 50000 && atomic_load(&c->ready) == 0; i++) {
+    struct timespec ts = {0, 100000};
+    nanosleep(&ts, NULL);
+  }
+  if (atomic_load(&c->ready) != 1) {
+    hb_chain_destroy(c);
+    return NULL;
+  }
   return c;
 }
+
+// Tell the thread when the next request is expected (ns, CLOCK_MONOTONIC; 0: unknown).
+void hb_chain_expect(hb_chain *c, int64_t t) { atomic_store(&c->expect, t); }
 
 // Queue n steps (all or nothing). Returns n, or 0 when the ring lacks room.
 int hb_chain_push(hb_chain *c, const hb_step *steps, int n) {

@@ -256,3 +256,36 @@ def test_every_native_source_is_installed_as_package_data() -> None:
     assert "hpchain.c" in files
     missing = [f for f in files if not any(fnmatch.fnmatch(f, g) for g in globs)]
     assert not missing, f"native/ files not in package-data: {missing}"
+
+
+def test_a_thread_that_cannot_make_the_context_current_fails_creation(gpu: FakeGpu) -> None:
+    setctx = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p)(lambda ctx: 201)  # INVALID_CONTEXT
+    addr = ctypes.cast(gpu._launch, ctypes.c_void_p).value
+    q = ctypes.cast(gpu._query, ctypes.c_void_p).value
+    sc = ctypes.cast(setctx, ctypes.c_void_p).value
+    with pytest.raises(hpchain.HpChainError, match="context current"):
+        hpchain.Chain(addr, q, gpu.base, gpu.base, 0, NSLOTS, setctx=sc, ctx=1234)
+
+
+def test_closed_chain_is_inert(gpu: FakeGpu) -> None:
+    ch = gpu.chain()
+    ch.expect(time.perf_counter_ns() + 5_000_000)
+    ch.close()
+    assert ch.poll() == [] and ch.issued == 0
+    with pytest.raises(hpchain.HpChainError, match="closed"):
+        ch.push([Kernel().step(1, 0, 0)])
+
+
+def test_expected_request_is_issued_promptly_after_a_long_idle(gpu: FakeGpu) -> None:
+    ch = gpu.chain()
+    try:
+        k = Kernel()
+        ch.push([k.step(1, 0, 0)])
+        collect(ch, 1)
+        t = time.perf_counter_ns() + 60_000_000  # 60 ms away: the thread may sleep first
+        ch.expect(t)
+        ch.push([k.step(2, 0, t)])
+        (d,) = collect(ch, 1)
+        assert d.issue_ns >= t
+    finally:
+        ch.close()

@@ -9,6 +9,7 @@ from dataclasses import replace
 import pytest
 from sim_recorder import Recorder
 
+from engine.backends.sim import SimBackend
 from engine.model import HP, LP, Launch
 from engine.profile import ProfileError, load, shipped_dir
 from engine.scheduler import Scheduler
@@ -149,7 +150,6 @@ def test_behind_hp_raises_lp_throughput_in_the_sim() -> None:
 
 def test_drain_waits_for_chained_launches_before_the_backend_is_reused() -> None:
     """The headless engine calibrates phase after phase on one backend (engine.calibrate)."""
-    from engine.backends.sim import SimBackend
     from engine.calibrate import drain
 
     be = SimBackend(SIM)
@@ -166,8 +166,6 @@ def test_drain_waits_for_chained_launches_before_the_backend_is_reused() -> None
 
 
 def test_a_completion_the_scheduler_never_issued_is_counted_not_fatal() -> None:
-    from engine.backends.sim import SimBackend
-
     be = SimBackend(SIM)
     hp = [replace(t) for t in PROFILE.tasks if t.cls == HP]
     s1 = Scheduler(PROFILE.kernels, hp, be, "exclusive", seed=3)
@@ -177,3 +175,41 @@ def test_a_completion_the_scheduler_never_issued_is_counted_not_fatal() -> None:
     s2.run_until(be.now_ns() + 20 * MS)
     assert s2.stray_completions > 0
     assert s2.metrics.tasks["llm"].requests > 0
+
+
+def test_only_one_hp_task_is_chained_and_a_second_is_not_serialised_behind_it() -> None:
+    llm = next(t for t in PROFILE.tasks if t.cls == HP)
+    arr = replace(llm.arrival, rate_hz=200.0)
+    tasks = [replace(llm, arrival=arr), replace(llm, name="llm2", arrival=arr)]
+
+    def p99s(sim) -> tuple[float, float]:  # noqa: ANN001
+        s = Scheduler(PROFILE.kernels, [replace(t) for t in tasks], SimBackend(sim), "exclusive", 3)
+        s.run_until(400 * MS)
+        m = s.metrics.tasks
+        return s, (m["llm"].latency.percentile(99), m["llm2"].latency.percentile(99))
+
+    s, (a, b) = p99s(SIM)
+    assert s._hp["llm"].chain and not s._hp["llm2"].chain
+    _, (a0, b0) = p99s(PROFILE.sim)  # everything issued from the scheduling loop
+    assert a < 1.5 * a0 and b < 1.5 * b0
+    assert s.metrics.tasks["llm2"].requests > 50
+
+
+def test_remove_and_re_add_under_the_chain_while_its_kernels_run() -> None:
+    s, be = run("hummingbird", ms=30)
+    assert s._chained
+    for name in ("llm", "train"):
+        old = s.tasks[name]
+        s.remove_task(name)
+        s.add_task(replace(old))
+    s.run_until(120 * MS)  # orphans complete; the new llm is chained again
+    assert s._hp["llm"].chain and s.metrics.tasks["llm"].requests > 10
+    assert not s._orphans and s.hp_kernels_active in (0, 1)
+
+
+def test_set_policy_forgets_the_slice_lateness_of_the_previous_policy() -> None:
+    s, _ = run("spatial", ms=50)
+    s._late[0] = 150_000.0
+    s.slice_margin_ns = 150_000
+    s.set_policy("hummingbird")
+    assert s.slice_margin_ns == 0 and s._late == [0.0]

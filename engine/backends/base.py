@@ -79,6 +79,9 @@ class Backend(ABC):
         has ended, with no host round trip (a stream wait on an event)."""
         return False
 
+    def chain_expect(self, t_ns: int) -> None:  # noqa: B027 - optional hook
+        """The next chained request is expected at ``t_ns`` (the issuer may idle till near it)."""
+
     def launch_latency_ns(self) -> int:
         """Typical enqueue → GPU-visible latency, used to pre-issue the next slice."""
         return 5_000

@@ -629,8 +629,9 @@ class CudaBackend(Backend):
 
         if self._chain is None:
             raise BackendError("submit_chain: native HP issue is not running")
-        steps = []
-        for i, (la, gap) in enumerate(zip(launches, gaps_ns, strict=True)):
+        # everything that can fail first; then commit the bookkeeping
+        plan = []
+        for la, gap in zip(launches, gaps_ns, strict=True):
             name = la.kernel.name
             p = self._chain_args.get(name)
             if p is None:
@@ -643,8 +644,14 @@ class CudaBackend(Backend):
             if stream is None:
                 stream = self._lp_stream(la.stream)
             ev = self._chain_ev_pool.pop() if self._chain_ev_pool else self._new_event()
+            plan.append((la, int(gap), p, stream, ev))
+        if not self._chain.pending and not self._chain_backlog:
+            self._chain_progress = time.perf_counter_ns()  # the stall clock starts now
+        steps = []
+        for i, (la, gap, p, stream, ev) in enumerate(plan):
             self._chain_ev[la.id] = (ev, self._chain_seq)
             self._chain_seq += 1
+            self._chain_launches[la.id] = la
             b = p.block
             steps.append(
                 Step(
@@ -654,7 +661,7 @@ class CudaBackend(Backend):
                     params=p.params_addr,
                     ts_cell=ctypes.addressof(p.ts),
                     cnt_cell=ctypes.addressof(p.cnt),
-                    gap_ns=int(gap),
+                    gap_ns=gap,
                     not_before=not_before_ns if i == 0 else -1,
                     event=int(ev),
                     grid=p.total,
@@ -664,16 +671,27 @@ class CudaBackend(Backend):
                     smem=p.smem,
                 )  # fmt: skip
             )
-            self._chain_launches[la.id] = la
         self._inflight += len(steps)
-        if self._chain_backlog or self._chain.pending + len(steps) > _CHAIN_MAX_PENDING:
-            self._chain_backlog.append(steps)
-        else:
-            self._chain.push(steps)
+        # the native ring holds 4096 steps: the rest waits here in ring-sized chunks (the
+        # steps are independent: only a request's first carries its arrival)
+        for k in range(0, len(steps), _CHAIN_MAX_PENDING):
+            self._chain_backlog.append(steps[k : k + _CHAIN_MAX_PENDING])
+        self._chain_flush()
+
+    def _chain_flush(self) -> None:
+        ch, backlog = self._chain, self._chain_backlog
+        while backlog and ch.pending + len(backlog[0]) <= _CHAIN_MAX_PENDING:
+            ch.push(backlog.popleft())
 
     def chain_issued(self, launch: Launch) -> bool:
-        e = self._chain_ev.get(launch.id) if self._chain is not None else None
+        if self._chain is None:
+            return True
+        e = self._chain_ev.get(launch.id)
         return e is None or self._chain.issued > e[1]  # done, or launched and recorded
+
+    def chain_expect(self, t_ns: int) -> None:
+        if self._chain is not None:
+            self._chain.expect(t_ns)
 
     def _chain_poll(self, now: int) -> list[Launch]:
         ch = self._chain
@@ -689,20 +707,20 @@ class CudaBackend(Backend):
                     f"native HP issue: {what} failed: {_err_name(self._cu, d.err)} "
                     "(the CUDA context is unusable)"
                 )
-            assert la is not None
+            if la is None:  # not a launch we know (cannot happen; never crash over it)
+                self._inflight -= 1  # it was counted when pushed
+                continue
             la.issue_ns = d.issue_ns
             la.seen_ns = d.seen_ns
             out.append(self._times(la, d.g0, d.g1, d.seen_ns))
         if out:
             self._chain_progress = now
-            while self._chain_backlog and (
-                ch.pending + len(self._chain_backlog[0]) <= _CHAIN_MAX_PENDING
-            ):
-                ch.push(self._chain_backlog.popleft())
         elif ch.pending and now - self._chain_progress > _STALL_S * 1e9:
             raise BackendError(
                 f"native HP issue: no HP kernel completed for {_STALL_S:.0f} s: hung kernel?"
             )
+        if self._chain_backlog:
+            self._chain_flush()
         return out
 
     def _submit_user(self, launch: Launch, p: _UserPrepared, stream, issue: int) -> None:
@@ -760,7 +778,7 @@ class CudaBackend(Backend):
         while True:
             done: list[tuple[Launch, Any, int]] = []
             chained: list[Launch] = []
-            if chain is not None and chain.pending:
+            if chain is not None and (chain.pending or self._chain_backlog):
                 chained = self._chain_poll(clock())
             if self._inflight:
                 for q in self._qlist:
@@ -815,6 +833,7 @@ class CudaBackend(Backend):
         cu = self._cu
         if self._chain is not None:  # stop the native thread before the context goes
             self._chain.close()
+            self._chain = None
         try:
             cu.cuCtxSynchronize()
         except Exception:  # noqa: BLE001 - closing after a sticky error: free what we can

@@ -18,9 +18,11 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import os
+import platform
 import shlex
 import subprocess
 import tempfile
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -92,14 +94,18 @@ def build(cache: Path | None = None) -> Path:
         ).stdout.splitlines()[:1]
     except (OSError, subprocess.SubprocessError) as e:
         raise HpChainError(f"no C compiler ({' '.join(cc)}): {e}") from e
-    key = hashlib.sha256(src + "\0".join([*cc, *CFLAGS, *ver]).encode()).hexdigest()[:24]
+    parts = [*cc, *CFLAGS, *ver, platform.machine()]  # a home shared across archs
+    key = hashlib.sha256(src + "\0".join(parts).encode()).hexdigest()[:24]
     root = cache if cache is not None else cache_dir()
     path = root / f"hpchain-{key}.so"
     if path.is_file() and path.stat().st_size > 0:
         return path
-    root.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".hpchain-", suffix=".so", dir=root)
-    os.close(fd)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".hpchain-", suffix=".so", dir=root)
+        os.close(fd)
+    except OSError as e:
+        raise HpChainError(f"cannot write the build cache {root}: {e}") from e
     try:
         r = subprocess.run(
             [*cc, *CFLAGS, "-o", tmp, str(SOURCE)],
@@ -134,6 +140,8 @@ def load(cache: Path | None = None) -> ctypes.CDLL:
     lib.hb_chain_issued_addr.argtypes = [vp]
     lib.hb_chain_destroy.restype = None
     lib.hb_chain_destroy.argtypes = [vp]
+    lib.hb_chain_expect.restype = None
+    lib.hb_chain_expect.argtypes = [vp, ctypes.c_int64]
     lib.hb_chain_sizes.restype = i32
     lib.hb_chain_sizes.argtypes = [ctypes.POINTER(i32), ctypes.POINTER(i32)]
     s, d = i32(), i32()
@@ -168,7 +176,12 @@ class Chain:
             cnt_dev, nslots,
         )  # fmt: skip
         if not self._h:
-            raise HpChainError("hb_chain_create failed (thread not started)")
+            raise HpChainError(
+                "hb_chain_create failed (thread not started, or it could not make the CUDA "
+                "context current)"
+            )
+        # the thread must stop even if close() is never called (it reads our memory)
+        self._fin = weakref.finalize(self, self._lib.hb_chain_destroy, self._h)
         self._head = ctypes.c_uint64.from_address(self._lib.hb_chain_done_head(self._h))
         self._issued = ctypes.c_uint64.from_address(self._lib.hb_chain_issued_addr(self._h))
         self._tail = 0
@@ -177,6 +190,8 @@ class Chain:
         self.pushed = 0  # steps pushed so far: step number n is issued once issued > n
 
     def push(self, steps: list[Step]) -> None:
+        if not self._h:
+            raise HpChainError("HP chain is closed")
         arr = (Step * len(steps))(*steps)
         if self._lib.hb_chain_push(self._h, arr, len(steps)) != len(steps):
             raise HpChainError(f"HP chain queue full ({self.pending} steps pending)")
@@ -185,7 +200,7 @@ class Chain:
 
     def poll(self) -> list[Any]:
         """Completions since the last poll (a plain load when there are none)."""
-        if self._head.value == self._tail:
+        if not self._h or self._head.value == self._tail:
             return []
         out: list[Any] = []
         while True:
@@ -200,9 +215,16 @@ class Chain:
     @property
     def issued(self) -> int:
         """Steps launched so far (with their events recorded): a plain load."""
-        return self._issued.value
+        return self._issued.value if self._h else 0
+
+    def expect(self, t_ns: int) -> None:
+        """The next request is expected at ``t_ns`` (perf_counter_ns; 0: unknown): the
+        idle thread spins from 1 ms before it instead of sleeping through the arrival."""
+        if self._h:
+            self._lib.hb_chain_expect(self._h, int(t_ns))
 
     def close(self) -> None:
+        """Stop and free the thread (steps not yet issued are dropped). Idempotent."""
         if self._h:
-            self._lib.hb_chain_destroy(self._h)
             self._h = None
+            self._fin()  # joins the thread, frees the chain
