@@ -208,7 +208,8 @@ def parse(data: dict[str, Any], file: str = "<profile>", base_dir: Path | None =
 
     sim_t = c.table(eng.get("sim", {}), "engine.sim")
     c.keys(sim_t, "engine.sim",
-           {"sms", "launch_latency_us", "launch_cost_us", "interference", "hp_chain"})  # fmt: skip
+           {"sms", "launch_latency_us", "launch_cost_us", "interference", "hp_chain",
+            "loop_delay_us"})  # fmt: skip
     d = SimParams()
     hp_chain = sim_t.get("hp_chain", d.hp_chain)
     if not isinstance(hp_chain, bool):
@@ -219,6 +220,7 @@ def parse(data: dict[str, Any], file: str = "<profile>", base_dir: Path | None =
             sim_t, "launch_latency_us", "engine.sim", d.launch_latency_us, minimum=0
         ),
         launch_cost_us=c.num(sim_t, "launch_cost_us", "engine.sim", d.launch_cost_us, minimum=0),
+        loop_delay_us=c.num(sim_t, "loop_delay_us", "engine.sim", d.loop_delay_us, minimum=0),
         interference=c.num(sim_t, "interference", "engine.sim", d.interference, minimum=0),
         hp_chain=hp_chain,
     )
@@ -492,6 +494,7 @@ def to_dict(prof: Profile) -> dict[str, Any]:
             "sms": sim.sms,
             "launch_latency_us": sim.launch_latency_us,
             "launch_cost_us": sim.launch_cost_us,
+            "loop_delay_us": sim.loop_delay_us,
             "interference": sim.interference,
             "hp_chain": sim.hp_chain,
         },

@@ -121,6 +121,9 @@ def test_profile_hp_chain_key(tmp_path) -> None:  # noqa: ANN001
     bad.write_text(base.replace("interference = 0.3", "interference = 0.3\nhp_chain = 1"))
     with pytest.raises(ProfileError, match=r"engine\.sim\.hp_chain"):
         load(bad)
+    bad.write_text(base.replace("interference = 0.3", "interference = 0.3\nloop_delay_us = -1"))
+    with pytest.raises(ProfileError, match=r"engine\.sim\.loop_delay_us"):
+        load(bad)
 
 
 def test_first_slice_of_a_gap_waits_on_the_gpu_for_the_hp_kernel_before_it() -> None:
@@ -213,3 +216,27 @@ def test_set_policy_forgets_the_slice_lateness_of_the_previous_policy() -> None:
     s.slice_margin_ns = 150_000
     s.set_policy("hummingbird")
     assert s.slice_margin_ns == 0 and s._late == [0.0]
+
+
+SLOW_HOST = replace(SIM, loop_delay_us=25.0)  # the lent H100's VM: 20-45 µs per wake-up
+
+
+def test_pre_issue_lead_converges_to_the_host_loop_delay() -> None:
+    s, _ = run("hummingbird", sim=SLOW_HOST, ms=1000)
+    assert 20_000 <= s.policy.lead_ns <= 30_000, s.policy.lead_ns
+    s0, _ = run("hummingbird")
+    assert s0.policy.lead_ns < 2_000  # an instant host needs none
+
+
+def test_queueing_behind_hp_pays_off_most_on_a_slow_host() -> None:
+    from engine import policies
+
+    s_on, _ = run("hummingbird", sim=SLOW_HOST, ms=1000)
+    policies.BEHIND_HP = False
+    try:
+        s_off, _ = run("hummingbird", sim=SLOW_HOST, ms=1000)
+    finally:
+        policies.BEHIND_HP = True
+    on, off = s_on.metrics.tasks["train"].blocks, s_off.metrics.tasks["train"].blocks
+    assert on > 1.1 * off, (on, off)  # 1.19x here
+    assert s_on.metrics.tasks["llm"].requests == s_off.metrics.tasks["llm"].requests
