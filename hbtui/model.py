@@ -109,6 +109,7 @@ class EngineModel:
         self.engine_id = ""
         self.backend = ""
         self.device = ""
+        self.hp_issue = ""  # "native" | "python" | "native (simulated)"
         self.policy = ""
         self.profile = ""
         self.phase = ""  # "calibrating" or "running"
@@ -176,7 +177,7 @@ class EngineModel:
         prof = b.get("profile")
         if isinstance(prof, dict):  # {"name", "path"}
             b = dict(b, profile=prof.get("name") or prof.get("path") or "")
-        for key in ("backend", "device", "policy", "profile", "phase"):
+        for key in ("backend", "device", "hp_issue", "policy", "profile", "phase"):
             v = b.get(key)
             if v is not None and str(v) != getattr(self, key):
                 setattr(self, key, str(v))

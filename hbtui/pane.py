@@ -36,6 +36,8 @@ class StatusHeader(Static):
             t.append(" simulated GPU ", style="bold black on yellow")
         else:
             t.append(m.device or m.backend or "?", style="bold")
+            if m.hp_issue == "python":  # a real GPU with HP issued from the Python loop
+                t.append(" HP issued from Python ", style="bold black on yellow")
         t.append("  policy ", style="dim")
         t.append(m.policy or "?", style="bold cyan")
         t.append("  profile ", style="dim")

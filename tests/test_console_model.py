@@ -123,3 +123,22 @@ def test_parse_slo_and_priority() -> None:
         parse_slo("0")
     with pytest.raises(ValueError):
         parse_priority("high")
+
+
+def test_hp_issue_is_tracked_and_shown_for_a_gpu_issuing_hp_from_python() -> None:
+    from hbtui.pane import StatusHeader
+
+    m = EngineModel()
+    body = dict(state_body(), backend="cuda", device="NVIDIA H100 80GB HBM3", hp_issue="python")
+    m.apply(env("state", 1, body), 1.0)
+    assert m.hp_issue == "python" and m.take_changes().header
+    shown: list = []
+    hdr = StatusHeader()
+    hdr.update = shown.append  # type: ignore[method-assign]  # no app needed to render
+    hdr.show(m, 1.0, "", "")
+    text = shown[0].plain
+    assert "HP issued from Python" in text and "H100" in text
+    m.apply(env("state", 2, dict(body, hp_issue="native")), 1.1)
+    assert m.take_changes().header
+    hdr.show(m, 1.1, "", "")
+    assert "HP issued from Python" not in shown[-1].plain
