@@ -21,3 +21,17 @@ class Recorder(SimBackend):
         self.check(self.sched, launch)
         super().submit(launch)
         self.launches.append(launch)
+
+
+def run_default(be: Recorder, policy: str, ms: int = 300) -> tuple[Scheduler, Recorder]:
+    """The shipped default profile on ``be`` (seed 3, SLO 5 ms) for ``ms`` simulated ms."""
+    from dataclasses import replace
+
+    from engine.profile import load, shipped_dir
+
+    prof = load(shipped_dir() / "default.toml")
+    tasks = [replace(t) for t in prof.tasks]
+    s = Scheduler(prof.kernels, tasks, be, policy, seed=3, baseline_p99_ms={"llm": 5.0})
+    be.sched = s
+    s.run_until(ms * 1_000_000)
+    return s, be

@@ -3,7 +3,7 @@
 from dataclasses import replace
 
 import pytest
-from sim_recorder import Recorder
+from sim_recorder import Recorder, run_default
 
 from engine.model import HP, LP, Launch
 from engine.profile import load, shipped_dir
@@ -13,13 +13,8 @@ PROFILE = load(shipped_dir() / "default.toml")
 MS = 1_000_000
 
 
-def run(policy: str, check=lambda s, x: None, ms: int = 300, **kw):  # noqa: ANN001, ANN202
-    be = Recorder(PROFILE.sim, check)
-    tasks = [replace(t) for t in PROFILE.tasks]
-    s = Scheduler(PROFILE.kernels, tasks, be, policy, seed=3, baseline_p99_ms={"llm": 5.0})
-    be.sched = s
-    s.run_until(ms * MS)
-    return s, be
+def run(policy: str, check=lambda s, x: None, ms: int = 300):  # noqa: ANN001, ANN202
+    return run_default(Recorder(PROFILE.sim, check), policy, ms)
 
 
 def test_exclusive_never_launches_lp() -> None:

@@ -7,7 +7,7 @@ import bisect
 from dataclasses import replace
 
 import pytest
-from sim_recorder import Recorder
+from sim_recorder import Recorder, run_default
 
 from engine.backends.sim import SimBackend
 from engine.model import HP, LP, Launch
@@ -39,12 +39,7 @@ class ChainRecorder(Recorder):
 
 
 def run(policy: str, check=lambda s, x: None, ms: int = 300, sim=SIM):  # noqa: ANN001, ANN202
-    be = ChainRecorder(sim, check)
-    tasks = [replace(t) for t in PROFILE.tasks]
-    s = Scheduler(PROFILE.kernels, tasks, be, policy, seed=3, baseline_p99_ms={"llm": 5.0})
-    be.sched = s
-    s.run_until(ms * MS)
-    return s, be
+    return run_default(ChainRecorder(sim, check), policy, ms)
 
 
 def test_chained_hp_kernels_follow_the_workload_gaps_exactly() -> None:
