@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 DEFAULT_SLICE_US = 100.0
 MAX_CONSOLIDATE = 4  # slices merged into one launch in long inter-request bubbles
 LATE_MARGIN = True  # end slices the learned lateness before the next HP kernel is due
+LATE_QUANTILE = 0.9  # ... taken as this quantile of recent slices' lateness
 # Fraction of each HP SLO that LP slices may never use: a reserve for the interference the
 # slack model does not see (on the H100 HP kernels run 5-8 % slower while LP shares the
 # GPU, from cache pollution; clocks stay at 1980 MHz). 0.25 held attainment within a
@@ -206,7 +207,7 @@ class Hummingbird(Policy):
         kernel = s.lp_kernel(task)
         if not kernel.sliceable:
             return False
-        lat = s.launch_latency_ns
+        lat = s.hp_latency_ns
         # the kernel was issued at its due time (the chain is exact); it ends one learned
         # duration after its start
         hp_end = st.step_gap_start + req.gaps_ns[req.step] + lat + int(st.dur_ema[req.step])

@@ -19,7 +19,9 @@ from collections import deque
 from dataclasses import replace
 from typing import Any, Protocol
 
+from engine import policies
 from engine.backends.base import LP_STREAM, Backend
+from engine.estimate import RecentQuantile
 from engine.metrics import Metrics
 from engine.model import HP, LP, KernelSpec, Launch, Request, Task
 from engine.policies import DEFAULT_SLICE_US, Policy, make_policy
@@ -135,7 +137,12 @@ class Scheduler:
         self.policy: Policy = make_policy(policy)
         self.metrics = Metrics()
         self.waves = WaveModel(backend.sms)
-        self.launch_latency_ns = backend.launch_latency_ns()
+        # issue -> first block of an LP launch with nothing ahead of it, and of an HP kernel
+        # (medians of recent launches: the backend's figure is for an idle launch call)
+        self._lat = RecentQuantile(0.5, backend.launch_latency_ns())
+        self.launch_latency_ns = int(self._lat.value)
+        self._hp_lat = RecentQuantile(0.5, backend.launch_latency_ns())
+        self.hp_latency_ns = int(self._hp_lat.value)
         self.baseline_p99_ms: dict[str, float] = dict(baseline_p99_ms or {})
         self.listeners: list[Listener] = []
         self.tasks: dict[str, Task] = {}
@@ -159,13 +166,13 @@ class Scheduler:
         self.hp_requests_in_flight = 0  # HP requests arrived and not completed
         self.bubble_start_ns = 0
         self._hp_lead = 0.0  # learned timer → HP launch call overhead (ns)
-        # How late LP slices end against their prediction (EMA and mean deviation, ns):
-        # hummingbird ends its slices this much before the next HP kernel is due.
-        self._late = [0.0]
-        self._late_dev = [0.0]
+        # How late LP slices end against their prediction (a high quantile of recent
+        # slices): hummingbird ends its slices this much before the next HP kernel is due.
+        self._late = RecentQuantile(policies.LATE_QUANTILE, 0.0)
         self.slice_margin_ns = 0
         # HP end → start of an LP slice queued behind it (a GPU-side stream wait), learned
-        self.dep_ns = 2_000
+        self._dep = RecentQuantile(0.5, 2_000)
+        self.dep_ns = int(self._dep.value)
         self.decisions = 0
         for k in self.kernels.values():
             self.waves.add(k, backend.prepare(k))
@@ -205,7 +212,7 @@ class Scheduler:
         for st in self._hp.values():
             if st.queue and st.gap_start >= 0:
                 step = st.queue[0].step
-                end = st.gap_start + st.gap_low(step) + self.launch_latency_ns
+                end = st.gap_start + st.gap_low(step) + self.hp_latency_ns
                 left = min(left, end - at_ns)
         return int(left) if left != math.inf else 1 << 62
 
@@ -468,15 +475,15 @@ class Scheduler:
                 # Learn the real issue → start delay (the backend's figure is for an idle
                 # launch call; through submit() it is longer on a real GPU).
                 self._cold.discard(launch.id)
-                lat = launch.start_ns - launch.issue_ns
-                self.launch_latency_ns += int(_EMA * (lat - self.launch_latency_ns))
+                self._lat.add(launch.start_ns - launch.issue_ns)
+                self.launch_latency_ns = int(self._lat.value)
             dep = launch.after
             if dep is not None and dep.end_ns >= 0:
-                sample = min(max(launch.start_ns - dep.end_ns, 0), _MAX_DEP_NS)
-                self.dep_ns += int(_EMA * (sample - self.dep_ns))
+                self._dep.add(min(max(launch.start_ns - dep.end_ns, 0), _MAX_DEP_NS))
+                self.dep_ns = int(self._dep.value)
             late = min(max(launch.end_ns - launch.predicted_ns, -_MAX_DEP_NS), _MAX_DEP_NS)
-            self._learn(self._late, self._late_dev, 0, late)
-            self.slice_margin_ns = max(0, int(self._late[0] + self._late_dev[0]))
+            self._late.add(late)
+            self.slice_margin_ns = max(0, int(self._late.value))
             if self.lp_inflight:
                 # The queued slice starts when this one ended: re-base its predicted end so
                 # one late slice does not make every later prediction late.
@@ -500,6 +507,9 @@ class Scheduler:
             self.hp_kernels_active -= 1
         if self.hp_kernels_active == 0:
             self.bubble_start_ns = now
+        if launch.start_ns >= launch.issue_ns:
+            self._hp_lat.add(launch.start_ns - launch.issue_ns)
+            self.hp_latency_ns = int(self._hp_lat.value)
         if orphan:  # its task was removed while the kernel ran
             return
         name = launch.task
@@ -605,7 +615,8 @@ class Scheduler:
             raise ControlError("bad_value", f"set_policy: {e}") from None
         # slice lateness learned under another policy (e.g. whole spatial kernels) is not
         # this one's
-        self._late, self._late_dev, self.slice_margin_ns = [0.0], [0.0], 0
+        self._late.reset()
+        self.slice_margin_ns = 0
         self._event("set_policy", policy=name)
 
     def set_slo(self, name: str, ms: float | None = None, factor: float | None = None) -> None:
