@@ -103,13 +103,15 @@ def main() -> None:
         print("NVML medians:", out["nvml_median"])
     out.update(
         launch_latency_us=s.launch_latency_ns / 1e3,
+        hp_latency_us=s.hp_latency_ns / 1e3,
         slice_margin_us=s.slice_margin_ns / 1e3,
         dep_us=s.dep_ns / 1e3,
         pre_issue_lead_us=getattr(s.policy, "lead_ns", 0.0) / 1e3,
         decisions=why,
     )
     print(
-        f"learned launch latency {s.launch_latency_ns / 1e3:.1f} µs, slice margin "
+        f"learned launch latency {s.launch_latency_ns / 1e3:.1f} µs (HP "
+        f"{s.hp_latency_ns / 1e3:.1f} µs), slice margin "
         f"{s.slice_margin_ns / 1e3:.1f} µs, HP end -> queued slice start {s.dep_ns / 1e3:.1f} µs, "
         f"pre-issue lead {getattr(s.policy, 'lead_ns', 0.0) / 1e3:.1f} µs, "
         f"decisions {why}"
@@ -235,10 +237,16 @@ def main() -> None:
             lp_issue_start_us=med(lp_lat),
         )  # fmt: skip
         errs = [(x.end_ns - x.predicted_ns) / 1e3 for x in done if x.cls == LP]
-        print(f"LP slice end minus predicted end, median {med(errs)} µs (n={len(errs)})")
+        p90 = round(sorted(errs)[int(0.9 * (len(errs) - 1))], 2) if errs else None
+        print(f"LP slice end minus predicted end, median {med(errs)}, p90 {p90} µs (n={len(errs)})")
         waves = {k: round(v["wave_us"], 1) for k, v in s.waves.snapshot().items()}
         print("wave model:", waves)
-        out.update(gap_busy=busy / max(1, gap_tot), slice_late_us=med(errs), waves=waves)
+        out.update(
+            gap_busy=busy / max(1, gap_tot),
+            slice_late_us=med(errs),
+            slice_late_p90_us=p90,
+            waves=waves,
+        )
     be.close()
     if a.json:
         with open(a.json, "w") as f:

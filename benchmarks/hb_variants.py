@@ -9,9 +9,10 @@ docs/benchmarks/cuda_default_h100.md for which code each call ran).
     PYTHONPATH=. python3 benchmarks/hb_variants.py PROFILE SECONDS OUT [VARIANT,...]
     KIND=sim PYTHONPATH=. python3 benchmarks/hb_variants.py default 3 /tmp/v.json
 
-Variants: hb (the defaults), hb_nomargin (no lateness margin), hb_mc1 / hb_mc2 (at most
-1 / 2 slices merged in inter-request bubbles), hb_r0 / hb_r50 (SLO reserve 0 / 0.5),
-hb_nobehind (no slice queued behind the running HP kernel).
+Variants (VARIANTS below): hb (the defaults), hb_nomargin (no lateness margin), hb_q50 /
+hb_q75 / hb_q97 (the margin is that quantile of recent slices' lateness, default 0.9),
+hb_mc1 / hb_mc2 (at most 1 / 2 slices merged in inter-request bubbles), hb_r0 / hb_r25 /
+hb_r50 (SLO reserve), hb_nobehind (no slice queued behind the running HP kernel).
 """
 
 from __future__ import annotations
@@ -24,15 +25,18 @@ from engine import policies
 from engine.bench import _job
 from engine.profile import load, resolve
 
-VARIANTS = {  # name -> (MAX_CONSOLIDATE, LATE_MARGIN, SLACK_RESERVE, BEHIND_HP)
-    "hb": (policies.MAX_CONSOLIDATE, policies.LATE_MARGIN, policies.SLACK_RESERVE, True),
-    "hb_nomargin": (4, False, policies.SLACK_RESERVE, True),
-    "hb_mc1": (1, True, policies.SLACK_RESERVE, True),
-    "hb_mc2": (2, True, policies.SLACK_RESERVE, True),
-    "hb_r0": (4, True, 0.0, True),
-    "hb_r25": (4, True, 0.25, True),
-    "hb_r50": (4, True, 0.5, True),
-    "hb_nobehind": (4, True, policies.SLACK_RESERVE, False),
+VARIANTS: dict[str, dict[str, object]] = {  # name -> policy module constants to set
+    "hb": {},
+    "hb_nomargin": {"LATE_MARGIN": False},
+    "hb_q50": {"LATE_QUANTILE": 0.5},
+    "hb_q75": {"LATE_QUANTILE": 0.75},
+    "hb_q97": {"LATE_QUANTILE": 0.97},
+    "hb_mc1": {"MAX_CONSOLIDATE": 1},
+    "hb_mc2": {"MAX_CONSOLIDATE": 2},
+    "hb_r0": {"SLACK_RESERVE": 0.0},
+    "hb_r25": {"SLACK_RESERVE": 0.25},
+    "hb_r50": {"SLACK_RESERVE": 0.5},
+    "hb_nobehind": {"BEHIND_HP": False},
 }
 
 
@@ -50,13 +54,10 @@ def main() -> None:
     res["temporal"] = _job(prof, "temporal", False, dur, warm, kind, seed, base, waits, lp, None)[
         "result"
     ]
+    defaults = {k: getattr(policies, k) for v in VARIANTS.values() for k in v}
     for v in names:
-        (
-            policies.MAX_CONSOLIDATE,
-            policies.LATE_MARGIN,
-            policies.SLACK_RESERVE,
-            policies.BEHIND_HP,
-        ) = VARIANTS[v]
+        for k, val in {**defaults, **VARIANTS[v]}.items():
+            setattr(policies, k, val)
         res[v] = _job(prof, "hummingbird", False, dur, warm, kind, seed, base, waits, lp, None)[
             "result"
         ]
