@@ -25,9 +25,8 @@ LATE_QUANTILE = 0.9  # ... taken as this quantile of recent slices' lateness
 # GPU, from cache pollution; clocks stay at 1980 MHz). 0.25 held attainment within a
 # point of exclusive where 0 did not (docs/benchmarks/cuda_default_h100.md).
 SLACK_RESERVE = 0.25
-BEHIND_HP = True  # queue a gap's first slice behind the running (chained) HP kernel
+BEHIND_HP = True  # queue a gap's first slice behind the next (chained) HP kernel
 MAX_LEAD_NS = 100_000  # cap on how early pre-issue wake-ups are moved (host loop delay)
-_RECHECK_NS = 2_000  # an HP kernel due but not yet launched by the native thread: retry
 
 
 class Policy:
@@ -101,21 +100,18 @@ class Hummingbird(Policy):
         self._wake = (0, -1)  # (pre-issue wake-up asked for, id of the slice it follows)
         # why decisions issued nothing (or issued): cheap counters for diagnostics
         self.why: dict[str, int] = dict.fromkeys(
-            ("hp_active", "behind_hp", "two_inflight", "pre_issue_wait", "hp_due",
-             "below_wave", "issued"), 0,
+            ("hp_active", "behind_hp", "armed", "two_inflight", "pre_issue_wait",
+             "hp_due", "below_wave", "issued"), 0,
         )  # fmt: skip
 
     def decide(self, s: Scheduler, now: int) -> int | None:
         why = self.why
         woken, self._wake = self._wake, (0, -1)  # only the next decision may learn from it
         if s.hp_kernels_active:
-            got = self._behind_hp(s, now) if BEHIND_HP and not s.lp_inflight else False
-            if got is True:
+            if BEHIND_HP and not s.lp_inflight and self._behind_hp(s, now):
                 why["behind_hp"] += 1
                 return None
             why["hp_active"] += 1
-            if got:  # due but not launched by the backend yet: look again very soon
-                return got
             return None  # HP work queued or running: issue stops at once
         inflight = s.lp_inflight
         if len(inflight) >= 2:
@@ -154,6 +150,7 @@ class Hummingbird(Policy):
             # The next HP kernel is due about now: issuing would keep the (single) host
             # thread busy in cuLaunchKernel just when it must enqueue HP.
             why["hp_due"] += 1
+            self._arm(s, now, in_request)
             return None
         bubble = left_now - (slice_start - now)
         if LATE_MARGIN:
@@ -162,6 +159,7 @@ class Hummingbird(Policy):
         waves = budget // wave_ns if wave_ns > 0 else 0
         if task.slice_blocks:  # operator-forced block count (may be below one wave)
             if budget <= 0:
+                self._arm(s, now, in_request)
                 return None
             blocks = min(task.slice_blocks, max(1, waves) * wave_blocks)
         elif waves < 1:
@@ -173,6 +171,7 @@ class Hummingbird(Policy):
                     "or force slice_blocks",
                 )
             why["below_wave"] += 1
+            self._arm(s, now, in_request)
             return None  # below one full wave the GPU is not saturated: wait
         else:
             blocks = waves * wave_blocks
@@ -186,16 +185,25 @@ class Hummingbird(Policy):
             self.lead_ns = min(max(self.lead_ns + 0.2 * err, 0.0), MAX_LEAD_NS)
         return None  # the loop asks again right away, to schedule the pre-issue
 
-    def _behind_hp(self, s: Scheduler, now: int) -> bool | int:
-        """Queue the next gap's first slice behind the running chained HP kernel. True:
-        issued; False: not now; an int: the kernel is due but the backend has not
-        launched it yet, ask again at that time."""
-        got = s.active_chained_hp()
+    def _arm(self, s: Scheduler, now: int, in_request: bool) -> None:
+        """Nothing more fits into this host gap: queue the next gap's first slice behind
+        the HP kernel that ends this one, now. The backend arms it to go out right after
+        that kernel's launch, so it starts when the kernel ends even when the kernel is
+        shorter than the host loop's reaction time (norm, act: 2-5 µs on the H100)."""
+        if not (BEHIND_HP and in_request):
+            return
+        if s.lp_inflight and s.lp_inflight[-1].after is not None:
+            return  # armed already
+        if self._behind_hp(s, now):
+            self.why["armed"] += 1
+
+    def _behind_hp(self, s: Scheduler, now: int) -> bool:
+        """Queue the next gap's first slice behind the chained HP kernel that is running,
+        due, or (from ``_arm``) ends the current gap. True: issued."""
+        got = s.next_chained_hp()
         if got is None:
             return False
-        st, hp, issued = got
-        if not issued:
-            return now + _RECHECK_NS
+        st, hp, _ = got
         req = st.queue[0]
         nxt = req.step + 1
         if nxt >= len(req.gaps_ns):
@@ -208,8 +216,8 @@ class Hummingbird(Policy):
         if not kernel.sliceable:
             return False
         lat = s.hp_latency_ns
-        # the kernel was issued at its due time (the chain is exact); it ends one learned
-        # duration after its start
+        # the chain issues the kernel exactly its host gap after the previous one ended;
+        # it ends one learned duration after its start
         hp_end = st.step_gap_start + req.gaps_ns[req.step] + lat + int(st.dur_ema[req.step])
         start = max(now, hp_end) + s.dep_ns
         # the next HP kernel starts a host gap after this one ends, plus its issue latency

@@ -251,18 +251,23 @@ class Scheduler:
         """Launches of this scheduler still on (or handed to) the backend."""
         return bool(self.inflight or self._chained)
 
-    def active_chained_hp(self) -> tuple[_HpState, Launch, bool] | None:
-        """The one HP kernel active now when it is chained, with whether the backend has
-        issued it yet (then LP may be queued behind it with ``issue_lp(after=…)``)."""
-        if self.hp_kernels_active != 1 or len(self._hp_active) != 1:
+    def next_chained_hp(self) -> tuple[_HpState, Launch, bool] | None:
+        """The chained HP task's next kernel when nothing else HP is active: the one
+        running or due, or (no HP kernel active) the one whose host gap is running now,
+        with whether the backend has issued it yet. LP issued with ``issue_lp(after=…)``
+        starts on the GPU when that kernel ends: behind it on the stream once it is issued,
+        and armed to go out right after its launch while it is not."""
+        if self.hp_kernels_active == 1 and len(self._hp_active) == 1:
+            la = self._chained.get(next(iter(self._hp_active)))
+            st = None if la is None else self._hp.get(la.task)
+        elif self.hp_kernels_active == 0:
+            st = next((h for h in self._hp.values() if h.chain and h.gap_start >= 0), None)
+            la = st.launches[0][st.queue[0].step] if st and st.queue and st.launches else None
+        else:
             return None
-        la = self._chained.get(next(iter(self._hp_active)))
-        if la is None or la.id in self._orphans:
+        if la is None or st is None or la.id in self._orphans or la.end_ns >= 0:
             return None  # done, or its task was removed
-        st = self._hp.get(la.task)
-        if st is None or not st.queue or not st.launches:
-            return None
-        if st.launches[0][st.queue[0].step] is not la:
+        if not st.queue or not st.launches or st.launches[0][st.queue[0].step] is not la:
             return None  # (a task re-added under the same name: not its kernel)
         return st, la, self.backend.chain_issued(la)
 

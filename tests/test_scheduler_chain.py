@@ -124,7 +124,8 @@ def test_profile_hp_chain_key(tmp_path) -> None:  # noqa: ANN001
 def test_first_slice_of_a_gap_waits_on_the_gpu_for_the_hp_kernel_before_it() -> None:
     s, be = run("hummingbird")
     behind = [x for x in be.launches if x.cls == LP and x.after is not None]
-    assert len(behind) > 100 and s.policy.why["behind_hp"] == len(behind)
+    why = s.policy.why
+    assert len(behind) > 100 and why["behind_hp"] + why["armed"] == len(behind)
     for x in behind:
         if x.end_ns < 0:
             continue  # still queued when the run stopped
@@ -132,6 +133,20 @@ def test_first_slice_of_a_gap_waits_on_the_gpu_for_the_hp_kernel_before_it() -> 
         assert x.issue_ns < x.after.end_ns  # queued while the HP kernel still ran
         assert x.start_ns >= x.after.end_ns  # and started only after it ended
     assert not [x for x in be.launches if x.cls == LP and x.after is not None and x.id in s._cold]
+
+
+def test_a_slow_host_arms_the_next_gaps_first_slice_before_the_hp_kernel_is_issued() -> None:
+    """Short HP kernels (2-5 µs) end before a slow loop can queue LP behind them: the
+    slice is queued during the gap before, to go out right after the HP launch."""
+    s, be = run("hummingbird", sim=SLOW_HOST, ms=300)
+    armed = [x for x in be.launches if x.cls == LP and x.after is not None and x.end_ns >= 0]
+    early = [x for x in armed if x.issue_ns < x.after.issue_ns]
+    assert s.policy.why["armed"] > 100 and len(early) > 100
+    short = [x for x in early if x.after.kernel.name in ("norm", "act")]
+    assert short  # the kernels a 25-µs loop could never queue behind
+    for x in early:
+        assert x.start_ns >= x.after.end_ns  # it still waited on the GPU for the kernel
+        assert x.start_ns - x.after.end_ns <= 5_000  # and then started at once
 
 
 def test_behind_hp_raises_lp_throughput_in_the_sim() -> None:
