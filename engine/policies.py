@@ -100,8 +100,8 @@ class Hummingbird(Policy):
         self._wake = (0, -1)  # (pre-issue wake-up asked for, id of the slice it follows)
         # why decisions issued nothing (or issued): cheap counters for diagnostics
         self.why: dict[str, int] = dict.fromkeys(
-            ("hp_active", "behind_hp", "armed", "two_inflight", "pre_issue_wait",
-             "hp_due", "below_wave", "issued"), 0,
+            ("hp_active", "behind_hp", "armed", "armed_wait", "two_inflight",
+             "pre_issue_wait", "hp_due", "below_wave", "issued"), 0,
         )  # fmt: skip
 
     def decide(self, s: Scheduler, now: int) -> int | None:
@@ -128,6 +128,10 @@ class Hummingbird(Policy):
             return None
         lat = s.launch_latency_ns
         pre_issue = bool(inflight)
+        if pre_issue and inflight[-1].after is not None:
+            if not s.backend.chain_issued(inflight[-1].after):
+                why["armed_wait"] += 1
+                return None  # armed behind an HP kernel not issued yet: nothing goes first
         if pre_issue:
             slice_start = inflight[-1].predicted_ns
             wake = slice_start - lat - int(self.lead_ns)
@@ -203,7 +207,7 @@ class Hummingbird(Policy):
         got = s.next_chained_hp()
         if got is None:
             return False
-        st, hp, _ = got
+        st, hp, issued = got
         req = st.queue[0]
         nxt = req.step + 1
         if nxt >= len(req.gaps_ns):
@@ -213,7 +217,7 @@ class Hummingbird(Policy):
             return False
         task = tasks[0]
         kernel = s.lp_kernel(task)
-        if not kernel.sliceable:
+        if not kernel.sliceable or not (issued or s.backend.can_arm(kernel)):
             return False
         lat = s.hp_latency_ns
         # the chain issues the kernel exactly its host gap after the previous one ended;

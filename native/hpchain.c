@@ -26,6 +26,7 @@ typedef int (*launch_fn)(void *func, unsigned gx, unsigned gy, unsigned gz, unsi
 typedef int (*query_fn)(void *stream);
 typedef int (*setctx_fn)(void *ctx);
 typedef int (*record_fn)(void *event, void *stream);
+typedef int (*wait_fn)(void *stream, void *event, unsigned flags);
 
 // One HP kernel to issue. Layout mirrored by ctypes in engine/backends/hpchain.py.
 typedef struct {
@@ -41,6 +42,24 @@ typedef struct {
                         // issued by Python can wait on it (cuStreamWaitEvent)
   uint32_t grid, bx, by, bz, smem, pad;
 } hb_step;
+
+// An LP slice armed by Python to go out right after HP step hp_id is launched: its stream
+// first waits on that step's event, so it starts on the GPU when the HP kernel ends. Python
+// arms it during the host gap before the HP kernel; short HP kernels (2-5 us) would end
+// before the Python loop could queue anything behind them. Mirrored in hpchain.py.
+typedef struct {
+  uint64_t hp_id;
+  void *func;
+  void *stream;
+  void **params;
+  void *event;  // recorded after the slice (Python's completion event)
+  uint32_t grid, bx, by, bz, smem, pad;
+} hb_arm;
+
+// arm_word = hp_id << 2 | state (launch ids are unique, so the id is the generation).
+// Python writes the payload only while no arm is set or taken; the thread reads it only
+// after winning SET -> TAKEN for the step it just launched.
+enum { ARM_NONE = 0, ARM_SET = 1, ARM_TAKEN = 2, ARM_LAUNCHED = 3 };
 
 // One completion (or failure: err != 0).
 typedef struct {
@@ -64,6 +83,7 @@ typedef struct {
   query_fn query;
   setctx_fn setctx;
   record_fn record;
+  wait_fn wait;
   void *ctx;
   volatile uint64_t *ts_host;  // 2 u64 per slot, host view
   uint64_t ts_dev;             // device view of ts_host
@@ -85,6 +105,8 @@ typedef struct {
   _Atomic int ready;        // 0: starting, 1: running, < 0: -CUresult of cuCtxSetCurrent
   _Atomic int64_t expect;   // when Python expects the next request (0: unknown)
   _Atomic int64_t last_seen;
+  _Alignas(LINE) _Atomic uint64_t arm_word;
+  hb_arm arm;
 } hb_chain;
 
 static inline int64_t now_ns(void) {
@@ -131,6 +153,20 @@ static int may_sleep(hb_chain *c, int64_t n, int64_t idle_since) {
   int64_t w = atomic_load_explicit(&c->expect, memory_order_relaxed);
   if (w > 0) return w - n > EXPECT_MARGIN_NS || n - w > IDLE_SPIN_NS;
   return n - idle_since > IDLE_SPIN_NS;
+}
+
+// Right after HP step s went out (and `issued` counted it): launch the slice armed for it.
+// Returns a CUresult (0: nothing armed for s, or launched).
+static int launch_armed(hb_chain *c, const hb_step *s) {
+  uint64_t w = s->id << 2 | ARM_SET;
+  if (atomic_load(&c->arm_word) != w || !c->wait || !s->event) return 0;
+  if (!atomic_compare_exchange_strong(&c->arm_word, &w, s->id << 2 | ARM_TAKEN)) return 0;
+  hb_arm a = c->arm;
+  int r = c->wait(a.stream, s->event, 0);
+  if (!r) r = c->launch(a.func, a.grid, 1, 1, a.bx, a.by, a.bz, a.smem, a.stream, a.params, NULL);
+  if (!r && a.event) r = c->record(a.event, a.stream);
+  if (!r) atomic_store(&c->arm_word, s->id << 2 | ARM_LAUNCHED);
+  return r;
 }
 
 static void *run(void *arg) {
@@ -189,7 +225,12 @@ static void *run(void *arg) {
       fail(c, s.id, r);
       continue;
     }
-    atomic_fetch_add_explicit(&c->issued, 1, memory_order_release);
+    atomic_fetch_add(&c->issued, 1);  // seq_cst: ordered before the arm check (hb_chain_arm)
+    r = launch_armed(c, &s);
+    if (r) {
+      fail(c, s.id, r);
+      continue;
+    }
     int64_t next_query = d.called_ns + QUERY_EVERY_NS;
     for (;;) {
       if (ts[1]) {
@@ -230,8 +271,9 @@ static void *run(void *arg) {
 
 void hb_chain_destroy(hb_chain *c);
 
-hb_chain *hb_chain_create(void *launch, void *query, void *setctx, void *record, void *ctx,
-                          void *ts_host, uint64_t ts_dev, uint64_t cnt_dev, uint32_t nslots) {
+hb_chain *hb_chain_create(void *launch, void *query, void *setctx, void *record, void *wait,
+                          void *ctx, void *ts_host, uint64_t ts_dev, uint64_t cnt_dev,
+                          uint32_t nslots) {
   if (!launch || !query || !ts_host || nslots == 0) return NULL;
   void *mem = NULL;  // aligned: the ring indices sit on their own cache lines
   if (posix_memalign(&mem, LINE, sizeof(hb_chain)) != 0) return NULL;
@@ -241,6 +283,7 @@ hb_chain *hb_chain_create(void *launch, void *query, void *setctx, void *record,
   c->query = (query_fn)query;
   c->setctx = (setctx_fn)setctx;
   c->record = (record_fn)record;
+  c->wait = (wait_fn)wait;
   c->ctx = ctx;
   c->ts_host = (volatile uint64_t *)ts_host;
   c->ts_dev = ts_dev;
@@ -266,6 +309,31 @@ hb_chain *hb_chain_create(void *launch, void *query, void *setctx, void *record,
 
 // Tell the thread when the next request is expected (ns, CLOCK_MONOTONIC; 0: unknown).
 void hb_chain_expect(hb_chain *c, int64_t t) { atomic_store(&c->expect, t); }
+
+// Arm an LP slice to go out right after HP step a->hp_id. Returns 1 and stores the
+// `issued` count read after arming into *issued: if that count already includes step
+// hp_id, the thread may have passed it, and Python must disarm (and launch the slice
+// itself if the disarm wins). Returns 0 (nothing armed) while an earlier arm is pending.
+int hb_chain_arm(hb_chain *c, const hb_arm *a, uint64_t *issued) {
+  uint64_t w = atomic_load(&c->arm_word);
+  if ((w & 3) == ARM_SET || (w & 3) == ARM_TAKEN) return 0;
+  c->arm = *a;
+  atomic_store(&c->arm_word, a->hp_id << 2 | ARM_SET);  // seq_cst: before the load below
+  *issued = atomic_load(&c->issued);
+  return 1;
+}
+
+// Take back the arm for hp_id if the thread has not taken it: 1 = disarmed (Python
+// launches the slice itself), 0 = the thread took it (launched, or being launched).
+int hb_chain_disarm(hb_chain *c, uint64_t hp_id) {
+  uint64_t w = hp_id << 2 | ARM_SET;
+  return atomic_compare_exchange_strong(&c->arm_word, &w, hp_id << 2 | ARM_NONE) ? 1 : 0;
+}
+
+// Address of arm_word, so Python can see with a plain load when an arm was launched.
+const volatile uint64_t *hb_chain_arm_word(hb_chain *c) {
+  return (const volatile uint64_t *)&c->arm_word;
+}
 
 // Queue n steps (all or nothing). Returns n, or 0 when the ring lacks room.
 int hb_chain_push(hb_chain *c, const hb_step *steps, int n) {
@@ -304,8 +372,9 @@ void hb_chain_destroy(hb_chain *c) {
   free(c);
 }
 
-int hb_chain_sizes(int *step, int *done) {
+int hb_chain_sizes(int *step, int *done, int *arm) {
   *step = (int)sizeof(hb_step);
   *done = (int)sizeof(hb_done);
+  *arm = (int)sizeof(hb_arm);
   return QCAP;
 }

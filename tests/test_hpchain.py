@@ -30,6 +30,7 @@ LAUNCH = ctypes.CFUNCTYPE(
 )
 QUERY = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p)
 RECORD = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)
+WAIT = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint)
 NSLOTS = 8
 
 
@@ -48,6 +49,8 @@ class FakeGpu:
         self._query = QUERY(lambda s: self.query_rc)
         self.records: list[tuple[int, int, int]] = []  # (event, stream, launches so far)
         self._record = RECORD(lambda e, s: self.records.append((e, s, len(self.calls))) or 0)
+        self.waits: list[tuple[int, int, int]] = []  # (stream, event, launches so far)
+        self._wait = WAIT(lambda s, e, f: self.waits.append((s, e, len(self.calls))) or 0)
 
     def launch(self, func, gx, gy, gz, bx, by, bz, smem, stream, params, extra) -> int:
         now = time.perf_counter_ns()
@@ -65,7 +68,8 @@ class FakeGpu:
         addr = ctypes.cast(self._launch, ctypes.c_void_p).value
         q = ctypes.cast(self._query, ctypes.c_void_p).value
         rec = ctypes.cast(self._record, ctypes.c_void_p).value
-        return hpchain.Chain(addr, q, self.base, self.base, 0, NSLOTS, record=rec)
+        wait = ctypes.cast(self._wait, ctypes.c_void_p).value
+        return hpchain.Chain(addr, q, self.base, self.base, 0, NSLOTS, record=rec, wait=wait)
 
 
 class Kernel:
@@ -287,5 +291,60 @@ def test_expected_request_is_issued_promptly_after_a_long_idle(gpu: FakeGpu) -> 
         ch.push([k.step(2, 0, t)])
         (d,) = collect(ch, 1)
         assert d.issue_ns >= t
+    finally:
+        ch.close()
+
+
+def arm_for(hp_id: int, lp: Kernel, func: int = 900) -> hpchain.Arm:
+    return hpchain.Arm(
+        hp_id=hp_id, func=func, stream=55, params=ctypes.addressof(lp.params), event=77,
+        grid=924, bx=128, by=1, bz=1, smem=0,
+    )  # fmt: skip
+
+
+def test_an_armed_slice_goes_out_right_after_its_hp_step_behind_its_event(gpu: FakeGpu) -> None:
+    ch = gpu.chain()
+    try:
+        k, lp = Kernel(), Kernel()
+        lp.ts.value = ctypes.addressof(gpu.ts) + 16 * (NSLOTS - 1)  # its own stamp slot
+        ch.push([k.step(1, 0, event=11), k.step(2, 2_000_000, event=12)])
+        collect(ch, 1)
+        assert ch.arm(arm_for(2, lp), seq=1)  # step 2 (push order 1) is 2 ms away
+        assert not ch.arm_launched(2)
+        collect(ch, 1)
+        assert ch.arm_launched(2)
+        # HP 2, then (its event recorded) the LP stream waits on that event, the slice
+        # goes out on the LP stream, and its own event is recorded after it
+        assert [c[1:3] for c in gpu.calls] == [(101, 7), (102, 7), (900, 55)]
+        assert gpu.waits == [(55, 12, 2)]
+        assert gpu.records[-2:] == [(12, 7, 2), (77, 55, 3)]
+    finally:
+        ch.close()
+
+
+def test_an_arm_for_a_step_already_issued_is_handed_back(gpu: FakeGpu) -> None:
+    ch = gpu.chain()
+    try:
+        k, lp = Kernel(), Kernel()
+        ch.push([k.step(1, 0, event=11), k.step(2, 0, event=12)])
+        collect(ch, 2)
+        assert not ch.arm(arm_for(1, lp), seq=0)  # too late: the caller launches it
+        assert [c[1] for c in gpu.calls] == [101, 102] and not gpu.waits
+        ch.push([k.step(3, 0, event=13)])  # a later step does not take an arm for step 1
+        collect(ch, 1)
+        assert [c[1] for c in gpu.calls] == [101, 102, 103] and not gpu.waits
+        assert ch.arm(arm_for(4, lp), seq=3)  # the arm is free again
+    finally:
+        ch.close()
+
+
+def test_a_second_arm_before_the_first_went_out_is_refused(gpu: FakeGpu) -> None:
+    ch = gpu.chain()
+    try:
+        k, lp = Kernel(), Kernel()
+        ch.push([k.step(1, 50_000_000, time.perf_counter_ns(), event=11)])
+        assert ch.arm(arm_for(1, lp), seq=0)
+        with pytest.raises(hpchain.HpChainError, match="earlier armed slice"):
+            ch.arm(arm_for(1, lp), seq=0)
     finally:
         ch.close()

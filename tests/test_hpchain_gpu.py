@@ -152,3 +152,36 @@ def test_lp_queued_behind_a_chained_hp_kernel_starts_after_it(be):
         assert x.issue_ns < h.end_ns  # queued while the HP kernel ran
         assert x.start_ns >= h.end_ns - 2_000, x.start_ns - h.end_ns  # two clocks: 2 µs
         assert x.start_ns - h.end_ns < 50_000
+
+
+def test_lp_armed_before_its_hp_kernel_is_issued_goes_out_right_behind_it(be):
+    """The slice for the gap after a short HP kernel is armed during the gap before it."""
+    short = spec("c-hp-short", "reduce", rows=64, cols=4096)  # a few µs
+    lp = spec("c-lp-armed", "spin", us=10, blocks=1 << 12, threads=128)
+    be.prepare(short)
+    wave = be.sms * be.prepare(lp)
+    assert be.can_arm(lp)
+    for i in range(6):
+        first, second = hp(short), hp(short)
+        be.submit_chain([first, second], [0, 2_000_000], be.now_ns())  # 2 ms gap
+        drain(be, 1)  # `first` done: `second` is 2 ms away
+        assert not be.chain_issued(second)
+        x = Launch(next(_ids), "lp", "lp", lp, i * wave, (i + 1) * wave, 1)
+        x.after = second
+        be.submit(x)
+        got = drain(be, 2)
+        assert [la.id for la in got] == [second.id, x.id]
+        assert x.issue_ns < second.issue_ns  # handed over before the HP kernel went out
+        assert x.start_ns >= second.end_ns - 2_000, x.start_ns - second.end_ns
+        assert x.start_ns - second.end_ns < 50_000, x.start_ns - second.end_ns
+    # behind a step already issued: an ordinary stream wait on its event, from Python
+    a, b = hp(short), hp(short)
+    be.submit_chain([a, b], [0, 0], be.now_ns())
+    deadline = be.now_ns() + 5_000_000_000
+    while not be.chain_issued(b):
+        assert be.now_ns() < deadline
+    y = Launch(next(_ids), "lp", "lp", lp, 0, wave, 1)
+    y.after = b
+    be.submit(y)
+    got = drain(be, 3)
+    assert got[-1] is y and y.start_ns >= b.end_ns - 2_000

@@ -74,9 +74,15 @@ class Backend(ABC):
         raise NotImplementedError(f"backend {self.name} cannot chain HP launches")
 
     def chain_issued(self, launch: Launch) -> bool:
-        """Whether a chained launch has been issued (or done), so that an LP launch may be
-        submitted with ``after=launch``: it then starts on the GPU only once that launch
-        has ended, with no host round trip (a stream wait on an event)."""
+        """Whether a chained launch has been issued (or done). An LP launch submitted with
+        ``after=launch`` starts on the GPU only once that launch has ended, with no host
+        round trip (a stream wait on an event); before it is issued only a kernel that
+        ``can_arm`` may be submitted so (the issuer launches it right after ``launch``)."""
+        return False
+
+    def can_arm(self, kernel: KernelSpec) -> bool:
+        """Whether an LP launch of ``kernel`` may be submitted ``after`` a chained launch
+        that is not issued yet (see ``chain_issued``)."""
         return False
 
     def chain_expect(self, t_ns: int) -> None:  # noqa: B027 - optional hook

@@ -226,6 +226,8 @@ class CudaBackend(Backend):
     ) -> None:
         self._closed = True
         self._chain: Any = None
+        self._arm_args: dict[str, _Prepared] = {}  # argument arrays of armed LP slices
+        self._armed: tuple[int, int, int] | None = None  # (stream, HP launch id, its step)
         hp_issue = hp_issue or os.environ.get("HBTUI_HP_ISSUE") or "auto"
         if hp_issue not in ("auto", "native", "python"):
             raise BackendError(f"hp_issue must be auto, native or python, got {hp_issue!r}")
@@ -358,7 +360,7 @@ class CudaBackend(Backend):
         self._chain = hpchain.Chain(
             fn("cuLaunchKernel"), fn("cuStreamQuery"), self._chain_ts_host, ts_dev, cnt_dev,
             _CHAIN_SLOTS, setctx=fn("cuCtxSetCurrent"), ctx=int(self._ctx),
-            record=fn("cuEventRecord"),
+            record=fn("cuEventRecord"), wait=fn("cuStreamWaitEvent"),
         )  # fmt: skip
         # launch id → (event recorded after it, its step number in push order)
         self._chain_ev: dict[int, tuple[Any, int]] = {}
@@ -587,14 +589,26 @@ class CudaBackend(Backend):
         stream = self._streams.get(launch.stream)
         if stream is None:
             stream = self._lp_stream(launch.stream)
+        armed = -1  # the step number of the chained HP launch this one is armed behind
         if launch.after is not None:
             e = self._chain_ev.get(launch.after.id) if self._chain is not None else None
-            if e is not None:  # not done yet: start on the GPU right after it ends
+            if e is not None and self._chain.issued <= e[1]:  # type: ignore[union-attr]
+                if p.user:
+                    raise BackendError(
+                        f"launch {launch.id}: user kernel {launch.kernel.name!r} cannot be "
+                        "armed behind an HP launch that is not issued yet"
+                    )
+                armed = e[1]
+            elif e is not None:  # issued, not done: start on the GPU right after it ends
                 r = self._cu.cuStreamWaitEvent(stream, e[0], 0)
                 if r[0] != self._OK:
                     raise BackendError(f"cuStreamWaitEvent failed: {_err_name(self._cu, r[0])}")
         if p.user:
             return self._submit_user(launch, p, stream, issue)  # type: ignore[arg-type]
+        if armed >= 0:
+            return self._submit_armed(launch, p, stream, issue, armed)
+        if self._armed is not None and launch.stream == self._armed[0]:
+            self._armed_settle()  # the armed slice goes first on this stream
         slot = self._slot
         self._slot = (slot + 1) & (_TS_SLOTS - 1)
         ts = self._ts
@@ -619,6 +633,77 @@ class CudaBackend(Backend):
         launch.issue_ns = issue
         self._queues[launch.stream].append((launch, ev, slot))
         self._inflight += 1
+
+    def _submit_armed(self, launch: Launch, p: _Prepared, stream, issue: int, seq: int) -> None:
+        """Hand the slice to the native thread, to go out right after chained HP step
+        ``seq`` (behind its event); if the thread issued that step meanwhile, launch it
+        here as ``submit`` would."""
+        from engine.backends.hpchain import Arm
+
+        cu = self._cu
+        name = launch.kernel.name
+        ap = self._arm_args.get(name)
+        if ap is None:  # its own cells: the thread reads them after this returns
+            ap = _Prepared(p.spec, p.layout, p.func, p.bufs, p.blocks_per_sm, p.smem)
+            self._arm_args[name] = ap
+        slot = self._slot
+        self._slot = (slot + 1) & (_TS_SLOTS - 1)
+        ts = self._ts
+        ts[2 * slot] = 0
+        ts[2 * slot + 1] = 0
+        ap.ts.value = self._ts_dev + 16 * slot
+        ap.cnt.value = self._cnt_dev + 4 * slot
+        ap.off.value = launch.start_block
+        grid = launch.end_block - launch.start_block
+        ev = self._events.pop() if self._events else self._new_event()
+        b = ap.block
+        hp = launch.after.id  # type: ignore[union-attr]
+        arm = Arm(
+            hp_id=hp, func=int(ap.func), stream=int(stream), params=ap.params_addr,
+            event=int(ev), grid=grid, bx=b[0], by=b[1], bz=b[2], smem=ap.smem,
+        )  # fmt: skip
+        if self._armed is not None:
+            self._armed_settle()
+        if self._chain.arm(arm, seq):  # type: ignore[union-attr]
+            item: tuple = (launch, ev, slot, hp)  # item[3]: armed behind this HP launch
+            self._armed = (launch.stream, hp, seq)
+        else:
+            r = cu.cuStreamWaitEvent(stream, self._chain_ev[hp][0], 0)
+            if r[0] != self._OK:
+                raise BackendError(f"cuStreamWaitEvent failed: {_err_name(cu, r[0])}")
+            r = cu.cuLaunchKernel(
+                ap.func, grid, 1, 1, b[0], b[1], b[2], ap.smem, stream, ap.params_addr, 0
+            )
+            if r[0] != self._OK:
+                raise BackendError(f"cuLaunchKernel({name}) failed: {_err_name(cu, r[0])}")
+            r = cu.cuEventRecord(ev, stream)
+            if r[0] != self._OK:
+                raise BackendError(f"cuEventRecord failed: {_err_name(cu, r[0])}")
+            item = (launch, ev, slot)
+        launch.issue_ns = issue
+        self._queues[launch.stream].append(item)
+        self._inflight += 1
+
+    def _armed_settle(self) -> None:
+        """Before anything else goes on its stream, the armed slice must be launched: wait
+        for the native thread (µs) once it issued the HP step; before that, refuse."""
+        _, hp, seq = self._armed  # type: ignore[misc]
+        ch = self._chain
+        if ch is not None and not ch.arm_launched(hp):
+            if ch.issued <= seq:
+                raise BackendError(
+                    f"LP launch submitted before the slice armed behind HP launch {hp}, "
+                    "which is not issued yet (it would overtake it on the stream)"
+                )
+            deadline = time.perf_counter_ns() + 1_000_000_000
+            while not ch.arm_launched(hp):
+                if time.perf_counter_ns() > deadline:
+                    raise BackendError("native HP issue: an armed LP slice was not launched")
+        self._armed = None
+
+    def can_arm(self, kernel: KernelSpec) -> bool:
+        p = self._prepared.get(kernel.name)
+        return self._chain is not None and p is not None and not p.user
 
     def can_chain(self, kernel: KernelSpec) -> bool:
         p = self._prepared.get(kernel.name)
@@ -793,6 +878,8 @@ class CudaBackend(Backend):
                             q.popleft()
                             done.append(item)
                             continue
+                        if slot >= 0 and len(item) > 3 and not chain.arm_launched(item[3]):
+                            break  # armed, not launched yet: its event was not recorded
                         r = query(item[1])[0]
                         if r == OK:
                             q.popleft()

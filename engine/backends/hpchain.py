@@ -57,6 +57,25 @@ class Step(ctypes.Structure):
     ]
 
 
+class Arm(ctypes.Structure):
+    _fields_ = [
+        ("hp_id", ctypes.c_uint64),
+        ("func", ctypes.c_void_p),
+        ("stream", ctypes.c_void_p),
+        ("params", ctypes.c_void_p),
+        ("event", ctypes.c_void_p),
+        ("grid", ctypes.c_uint32),
+        ("bx", ctypes.c_uint32),
+        ("by", ctypes.c_uint32),
+        ("bz", ctypes.c_uint32),
+        ("smem", ctypes.c_uint32),
+        ("pad", ctypes.c_uint32),
+    ]
+
+
+ARM_LAUNCHED = 3  # arm_word's state once the thread launched the armed slice
+
+
 class Done(ctypes.Structure):
     _fields_ = [
         ("id", ctypes.c_uint64),
@@ -129,7 +148,7 @@ def load(cache: Path | None = None) -> ctypes.CDLL:
     lib = ctypes.CDLL(str(build(cache)))
     vp, u32, u64, i32 = ctypes.c_void_p, ctypes.c_uint32, ctypes.c_uint64, ctypes.c_int
     lib.hb_chain_create.restype = vp
-    lib.hb_chain_create.argtypes = [vp, vp, vp, vp, vp, vp, u64, u64, u32]
+    lib.hb_chain_create.argtypes = [vp, vp, vp, vp, vp, vp, vp, u64, u64, u32]
     lib.hb_chain_push.restype = i32
     lib.hb_chain_push.argtypes = [vp, vp, i32]
     lib.hb_chain_pop.restype = i32
@@ -142,14 +161,22 @@ def load(cache: Path | None = None) -> ctypes.CDLL:
     lib.hb_chain_destroy.argtypes = [vp]
     lib.hb_chain_expect.restype = None
     lib.hb_chain_expect.argtypes = [vp, ctypes.c_int64]
+    lib.hb_chain_arm.restype = i32
+    lib.hb_chain_arm.argtypes = [vp, vp, ctypes.POINTER(u64)]
+    lib.hb_chain_disarm.restype = i32
+    lib.hb_chain_disarm.argtypes = [vp, u64]
+    lib.hb_chain_arm_word.restype = vp
+    lib.hb_chain_arm_word.argtypes = [vp]
+    pi = ctypes.POINTER(i32)
     lib.hb_chain_sizes.restype = i32
-    lib.hb_chain_sizes.argtypes = [ctypes.POINTER(i32), ctypes.POINTER(i32)]
-    s, d = i32(), i32()
-    lib.hb_chain_sizes(ctypes.byref(s), ctypes.byref(d))
-    if (s.value, d.value) != (ctypes.sizeof(Step), ctypes.sizeof(Done)):
+    lib.hb_chain_sizes.argtypes = [pi, pi, pi]
+    s, d, a = i32(), i32(), i32()
+    lib.hb_chain_sizes(ctypes.byref(s), ctypes.byref(d), ctypes.byref(a))
+    sizes = (ctypes.sizeof(Step), ctypes.sizeof(Done), ctypes.sizeof(Arm))
+    if (s.value, d.value, a.value) != sizes:
         raise HpChainError(
-            f"hpchain ABI mismatch: C step/done {s.value}/{d.value} B, "
-            f"Python {ctypes.sizeof(Step)}/{ctypes.sizeof(Done)} B"
+            f"hpchain ABI mismatch: C step/done/arm {s.value}/{d.value}/{a.value} B, "
+            f"Python {sizes[0]}/{sizes[1]}/{sizes[2]} B"
         )
     return lib
 
@@ -168,12 +195,13 @@ class Chain:
         setctx: int = 0,
         ctx: int = 0,
         record: int = 0,
+        wait: int = 0,
         cache: Path | None = None,
     ) -> None:
         self._lib = load(cache)
         self._h = self._lib.hb_chain_create(
-            launch, query, setctx or None, record or None, ctx or None, ts_host, ts_dev,
-            cnt_dev, nslots,
+            launch, query, setctx or None, record or None, wait or None, ctx or None,
+            ts_host, ts_dev, cnt_dev, nslots,
         )  # fmt: skip
         if not self._h:
             raise HpChainError(
@@ -184,6 +212,7 @@ class Chain:
         self._fin = weakref.finalize(self, self._lib.hb_chain_destroy, self._h)
         self._head = ctypes.c_uint64.from_address(self._lib.hb_chain_done_head(self._h))
         self._issued = ctypes.c_uint64.from_address(self._lib.hb_chain_issued_addr(self._h))
+        self._arm_word = ctypes.c_uint64.from_address(self._lib.hb_chain_arm_word(self._h))
         self._tail = 0
         self._out = (Done * 64)()
         self.pending = 0  # steps pushed and not yet returned
@@ -216,6 +245,24 @@ class Chain:
     def issued(self) -> int:
         """Steps launched so far (with their events recorded): a plain load."""
         return self._issued.value if self._h else 0
+
+    def arm(self, arm: Arm, seq: int) -> bool:
+        """Arm ``arm`` to go out right after HP step ``arm.hp_id`` (push order ``seq``).
+        True: the thread will launch it; False: that step was already issued and the
+        thread did not take the arm: the caller launches the slice itself."""
+        if not self._h:
+            raise HpChainError("HP chain is closed")
+        issued = ctypes.c_uint64()
+        if not self._lib.hb_chain_arm(self._h, ctypes.byref(arm), ctypes.byref(issued)):
+            raise HpChainError("hb_chain_arm: an earlier armed slice was not launched yet")
+        if issued.value <= seq:
+            return True  # the thread has not issued the step: it will see the arm
+        return not self._lib.hb_chain_disarm(self._h, arm.hp_id)
+
+    def arm_launched(self, hp_id: int) -> bool:
+        """Whether the slice armed behind HP step ``hp_id`` was launched (a plain load)."""
+        w = self._arm_word.value if self._h else 0
+        return (w >> 2) != hp_id or (w & 3) == ARM_LAUNCHED
 
     def expect(self, t_ns: int) -> None:
         """The next request is expected at ``t_ns`` (perf_counter_ns; 0: unknown): the

@@ -141,6 +141,9 @@ class SimBackend(Backend):
     def can_chain(self, kernel: KernelSpec) -> bool:
         return self.hp_chain
 
+    def can_arm(self, kernel: KernelSpec) -> bool:
+        return self.hp_chain
+
     def chain_issued(self, launch: Launch) -> bool:
         return launch is self._chain_cur or launch.end_ns >= 0
 
