@@ -589,6 +589,8 @@ class CudaBackend(Backend):
         stream = self._streams.get(launch.stream)
         if stream is None:
             stream = self._lp_stream(launch.stream)
+        if self._armed is not None and (launch.stream == self._armed[0] or launch.after):
+            self._armed_settle()  # the armed slice goes first (and frees its argument cells)
         armed = -1  # the step number of the chained HP launch this one is armed behind
         if launch.after is not None:
             e = self._chain_ev.get(launch.after.id) if self._chain is not None else None
@@ -607,8 +609,6 @@ class CudaBackend(Backend):
             return self._submit_user(launch, p, stream, issue)  # type: ignore[arg-type]
         if armed >= 0:
             return self._submit_armed(launch, p, stream, issue, armed)
-        if self._armed is not None and launch.stream == self._armed[0]:
-            self._armed_settle()  # the armed slice goes first on this stream
         slot = self._slot
         self._slot = (slot + 1) & (_TS_SLOTS - 1)
         ts = self._ts
@@ -662,8 +662,6 @@ class CudaBackend(Backend):
             hp_id=hp, func=int(ap.func), stream=int(stream), params=ap.params_addr,
             event=int(ev), grid=grid, bx=b[0], by=b[1], bz=b[2], smem=ap.smem,
         )  # fmt: skip
-        if self._armed is not None:
-            self._armed_settle()
         if self._chain.arm(arm, seq):  # type: ignore[union-attr]
             item: tuple = (launch, ev, slot, hp)  # item[3]: armed behind this HP launch
             self._armed = (launch.stream, hp, seq)
@@ -685,20 +683,20 @@ class CudaBackend(Backend):
         self._inflight += 1
 
     def _armed_settle(self) -> None:
-        """Before anything else goes on its stream, the armed slice must be launched: wait
-        for the native thread (µs) once it issued the HP step; before that, refuse."""
-        _, hp, seq = self._armed  # type: ignore[misc]
+        """Before anything else goes on its stream, the armed slice must be out: wait for
+        the native thread to issue its HP step and launch it. Hummingbird never submits
+        behind an unissued arm; this wait (at most that step's host gap) covers a policy
+        switch in between."""
+        _, hp, _ = self._armed  # type: ignore[misc]
         ch = self._chain
         if ch is not None and not ch.arm_launched(hp):
-            if ch.issued <= seq:
-                raise BackendError(
-                    f"LP launch submitted before the slice armed behind HP launch {hp}, "
-                    "which is not issued yet (it would overtake it on the stream)"
-                )
-            deadline = time.perf_counter_ns() + 1_000_000_000
+            deadline = time.perf_counter_ns() + int(_STALL_S * 1e9)
             while not ch.arm_launched(hp):
                 if time.perf_counter_ns() > deadline:
-                    raise BackendError("native HP issue: an armed LP slice was not launched")
+                    raise BackendError(
+                        f"native HP issue: the LP slice armed behind HP launch {hp} was not "
+                        f"launched in {_STALL_S:.0f} s"
+                    )
         self._armed = None
 
     def can_arm(self, kernel: KernelSpec) -> bool:
