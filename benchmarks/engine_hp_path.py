@@ -72,6 +72,7 @@ def main() -> None:
     # every decision: (time, outcome, predicted bubble left, slack bound) — the wrapper's own
     # cost (~2 µs) shifts timing slightly; this is a diagnostic
     decisions: list[tuple[int, str, int, int]] = []
+    margins: list[int] = []  # the lateness margin at every decision
     why = getattr(s.policy, "why", None)
     if why is not None:
         decide = s.policy.decide
@@ -82,6 +83,7 @@ def main() -> None:
             r = decide(sched, now)
             k = next((k for k in why if why[k] != before[k]), "none")
             decisions.append((now, k, left, slack))
+            margins.append(sched.slice_margin_ns)
             return r
 
         s.policy.decide = rec_decide
@@ -236,6 +238,27 @@ def main() -> None:
             gaps_with_lp=len(react), react_us=med(react), first_issue_start_us=med(first_lat),
             lp_issue_start_us=med(lp_lat),
         )  # fmt: skip
+        # slice lateness (end - predicted end) by how the slice was issued: armed behind an
+        # HP kernel before it went out, queued behind a running one, pre-issued behind LP,
+        # or cold (nothing of ours ahead of it)
+        by_issue = sorted((x for x in done if x.cls == LP), key=lambda x: x.issue_ns)
+        cats: dict[str, list[float]] = {}
+        prev_end = 0
+        for x in by_issue:
+            if x.after is not None:
+                c = "armed" if x.issue_ns < x.after.issue_ns else "behind"
+            else:
+                c = "pre-issued" if prev_end > x.issue_ns else "cold"
+            prev_end = max(prev_end, x.end_ns)
+            cats.setdefault(c, []).append((x.end_ns - x.predicted_ns) / 1e3)
+
+        def q(v: list[float], f: float) -> float:
+            return round(sorted(v)[int(f * (len(v) - 1))], 2) if v else float("nan")
+
+        late = {c: {"n": len(v), "p50": q(v, 0.5), "p90": q(v, 0.9)} for c, v in cats.items()}
+        mq = {f"p{int(f * 100)}": q([m / 1e3 for m in margins], f) for f in (0.1, 0.5, 0.9)}
+        print(f"slice lateness by issue path (µs): {late}; margin at decisions {mq}")
+        out.update(late_by_path=late, margin_us=mq, arm_stats=getattr(be, "arm_stats", None))
         errs = [(x.end_ns - x.predicted_ns) / 1e3 for x in done if x.cls == LP]
         p90 = round(sorted(errs)[int(0.9 * (len(errs) - 1))], 2) if errs else None
         print(f"LP slice end minus predicted end, median {med(errs)}, p90 {p90} µs (n={len(errs)})")

@@ -12,7 +12,8 @@ docs/benchmarks/cuda_default_h100.md for which code each call ran).
 Variants (VARIANTS below): hb (the defaults), hb_nomargin (no lateness margin), hb_q50 /
 hb_q75 / hb_q97 (the margin is that quantile of recent slices' lateness, default 0.9),
 hb_mc1 / hb_mc2 (at most 1 / 2 slices merged in inter-request bubbles), hb_r0 / hb_r25 /
-hb_r50 (SLO reserve), hb_nobehind (no slice queued behind the running HP kernel).
+hb_r50 (SLO reserve), hb_nobehind (no slice queued behind the running HP kernel), hb_noarm
+(queued behind it only once it runs, not armed during the gap before it).
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ VARIANTS: dict[str, dict[str, object]] = {  # name -> policy module constants to
     "hb_r25": {"SLACK_RESERVE": 0.25},
     "hb_r50": {"SLACK_RESERVE": 0.5},
     "hb_nobehind": {"BEHIND_HP": False},
+    "hb_noarm": {"ARM_AHEAD": False},
+    "hb_noarm_q75": {"ARM_AHEAD": False, "LATE_QUANTILE": 0.75},
 }
 
 

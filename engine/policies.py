@@ -26,6 +26,7 @@ LATE_QUANTILE = 0.9  # ... taken as this quantile of recent slices' lateness
 # point of exclusive where 0 did not (docs/benchmarks/cuda_default_h100.md).
 SLACK_RESERVE = 0.25
 BEHIND_HP = True  # queue a gap's first slice behind the next (chained) HP kernel
+ARM_AHEAD = True  # ... already during the gap before that kernel (armed in the backend)
 MAX_LEAD_NS = 100_000  # cap on how early pre-issue wake-ups are moved (host loop delay)
 
 
@@ -194,7 +195,7 @@ class Hummingbird(Policy):
         the HP kernel that ends this one, now. The backend arms it to go out right after
         that kernel's launch, so it starts when the kernel ends even when the kernel is
         shorter than the host loop's reaction time (norm, act: 2-5 µs on the H100)."""
-        if not (BEHIND_HP and in_request):
+        if not (BEHIND_HP and ARM_AHEAD and in_request):
             return
         if s.lp_inflight and s.lp_inflight[-1].after is not None:
             return  # armed already

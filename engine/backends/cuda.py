@@ -228,6 +228,7 @@ class CudaBackend(Backend):
         self._chain: Any = None
         self._arm_args: dict[str, _Prepared] = {}  # argument arrays of armed LP slices
         self._armed: tuple[int, int, int] | None = None  # (stream, HP launch id, its step)
+        self.arm_stats = {"armed": 0, "too_late": 0}  # too late: launched from Python
         hp_issue = hp_issue or os.environ.get("HBTUI_HP_ISSUE") or "auto"
         if hp_issue not in ("auto", "native", "python"):
             raise BackendError(f"hp_issue must be auto, native or python, got {hp_issue!r}")
@@ -665,7 +666,9 @@ class CudaBackend(Backend):
         if self._chain.arm(arm, seq):  # type: ignore[union-attr]
             item: tuple = (launch, ev, slot, hp)  # item[3]: armed behind this HP launch
             self._armed = (launch.stream, hp, seq)
+            self.arm_stats["armed"] += 1
         else:
+            self.arm_stats["too_late"] += 1
             r = cu.cuStreamWaitEvent(stream, self._chain_ev[hp][0], 0)
             if r[0] != self._OK:
                 raise BackendError(f"cuStreamWaitEvent failed: {_err_name(cu, r[0])}")
