@@ -83,7 +83,7 @@ def main() -> None:
             r = decide(sched, now)
             k = next((k for k in why if why[k] != before[k]), "none")
             decisions.append((now, k, left, slack))
-            margins.append(sched.slice_margin_ns)
+            margins.append(max(sched.slice_margin_ns.values()))
             return r
 
         s.policy.decide = rec_decide
@@ -106,7 +106,7 @@ def main() -> None:
     out.update(
         launch_latency_us=s.launch_latency_ns / 1e3,
         hp_latency_us=s.hp_latency_ns / 1e3,
-        slice_margin_us=s.slice_margin_ns / 1e3,
+        slice_margin_us={k: v / 1e3 for k, v in s.slice_margin_ns.items()},
         dep_us=s.dep_ns / 1e3,
         pre_issue_lead_us=getattr(s.policy, "lead_ns", 0.0) / 1e3,
         decisions=why,
@@ -114,7 +114,8 @@ def main() -> None:
     print(
         f"learned launch latency {s.launch_latency_ns / 1e3:.1f} µs (HP "
         f"{s.hp_latency_ns / 1e3:.1f} µs), slice margin "
-        f"{s.slice_margin_ns / 1e3:.1f} µs, HP end -> queued slice start {s.dep_ns / 1e3:.1f} µs, "
+        f"{ {k: round(v / 1e3, 1) for k, v in s.slice_margin_ns.items()} } µs, "
+        f"HP end -> queued slice start {s.dep_ns / 1e3:.1f} µs, "
         f"pre-issue lead {getattr(s.policy, 'lead_ns', 0.0) / 1e3:.1f} µs, "
         f"decisions {why}"
     )

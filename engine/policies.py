@@ -20,6 +20,10 @@ DEFAULT_SLICE_US = 100.0
 MAX_CONSOLIDATE = 4  # slices merged into one launch in long inter-request bubbles
 LATE_MARGIN = True  # end slices the learned lateness before the next HP kernel is due
 LATE_QUANTILE = 0.9  # ... taken as this quantile of recent slices' lateness
+# The issue paths of an LP launch, each with its own lateness margin: nothing of ours ahead
+# of it; queued behind LP in flight (pre-issue); behind an HP kernel (issue_lp(after=…))
+COLD, QUEUED, AFTER = "cold", "queued", "after"
+LATE_PATHS = (COLD, QUEUED, AFTER)
 # Fraction of each HP SLO that LP slices may never use: a reserve for the interference the
 # slack model does not see (on the H100 HP kernels run 5-8 % slower while LP shares the
 # GPU, from cache pollution; clocks stay at 1980 MHz). 0.25 held attainment within a
@@ -159,7 +163,7 @@ class Hummingbird(Policy):
             return None
         bubble = left_now - (slice_start - now)
         if LATE_MARGIN:
-            bubble -= s.slice_margin_ns
+            bubble -= s.slice_margin_ns[QUEUED if pre_issue else COLD]
         budget = min(cap_ns, bubble, s.slack_bound(now, SLACK_RESERVE))
         waves = budget // wave_ns if wave_ns > 0 else 0
         if task.slice_blocks:  # operator-forced block count (may be below one wave)
@@ -224,9 +228,11 @@ class Hummingbird(Policy):
         # the chain issues the kernel exactly its host gap after the previous one ended;
         # it ends one learned duration after its start
         hp_end = st.step_gap_start + req.gaps_ns[req.step] + lat + int(st.dur_ema[req.step])
-        start = max(now, hp_end) + s.dep_ns
+        start = hp_end + s.dep_ns
+        if issued:  # launched from here: not before one launch latency from now
+            start = max(start, now + s.launch_latency_ns)
         # the next HP kernel starts a host gap after this one ends, plus its issue latency
-        bubble = int(st.gap_low(nxt)) + lat - s.dep_ns - s.slice_margin_ns
+        bubble = int(st.gap_low(nxt)) + lat - (start - hp_end) - s.slice_margin_ns[AFTER]
         cap_ns = 1 << 62 if task.slice_blocks else int((task.slice_us or DEFAULT_SLICE_US) * 1000)
         budget = min(cap_ns, bubble, s.slack_bound(now, SLACK_RESERVE))
         wave_blocks, wave_ns = s.waves.model(kernel)

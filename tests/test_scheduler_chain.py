@@ -223,10 +223,18 @@ def test_remove_and_re_add_under_the_chain_while_its_kernels_run() -> None:
 def test_set_policy_forgets_the_slice_lateness_of_the_previous_policy() -> None:
     s, _ = run("spatial", ms=50)
     for _ in range(20):
-        s._late.add(150_000.0)
-    s.slice_margin_ns = 150_000
+        s._late["cold"].add(150_000.0)
+    s.slice_margin_ns["cold"] = 150_000
     s.set_policy("hummingbird")
-    assert s.slice_margin_ns == 0 and s._late.value == 0.0 and len(s._late) == 0
+    assert s.slice_margin_ns == {"cold": 0, "queued": 0, "after": 0}
+    assert all(e.value == 0.0 and len(e) == 0 for e in s._late.values())
+
+
+def test_each_issue_path_keeps_its_own_lateness_margin() -> None:
+    """Slow cold launches must not shrink the bubbles of slices armed behind HP."""
+    s, _ = run("hummingbird", sim=SLOW_HOST, ms=300)
+    assert set(s.slice_margin_ns) == {"cold", "queued", "after"}
+    assert all(len(e) > 50 for e in s._late.values())
 
 
 SLOW_HOST = replace(SIM, loop_delay_us=25.0)  # the lent H100's VM: 20-45 µs per wake-up
