@@ -137,6 +137,8 @@ class Hummingbird(Policy):
             if not s.backend.chain_issued(inflight[-1].after):
                 why["armed_wait"] += 1
                 return None  # armed behind an HP kernel not issued yet: nothing goes first
+        # nothing we issue now starts before this (the loop's own delay to submit())
+        earliest = now + s.issue_delay_ns + lat
         if pre_issue:
             slice_start = inflight[-1].predicted_ns
             wake = slice_start - lat - int(self.lead_ns)
@@ -144,8 +146,10 @@ class Hummingbird(Policy):
                 why["pre_issue_wait"] += 1
                 self._wake = (wake, inflight[-1].id)
                 return wake  # pre-issue at predicted end − launch latency (− loop delay)
+            target = slice_start
+            slice_start = max(slice_start, earliest)  # woken late: the slice ahead is done
         else:
-            slice_start = now + lat
+            slice_start = target = earliest
 
         wave_blocks, wave_ns = s.waves.model(kernel)
         # An operator block count replaces the µs cap; the bubble and SLO bounds still hold.
@@ -190,7 +194,7 @@ class Hummingbird(Policy):
         if pre_issue and after_id == s.lp_inflight[-2].id and now >= wake:
             # the pre-issue we asked to be woken for: how late (or early) did it reach
             # submit() against its target? The lead converges to the loop's delay.
-            err = min(la.issue_ns - (slice_start - lat), MAX_LEAD_NS)
+            err = min(la.issue_ns - (target - lat), MAX_LEAD_NS)
             self.lead_ns = min(max(self.lead_ns + 0.2 * err, 0.0), MAX_LEAD_NS)
         return None  # the loop asks again right away, to schedule the pre-issue
 
@@ -229,8 +233,8 @@ class Hummingbird(Policy):
         # it ends one learned duration after its start
         hp_end = st.step_gap_start + req.gaps_ns[req.step] + lat + int(st.dur_ema[req.step])
         start = hp_end + s.dep_ns
-        if issued:  # launched from here: not before one launch latency from now
-            start = max(start, now + s.launch_latency_ns)
+        if issued:  # launched from here: not before the loop's delay + launch latency
+            start = max(start, now + s.issue_delay_ns + s.launch_latency_ns)
         # the next HP kernel starts a host gap after this one ends, plus its issue latency
         bubble = int(st.gap_low(nxt)) + lat - (start - hp_end) - s.slice_margin_ns[AFTER]
         cap_ns = 1 << 62 if task.slice_blocks else int((task.slice_us or DEFAULT_SLICE_US) * 1000)

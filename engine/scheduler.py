@@ -176,6 +176,12 @@ class Scheduler:
         # HP end → start of an LP slice queued behind it (a GPU-side stream wait), learned
         self._dep = RecentQuantile(0.5, 2_000)
         self.dep_ns = int(self._dep.value)
+        # decision → submit() of the LP launch it issued (the host loop's own cost: tens of
+        # µs on the H100's VM, 0 in the sim): a launch starts no earlier than now + this +
+        # launch latency
+        self._issue_delay = RecentQuantile(0.5, 0)
+        self.issue_delay_ns = 0
+        self._decide_ns = -1
         self.decisions = 0
         for k in self.kernels.values():
             self.waves.add(k, backend.prepare(k))
@@ -296,6 +302,10 @@ class Scheduler:
         if not self.lp_inflight and after is None:
             self._cold.add(launch.id)  # nothing ahead of it: its start measures issue → start
         self.backend.submit(launch)
+        if self._decide_ns >= 0:
+            self._issue_delay.add(max(0, launch.issue_ns - self._decide_ns))
+            self.issue_delay_ns = int(self._issue_delay.value)
+            self._decide_ns = -1  # one sample per decision
         self.inflight[launch.id] = launch
         self.lp_inflight.append(launch)
         return launch
@@ -352,6 +362,7 @@ class Scheduler:
                         self._on_hp_enqueue(name, timed=True)
                 now = be.now_ns()
             self.decisions += 1
+            self._decide_ns = now
             wake = self.policy.decide(self, now)
             until = end_ns
             if timers and timers[0][0] < until:

@@ -232,9 +232,9 @@ def test_set_policy_forgets_the_slice_lateness_of_the_previous_policy() -> None:
 
 def test_each_issue_path_keeps_its_own_lateness_margin() -> None:
     """Slow cold launches must not shrink the bubbles of slices armed behind HP."""
-    s, _ = run("hummingbird", sim=SLOW_HOST, ms=300)
+    s, _ = run("hummingbird", sim=SLOW_HOST, ms=1000)
     assert set(s.slice_margin_ns) == {"cold", "queued", "after"}
-    assert all(len(e) > 50 for e in s._late.values())
+    assert all(len(e) > 50 for e in s._late.values())  # every path was taken and learned
 
 
 SLOW_HOST = replace(SIM, loop_delay_us=25.0)  # the lent H100's VM: 20-45 µs per wake-up
