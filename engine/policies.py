@@ -31,6 +31,7 @@ LATE_PATHS = (COLD, QUEUED, AFTER)
 SLACK_RESERVE = 0.25
 BEHIND_HP = True  # queue a gap's first slice behind the next (chained) HP kernel
 ARM_AHEAD = True  # ... already during the gap before that kernel (armed in the backend)
+BEHIND_SLICES = 2  # slices queued behind it (the cuda backend's native thread arms 2)
 MAX_LEAD_NS = 100_000  # cap on how early pre-issue wake-ups are moved (host loop delay)
 
 
@@ -211,8 +212,9 @@ class Hummingbird(Policy):
             self.why["armed"] += 1
 
     def _behind_hp(self, s: Scheduler, now: int) -> bool:
-        """Queue the next gap's first slice behind the chained HP kernel that is running,
-        due, or (from ``_arm``) ends the current gap. True: issued."""
+        """Queue the next gap's first slices (up to ``BEHIND_SLICES``, each within the
+        cap) behind the chained HP kernel that is running, due, or (from ``_arm``) ends
+        the current gap. True: at least one issued."""
         got = s.next_chained_hp()
         if got is None:
             return False
@@ -225,9 +227,6 @@ class Hummingbird(Policy):
         if not tasks:
             return False
         task = tasks[0]
-        kernel = s.lp_kernel(task)
-        if not kernel.sliceable or not (issued or s.backend.can_arm(kernel)):
-            return False
         lat = s.hp_latency_ns
         # the chain issues the kernel exactly its host gap after the previous one ended;
         # it ends one learned duration after its start
@@ -236,21 +235,29 @@ class Hummingbird(Policy):
         if issued:  # launched from here: not before the loop's delay + launch latency
             start = max(start, now + s.issue_delay_ns + s.launch_latency_ns)
         # the next HP kernel starts a host gap after this one ends, plus its issue latency
-        bubble = int(st.gap_low(nxt)) + lat - (start - hp_end) - s.slice_margin_ns[AFTER]
+        end = hp_end + int(st.gap_low(nxt)) + lat - s.slice_margin_ns[AFTER]
         cap_ns = 1 << 62 if task.slice_blocks else int((task.slice_us or DEFAULT_SLICE_US) * 1000)
-        budget = min(cap_ns, bubble, s.slack_bound(now, SLACK_RESERVE))
-        wave_blocks, wave_ns = s.waves.model(kernel)
-        waves = budget // wave_ns if wave_ns > 0 else 0
-        if task.slice_blocks:
-            if budget <= 0:
-                return False
-            blocks = min(task.slice_blocks, max(1, waves) * wave_blocks)
-        elif waves < 1:
-            return False
-        else:
-            blocks = waves * wave_blocks
-        s.issue_lp(task, min(blocks, s.lp_remaining(task)), start_ns=start, after=hp)
-        return True
+        slack = s.slack_bound(now, SLACK_RESERVE)
+        n = 0
+        for _ in range(BEHIND_SLICES):  # each within the cap: one runs, the next waits
+            kernel = s.lp_kernel(task)
+            if not kernel.sliceable or not (issued or s.backend.can_arm(kernel)):
+                break
+            budget = min(cap_ns, end - start, slack)
+            wave_blocks, wave_ns = s.waves.model(kernel)
+            waves = budget // wave_ns if wave_ns > 0 else 0
+            if task.slice_blocks:
+                if budget <= 0:
+                    break
+                blocks = min(task.slice_blocks, max(1, waves) * wave_blocks)
+            elif waves < 1:
+                break
+            else:
+                blocks = waves * wave_blocks
+            la = s.issue_lp(task, min(blocks, s.lp_remaining(task)), start_ns=start, after=hp)
+            start = la.predicted_ns
+            n += 1
+        return n > 0
 
 
 POLICIES: dict[str, type[Policy]] = {p.name: p for p in (Exclusive, Spatial, Temporal, Hummingbird)}

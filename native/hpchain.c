@@ -56,9 +56,12 @@ typedef struct {
   uint32_t grid, bx, by, bz, smem, pad;
 } hb_arm;
 
+// ARMS slots, launched in slot order (Python fills them in order for one HP step: the
+// gap's first slices, one queued behind the other on the LP stream). Per slot,
 // arm_word = hp_id << 2 | state (launch ids are unique, so the id is the generation).
-// Python writes the payload only while no arm is set or taken; the thread reads it only
-// after winning SET -> TAKEN for the step it just launched.
+// Python writes a slot's payload only while it is not set or taken; the thread reads it
+// only after winning SET -> TAKEN for the step it just launched.
+#define ARMS 2
 enum { ARM_NONE = 0, ARM_SET = 1, ARM_TAKEN = 2, ARM_LAUNCHED = 3 };
 
 // One completion (or failure: err != 0).
@@ -105,8 +108,8 @@ typedef struct {
   _Atomic int ready;        // 0: starting, 1: running, < 0: -CUresult of cuCtxSetCurrent
   _Atomic int64_t expect;   // when Python expects the next request (0: unknown)
   _Atomic int64_t last_seen;
-  _Alignas(LINE) _Atomic uint64_t arm_word;
-  hb_arm arm;
+  _Alignas(LINE) _Atomic uint64_t arm_word[ARMS];
+  hb_arm arm[ARMS];
 } hb_chain;
 
 static inline int64_t now_ns(void) {
@@ -155,17 +158,17 @@ static int may_sleep(hb_chain *c, int64_t n, int64_t idle_since) {
   return n - idle_since > IDLE_SPIN_NS;
 }
 
-// Right after HP step s went out (and `issued` counted it): launch the slice armed for it.
-// Returns a CUresult (0: nothing armed for s, or launched).
-static int launch_armed(hb_chain *c, const hb_step *s) {
+// Right after HP step s went out (and `issued` counted it): launch the slice armed in
+// slot i for it. Returns a CUresult (0: nothing armed there for s, or launched).
+static int launch_armed(hb_chain *c, int i, const hb_step *s) {
   uint64_t w = s->id << 2 | ARM_SET;
-  if (atomic_load(&c->arm_word) != w || !c->wait || !s->event) return 0;
-  if (!atomic_compare_exchange_strong(&c->arm_word, &w, s->id << 2 | ARM_TAKEN)) return 0;
-  hb_arm a = c->arm;
+  if (atomic_load(&c->arm_word[i]) != w || !c->wait || !s->event) return 0;
+  if (!atomic_compare_exchange_strong(&c->arm_word[i], &w, s->id << 2 | ARM_TAKEN)) return 0;
+  hb_arm a = c->arm[i];
   int r = c->wait(a.stream, s->event, 0);
   if (!r) r = c->launch(a.func, a.grid, 1, 1, a.bx, a.by, a.bz, a.smem, a.stream, a.params, NULL);
   if (!r && a.event) r = c->record(a.event, a.stream);
-  if (!r) atomic_store(&c->arm_word, s->id << 2 | ARM_LAUNCHED);
+  if (!r) atomic_store(&c->arm_word[i], s->id << 2 | ARM_LAUNCHED);
   return r;
 }
 
@@ -226,7 +229,7 @@ static void *run(void *arg) {
       continue;
     }
     atomic_fetch_add(&c->issued, 1);  // seq_cst: ordered before the arm check (hb_chain_arm)
-    r = launch_armed(c, &s);
+    for (int i = 0; i < ARMS && !r; i++) r = launch_armed(c, i, &s);
     if (r) {
       fail(c, s.id, r);
       continue;
@@ -310,30 +313,33 @@ hb_chain *hb_chain_create(void *launch, void *query, void *setctx, void *record,
 // Tell the thread when the next request is expected (ns, CLOCK_MONOTONIC; 0: unknown).
 void hb_chain_expect(hb_chain *c, int64_t t) { atomic_store(&c->expect, t); }
 
-// Arm an LP slice to go out right after HP step a->hp_id. Returns 1 and stores the
-// `issued` count read after arming into *issued: if that count already includes step
-// hp_id, the thread may have passed it, and Python must disarm (and launch the slice
-// itself if the disarm wins). Returns 0 (nothing armed) while an earlier arm is pending.
-int hb_chain_arm(hb_chain *c, const hb_arm *a, uint64_t *issued) {
-  uint64_t w = atomic_load(&c->arm_word);
+// Arm an LP slice in slot i to go out right after HP step a->hp_id. Returns 1 and
+// stores the `issued` count read after arming into *issued: if that count already
+// includes step hp_id, the thread may have passed it, and Python must disarm (and launch
+// the slice itself if the disarm wins). Returns 0 (nothing armed) while the slot is busy.
+int hb_chain_arm(hb_chain *c, int i, const hb_arm *a, uint64_t *issued) {
+  if (i < 0 || i >= ARMS) return 0;
+  uint64_t w = atomic_load(&c->arm_word[i]);
   if ((w & 3) == ARM_SET || (w & 3) == ARM_TAKEN) return 0;
-  c->arm = *a;
-  atomic_store(&c->arm_word, a->hp_id << 2 | ARM_SET);  // seq_cst: before the load below
+  c->arm[i] = *a;
+  atomic_store(&c->arm_word[i], a->hp_id << 2 | ARM_SET);  // seq_cst: before the load below
   *issued = atomic_load(&c->issued);
   return 1;
 }
 
-// Take back the arm for hp_id if the thread has not taken it: 1 = disarmed (Python
+// Take back slot i's arm for hp_id if the thread has not taken it: 1 = disarmed (Python
 // launches the slice itself), 0 = the thread took it (launched, or being launched).
-int hb_chain_disarm(hb_chain *c, uint64_t hp_id) {
+int hb_chain_disarm(hb_chain *c, int i, uint64_t hp_id) {
   uint64_t w = hp_id << 2 | ARM_SET;
-  return atomic_compare_exchange_strong(&c->arm_word, &w, hp_id << 2 | ARM_NONE) ? 1 : 0;
+  return atomic_compare_exchange_strong(&c->arm_word[i], &w, hp_id << 2 | ARM_NONE) ? 1 : 0;
 }
 
-// Address of arm_word, so Python can see with a plain load when an arm was launched.
-const volatile uint64_t *hb_chain_arm_word(hb_chain *c) {
-  return (const volatile uint64_t *)&c->arm_word;
+// Address of slot i's arm_word, so Python can see with a plain load when it was launched.
+const volatile uint64_t *hb_chain_arm_word(hb_chain *c, int i) {
+  return (const volatile uint64_t *)&c->arm_word[i];
 }
+
+int hb_chain_arm_slots(void) { return ARMS; }
 
 // Queue n steps (all or nothing). Returns n, or 0 when the ring lacks room.
 int hb_chain_push(hb_chain *c, const hb_step *steps, int n) {

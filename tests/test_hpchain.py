@@ -309,10 +309,10 @@ def test_an_armed_slice_goes_out_right_after_its_hp_step_behind_its_event(gpu: F
         lp.ts.value = ctypes.addressof(gpu.ts) + 16 * (NSLOTS - 1)  # its own stamp slot
         ch.push([k.step(1, 0, event=11), k.step(2, 2_000_000, event=12)])
         collect(ch, 1)
-        assert ch.arm(arm_for(2, lp), seq=1)  # step 2 (push order 1) is 2 ms away
-        assert not ch.arm_launched(2)
+        assert ch.arm(0, arm_for(2, lp), seq=1)  # step 2 (push order 1) is 2 ms away
+        assert not ch.arm_launched(0, 2)
         collect(ch, 1)
-        assert ch.arm_launched(2)
+        assert ch.arm_launched(0, 2)
         # HP 2, then (its event recorded) the LP stream waits on that event, the slice
         # goes out on the LP stream, and its own event is recorded after it
         assert [c[1:3] for c in gpu.calls] == [(101, 7), (102, 7), (900, 55)]
@@ -328,23 +328,30 @@ def test_an_arm_for_a_step_already_issued_is_handed_back(gpu: FakeGpu) -> None:
         k, lp = Kernel(), Kernel()
         ch.push([k.step(1, 0, event=11), k.step(2, 0, event=12)])
         collect(ch, 2)
-        assert not ch.arm(arm_for(1, lp), seq=0)  # too late: the caller launches it
+        assert not ch.arm(0, arm_for(1, lp), seq=0)  # too late: the caller launches it
         assert [c[1] for c in gpu.calls] == [101, 102] and not gpu.waits
         ch.push([k.step(3, 0, event=13)])  # a later step does not take an arm for step 1
         collect(ch, 1)
         assert [c[1] for c in gpu.calls] == [101, 102, 103] and not gpu.waits
-        assert ch.arm(arm_for(4, lp), seq=3)  # the arm is free again
+        assert ch.arm(0, arm_for(4, lp), seq=3)  # the arm is free again
     finally:
         ch.close()
 
 
-def test_a_second_arm_before_the_first_went_out_is_refused(gpu: FakeGpu) -> None:
+def test_two_slices_armed_behind_one_step_go_out_in_slot_order(gpu: FakeGpu) -> None:
     ch = gpu.chain()
     try:
-        k, lp = Kernel(), Kernel()
-        ch.push([k.step(1, 50_000_000, time.perf_counter_ns(), event=11)])
-        assert ch.arm(arm_for(1, lp), seq=0)
-        with pytest.raises(hpchain.HpChainError, match="earlier armed slice"):
-            ch.arm(arm_for(1, lp), seq=0)
+        k, lp1, lp2 = Kernel(), Kernel(), Kernel()
+        for i, x in enumerate((lp1, lp2)):
+            x.ts.value = ctypes.addressof(gpu.ts) + 16 * (NSLOTS - 1 - i)
+        ch.push([k.step(1, 2_000_000, time.perf_counter_ns(), event=11)])
+        assert ch.arm(0, arm_for(1, lp1, func=901), seq=0)
+        assert ch.arm(1, arm_for(1, lp2, func=902), seq=0)
+        with pytest.raises(hpchain.HpChainError, match="slot 0 is still pending"):
+            ch.arm(0, arm_for(1, lp1), seq=0)
+        collect(ch, 1)
+        assert ch.arm_launched(0, 1) and ch.arm_launched(1, 1)
+        assert [c[1] for c in gpu.calls] == [101, 901, 902]
+        assert [w[1] for w in gpu.waits] == [11, 11]  # each waits on the HP step's event
     finally:
         ch.close()

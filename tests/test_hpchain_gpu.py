@@ -167,13 +167,16 @@ def test_lp_armed_before_its_hp_kernel_is_issued_goes_out_right_behind_it(be):
         drain(be, 1)  # `first` done: `second` is 2 ms away
         assert not be.chain_issued(second)
         x = Launch(next(_ids), "lp", "lp", lp, 0, wave, 1)
-        x.after = second
+        x2 = Launch(next(_ids), "lp", "lp", lp, wave, 2 * wave, 1)  # a second arm slot
+        x.after = x2.after = second
         be.submit(x)
-        got = drain(be, 2)
-        assert [la.id for la in got] == [second.id, x.id]
-        assert x.issue_ns < second.issue_ns  # handed over before the HP kernel went out
+        be.submit(x2)
+        got = drain(be, 3)
+        assert [la.id for la in got] == [second.id, x.id, x2.id]
+        assert x2.issue_ns < second.issue_ns  # handed over before the HP kernel went out
         assert x.start_ns >= second.end_ns - 2_000, x.start_ns - second.end_ns
         assert x.start_ns - second.end_ns < 50_000, x.start_ns - second.end_ns
+        assert x2.start_ns >= x.end_ns - 2_000  # in order on the LP stream
     # behind a step already issued: an ordinary stream wait on its event, from Python
     a, b = hp(short), hp(short)
     be.submit_chain([a, b], [0, 0], be.now_ns())

@@ -77,7 +77,7 @@ def test_hummingbird_issues_no_lp_while_a_chained_hp_kernel_is_due_or_running() 
     s, be = run("hummingbird")
     lp = [x for x in be.launches if x.cls == LP and x.after is None]
     hp = [x for x in be.done if x.cls == HP]
-    assert len(lp) > 1000 and len(hp) > 800
+    assert len(lp) > 500 and len(hp) > 800
     # no LP slice issued while an HP kernel was on the GPU (issue .. seen)
     spans = sorted((x.issue_ns, x.seen_ns) for x in hp)
     starts = [a for a, _ in spans]
@@ -125,13 +125,18 @@ def test_first_slice_of_a_gap_waits_on_the_gpu_for_the_hp_kernel_before_it() -> 
     s, be = run("hummingbird")
     behind = [x for x in be.launches if x.cls == LP and x.after is not None]
     why = s.policy.why
-    assert len(behind) > 100 and why["behind_hp"] + why["armed"] == len(behind)
+    decided = why["behind_hp"] + why["armed"]  # each queues 1 or 2 slices (BEHIND_SLICES)
+    assert len(behind) > 100 and decided <= len(behind) <= 2 * decided
+    assert len({x.after.id for x in behind}) == decided
+    first: dict[int, Launch] = {}
     for x in behind:
         if x.end_ns < 0:
             continue  # still queued when the run stopped
         assert x.after.cls == HP and x.after.end_ns >= 0
+        assert x.start_ns >= x.after.end_ns  # started only after it ended
+        first.setdefault(x.after.id, x)
+    for x in first.values():  # (a launch call costs 10 µs here: a second may come later)
         assert x.issue_ns < x.after.end_ns  # queued while the HP kernel still ran
-        assert x.start_ns >= x.after.end_ns  # and started only after it ended
     assert not [x for x in be.launches if x.cls == LP and x.after is not None and x.id in s._cold]
 
 
@@ -144,9 +149,13 @@ def test_a_slow_host_arms_the_next_gaps_first_slice_before_the_hp_kernel_is_issu
     assert s.policy.why["armed"] > 100 and len(early) > 100
     short = [x for x in early if x.after.kernel.name in ("norm", "act")]
     assert short  # the kernels a 25-µs loop could never queue behind
+    first: dict[int, Launch] = {}
     for x in early:
         assert x.start_ns >= x.after.end_ns  # it still waited on the GPU for the kernel
-        assert x.start_ns - x.after.end_ns <= 5_000  # and then started at once
+        if x.after.id not in first or x.start_ns < first[x.after.id].start_ns:
+            first[x.after.id] = x
+    for x in first.values():
+        assert x.start_ns - x.after.end_ns <= 5_000  # the first then started at once
 
 
 def test_behind_hp_raises_lp_throughput_in_the_sim() -> None:

@@ -226,8 +226,9 @@ class CudaBackend(Backend):
     ) -> None:
         self._closed = True
         self._chain: Any = None
-        self._arm_args: dict[str, _Prepared] = {}  # argument arrays of armed LP slices
-        self._armed: tuple[int, int, int] | None = None  # (stream, HP launch id, its step)
+        # argument arrays of armed LP slices, per (kernel, arm slot)
+        self._arm_args: dict[tuple[str, int], _Prepared] = {}
+        self._armed: list[tuple[int, int, int]] = []  # pending: (stream, HP launch id, slot)
         self.arm_stats = {"armed": 0, "too_late": 0}  # too late: launched from Python
         hp_issue = hp_issue or os.environ.get("HBTUI_HP_ISSUE") or "auto"
         if hp_issue not in ("auto", "native", "python"):
@@ -590,22 +591,23 @@ class CudaBackend(Backend):
         stream = self._streams.get(launch.stream)
         if stream is None:
             stream = self._lp_stream(launch.stream)
-        if self._armed is not None and (launch.stream == self._armed[0] or launch.after):
-            self._armed_settle()  # the armed slice goes first (and frees its argument cells)
         armed = -1  # the step number of the chained HP launch this one is armed behind
-        if launch.after is not None:
-            e = self._chain_ev.get(launch.after.id) if self._chain is not None else None
-            if e is not None and self._chain.issued <= e[1]:  # type: ignore[union-attr]
+        e = None
+        if launch.after is not None and self._chain is not None:
+            e = self._chain_ev.get(launch.after.id)
+            if e is not None and self._chain.issued <= e[1]:
                 if p.user:
                     raise BackendError(
                         f"launch {launch.id}: user kernel {launch.kernel.name!r} cannot be "
                         "armed behind an HP launch that is not issued yet"
                     )
                 armed = e[1]
-            elif e is not None:  # issued, not done: start on the GPU right after it ends
-                r = self._cu.cuStreamWaitEvent(stream, e[0], 0)
-                if r[0] != self._OK:
-                    raise BackendError(f"cuStreamWaitEvent failed: {_err_name(self._cu, r[0])}")
+        if self._armed:  # slices armed before this one go out first
+            self._armed_settle(launch.after.id if armed >= 0 else -1)  # type: ignore[union-attr]
+        if e is not None and armed < 0:  # issued, not done: start right after it ends
+            r = self._cu.cuStreamWaitEvent(stream, e[0], 0)
+            if r[0] != self._OK:
+                raise BackendError(f"cuStreamWaitEvent failed: {_err_name(self._cu, r[0])}")
         if p.user:
             return self._submit_user(launch, p, stream, issue)  # type: ignore[arg-type]
         if armed >= 0:
@@ -643,10 +645,17 @@ class CudaBackend(Backend):
 
         cu = self._cu
         name = launch.kernel.name
-        ap = self._arm_args.get(name)
+        hp = launch.after.id  # type: ignore[union-attr]
+        # the thread launches a step's slots in slot order: after those pending for it
+        aslot = 1 + max((a[2] for a in self._armed), default=-1)
+        if aslot >= self._chain.arm_slots:  # type: ignore[union-attr]
+            raise BackendError(
+                f"launch {launch.id}: more than {aslot} LP slices armed behind HP launch {hp}"
+            )
+        ap = self._arm_args.get((name, aslot))
         if ap is None:  # its own cells: the thread reads them after this returns
             ap = _Prepared(p.spec, p.layout, p.func, p.bufs, p.blocks_per_sm, p.smem)
-            self._arm_args[name] = ap
+            self._arm_args[(name, aslot)] = ap
         slot = self._slot
         self._slot = (slot + 1) & (_TS_SLOTS - 1)
         ts = self._ts
@@ -658,17 +667,17 @@ class CudaBackend(Backend):
         grid = launch.end_block - launch.start_block
         ev = self._events.pop() if self._events else self._new_event()
         b = ap.block
-        hp = launch.after.id  # type: ignore[union-attr]
         arm = Arm(
             hp_id=hp, func=int(ap.func), stream=int(stream), params=ap.params_addr,
             event=int(ev), grid=grid, bx=b[0], by=b[1], bz=b[2], smem=ap.smem,
         )  # fmt: skip
-        if self._chain.arm(arm, seq):  # type: ignore[union-attr]
-            item: tuple = (launch, ev, slot, hp)  # item[3]: armed behind this HP launch
-            self._armed = (launch.stream, hp, seq)
+        if self._chain.arm(aslot, arm, seq):  # type: ignore[union-attr]
+            item: tuple = (launch, ev, slot, (aslot, hp))  # item[3]: armed (slot, HP id)
+            self._armed.append((launch.stream, hp, aslot))
             self.arm_stats["armed"] += 1
         else:
             self.arm_stats["too_late"] += 1
+            self._armed_settle(-1)  # the slices armed before it go first
             r = cu.cuStreamWaitEvent(stream, self._chain_ev[hp][0], 0)
             if r[0] != self._OK:
                 raise BackendError(f"cuStreamWaitEvent failed: {_err_name(cu, r[0])}")
@@ -685,22 +694,28 @@ class CudaBackend(Backend):
         self._queues[launch.stream].append(item)
         self._inflight += 1
 
-    def _armed_settle(self) -> None:
-        """Before anything else goes on its stream, the armed slice must be out: wait for
-        the native thread to issue its HP step and launch it. Hummingbird never submits
-        behind an unissued arm; this wait (at most that step's host gap) covers a policy
-        switch in between."""
-        _, hp, _ = self._armed  # type: ignore[misc]
+    def _armed_settle(self, keep_hp: int) -> None:
+        """Wait until every armed slice but those behind HP launch ``keep_hp`` (to which
+        more are being added) is out. The native thread launches them right after their HP
+        step, at most that step's host gap away; hummingbird never submits behind a pending
+        arm, so the wait only covers a policy switch in between."""
         ch = self._chain
-        if ch is not None and not ch.arm_launched(hp):
+        keep = []
+        for a in self._armed:
+            _, hp, aslot = a
+            if ch is None or ch.arm_launched(aslot, hp):
+                continue
+            if hp == keep_hp:
+                keep.append(a)
+                continue
             deadline = time.perf_counter_ns() + int(_STALL_S * 1e9)
-            while not ch.arm_launched(hp):
+            while not ch.arm_launched(aslot, hp):
                 if time.perf_counter_ns() > deadline:
                     raise BackendError(
                         f"native HP issue: the LP slice armed behind HP launch {hp} was not "
                         f"launched in {_STALL_S:.0f} s"
                     )
-        self._armed = None
+        self._armed = keep
 
     def can_arm(self, kernel: KernelSpec) -> bool:
         p = self._prepared.get(kernel.name)
@@ -879,7 +894,7 @@ class CudaBackend(Backend):
                             q.popleft()
                             done.append(item)
                             continue
-                        if slot >= 0 and len(item) > 3 and not chain.arm_launched(item[3]):
+                        if slot >= 0 and len(item) > 3 and not chain.arm_launched(*item[3]):
                             break  # armed, not launched yet: its event was not recorded
                         r = query(item[1])[0]
                         if r == OK:

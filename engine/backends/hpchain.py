@@ -162,11 +162,13 @@ def load(cache: Path | None = None) -> ctypes.CDLL:
     lib.hb_chain_expect.restype = None
     lib.hb_chain_expect.argtypes = [vp, ctypes.c_int64]
     lib.hb_chain_arm.restype = i32
-    lib.hb_chain_arm.argtypes = [vp, vp, ctypes.POINTER(u64)]
+    lib.hb_chain_arm.argtypes = [vp, i32, vp, ctypes.POINTER(u64)]
     lib.hb_chain_disarm.restype = i32
-    lib.hb_chain_disarm.argtypes = [vp, u64]
+    lib.hb_chain_disarm.argtypes = [vp, i32, u64]
     lib.hb_chain_arm_word.restype = vp
-    lib.hb_chain_arm_word.argtypes = [vp]
+    lib.hb_chain_arm_word.argtypes = [vp, i32]
+    lib.hb_chain_arm_slots.restype = i32
+    lib.hb_chain_arm_slots.argtypes = []
     pi = ctypes.POINTER(i32)
     lib.hb_chain_sizes.restype = i32
     lib.hb_chain_sizes.argtypes = [pi, pi, pi]
@@ -212,7 +214,11 @@ class Chain:
         self._fin = weakref.finalize(self, self._lib.hb_chain_destroy, self._h)
         self._head = ctypes.c_uint64.from_address(self._lib.hb_chain_done_head(self._h))
         self._issued = ctypes.c_uint64.from_address(self._lib.hb_chain_issued_addr(self._h))
-        self._arm_word = ctypes.c_uint64.from_address(self._lib.hb_chain_arm_word(self._h))
+        self.arm_slots = self._lib.hb_chain_arm_slots()
+        self._arm_word = [
+            ctypes.c_uint64.from_address(self._lib.hb_chain_arm_word(self._h, i))
+            for i in range(self.arm_slots)
+        ]
         self._tail = 0
         self._out = (Done * 64)()
         self.pending = 0  # steps pushed and not yet returned
@@ -246,22 +252,24 @@ class Chain:
         """Steps launched so far (with their events recorded): a plain load."""
         return self._issued.value if self._h else 0
 
-    def arm(self, arm: Arm, seq: int) -> bool:
-        """Arm ``arm`` to go out right after HP step ``arm.hp_id`` (push order ``seq``).
-        True: the thread will launch it; False: that step was already issued and the
-        thread did not take the arm: the caller launches the slice itself."""
+    def arm(self, slot: int, arm: Arm, seq: int) -> bool:
+        """Arm ``arm`` in ``slot`` to go out right after HP step ``arm.hp_id`` (push order
+        ``seq``); the thread launches a step's slots in slot order. True: the thread will
+        launch it; False: that step was already issued and the thread did not take the
+        arm: the caller launches the slice itself (after the slots before it)."""
         if not self._h:
             raise HpChainError("HP chain is closed")
         issued = ctypes.c_uint64()
-        if not self._lib.hb_chain_arm(self._h, ctypes.byref(arm), ctypes.byref(issued)):
-            raise HpChainError("hb_chain_arm: an earlier armed slice was not launched yet")
+        if not self._lib.hb_chain_arm(self._h, slot, ctypes.byref(arm), ctypes.byref(issued)):
+            raise HpChainError(f"hb_chain_arm: arm slot {slot} is still pending or invalid")
         if issued.value <= seq:
             return True  # the thread has not issued the step: it will see the arm
-        return not self._lib.hb_chain_disarm(self._h, arm.hp_id)
+        return not self._lib.hb_chain_disarm(self._h, slot, arm.hp_id)
 
-    def arm_launched(self, hp_id: int) -> bool:
-        """Whether the slice armed behind HP step ``hp_id`` was launched (a plain load)."""
-        w = self._arm_word.value if self._h else 0
+    def arm_launched(self, slot: int, hp_id: int) -> bool:
+        """Whether the slice armed in ``slot`` behind HP step ``hp_id`` was launched (or
+        the slot moved on): a plain load."""
+        w = self._arm_word[slot].value if self._h else 0
         return (w >> 2) != hp_id or (w & 3) == ARM_LAUNCHED
 
     def expect(self, t_ns: int) -> None:
