@@ -157,7 +157,7 @@ def test_lp_queued_behind_a_chained_hp_kernel_starts_after_it(be):
 def test_lp_armed_before_its_hp_kernel_is_issued_goes_out_right_behind_it(be):
     """The slice for the gap after a short HP kernel is armed during the gap before it."""
     short = spec("c-hp-short", "reduce", rows=64, cols=4096)  # a few µs
-    lp = spec("c-lp-armed", "spin", us=10, blocks=1 << 12, threads=128)
+    lp = spec("c-lp-armed", "spin", us=10, blocks=1 << 13, threads=128)
     be.prepare(short)
     wave = be.sms * be.prepare(lp)
     assert be.can_arm(lp)
