@@ -13,8 +13,8 @@ Variants (VARIANTS below): hb (the defaults), hb_nomargin (no lateness margin), 
 hb_q75 / hb_q97 (the margin is that quantile of recent slices' lateness, default 0.9),
 hb_mc1 / hb_mc2 (at most 1 / 2 slices merged in inter-request bubbles), hb_r0 / hb_r25 /
 hb_r50 (SLO reserve), hb_nobehind (no slice queued behind the running HP kernel), hb_noarm
-(queued behind it only once it runs, not armed during the gap before it), hb_b1 (one slice
-queued behind the HP kernel instead of two).
+(queued behind it only once it runs, not armed during the gap before it), hb_b1 / hb_b2 (one /
+two slices queued behind the HP kernel instead of three).
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ VARIANTS: dict[str, dict[str, object]] = {  # name -> policy module constants to
     "hb_nobehind": {"BEHIND_HP": False},
     "hb_noarm": {"ARM_AHEAD": False},
     "hb_b1": {"BEHIND_SLICES": 1},
+    "hb_b2": {"BEHIND_SLICES": 2},
     "hb_noarm_q75": {"ARM_AHEAD": False, "LATE_QUANTILE": 0.75},
 }
 

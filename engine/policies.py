@@ -31,7 +31,7 @@ LATE_PATHS = (COLD, QUEUED, AFTER)
 SLACK_RESERVE = 0.25
 BEHIND_HP = True  # queue a gap's first slice behind the next (chained) HP kernel
 ARM_AHEAD = True  # ... already during the gap before that kernel (armed in the backend)
-BEHIND_SLICES = 2  # slices queued behind it (the cuda backend's native thread arms 2)
+BEHIND_SLICES = 3  # slices queued behind it (the cuda backend's native thread arms 3)
 MAX_LEAD_NS = 100_000  # cap on how early pre-issue wake-ups are moved (host loop delay)
 
 

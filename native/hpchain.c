@@ -61,7 +61,7 @@ typedef struct {
 // arm_word = hp_id << 2 | state (launch ids are unique, so the id is the generation).
 // Python writes a slot's payload only while it is not set or taken; the thread reads it
 // only after winning SET -> TAKEN for the step it just launched.
-#define ARMS 2
+#define ARMS 3
 enum { ARM_NONE = 0, ARM_SET = 1, ARM_TAKEN = 2, ARM_LAUNCHED = 3 };
 
 // One completion (or failure: err != 0).
