@@ -12,18 +12,24 @@ from __future__ import annotations
 
 
 class RecentQuantile:
-    """The ``q`` quantile of the last ``n`` samples, recomputed every ``every`` samples
-    (and at every sample while the window is still short, so it leaves ``init`` fast)."""
+    """The ``q`` quantile of the last ``n`` samples, recomputed every ``every`` samples;
+    ``init`` until ``every`` samples have come (one bad first sample must not decide).
 
-    __slots__ = ("q", "init", "value", "_buf", "_i", "_n", "_every", "_since")
+    A scheduler model often gates its own samples (a large learned delay stops the very
+    slices that would measure it), so ``expire`` goes back to ``init`` once no sample came
+    for a while: the path is tried again rather than shut for good.
+    """
+
+    __slots__ = ("q", "init", "value", "last_ns", "_buf", "_i", "_n", "_every", "_since")
 
     def __init__(self, q: float, init: float, n: int = 128, every: int = 8) -> None:
-        if not 0.0 <= q <= 1.0 or n < 1 or every < 1:
+        if not 0.0 <= q <= 1.0 or n < 1 or not 1 <= every <= n:
             raise ValueError(f"RecentQuantile: bad q={q}, n={n}, every={every}")
         self.q = q
         self.init = float(init)
         self._n = n
         self._every = every
+        self.last_ns = 0
         self.reset()
 
     def reset(self, init: float | None = None) -> None:
@@ -34,18 +40,26 @@ class RecentQuantile:
         self._i = 0
         self._since = 0
 
-    def add(self, sample: float) -> None:
+    def add(self, sample: float, now_ns: int = 0) -> None:
         buf = self._buf
         if len(buf) < self._n:
             buf.append(sample)
         else:
             buf[self._i] = sample
             self._i = (self._i + 1) % self._n
+        self.last_ns = now_ns
         self._since += 1
-        if self._since >= self._every or len(buf) <= self._every:
+        if self._since >= self._every:
             self._since = 0
             s = sorted(buf)
             self.value = s[int(self.q * (len(s) - 1) + 0.5)]
+
+    def expire(self, now_ns: int, max_age_ns: int) -> bool:
+        """Back to ``init`` when the last sample is older than ``max_age_ns``: True if so."""
+        if self._buf and now_ns - self.last_ns > max_age_ns:
+            self.reset()
+            return True
+        return False
 
     def __len__(self) -> int:
         return len(self._buf)

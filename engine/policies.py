@@ -168,7 +168,7 @@ class Hummingbird(Policy):
             return None
         bubble = left_now - (slice_start - now)
         if LATE_MARGIN:
-            bubble -= s.slice_margin_ns[QUEUED if pre_issue else COLD]
+            bubble -= s.margin_ns(QUEUED if pre_issue else COLD)
         budget = min(cap_ns, bubble, s.slack_bound(now, SLACK_RESERVE))
         waves = budget // wave_ns if wave_ns > 0 else 0
         if task.slice_blocks:  # operator-forced block count (may be below one wave)
@@ -235,7 +235,7 @@ class Hummingbird(Policy):
         if issued:  # launched from here: not before the loop's delay + launch latency
             start = max(start, now + s.issue_delay_ns + s.launch_latency_ns)
         # the next HP kernel starts a host gap after this one ends, plus its issue latency
-        end = hp_end + int(st.gap_low(nxt)) + lat - s.slice_margin_ns[AFTER]
+        end = hp_end + int(st.gap_low(nxt)) + lat - s.margin_ns(AFTER)
         cap_ns = 1 << 62 if task.slice_blocks else int((task.slice_us or DEFAULT_SLICE_US) * 1000)
         slack = s.slack_bound(now, SLACK_RESERVE)
         n = 0

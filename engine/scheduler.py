@@ -30,6 +30,8 @@ from engine.workload import Arrivals, request_gaps
 _ARRIVAL, _HP_ENQUEUE = 0, 1
 _EMA = 0.2  # weight of a new sample in the online models
 _MAX_HP_LEAD_NS = 50_000.0  # cap on how early HP enqueue timers fire (dispatch overhead)
+_MODEL_MAX_AGE_NS = 20_000_000  # a timing model with no sample for this long: back to its prior
+_EXPIRE_EVERY_NS = 1_000_000
 _MAX_DEP_NS = 100_000  # cap on one timing sample (queued-slice start, slice lateness): a
 # rare ms-long host or driver stall must not poison the learned models
 
@@ -140,9 +142,7 @@ class Scheduler:
         # issue -> first block of an LP launch with nothing ahead of it, and of an HP kernel
         # (medians of recent launches: the backend's figure is for an idle launch call)
         self._lat = RecentQuantile(0.5, backend.launch_latency_ns())
-        self.launch_latency_ns = int(self._lat.value)
         self._hp_lat = RecentQuantile(0.5, backend.launch_latency_ns())
-        self.hp_latency_ns = int(self._hp_lat.value)
         self.baseline_p99_ms: dict[str, float] = dict(baseline_p99_ms or {})
         self.listeners: list[Listener] = []
         self.tasks: dict[str, Task] = {}
@@ -172,16 +172,15 @@ class Scheduler:
         # armed behind HP, 13 µs pre-issued, 48 µs cold) and one margin for all of them
         # starved the precise ones.
         self._late = {p: RecentQuantile(policies.LATE_QUANTILE, 0.0) for p in LATE_PATHS}
-        self.slice_margin_ns: dict[str, int] = dict.fromkeys(LATE_PATHS, 0)
         # HP end → start of an LP slice queued behind it (a GPU-side stream wait), learned
         self._dep = RecentQuantile(0.5, 2_000)
-        self.dep_ns = int(self._dep.value)
         # decision → submit() of the LP launch it issued (the host loop's own cost: tens of
         # µs on the H100's VM, 0 in the sim): a launch starts no earlier than now + this +
         # launch latency
         self._issue_delay = RecentQuantile(0.5, 0)
-        self.issue_delay_ns = 0
         self._decide_ns = -1
+        self._models = [self._lat, self._hp_lat, self._dep, self._issue_delay, *self._late.values()]
+        self._expired_at = 0
         self.decisions = 0
         for k in self.kernels.values():
             self.waves.add(k, backend.prepare(k))
@@ -190,6 +189,31 @@ class Scheduler:
         self.metrics.start_ns = backend.now_ns()
 
     # -- state the policies read -----------------------------------------------------
+    @property
+    def launch_latency_ns(self) -> int:
+        return int(self._lat.value)
+
+    @property
+    def hp_latency_ns(self) -> int:
+        return int(self._hp_lat.value)
+
+    @property
+    def dep_ns(self) -> int:
+        return int(self._dep.value)
+
+    @property
+    def issue_delay_ns(self) -> int:
+        return int(self._issue_delay.value)
+
+    def margin_ns(self, path: str) -> int:
+        """End slices issued by ``path`` (COLD, QUEUED, AFTER) this much before the next
+        HP kernel is due: their recent lateness."""
+        return max(0, int(self._late[path].value))
+
+    @property
+    def slice_margin_ns(self) -> dict[str, int]:
+        return {p: self.margin_ns(p) for p in LATE_PATHS}
+
     def lp_tasks(self) -> list[Task]:
         """Runnable LP tasks, most important first (cached; every control op resets it)."""
         if self._lp_order is None:
@@ -303,8 +327,7 @@ class Scheduler:
             self._cold.add(launch.id)  # nothing ahead of it: its start measures issue → start
         self.backend.submit(launch)
         if self._decide_ns >= 0:
-            self._issue_delay.add(max(0, launch.issue_ns - self._decide_ns))
-            self.issue_delay_ns = int(self._issue_delay.value)
+            self._issue_delay.add(max(0, launch.issue_ns - self._decide_ns), launch.issue_ns)
             self._decide_ns = -1  # one sample per decision
         self.inflight[launch.id] = launch
         self.lp_inflight.append(launch)
@@ -361,6 +384,10 @@ class Scheduler:
                     else:
                         self._on_hp_enqueue(name, timed=True)
                 now = be.now_ns()
+            if now - self._expired_at > _EXPIRE_EVERY_NS:
+                self._expired_at = now
+                for m in self._models:  # a model that stopped its own samples: retry it
+                    m.expire(now, _MODEL_MAX_AGE_NS)
             self.decisions += 1
             self._decide_ns = now
             wake = self.policy.decide(self, now)
@@ -497,16 +524,12 @@ class Scheduler:
                 # Learn the real issue → start delay (the backend's figure is for an idle
                 # launch call; through submit() it is longer on a real GPU).
                 self._cold.discard(launch.id)
-                self._lat.add(launch.start_ns - launch.issue_ns)
-                self.launch_latency_ns = int(self._lat.value)
+                self._lat.add(launch.start_ns - launch.issue_ns, seen)
             dep = launch.after
             if dep is not None and 0 <= launch.issue_ns < dep.end_ns:  # queued before it ended
-                self._dep.add(min(max(launch.start_ns - dep.end_ns, 0), _MAX_DEP_NS))
-                self.dep_ns = int(self._dep.value)
+                self._dep.add(min(max(launch.start_ns - dep.end_ns, 0), _MAX_DEP_NS), seen)
             late = min(max(launch.end_ns - launch.predicted_ns, -_MAX_DEP_NS), _MAX_DEP_NS)
-            est = self._late[path]
-            est.add(late)
-            self.slice_margin_ns[path] = max(0, int(est.value))
+            self._late[path].add(late, seen)
             if self.lp_inflight:
                 # The queued slice starts when this one ended: re-base its predicted end so
                 # one late slice does not make every later prediction late.
@@ -531,8 +554,7 @@ class Scheduler:
         if self.hp_kernels_active == 0:
             self.bubble_start_ns = now
         if launch.start_ns >= launch.issue_ns:
-            self._hp_lat.add(launch.start_ns - launch.issue_ns)
-            self.hp_latency_ns = int(self._hp_lat.value)
+            self._hp_lat.add(launch.start_ns - launch.issue_ns, now)
         if orphan:  # its task was removed while the kernel ran
             return
         name = launch.task
@@ -640,7 +662,6 @@ class Scheduler:
         # this one's
         for est in self._late.values():
             est.reset()
-        self.slice_margin_ns = dict.fromkeys(LATE_PATHS, 0)
         self._event("set_policy", policy=name)
 
     def set_slo(self, name: str, ms: float | None = None, factor: float | None = None) -> None:

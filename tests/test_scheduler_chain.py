@@ -13,7 +13,7 @@ from engine import policies
 from engine.backends.sim import SimBackend
 from engine.model import HP, LP, Launch
 from engine.profile import ProfileError, load, shipped_dir
-from engine.scheduler import Scheduler
+from engine.scheduler import _MAX_DEP_NS, Scheduler
 from engine.workload import request_gaps
 
 PROFILE = load(shipped_dir() / "default.toml")
@@ -234,10 +234,23 @@ def test_set_policy_forgets_the_slice_lateness_of_the_previous_policy() -> None:
     s, _ = run("spatial", ms=50)
     for _ in range(20):
         s._late["cold"].add(150_000.0)
-    s.slice_margin_ns["cold"] = 150_000
+    assert s.slice_margin_ns["cold"] == 150_000
     s.set_policy("hummingbird")
     assert s.slice_margin_ns == {"cold": 0, "queued": 0, "after": 0}
     assert all(e.value == 0.0 and len(e) == 0 for e in s._late.values())
+
+
+def test_a_bad_early_estimate_that_stops_its_own_samples_expires() -> None:
+    """A large learned HP-end -> queued-slice delay makes every bubble behind HP too short,
+    so no such slice is issued to measure it again: the model must go back to its prior."""
+    s, be = run("hummingbird", ms=100)
+    for _ in range(200):
+        s._dep.add(_MAX_DEP_NS, be.now_ns())  # as if the first slices behind HP started late
+    assert s.dep_ns == _MAX_DEP_NS  # longer than any host gap: nothing fits behind HP
+    t = be.now_ns()
+    s.run_until(t + 40 * MS)
+    behind = [x for x in be.launches if x.cls == LP and x.after is not None and x.issue_ns > t]
+    assert s.dep_ns < 10_000 and behind  # expired, tried again, relearned (2 µs in the sim)
 
 
 def test_each_issue_path_keeps_its_own_lateness_margin() -> None:
