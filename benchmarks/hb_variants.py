@@ -37,6 +37,7 @@ VARIANTS: dict[str, dict[str, object]] = {  # name -> policy module constants to
     "hb_mc2": {"MAX_CONSOLIDATE": 2},
     "hb_r0": {"SLACK_RESERVE": 0.0},
     "hb_r25": {"SLACK_RESERVE": 0.25},
+    "hb_r35": {"SLACK_RESERVE": 0.35},
     "hb_r50": {"SLACK_RESERVE": 0.5},
     "hb_nobehind": {"BEHIND_HP": False},
     "hb_noarm": {"ARM_AHEAD": False},

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from engine.backends.base import HP_STREAM, LP_STREAM
 
 if TYPE_CHECKING:
+    from engine.model import Launch
     from engine.scheduler import Scheduler
 
 DEFAULT_SLICE_US = 100.0
@@ -122,6 +123,8 @@ class Hummingbird(Policy):
         inflight = s.lp_inflight
         if len(inflight) >= 2:
             why["two_inflight"] += 1
+            if s.hp_requests_in_flight and not self._fits_after(s, now, inflight[-1]):
+                self._arm(s, now, True)  # the gap is full: queue the next one's first slices
             return None  # one running, one queued: the next completion wakes us
         tasks = s.lp_tasks()
         if not tasks:
@@ -206,10 +209,21 @@ class Hummingbird(Policy):
         shorter than the host loop's reaction time (norm, act: 2-5 µs on the H100)."""
         if not (BEHIND_HP and ARM_AHEAD and in_request):
             return
-        if s.lp_inflight and s.lp_inflight[-1].after is not None:
+        nxt = s.next_chained_hp()
+        if nxt is None or (s.lp_inflight and s.lp_inflight[-1].after is nxt[1]):
             return  # armed already
         if self._behind_hp(s, now):
             self.why["armed"] += 1
+
+    @staticmethod
+    def _fits_after(s: Scheduler, now: int, last: Launch) -> bool:
+        """Would one more wave of LP fit into this gap after ``last``?"""
+        tasks = s.lp_tasks()
+        if not tasks:
+            return False
+        _, wave_ns = s.waves.model(s.lp_kernel(tasks[0]))
+        left = s.predicted_bubble_left(now) - (last.predicted_ns - now) - s.margin_ns(QUEUED)
+        return left >= wave_ns
 
     def _behind_hp(self, s: Scheduler, now: int) -> bool:
         """Queue the next gap's first slices (up to ``BEHIND_SLICES``, each within the
