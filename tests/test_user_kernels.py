@@ -197,7 +197,7 @@ def run_hummingbird(prof, ms: int = 200) -> Recorder:  # noqa: ANN001
 
     be = Recorder(prof.sim, check)
     s = Scheduler(prof.kernels, [replace(t) for t in prof.tasks], be, "hummingbird", seed=3,
-                  baseline_p99_ms={t.name: 2.0 for t in prof.tasks})  # fmt: skip
+                  baseline_p99_ms={t.name: 3.0 for t in prof.tasks})  # fmt: skip
     be.sched = s
     s.run_until(ms * MS)
     return be
