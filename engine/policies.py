@@ -25,16 +25,18 @@ LATE_QUANTILE = 0.9  # ... taken as this quantile of recent slices' lateness
 # of it; queued behind LP in flight (pre-issue); behind an HP kernel (issue_lp(after=…))
 COLD, QUEUED, AFTER = "cold", "queued", "after"
 LATE_PATHS = (COLD, QUEUED, AFTER)
-# Fraction of each HP SLO that LP slices may never use: a reserve for the interference the
-# slack model does not see (on the H100 HP kernels run 5-8 % slower while LP shares the
-# GPU, from cache pollution; clocks stay at 1980 MHz). With three slices armed behind HP
-# per gap (docs/benchmarks/cuda_default_h100.md, call 17): 0.25 gave attainment 97.73 %
-# vs exclusive 99.00 %, 0.35 gave 98.24 % at 4 % less LP.
-SLACK_RESERVE = 0.35
+# Fraction of each HP SLO that LP slices may never use; None: the backend's figure
+# (Backend.slo_reserve: what LP costs HP that the slack model cannot see). Set a number
+# to override it (benchmarks/hb_variants.py does).
+SLACK_RESERVE: float | None = None
 BEHIND_HP = True  # queue a gap's first slice behind the next (chained) HP kernel
 ARM_AHEAD = True  # ... already during the gap before that kernel (armed in the backend)
 BEHIND_SLICES = 3  # slices queued behind it (the cuda backend's native thread arms 3)
 MAX_LEAD_NS = 100_000  # cap on how early pre-issue wake-ups are moved (host loop delay)
+
+
+def _reserve(s: Scheduler) -> float:
+    return s.backend.slo_reserve if SLACK_RESERVE is None else SLACK_RESERVE
 
 
 class Policy:
@@ -173,7 +175,7 @@ class Hummingbird(Policy):
         bubble = left_now - (slice_start - now)
         if LATE_MARGIN:
             bubble -= s.margin_ns(QUEUED if pre_issue else COLD)
-        budget = min(cap_ns, bubble, s.slack_bound(now, SLACK_RESERVE))
+        budget = min(cap_ns, bubble, s.slack_bound(now, _reserve(s)))
         waves = budget // wave_ns if wave_ns > 0 else 0
         if task.slice_blocks:  # operator-forced block count (may be below one wave)
             if budget <= 0:
@@ -252,7 +254,7 @@ class Hummingbird(Policy):
         # the next HP kernel starts a host gap after this one ends, plus its issue latency
         end = hp_end + int(st.gap_low(nxt)) + lat - s.margin_ns(AFTER)
         cap_ns = 1 << 62 if task.slice_blocks else int((task.slice_us or DEFAULT_SLICE_US) * 1000)
-        slack = s.slack_bound(now, SLACK_RESERVE)
+        slack = s.slack_bound(now, _reserve(s))
         n = 0
         for _ in range(BEHIND_SLICES):  # each within the cap: one runs, the next waits
             kernel = s.lp_kernel(task)
