@@ -33,6 +33,7 @@ BEHIND_HP = True  # queue a gap's first slice behind the next (chained) HP kerne
 ARM_AHEAD = True  # ... already during the gap before that kernel (armed in the backend)
 BEHIND_SLICES = 3  # slices queued behind it (the cuda backend's native thread arms 3)
 MAX_LEAD_NS = 100_000  # cap on how early pre-issue wake-ups are moved (host loop delay)
+_RECHECK_NS = 2_000  # an HP kernel due but not issued, and LP that cannot be armed: retry
 
 
 def _reserve(s: Scheduler) -> float:
@@ -118,10 +119,13 @@ class Hummingbird(Policy):
         why = self.why
         woken, self._wake = self._wake, (0, -1)  # only the next decision may learn from it
         if s.hp_kernels_active:
-            if BEHIND_HP and not s.lp_inflight and self._behind_hp(s, now):
+            got = self._behind_hp(s, now) if BEHIND_HP and not s.lp_inflight else False
+            if got:
                 why["behind_hp"] += 1
                 return None
             why["hp_active"] += 1
+            if got is None:  # due, not issued yet, and this kernel cannot be armed
+                return now + _RECHECK_NS
             return None  # HP work queued or running: issue stops at once
         inflight = s.lp_inflight
         if len(inflight) >= 2:
@@ -215,7 +219,7 @@ class Hummingbird(Policy):
         nxt = s.next_chained_hp()
         if nxt is None or (s.lp_inflight and s.lp_inflight[-1].after is nxt[1]):
             return  # armed already
-        if self._behind_hp(s, now):
+        if self._behind_hp(s, now):  # (None: cannot be armed, try once the kernel is out)
             self.why["armed"] += 1
 
     @staticmethod
@@ -228,10 +232,11 @@ class Hummingbird(Policy):
         left = s.predicted_bubble_left(now) - (last.predicted_ns - now) - s.margin_ns(QUEUED)
         return left >= wave_ns
 
-    def _behind_hp(self, s: Scheduler, now: int) -> bool:
+    def _behind_hp(self, s: Scheduler, now: int) -> bool | None:
         """Queue the next gap's first slices (up to ``BEHIND_SLICES``, each within the
         cap) behind the chained HP kernel that is running, due, or (from ``_arm``) ends
-        the current gap. True: at least one issued."""
+        the current gap. True: at least one issued; None: not yet (the kernel is not
+        issued and the LP kernel cannot be armed: ask again once it is)."""
         got = s.next_chained_hp()
         if got is None:
             return False
@@ -251,6 +256,8 @@ class Hummingbird(Policy):
         start = hp_end + s.dep_ns
         if issued:  # launched from here: not before the loop's delay + launch latency
             start = max(start, now + s.issue_delay_ns + s.launch_latency_ns)
+        if s.lp_inflight:  # (armed while this gap's last slices still run) behind them too
+            start = max(start, s.lp_inflight[-1].predicted_ns)
         # the next HP kernel starts a host gap after this one ends, plus its issue latency
         end = hp_end + int(st.gap_low(nxt)) + lat - s.margin_ns(AFTER)
         cap_ns = 1 << 62 if task.slice_blocks else int((task.slice_us or DEFAULT_SLICE_US) * 1000)
@@ -258,8 +265,10 @@ class Hummingbird(Policy):
         n = 0
         for _ in range(BEHIND_SLICES):  # each within the cap: one runs, the next waits
             kernel = s.lp_kernel(task)
-            if not kernel.sliceable or not (issued or s.backend.can_arm(kernel)):
+            if not kernel.sliceable:
                 break
+            if not (issued or s.backend.can_arm(kernel)):
+                return None if n == 0 else True
             budget = min(cap_ns, end - start, slack)
             wave_blocks, wave_ns = s.waves.model(kernel)
             waves = budget // wave_ns if wave_ns > 0 else 0

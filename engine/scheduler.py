@@ -153,7 +153,8 @@ class Scheduler:
         self._timers: list[tuple[int, int, int, str]] = []
         self._orphans: set[int] = set()  # in-flight launches of removed tasks
         self._cold: set[int] = set()  # LP launches issued with nothing ahead on the GPU
-        self._dep_probe: set[int] = set()  # LP launches first in line behind an HP kernel
+        # LP launches first in line behind an HP kernel → the LP launch ahead of them (if any)
+        self._dep_probe: dict[int, Launch | None] = {}
         self._tseq = 0
         self._ids = 0
         self._req_ids = 0
@@ -325,7 +326,8 @@ class Scheduler:
         launch.predicted_ns = begin + self.waves.predict_ns(kernel, blocks)
         launch.after = after
         if after is not None and not (self.lp_inflight and self.lp_inflight[-1].after is after):
-            self._dep_probe.add(launch.id)  # the first behind it: starts when it ends
+            # the first behind it starts when it ends, unless LP ahead of it ends later
+            self._dep_probe[launch.id] = self.lp_inflight[-1] if self.lp_inflight else None
         if not self.lp_inflight and after is None:
             self._cold.add(launch.id)  # nothing ahead of it: its start measures issue → start
         self.backend.submit(launch)
@@ -530,12 +532,11 @@ class Scheduler:
                 self._lat.add(launch.start_ns - launch.issue_ns, seen)
             dep = launch.after
             first = launch.id in self._dep_probe
-            if first:
-                self._dep_probe.discard(launch.id)
-            if (
-                first and dep is not None and 0 <= launch.issue_ns < dep.end_ns
-            ):  # queued before it ended
-                self._dep.add(min(max(launch.start_ns - dep.end_ns, 0), _MAX_DEP_NS), seen)
+            ahead = self._dep_probe.pop(launch.id, None)
+            if first and dep is not None and 0 <= launch.issue_ns < dep.end_ns:
+                # queued before the HP kernel ended, and did not wait for LP ahead of it
+                if ahead is None or ahead.end_ns <= dep.end_ns:
+                    self._dep.add(min(max(launch.start_ns - dep.end_ns, 0), _MAX_DEP_NS), seen)
             late = min(max(launch.end_ns - launch.predicted_ns, -_MAX_DEP_NS), _MAX_DEP_NS)
             self._late[path].add(late, seen)
             if self.lp_inflight:

@@ -167,7 +167,7 @@ static int launch_armed(hb_chain *c, int i, const hb_step *s) {
   hb_arm a = c->arm[i];
   int r = c->wait(a.stream, s->event, 0);
   if (!r) r = c->launch(a.func, a.grid, 1, 1, a.bx, a.by, a.bz, a.smem, a.stream, a.params, NULL);
-  if (!r && a.event) r = c->record(a.event, a.stream);
+  if (!r && a.event && c->record) r = c->record(a.event, a.stream);
   if (!r) atomic_store(&c->arm_word[i], s->id << 2 | ARM_LAUNCHED);
   return r;
 }
@@ -318,7 +318,7 @@ void hb_chain_expect(hb_chain *c, int64_t t) { atomic_store(&c->expect, t); }
 // includes step hp_id, the thread may have passed it, and Python must disarm (and launch
 // the slice itself if the disarm wins). Returns 0 (nothing armed) while the slot is busy.
 int hb_chain_arm(hb_chain *c, int i, const hb_arm *a, uint64_t *issued) {
-  if (i < 0 || i >= ARMS) return 0;
+  if (i < 0 || i >= ARMS || !c->wait || !c->record) return 0;  // never set what never goes
   uint64_t w = atomic_load(&c->arm_word[i]);
   if ((w & 3) == ARM_SET || (w & 3) == ARM_TAKEN) return 0;
   c->arm[i] = *a;
@@ -330,9 +330,14 @@ int hb_chain_arm(hb_chain *c, int i, const hb_arm *a, uint64_t *issued) {
 // Take back slot i's arm for hp_id if the thread has not taken it: 1 = disarmed (Python
 // launches the slice itself), 0 = the thread took it (launched, or being launched).
 int hb_chain_disarm(hb_chain *c, int i, uint64_t hp_id) {
+  if (i < 0 || i >= ARMS) return 0;
   uint64_t w = hp_id << 2 | ARM_SET;
   return atomic_compare_exchange_strong(&c->arm_word[i], &w, hp_id << 2 | ARM_NONE) ? 1 : 0;
 }
+
+// Whether the thread stopped issuing after a failed launch or query (its error is in the
+// completion ring).
+int hb_chain_failed(hb_chain *c) { return atomic_load(&c->failed); }
 
 // Address of slot i's arm_word, so Python can see with a plain load when it was launched.
 const volatile uint64_t *hb_chain_arm_word(hb_chain *c, int i) {

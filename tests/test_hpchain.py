@@ -166,6 +166,7 @@ def test_launch_error_is_reported_and_stops_issue(gpu: FakeGpu) -> None:
         ch.push([k.step(1, 0, 0), k.step(2, 0)])
         (d,) = collect(ch, 1)
         assert (d.id, d.err) == (1, 98)
+        assert ch.failed  # what the backend checks while it waits for an armed slice
         time.sleep(0.05)
         assert ch.poll() == [] and len(gpu.calls) == 1  # nothing issued after a failure
     finally:
@@ -307,9 +308,9 @@ def test_an_armed_slice_goes_out_right_after_its_hp_step_behind_its_event(gpu: F
     try:
         k, lp = Kernel(), Kernel()
         lp.ts.value = ctypes.addressof(gpu.ts) + 16 * (NSLOTS - 1)  # its own stamp slot
-        ch.push([k.step(1, 0, event=11), k.step(2, 2_000_000, event=12)])
+        ch.push([k.step(1, 0, event=11), k.step(2, 50_000_000, event=12)])
         collect(ch, 1)
-        assert ch.arm(0, arm_for(2, lp), seq=1)  # step 2 (push order 1) is 2 ms away
+        assert ch.arm(0, arm_for(2, lp), seq=1)  # step 2 (push order 1) is 50 ms away
         assert not ch.arm_launched(0, 2)
         collect(ch, 1)
         assert ch.arm_launched(0, 2)
@@ -344,7 +345,7 @@ def test_two_slices_armed_behind_one_step_go_out_in_slot_order(gpu: FakeGpu) -> 
         k, lp1, lp2 = Kernel(), Kernel(), Kernel()
         for i, x in enumerate((lp1, lp2)):
             x.ts.value = ctypes.addressof(gpu.ts) + 16 * (NSLOTS - 1 - i)
-        ch.push([k.step(1, 2_000_000, time.perf_counter_ns(), event=11)])
+        ch.push([k.step(1, 50_000_000, time.perf_counter_ns(), event=11)])
         assert ch.arm(0, arm_for(1, lp1, func=901), seq=0)
         assert ch.arm(1, arm_for(1, lp2, func=902), seq=0)
         with pytest.raises(hpchain.HpChainError, match="slot 0 is still pending"):
@@ -353,5 +354,18 @@ def test_two_slices_armed_behind_one_step_go_out_in_slot_order(gpu: FakeGpu) -> 
         assert ch.arm_launched(0, 1) and ch.arm_launched(1, 1)
         assert [c[1] for c in gpu.calls] == [101, 901, 902]
         assert [w[1] for w in gpu.waits] == [11, 11]  # each waits on the HP step's event
+    finally:
+        ch.close()
+
+
+def test_a_chain_without_stream_waits_refuses_to_arm(gpu: FakeGpu) -> None:
+    addr = ctypes.cast(gpu._launch, ctypes.c_void_p).value
+    q = ctypes.cast(gpu._query, ctypes.c_void_p).value
+    rec = ctypes.cast(gpu._record, ctypes.c_void_p).value
+    ch = hpchain.Chain(addr, q, gpu.base, gpu.base, 0, NSLOTS, record=rec)  # no wait fn
+    try:
+        assert not ch.failed
+        with pytest.raises(hpchain.HpChainError, match="cuStreamWaitEvent"):
+            ch.arm(0, arm_for(1, Kernel()), seq=0)  # it would never go out
     finally:
         ch.close()

@@ -163,8 +163,8 @@ def test_lp_armed_before_its_hp_kernel_is_issued_goes_out_right_behind_it(be):
     assert be.can_arm(lp)
     for _ in range(6):
         first, second = hp(short), hp(short)
-        be.submit_chain([first, second], [0, 2_000_000], be.now_ns())  # 2 ms gap
-        drain(be, 1)  # `first` done: `second` is 2 ms away
+        be.submit_chain([first, second], [0, 20_000_000], be.now_ns())  # 20 ms gap
+        drain(be, 1)  # `first` done: `second` is 20 ms away
         assert not be.chain_issued(second)
         x = Launch(next(_ids), "lp", "lp", lp, 0, wave, 1)
         x2 = Launch(next(_ids), "lp", "lp", lp, wave, 2 * wave, 1)  # a second arm slot

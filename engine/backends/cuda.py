@@ -68,7 +68,7 @@ from typing import Any
 
 from engine.backends import native
 from engine.backends.base import Backend, BackendError
-from engine.model import KernelSpec, Launch
+from engine.model import HP, KernelSpec, Launch
 from engine.slicer.launch import plan_launches
 
 builtin_launch_shape = native.builtin_launch_shape  # re-export for profiles
@@ -602,8 +602,8 @@ class CudaBackend(Backend):
                         "armed behind an HP launch that is not issued yet"
                     )
                 armed = e[1]
-        if self._armed:  # slices armed before this one go out first
-            self._armed_settle(launch.after.id if armed >= 0 else -1)  # type: ignore[union-attr]
+        if self._armed and launch.cls != HP:  # slices armed before this one go out first
+            self._armed_settle(launch.stream, launch.after.id if armed >= 0 else -1)  # type: ignore[union-attr]
         if e is not None and armed < 0:  # issued, not done: start right after it ends
             r = self._cu.cuStreamWaitEvent(stream, e[0], 0)
             if r[0] != self._OK:
@@ -641,7 +641,7 @@ class CudaBackend(Backend):
         """Hand the slice to the native thread, to go out right after chained HP step
         ``seq`` (behind its event); if the thread issued that step meanwhile, launch it
         here as ``submit`` would."""
-        from engine.backends.hpchain import Arm
+        from engine.backends.hpchain import Arm, HpChainError
 
         cu = self._cu
         name = launch.kernel.name
@@ -671,13 +671,17 @@ class CudaBackend(Backend):
             hp_id=hp, func=int(ap.func), stream=int(stream), params=ap.params_addr,
             event=int(ev), grid=grid, bx=b[0], by=b[1], bz=b[2], smem=ap.smem,
         )  # fmt: skip
-        if self._chain.arm(aslot, arm, seq):  # type: ignore[union-attr]
+        try:
+            armed_ok = self._chain.arm(aslot, arm, seq)  # type: ignore[union-attr]
+        except HpChainError as e:
+            raise BackendError(f"launch {launch.id}: {e}") from e
+        if armed_ok:
             item: tuple = (launch, ev, slot, (aslot, hp))  # item[3]: armed (slot, HP id)
             self._armed.append((launch.stream, hp, aslot))
             self.arm_stats["armed"] += 1
         else:
             self.arm_stats["too_late"] += 1
-            self._armed_settle(-1)  # the slices armed before it go first
+            self._armed_settle(launch.stream, -1)  # the slices armed before it go first
             r = cu.cuStreamWaitEvent(stream, self._chain_ev[hp][0], 0)
             if r[0] != self._OK:
                 raise BackendError(f"cuStreamWaitEvent failed: {_err_name(cu, r[0])}")
@@ -694,22 +698,28 @@ class CudaBackend(Backend):
         self._queues[launch.stream].append(item)
         self._inflight += 1
 
-    def _armed_settle(self, keep_hp: int) -> None:
-        """Wait until every armed slice but those behind HP launch ``keep_hp`` (to which
-        more are being added) is out. The native thread launches them right after their HP
-        step, at most that step's host gap away; hummingbird never submits behind a pending
-        arm, so the wait only covers a policy switch in between."""
+    def _armed_settle(self, stream: int, keep_hp: int) -> None:
+        """Wait until the slices armed on ``stream`` are out — but those behind HP launch
+        ``keep_hp``, to which more are being added (arming also frees the slots of arms
+        behind any other HP launch). The native thread launches them right after their HP
+        step, at most that step's host gap away; hummingbird never submits LP behind a
+        pending arm, so the wait only covers a policy switch in between."""
         ch = self._chain
         keep = []
         for a in self._armed:
-            _, hp, aslot = a
+            st, hp, aslot = a
             if ch is None or ch.arm_launched(aslot, hp):
                 continue
-            if hp == keep_hp:
+            if hp == keep_hp or (st != stream and keep_hp < 0):
                 keep.append(a)
                 continue
             deadline = time.perf_counter_ns() + int(_STALL_S * 1e9)
             while not ch.arm_launched(aslot, hp):
+                if ch.failed:
+                    raise BackendError(
+                        f"native HP issue failed before HP launch {hp} went out, so the LP "
+                        "slices armed behind it never will (the CUDA context is unusable)"
+                    )
                 if time.perf_counter_ns() > deadline:
                     raise BackendError(
                         f"native HP issue: the LP slice armed behind HP launch {hp} was not "
@@ -886,6 +896,10 @@ class CudaBackend(Backend):
                     while q:
                         item = q[0]
                         slot = item[2]
+                        if slot >= 0 and len(item) > 3 and not chain.arm_launched(*item[3]):
+                            # armed and not marked launched: its event may not be recorded
+                            # yet, so it must not go back to the pool even if it has ended
+                            break
                         if slot >= 0 and ts[2 * slot + 1]:
                             # The end stamp landed: the last block is done. Reading it is
                             # ~0.1 µs against ~1 µs per cuEventQuery, and it is seen before
@@ -894,8 +908,6 @@ class CudaBackend(Backend):
                             q.popleft()
                             done.append(item)
                             continue
-                        if slot >= 0 and len(item) > 3 and not chain.arm_launched(*item[3]):
-                            break  # armed, not launched yet: its event was not recorded
                         r = query(item[1])[0]
                         if r == OK:
                             q.popleft()

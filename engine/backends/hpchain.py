@@ -167,6 +167,8 @@ def load(cache: Path | None = None) -> ctypes.CDLL:
     lib.hb_chain_disarm.argtypes = [vp, i32, u64]
     lib.hb_chain_arm_word.restype = vp
     lib.hb_chain_arm_word.argtypes = [vp, i32]
+    lib.hb_chain_failed.restype = i32
+    lib.hb_chain_failed.argtypes = [vp]
     lib.hb_chain_arm_slots.restype = i32
     lib.hb_chain_arm_slots.argtypes = []
     pi = ctypes.POINTER(i32)
@@ -261,7 +263,10 @@ class Chain:
             raise HpChainError("HP chain is closed")
         issued = ctypes.c_uint64()
         if not self._lib.hb_chain_arm(self._h, slot, ctypes.byref(arm), ctypes.byref(issued)):
-            raise HpChainError(f"hb_chain_arm: arm slot {slot} is still pending or invalid")
+            raise HpChainError(
+                f"hb_chain_arm: arm slot {slot} is still pending or invalid (or the chain "
+                "has no cuStreamWaitEvent/cuEventRecord)"
+            )
         if issued.value <= seq:
             return True  # the thread has not issued the step: it will see the arm
         return not self._lib.hb_chain_disarm(self._h, slot, arm.hp_id)
@@ -271,6 +276,11 @@ class Chain:
         the slot moved on): a plain load."""
         w = self._arm_word[slot].value if self._h else 0
         return (w >> 2) != hp_id or (w & 3) == ARM_LAUNCHED
+
+    @property
+    def failed(self) -> bool:
+        """The thread stopped issuing after an error (its record is in the done ring)."""
+        return bool(self._h) and bool(self._lib.hb_chain_failed(self._h))
 
     def expect(self, t_ns: int) -> None:
         """The next request is expected at ``t_ns`` (perf_counter_ns; 0: unknown): the
