@@ -577,9 +577,9 @@ class Scheduler:
         if req.step < len(req.gaps_ns):
             self._next_hp_kernel(name, req, now)
         st.dur_ema[step] += _EMA * (launch.end_ns - launch.start_ns - st.dur_ema[step])
-        if self.lp_inflight and self.lp_inflight[0].after is launch:
-            # the slice queued behind this kernel starts now: re-base its predicted end
-            nxt = self.lp_inflight[0]
+        nxt = self.lp_inflight[0] if self.lp_inflight else None
+        if nxt is not None and nxt.after is launch and nxt.id in self._dep_probe:
+            # the slice queued first behind this kernel starts now: re-base its predicted end
             nxt.predicted_ns = (
                 launch.end_ns + self.dep_ns + self.waves.predict_ns(nxt.kernel, nxt.blocks)
             )

@@ -229,7 +229,14 @@ static void *run(void *arg) {
       continue;
     }
     atomic_fetch_add(&c->issued, 1);  // seq_cst: ordered before the arm check (hb_chain_arm)
-    for (int i = 0; i < ARMS && !r; i++) r = launch_armed(c, i, &s);
+    // Launching armed LP takes the driver a few us per slice, and a 2-5 us HP kernel may
+    // end meanwhile: note when its end stamp was first seen, so that the next kernel's
+    // host gap starts then, not after the LP launches.
+    int64_t seen = 0;
+    for (int i = 0; i < ARMS && !r; i++) {
+      if (!seen && ts[1]) seen = now_ns();
+      r = launch_armed(c, i, &s);
+    }
     if (r) {
       fail(c, s.id, r);
       continue;
@@ -262,7 +269,7 @@ static void *run(void *arg) {
     }
     if (stopped == 1) break;
     if (stopped == 2) continue;
-    d.seen_ns = now_ns();
+    d.seen_ns = seen ? seen : now_ns();
     d.g0 = ts[0];
     d.g1 = ts[1];
     atomic_store_explicit(&c->last_seen, d.seen_ns, memory_order_relaxed);

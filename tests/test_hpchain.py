@@ -369,3 +369,25 @@ def test_a_chain_without_stream_waits_refuses_to_arm(gpu: FakeGpu) -> None:
             ch.arm(0, arm_for(1, Kernel()), seq=0)  # it would never go out
     finally:
         ch.close()
+
+
+def test_an_hp_end_seen_while_arms_go_out_starts_the_next_gap_then(gpu: FakeGpu) -> None:
+    """The armed launches take driver time; the HP kernel's end must not wait for them."""
+    slow = WAIT(lambda st, e, f: time.sleep(0.002) or 0)  # a slow cuStreamWaitEvent
+    addr = ctypes.cast(gpu._launch, ctypes.c_void_p).value
+    q = ctypes.cast(gpu._query, ctypes.c_void_p).value
+    rec = ctypes.cast(gpu._record, ctypes.c_void_p).value
+    wait = ctypes.cast(slow, ctypes.c_void_p).value
+    ch = hpchain.Chain(addr, q, gpu.base, gpu.base, 0, NSLOTS, record=rec, wait=wait)
+    try:
+        k, lp1, lp2 = Kernel(), Kernel(), Kernel()
+        for i, x in enumerate((lp1, lp2)):
+            x.ts.value = ctypes.addressof(gpu.ts) + 16 * (NSLOTS - 1 - i)
+        ch.push([k.step(1, 50_000_000, time.perf_counter_ns(), event=11)])
+        assert ch.arm(0, arm_for(1, lp1, func=901), seq=0)
+        assert ch.arm(1, arm_for(1, lp2, func=902), seq=0)
+        (d,) = collect(ch, 1)
+        first_arm = next(c[0] for c in gpu.calls if c[1] == 901)
+        assert d.seen_ns < first_arm  # seen before the (slow) arm launches, not after
+    finally:
+        ch.close()
