@@ -282,3 +282,18 @@ def test_queueing_behind_hp_pays_off_most_on_a_slow_host() -> None:
     on, off = s_on.metrics.tasks["train"].blocks, s_off.metrics.tasks["train"].blocks
     assert on > 1.1 * off, (on, off)  # 1.19x here
     assert s_on.metrics.tasks["llm"].requests == s_off.metrics.tasks["llm"].requests
+
+
+def test_the_slo_reserve_is_the_backends_unless_overridden() -> None:
+    """A GPU keeps 35 % of each SLO from LP (HP slowdown after LP the model cannot see);
+    the simulator none; policies.SLACK_RESERVE overrides both."""
+    from engine.backends.base import Backend
+
+    assert Backend.slo_reserve == 0.35 and SimBackend.slo_reserve == 0.0
+    s0, _ = run("hummingbird", ms=300)
+    policies.SLACK_RESERVE = 0.9  # almost no slack left for LP
+    try:
+        s9, _ = run("hummingbird", ms=300)
+    finally:
+        policies.SLACK_RESERVE = None
+    assert s9.metrics.tasks["train"].blocks < 0.8 * s0.metrics.tasks["train"].blocks
