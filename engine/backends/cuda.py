@@ -612,14 +612,7 @@ class CudaBackend(Backend):
             return self._submit_user(launch, p, stream, issue)  # type: ignore[arg-type]
         if armed >= 0:
             return self._submit_armed(launch, p, stream, issue, armed)
-        slot = self._slot
-        self._slot = (slot + 1) & (_TS_SLOTS - 1)
-        ts = self._ts
-        ts[2 * slot] = 0
-        ts[2 * slot + 1] = 0
-        p.ts.value = self._ts_dev + 16 * slot
-        p.cnt.value = self._cnt_dev + 4 * slot
-        p.off.value = s0
+        slot = self._take_slot(p, s0)
         b = p.block
         cu = self._cu
         r = cu.cuLaunchKernel(
@@ -636,6 +629,18 @@ class CudaBackend(Backend):
         launch.issue_ns = issue
         self._queues[launch.stream].append((launch, ev, slot))
         self._inflight += 1
+
+    def _take_slot(self, p: _Prepared, start_block: int) -> int:
+        """The next stamp slot, cleared, and ``p``'s argument cells pointed at it (with
+        the slice's block offset)."""
+        slot = self._slot
+        self._slot = (slot + 1) & (_TS_SLOTS - 1)
+        self._ts[2 * slot] = 0
+        self._ts[2 * slot + 1] = 0
+        p.ts.value = self._ts_dev + 16 * slot
+        p.cnt.value = self._cnt_dev + 4 * slot
+        p.off.value = start_block
+        return slot
 
     def _submit_armed(self, launch: Launch, p: _Prepared, stream, issue: int, seq: int) -> None:
         """Hand the slice to the native thread, to go out right after chained HP step
@@ -656,14 +661,7 @@ class CudaBackend(Backend):
         if ap is None:  # its own cells: the thread reads them after this returns
             ap = _Prepared(p.spec, p.layout, p.func, p.bufs, p.blocks_per_sm, p.smem)
             self._arm_args[(name, aslot)] = ap
-        slot = self._slot
-        self._slot = (slot + 1) & (_TS_SLOTS - 1)
-        ts = self._ts
-        ts[2 * slot] = 0
-        ts[2 * slot + 1] = 0
-        ap.ts.value = self._ts_dev + 16 * slot
-        ap.cnt.value = self._cnt_dev + 4 * slot
-        ap.off.value = launch.start_block
+        slot = self._take_slot(ap, launch.start_block)
         grid = launch.end_block - launch.start_block
         ev = self._events.pop() if self._events else self._new_event()
         b = ap.block
@@ -1067,12 +1065,7 @@ class CudaBackend(Backend):
         samples: list[tuple[int, int, int]] = []  # (h0, g, h_seen)
         deadline = clock() + 5_000_000_000
         for _ in range(n):
-            slot = self._slot
-            self._slot = (slot + 1) & (_TS_SLOTS - 1)
-            self._ts[2 * slot] = 0
-            p.ts.value = self._ts_dev + 16 * slot
-            p.cnt.value = self._cnt_dev + 4 * slot
-            p.off.value = 0
+            slot = self._take_slot(p, 0)
             h0 = clock()
             self._check(
                 cu.cuLaunchKernel(p.func, 1, 1, 1, 32, 1, 1, 0, self._hp, p.params_addr, 0),
