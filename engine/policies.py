@@ -96,10 +96,11 @@ class Hummingbird(Policy):
     block count. The next slice is pre-issued at the predicted end of the current one
     minus the launch latency, with at most one queued, so LP never leaves a gap and
     an arriving HP kernel waits for at most the in-flight slice. When the backend issues
-    HP itself (the HP chain), a gap's first slice is queued while the HP kernel before
-    the gap still runs, behind it on the GPU (a stream wait on its event): it starts
-    when that kernel ends, with no host round trip (~45 µs on the H100 host). An unsliceable kernel
-    is launched whole, and only while no LP launch and no HP request is in flight.
+    HP itself (the HP chain), a gap's first slices (up to ``BEHIND_SLICES``) are queued
+    behind the HP kernel before the gap as soon as nothing more fits into the gap before
+    that — while it runs, or armed in the backend before it is even issued: they start
+    when it ends, with no host round trip (25–45 µs on the H100's host). An unsliceable
+    kernel is launched whole, and only while no LP launch and no HP request is in flight.
     """
 
     name = "hummingbird"
@@ -210,7 +211,7 @@ class Hummingbird(Policy):
         return None  # the loop asks again right away, to schedule the pre-issue
 
     def _arm(self, s: Scheduler, now: int, in_request: bool) -> None:
-        """Nothing more fits into this host gap: queue the next gap's first slice behind
+        """Nothing more fits into this host gap: queue the next gap's first slices behind
         the HP kernel that ends this one, now. The backend arms it to go out right after
         that kernel's launch, so it starts when the kernel ends even when the kernel is
         shorter than the host loop's reaction time (norm, act: 2-5 µs on the H100)."""
