@@ -42,6 +42,12 @@ def drain(be, n: int, timeout_s: float = 20.0) -> list[Launch]:
     return done
 
 
+def wait_issued(be, la: Launch, timeout_s: float = 5.0) -> None:
+    deadline = be.now_ns() + int(timeout_s * 1e9)
+    while not be.chain_issued(la):
+        assert be.now_ns() < deadline, f"chained launch {la.id} not issued"
+
+
 def hp(k: KernelSpec, stream: int = 0) -> Launch:
     return Launch(next(_ids), "hp", "hp", k, 0, k.total_blocks, stream)
 
@@ -142,9 +148,7 @@ def test_lp_queued_behind_a_chained_hp_kernel_starts_after_it(be):
     for _ in range(5):
         h = hp(k)
         be.submit_chain([h], [0], be.now_ns())
-        deadline = be.now_ns() + 5_000_000_000
-        while not be.chain_issued(h):
-            assert be.now_ns() < deadline
+        wait_issued(be, h)
         x = Launch(next(_ids), "lp", "lp", lp, 0, wave, 1)
         x.after = h
         be.submit(x)
@@ -181,9 +185,7 @@ def test_lp_armed_before_its_hp_kernel_is_issued_goes_out_right_behind_it(be):
     # behind a step already issued: an ordinary stream wait on its event, from Python
     a, b = hp(short), hp(short)
     be.submit_chain([a, b], [0, 0], be.now_ns())
-    deadline = be.now_ns() + 5_000_000_000
-    while not be.chain_issued(b):
-        assert be.now_ns() < deadline
+    wait_issued(be, b)
     y = Launch(next(_ids), "lp", "lp", lp, 0, wave, 1)
     y.after = b
     be.submit(y)
