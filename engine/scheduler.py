@@ -102,8 +102,9 @@ class _HpState:
         self._suffix = None
 
     def gap_low(self, step: int) -> float:
-        """A conservative (low) prediction of the host gap before ``step``."""
-        return max(0.0, self.gap_ema[step] - 2.0 * self.gap_dev[step])
+        """A conservative (low) prediction of the host gap before ``step``: the learned
+        mean less ``policies.GAP_DEVS`` mean absolute deviations."""
+        return max(0.0, self.gap_ema[step] - policies.GAP_DEVS * self.gap_dev[step])
 
     def service_ns(self, from_step: int = 0) -> float:
         """Predicted time from the host gap before ``from_step`` to the request's end."""
