@@ -24,7 +24,16 @@ from engine.backends.base import LP_STREAM, Backend
 from engine.estimate import RecentQuantile
 from engine.metrics import Metrics
 from engine.model import HP, LP, KernelSpec, Launch, Request, Task
-from engine.policies import AFTER, COLD, DEFAULT_SLICE_US, LATE_PATHS, QUEUED, Policy, make_policy
+from engine.policies import (
+    AFTER,
+    ARMED,
+    COLD,
+    DEFAULT_SLICE_US,
+    LATE_PATHS,
+    QUEUED,
+    Policy,
+    make_policy,
+)
 from engine.workload import Arrivals, request_gaps
 
 _ARRIVAL, _HP_ENQUEUE = 0, 1
@@ -209,7 +218,7 @@ class Scheduler:
         return int(self._issue_delay.value)
 
     def margin_ns(self, path: str) -> int:
-        """End slices issued by ``path`` (COLD, QUEUED, AFTER) this much before the next
+        """End slices issued by ``path`` (COLD, QUEUED, AFTER, ARMED) this much before the next
         HP kernel is due: their recent lateness."""
         return max(0, int(self._late[path].value))
 
@@ -523,15 +532,16 @@ class Scheduler:
             if not orphan:
                 self._lp[launch.task].inflight -= 1
             self.waves.observe(launch)
-            path = (
-                AFTER if launch.after is not None else COLD if launch.id in self._cold else QUEUED
-            )
+            dep = launch.after
+            if dep is not None:  # armed: issued before the HP kernel it follows (when known)
+                path = ARMED if 0 < launch.issue_ns < dep.issue_ns else AFTER
+            else:
+                path = COLD if launch.id in self._cold else QUEUED
             if launch.id in self._cold:
                 # Learn the real issue → start delay (the backend's figure is for an idle
                 # launch call; through submit() it is longer on a real GPU).
                 self._cold.discard(launch.id)
                 self._lat.add(launch.start_ns - launch.issue_ns, seen)
-            dep = launch.after
             first = launch.id in self._dep_probe
             ahead = self._dep_probe.pop(launch.id, None)
             if first and dep is not None and 0 <= launch.issue_ns < dep.end_ns:

@@ -236,7 +236,7 @@ def test_set_policy_forgets_the_slice_lateness_of_the_previous_policy() -> None:
         s._late["cold"].add(150_000.0)
     assert s.slice_margin_ns["cold"] == 150_000
     s.set_policy("hummingbird")
-    assert s.slice_margin_ns == {"cold": 0, "queued": 0, "after": 0}
+    assert s.slice_margin_ns == {"cold": 0, "queued": 0, "after": 0, "armed": 0}
     assert all(e.value == 0.0 and len(e) == 0 for e in s._late.values())
 
 
@@ -256,11 +256,32 @@ def test_a_bad_early_estimate_that_stops_its_own_samples_expires() -> None:
 def test_each_issue_path_keeps_its_own_lateness_margin() -> None:
     """Slow cold launches must not shrink the bubbles of slices armed behind HP."""
     s, _ = run("hummingbird", sim=SLOW_HOST, ms=1000)
-    assert set(s.slice_margin_ns) == {"cold", "queued", "after"}
+    assert set(s.slice_margin_ns) == {"cold", "queued", "after", "armed"}
     assert all(len(e) > 50 for e in s._late.values())  # every path was taken and learned
 
 
 SLOW_HOST = replace(SIM, loop_delay_us=25.0)  # the lent H100's VM: 20-45 µs per wake-up
+
+
+def test_late_slices_queued_behind_issued_hp_do_not_shrink_armed_ones() -> None:
+    """Armed slices (issued before their HP kernel) keep their own margin: a 200-µs
+    lateness of slices queued behind an issued HP kernel does not stop them."""
+
+    def armed_after_forcing(paths: tuple[str, ...]) -> int:
+        s, be = run("hummingbird", sim=SLOW_HOST, ms=200)
+        t = be.now_ns()
+        for p in paths:
+            for _ in range(64):
+                s._late[p].add(200_000.0, t)  # longer than any host gap
+        s.run_until(t + 10 * MS)  # (a margin expires only 20 ms after its last sample)
+        return sum(
+            1
+            for x in be.launches
+            if x.cls == LP and x.after is not None and t < x.issue_ns < x.after.issue_ns
+        )
+
+    assert armed_after_forcing(("after",)) > 20
+    assert armed_after_forcing(("after", "armed")) == 0
 
 
 def test_pre_issue_lead_converges_to_the_host_loop_delay() -> None:
