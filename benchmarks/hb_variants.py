@@ -2,7 +2,8 @@
 
 Runs LP alone, exclusive and temporal once, then hummingbird once per variant with the
 policy's module constants set as the variant says, all on the same arrivals (seed 1).
-Prints one line per run and writes every result (engine.bench's per-policy dict) to OUT.
+Prints one line per run and writes every result (engine.bench's per-policy dict, plus for
+each variant a "trace" of the scheduler's state every 5 % of the run) to OUT.
 The results in docs/benchmarks/h100_tuning/ came from this script (see
 docs/benchmarks/cuda_default_h100.md for which code each call ran).
 
@@ -24,10 +25,14 @@ from __future__ import annotations
 import json
 import os
 import sys
+from dataclasses import replace
 
 from engine import policies
-from engine.bench import _job
+from engine.backends import make_backend
+from engine.bench import _aggregate, _job
+from engine.model import HP, LP
 from engine.profile import load, resolve
+from engine.scheduler import Scheduler
 
 VARIANTS: dict[str, dict[str, object]] = {  # name -> policy module constants to set
     "hb": {},
@@ -53,6 +58,47 @@ VARIANTS: dict[str, dict[str, object]] = {  # name -> policy module constants to
 }
 
 
+def _traced(prof, dur: float, warm: float, kind: str, seed: int, base, waits, lp) -> dict:  # noqa: ANN001
+    """One hummingbird run (as engine.bench runs it) with a snapshot of the scheduler's
+    state every 5 % of the run: LP blocks done, the policy's decision counters, the LP
+    launches in flight and the learned models -- to see *when* and *why* LP stops."""
+    tasks = [replace(t) for t in prof.tasks]
+    be = make_backend(kind, prof.sim, prof.device)
+    s = Scheduler(prof.kernels, tasks, be, "hummingbird", seed, base)
+    s.metrics.preempt_baseline_ns = dict(waits)
+    s.run_until(be.now_ns() + int(warm * 1e9))
+    s.reset_stats()
+    start = be.now_ns()
+    end = start + int(dur * 1e9)
+    trace = []
+    t = start
+    while t < end:
+        t = min(end, t + (end - start) // 20)
+        s.run_until(t)
+        now = be.now_ns()
+        trace.append({
+            "t_s": round((now - start) / 1e9, 2),
+            "lp_blocks": sum(ts.blocks for ts in s.metrics.tasks.values() if ts.cls == LP),
+            "hp_requests": sum(ts.requests for ts in s.metrics.tasks.values() if ts.cls == HP),
+            "why": dict(s.policy.why),
+            "lp_inflight": [
+                {"kernel": x.kernel.name, "blocks": x.blocks, "age_us": (now - x.issue_ns) / 1e3,
+                 "after": x.after is not None,
+                 "after_issued": x.after is not None and be.chain_issued(x.after)}
+                for x in s.lp_inflight
+            ],
+            "hp_active": s.hp_kernels_active, "hp_in_flight": s.hp_requests_in_flight,
+            "margin_us": {k: v / 1e3 for k, v in s.slice_margin_ns.items()},
+            "dep_us": s.dep_ns / 1e3, "lat_us": s.launch_latency_ns / 1e3,
+            "issue_delay_us": s.issue_delay_ns / 1e3, "lead_us": s.policy.lead_ns / 1e3,
+            "slack_us": s.slack_bound(now, policies._reserve(s)) / 1e3,
+            "waves_us": {k: round(v["wave_us"], 1) for k, v in s.waves.snapshot().items()},
+            "arm_stats": dict(getattr(be, "arm_stats", None) or {}),
+        })  # fmt: skip
+    be.close()
+    return {**_aggregate(s, lp), "trace": trace}
+
+
 def main() -> None:
     prof = load(resolve(sys.argv[1]))
     dur = float(sys.argv[2])
@@ -71,9 +117,7 @@ def main() -> None:
     for v in names:
         for k, val in {**defaults, **VARIANTS[v]}.items():
             setattr(policies, k, val)
-        res[v] = _job(prof, "hummingbird", False, dur, warm, kind, seed, base, waits, lp, None)[
-            "result"
-        ]
+        res[v] = _traced(prof, dur, warm, kind, seed, base, waits, lp)
     t = res["temporal"]["lp"]["throughput_norm"] or 0.0
     for k, r in res.items():
         if k == "lp_alone":
