@@ -117,7 +117,8 @@ def main() -> None:
     for v in names:
         for k, val in {**defaults, **VARIANTS[v]}.items():
             setattr(policies, k, val)
-        res[v] = _traced(prof, dur, warm, kind, seed, base, waits, lp)
+        key = v if v not in res else f"{v}#{sum(k.split('#')[0] == v for k in res) + 1}"
+        res[key] = _traced(prof, dur, warm, kind, seed, base, waits, lp)
     t = res["temporal"]["lp"]["throughput_norm"] or 0.0
     for k, r in res.items():
         if k == "lp_alone":
