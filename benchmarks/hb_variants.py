@@ -94,9 +94,41 @@ def _traced(prof, dur: float, warm: float, kind: str, seed: int, base, waits, lp
             "slack_us": s.slack_bound(now, policies._reserve(s)) / 1e3,
             "waves_us": {k: round(v["wave_us"], 1) for k, v in s.waves.snapshot().items()},
             "arm_stats": dict(getattr(be, "arm_stats", None) or {}),
+            "stuck": _stuck(be, s, now),
         })  # fmt: skip
     be.close()
     return {**_aggregate(s, lp), "trace": trace}
+
+
+def _stuck(be, s: Scheduler, now: int) -> list | None:  # noqa: ANN001
+    """cuda backend internals of LP launches in flight for over 50 ms (none should be)."""
+    if not s.lp_inflight or now - s.lp_inflight[0].issue_ns < 50_000_000:
+        return None
+    ch = getattr(be, "_chain", None)
+    out = []
+    for q in getattr(be, "_queues", {}).values():
+        for it in q:
+            la, slot = it[0], it[2]
+            e = be._chain_ev.get(la.after.id) if la.after is not None else None
+            d = {
+                "id": la.id, "kernel": la.kernel.name, "blocks": [la.start_block, la.end_block],
+                "issue_age_us": (now - la.issue_ns) / 1e3, "slot": slot,
+                "stamps": [int(be._ts[2 * slot]), int(be._ts[2 * slot + 1])] if slot >= 0 else None,
+                "event": int(be._cu.cuEventQuery(it[1])[0]),
+                "after": None if la.after is None else {
+                    "id": la.after.id, "seq": None if e is None else e[1],
+                    "issue_ns_rel": la.after.issue_ns - la.issue_ns,
+                    "end_ns_rel": la.after.end_ns - la.issue_ns if la.after.end_ns >= 0 else None,
+                },
+                "armed": None if len(it) < 4 else {
+                    "slot": it[3][0], "hp": it[3][1],
+                    "word": [int(ch._arm_word[i].value) >> 2 for i in range(ch.arm_slots)],
+                    "state": [int(ch._arm_word[i].value) & 3 for i in range(ch.arm_slots)],
+                },
+            }  # fmt: skip
+            out.append(d)
+    return {"items": out, "issued": ch.issued if ch else None, "armed_list": list(be._armed),
+            "chain_seq": be._chain_seq, "pending": ch.pending if ch else None}  # fmt: skip
 
 
 def main() -> None:
