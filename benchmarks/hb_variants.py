@@ -120,14 +120,15 @@ def _stuck(be, s: Scheduler, now: int) -> list | None:  # noqa: ANN001
                     "issue_ns_rel": la.after.issue_ns - la.issue_ns,
                     "end_ns_rel": la.after.end_ns - la.issue_ns if la.after.end_ns >= 0 else None,
                 },
-                "armed": None if len(it) < 4 else {
-                    "slot": it[3][0], "hp": it[3][1],
+                "armed": None if slot < 0 or len(it) < 4 else {
+                    "slot": it[3].slot, "hp": it[3].hp, "out": it[3].out,
                     "word": [int(ch._arm_word[i].value) >> 2 for i in range(ch.arm_slots)],
                     "state": [int(ch._arm_word[i].value) & 3 for i in range(ch.arm_slots)],
                 },
             }  # fmt: skip
             out.append(d)
-    return {"items": out, "issued": ch.issued if ch else None, "armed_list": list(be._armed),
+    armed = [(a.slot, a.hp, a.out) for a in be._armed]
+    return {"items": out, "issued": ch.issued if ch else None, "armed_list": armed,
             "chain_seq": be._chain_seq, "pending": ch.pending if ch else None}  # fmt: skip
 
 

@@ -191,3 +191,37 @@ def test_lp_armed_before_its_hp_kernel_is_issued_goes_out_right_behind_it(be):
     be.submit(y)
     got = drain(be, 3)
     assert got[-1] is y and y.start_ns >= b.end_ns - 2_000
+
+
+def test_a_slice_armed_and_launched_is_not_lost_when_its_slot_is_armed_again(be, monkeypatch):
+    """The race of H100 call 21: a second slice for the same HP kernel finds it not issued,
+    but by the time it arms, the thread has issued it and launched the first slice (so its
+    slot looks free again). The second arm is too late and disarmed; the first slice must
+    still complete (it did run) instead of blocking the LP stream's completions for good."""
+    short = spec("c-hp-short", "reduce", rows=64, cols=4096)
+    lp = spec("c-lp-armed", "spin", us=10, blocks=1 << 13, threads=128)
+    be.prepare(short)
+    wave = be.sms * be.prepare(lp)
+    first, second = hp(short), hp(short)
+    be.submit_chain([first, second], [0, 5_000_000], be.now_ns())  # 5 ms gap
+    drain(be, 1)
+    x = Launch(next(_ids), "lp", "lp", lp, 0, wave, 1)
+    x2 = Launch(next(_ids), "lp", "lp", lp, wave, 2 * wave, 1)
+    x.after = x2.after = second
+    be.submit(x)  # armed in slot 0
+    settle, calls = be._armed_settle, []
+
+    def settle_once_x_is_out(stream: int, keep_hp: int) -> None:
+        deadline = be.now_ns() + 5_000_000_000
+        while not calls and not be._chain.arm_launched(0, second.id):  # `second`, x go out
+            assert be.now_ns() < deadline, "the armed slice was not launched"
+        calls.append(keep_hp)
+        settle(stream, keep_hp)
+
+    monkeypatch.setattr(be, "_armed_settle", settle_once_x_is_out)
+    too_late = be.arm_stats["too_late"]
+    be.submit(x2)  # decided "armed" before `second` went out; arms too late
+    assert be.arm_stats["too_late"] == too_late + 1 and calls[0] == second.id
+    got = drain(be, 3, timeout_s=5.0)
+    assert {la.id for la in got} == {second.id, x.id, x2.id}
+    assert x.start_ns >= second.end_ns - 2_000 and x2.start_ns >= x.end_ns - 2_000

@@ -212,6 +212,26 @@ class _UserPrepared:
         self.blocks_per_sm = bps
 
 
+class _Arm:
+    """An LP slice armed in the native thread (slot ``slot``, behind HP launch ``hp``).
+
+    ``out`` latches the first sighting of it launched: once a slice is seen launched its
+    slot may be armed again, for the same HP launch too (a later slice found that launch
+    already issued, so the thread did not take it and Python disarmed the slot), and the
+    slot's word no longer says that this slice went out. Read the word only until then.
+    """
+
+    __slots__ = ("stream", "hp", "slot", "out")
+
+    def __init__(self, stream: int, hp: int, slot: int) -> None:
+        self.stream, self.hp, self.slot, self.out = stream, hp, slot, False
+
+    def launched(self, chain: Any) -> bool:
+        if not self.out and chain.arm_launched(self.slot, self.hp):
+            self.out = True
+        return self.out
+
+
 class CudaBackend(Backend):
     name = "cuda"
 
@@ -228,7 +248,7 @@ class CudaBackend(Backend):
         self._chain: Any = None
         # argument arrays of armed LP slices, per (kernel, arm slot)
         self._arm_args: dict[tuple[str, int], _Prepared] = {}
-        self._armed: list[tuple[int, int, int]] = []  # pending: (stream, HP launch id, slot)
+        self._armed: list[_Arm] = []  # armed slices not yet seen launched
         self.arm_stats = {"armed": 0, "too_late": 0}  # too late: launched from Python
         hp_issue = hp_issue or os.environ.get("HBTUI_HP_ISSUE") or "auto"
         if hp_issue not in ("auto", "native", "python"):
@@ -652,7 +672,7 @@ class CudaBackend(Backend):
         name = launch.kernel.name
         hp = launch.after.id  # type: ignore[union-attr]
         # the thread launches a step's slots in slot order: after those pending for it
-        aslot = 1 + max((a[2] for a in self._armed), default=-1)
+        aslot = 1 + max((a.slot for a in self._armed), default=-1)
         if aslot >= self._chain.arm_slots:  # type: ignore[union-attr]
             raise BackendError(
                 f"launch {launch.id}: more than {aslot} LP slices armed behind HP launch {hp}"
@@ -674,8 +694,9 @@ class CudaBackend(Backend):
         except HpChainError as e:
             raise BackendError(f"launch {launch.id}: {e}") from e
         if armed_ok:
-            item: tuple = (launch, ev, slot, (aslot, hp))  # item[3]: armed (slot, HP id)
-            self._armed.append((launch.stream, hp, aslot))
+            rec = _Arm(launch.stream, hp, aslot)
+            item: tuple = (launch, ev, slot, rec)  # item[3]: armed
+            self._armed.append(rec)
             self.arm_stats["armed"] += 1
         else:
             self.arm_stats["too_late"] += 1
@@ -705,14 +726,14 @@ class CudaBackend(Backend):
         ch = self._chain
         keep = []
         for a in self._armed:
-            st, hp, aslot = a
-            if ch is None or ch.arm_launched(aslot, hp):
+            hp = a.hp
+            if ch is None or a.launched(ch):
                 continue
-            if hp == keep_hp or (st != stream and keep_hp < 0):
+            if hp == keep_hp or (a.stream != stream and keep_hp < 0):
                 keep.append(a)
                 continue
             deadline = time.perf_counter_ns() + int(_STALL_S * 1e9)
-            while not ch.arm_launched(aslot, hp):
+            while not a.launched(ch):
                 if ch.failed:
                     raise BackendError(
                         f"native HP issue failed before HP launch {hp} went out, so the LP "
@@ -894,7 +915,7 @@ class CudaBackend(Backend):
                     while q:
                         item = q[0]
                         slot = item[2]
-                        if slot >= 0 and len(item) > 3 and not chain.arm_launched(*item[3]):
+                        if slot >= 0 and len(item) > 3 and not item[3].launched(chain):
                             # armed and not marked launched: its event may not be recorded
                             # yet, so it must not go back to the pool even if it has ended
                             break
