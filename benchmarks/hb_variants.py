@@ -15,9 +15,9 @@ hb_q75 / hb_q97 (the margin is that quantile of recent slices' lateness, default
 hb_mc1 / hb_mc2 (at most 1 / 2 slices merged in inter-request bubbles), hb_r0 / hb_r25 /
 hb_r50 (SLO reserve), hb_nobehind (no slice queued behind the running HP kernel), hb_noarm
 (queued behind it only once it runs, not armed during the gap before it), hb_b1 / hb_b2 (one /
-two slices queued behind the HP kernel instead of three), hb_g0 / hb_g1 / hb_g15 (plan for a
-host gap 0 / 1 / 1.5 mean absolute deviations below its mean instead of 2), hb_g1_r45 (1, with
-an SLO reserve of 0.45).
+two slices queued behind the HP kernel instead of three), hb_g0 / hb_g1 / hb_g15 / hb_g2 (plan
+for a host gap 0 / 1 / 1.5 / 2 mean absolute deviations below its mean; default 1.5),
+hb_g1_r45 (1, with an SLO reserve of 0.45).
 """
 
 from __future__ import annotations
@@ -53,6 +53,7 @@ VARIANTS: dict[str, dict[str, object]] = {  # name -> policy module constants to
     "hb_noarm_q75": {"ARM_AHEAD": False, "LATE_QUANTILE": 0.75},
     "hb_g1": {"GAP_DEVS": 1.0},
     "hb_g15": {"GAP_DEVS": 1.5},
+    "hb_g2": {"GAP_DEVS": 2.0},
     "hb_g0": {"GAP_DEVS": 0.0},
     "hb_g1_r45": {"GAP_DEVS": 1.0, "SLACK_RESERVE": 0.45},
 }
