@@ -66,6 +66,7 @@ def _traced(prof, dur: float, warm: float, kind: str, seed: int, base, waits, lp
     tasks = [replace(t) for t in prof.tasks]
     be = make_backend(kind, prof.sim, prof.device)
     s = Scheduler(prof.kernels, tasks, be, "hummingbird", seed, base)
+    behind = _watch_behind_hp(s)
     s.metrics.preempt_baseline_ns = dict(waits)
     s.run_until(be.now_ns() + int(warm * 1e9))
     s.reset_stats()
@@ -96,9 +97,73 @@ def _traced(prof, dur: float, warm: float, kind: str, seed: int, base, waits, lp
             "waves_us": {k: round(v["wave_us"], 1) for k, v in s.waves.snapshot().items()},
             "arm_stats": dict(getattr(be, "arm_stats", None) or {}),
             "stuck": _stuck(be, s, now),
+            "behind_hp": _summary(behind),
         })  # fmt: skip
     be.close()
     return {**_aggregate(s, lp), "trace": trace}
+
+
+def _watch_behind_hp(s: Scheduler) -> list[tuple]:
+    """Record each call of the policy's ``_behind_hp``: the bubble it plans into (end -
+    start, as it computes them), the SLO slack bound, and how many slices it queued."""
+    calls: list[tuple] = []
+    pol, orig = s.policy, s.policy._behind_hp
+
+    def watched(sched: Scheduler, now: int):  # noqa: ANN202
+        got = sched.next_chained_hp()
+        n0 = len(sched.lp_inflight)
+        last = sched.lp_inflight[-1].predicted_ns if sched.lp_inflight else None
+        r = orig(sched, now)
+        if got is None:
+            calls.append(("none",))
+            return r
+        st, hp, issued = got
+        req = st.queue[0]
+        nxt = req.step + 1
+        if nxt >= len(req.gaps_ns):
+            calls.append(("last",))
+            return r
+        lat = sched.hp_latency_ns
+        hp_end = st.step_gap_start + req.gaps_ns[req.step] + lat + int(st.dur_ema[req.step])
+        path = policies.AFTER if issued else policies.ARMED
+        calls.append((
+            "issued" if issued else "armed", len(sched.lp_inflight) - n0,
+            (hp_end + st.gap_low(nxt) + lat - sched.margin_ns(path) - hp_end - sched.dep_ns) / 1e3,
+            st.gap_low(nxt) / 1e3, st.gap_dev[nxt] / 1e3,
+            sched.slack_bound(now, policies._reserve(sched)) / 1e3,
+            (hp_end - now) / 1e3, req.step,
+            0.0 if last is None else max(0, last - hp_end - sched.dep_ns) / 1e3,
+        ))  # fmt: skip
+        return r
+
+    pol._behind_hp = watched
+    return calls
+
+
+def _summary(calls: list[tuple]) -> dict:
+    """Per kind of call since the last summary: count, slices queued per call, medians of
+    the planned bubble, gap_low, gap_dev, slack bound, time to the HP kernel's end."""
+
+    def med(v: list[float]) -> float:
+        v = sorted(v)
+        return round(v[len(v) // 2], 1) if v else float("nan")
+
+    out: dict = {}
+    for kind in ("armed", "issued"):
+        c = [x for x in calls if x[0] == kind]
+        if c:
+            out[kind] = {
+                "n": len(c), "slices": round(sum(x[1] for x in c) / len(c), 2),
+                "zero": sum(x[1] == 0 for x in c), "bubble": med([x[2] for x in c]),
+                "gap_low": med([x[3] for x in c]), "gap_dev": med([x[4] for x in c]),
+                "slack": med([x[5] for x in c]), "slack_lt_60": sum(x[5] < 60 for x in c),
+                "to_hp_end": med([x[6] for x in c]), "lp_lag": med([x[8] for x in c]),
+                "lp_lag_gt_30": sum(x[8] > 30 for x in c),
+                "by_step": {k: sum(1 for x in c if x[7] == k) for k in range(8)},
+            }  # fmt: skip
+    out["other"] = len(calls) - sum(v["n"] for v in out.values() if isinstance(v, dict))
+    calls.clear()
+    return out
 
 
 def _stuck(be, s: Scheduler, now: int) -> list | None:  # noqa: ANN001
