@@ -175,7 +175,8 @@ def _stuck(be, s: Scheduler, now: int) -> list | None:  # noqa: ANN001
     for q in getattr(be, "_queues", {}).values():
         for it in q:
             la, slot = it[0], it[2]
-            e = be._chain_ev.get(la.after.id) if la.after is not None else None
+            cev = getattr(be, "_chain_ev", {})
+            e = cev.get(la.after.id) if la.after is not None else None
             d = {
                 "id": la.id, "kernel": la.kernel.name, "blocks": [la.start_block, la.end_block],
                 "issue_age_us": (now - la.issue_ns) / 1e3, "slot": slot,
@@ -193,9 +194,10 @@ def _stuck(be, s: Scheduler, now: int) -> list | None:  # noqa: ANN001
                 },
             }  # fmt: skip
             out.append(d)
-    armed = [(a.slot, a.hp, a.out) for a in be._armed]
+    armed = [(a.slot, a.hp, a.out) for a in getattr(be, "_armed", ())]
+    seq = getattr(be, "_chain_seq", None)
     return {"items": out, "issued": ch.issued if ch else None, "armed_list": armed,
-            "chain_seq": be._chain_seq, "pending": ch.pending if ch else None}  # fmt: skip
+            "chain_seq": seq, "pending": ch.pending if ch else None}  # fmt: skip
 
 
 def main() -> None:

@@ -114,6 +114,7 @@ class Launch:
     predicted_ns: int = 0  # lp: predicted duration, for pre-issue
     seen_ns: int = -1  # chained hp (issued by the backend): when its issuer saw it end
     after: Launch | None = None  # lp: starts only once this (chained hp) launch has ended
+    armed: bool = False  # lp with after: handed to the HP issuer before `after` was issued
 
     @property
     def blocks(self) -> int:

@@ -22,10 +22,11 @@ MAX_CONSOLIDATE = 4  # slices merged into one launch in long inter-request bubbl
 LATE_MARGIN = True  # end slices the learned lateness before the next HP kernel is due
 LATE_QUANTILE = 0.9  # ... taken as this quantile of recent slices' lateness
 # The issue paths of an LP launch, each with its own lateness margin: nothing of ours ahead
-# of it; queued behind LP in flight (pre-issue); behind an HP kernel already issued
-# (issue_lp(after=…)); armed behind one before it was issued (the backend launches it right
-# after the HP kernel: on the H100 these end within 4 µs of prediction at p90, those queued
-# behind an issued kernel from the Python loop within 28 µs)
+# of it; queued behind LP in flight (pre-issue); behind an HP kernel from the Python loop
+# (issue_lp(after=…)); armed in the backend's HP issuer, which launches it right after the
+# HP kernel (Launch.armed). On the H100 armed slices end within 4 µs of prediction at p90,
+# those Python queues behind an issued kernel within 28 µs. (A slice planned as armed whose
+# kernel went out first is launched by Python and learns into AFTER.)
 COLD, QUEUED, AFTER, ARMED = "cold", "queued", "after", "armed"
 LATE_PATHS = (COLD, QUEUED, AFTER, ARMED)
 # Fraction of each HP SLO that LP slices may never use; None: the backend's figure

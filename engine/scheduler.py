@@ -533,8 +533,8 @@ class Scheduler:
                 self._lp[launch.task].inflight -= 1
             self.waves.observe(launch)
             dep = launch.after
-            if dep is not None:  # armed: issued before the HP kernel it follows (when known)
-                path = ARMED if 0 < launch.issue_ns < dep.issue_ns else AFTER
+            if dep is not None:  # (the backend says whether its HP issuer launched it)
+                path = ARMED if launch.armed else AFTER
             else:
                 path = COLD if launch.id in self._cold else QUEUED
             if launch.id in self._cold:

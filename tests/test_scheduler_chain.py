@@ -284,6 +284,15 @@ def test_late_slices_queued_behind_issued_hp_do_not_shrink_armed_ones() -> None:
     assert armed_after_forcing(("after", "armed")) == 0
 
 
+def test_a_slice_counts_as_armed_only_if_its_hp_kernel_was_not_issued_yet() -> None:
+    s, be = run("hummingbird", sim=SLOW_HOST, ms=300)
+    done = [x for x in be.launches if x.cls == LP and x.after is not None and x.end_ns >= 0]
+    armed = [x for x in done if x.armed]
+    assert armed and len(armed) < len(done)  # both paths taken
+    assert all(x.issue_ns < x.after.issue_ns for x in armed)
+    assert all(x.issue_ns >= x.after.issue_ns for x in done if not x.armed)
+
+
 def test_pre_issue_lead_converges_to_the_host_loop_delay() -> None:
     s, _ = run("hummingbird", sim=SLOW_HOST, ms=1000)
     assert 20_000 <= s.policy.lead_ns <= 30_000, s.policy.lead_ns

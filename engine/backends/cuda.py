@@ -694,6 +694,7 @@ class CudaBackend(Backend):
         except HpChainError as e:
             raise BackendError(f"launch {launch.id}: {e}") from e
         if armed_ok:
+            launch.armed = True
             rec = _Arm(launch.stream, hp, aslot)
             item: tuple = (launch, ev, slot, rec)  # item[3]: armed
             self._armed.append(rec)

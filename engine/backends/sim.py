@@ -198,6 +198,7 @@ class SimBackend(Backend):
         self._now = max(self._now, t)
 
     def _enqueue(self, launch: Launch, t: int) -> None:
+        self._advance(t)  # the GPU's state at t: has `after` been issued, or ended, by then?
         launch.issue_ns = t
         run = _Run(launch, UNITS_PER_SM // launch.kernel.blocks_per_sm)
         self._streams.setdefault(launch.stream, deque()).append(run)
@@ -205,6 +206,7 @@ class SimBackend(Backend):
             self._stream_order.append(launch.stream)
             self._stream_order.sort()
         dep = launch.after
+        launch.armed = dep is not None and not self.chain_issued(dep)
         if dep is not None and dep.end_ns < 0:
             self._waiters.setdefault(dep.id, []).append(run)  # visible once dep ends
         else:
