@@ -25,11 +25,9 @@ from __future__ import annotations
 import json
 import os
 import sys
-from dataclasses import replace
 
 from engine import policies
-from engine.backends import make_backend
-from engine.bench import _aggregate, _job
+from engine.bench import _aggregate, _job, _run
 from engine.model import HP, LP
 from engine.profile import load, resolve
 from engine.scheduler import Scheduler
@@ -60,26 +58,19 @@ VARIANTS: dict[str, dict[str, object]] = {  # name -> policy module constants to
 
 
 def _traced(prof, dur: float, warm: float, kind: str, seed: int, base, waits, lp) -> dict:  # noqa: ANN001
-    """One hummingbird run (as engine.bench runs it) with a snapshot of the scheduler's
-    state every 5 % of the run: LP blocks done, the policy's decision counters, the LP
-    launches in flight and the learned models -- to see *when* and *why* LP stops."""
-    tasks = [replace(t) for t in prof.tasks]
-    be = make_backend(kind, prof.sim, prof.device)
-    s = Scheduler(prof.kernels, tasks, be, "hummingbird", seed, base)
-    behind = _watch_behind_hp(s)
-    s.metrics.preempt_baseline_ns = dict(waits)
-    s.run_until(be.now_ns() + int(warm * 1e9))
-    s.reset_stats()
-    start = be.now_ns()
-    end = start + int(dur * 1e9)
-    trace = []
-    t = start
-    while t < end:
-        t = min(end, t + (end - start) // 20)
-        s.run_until(t)
-        now = be.now_ns()
+    """One hummingbird run (engine.bench's) with a snapshot of the scheduler's state every
+    5 % of the run: LP blocks done, the policy's decision counters, the LP launches in
+    flight and the learned models -- to see *when* and *why* LP stops."""
+    trace: list[dict] = []
+    calls: list[list[tuple]] = []  # _behind_hp calls, recorded from before the warm-up
+
+    def watch(s: Scheduler) -> None:
+        if not calls:
+            calls.append(_watch_behind_hp(s))
+            return
+        be, now = s.backend, s.backend.now_ns()
         trace.append({
-            "t_s": round((now - start) / 1e9, 2),
+            "t_s": round((now - s.metrics.start_ns) / 1e9, 2),
             "lp_blocks": sum(ts.blocks for ts in s.metrics.tasks.values() if ts.cls == LP),
             "hp_requests": sum(ts.requests for ts in s.metrics.tasks.values() if ts.cls == HP),
             "why": dict(s.policy.why),
@@ -97,9 +88,10 @@ def _traced(prof, dur: float, warm: float, kind: str, seed: int, base, waits, lp
             "waves_us": {k: round(v["wave_us"], 1) for k, v in s.waves.snapshot().items()},
             "arm_stats": dict(getattr(be, "arm_stats", None) or {}),
             "stuck": _stuck(be, s, now),
-            "behind_hp": _summary(behind),
+            "behind_hp": _summary(calls[0]),
         })  # fmt: skip
-    be.close()
+
+    s = _run(prof, "hummingbird", dur, warm, kind, seed, base, waits, False, None, watch)
     return {**_aggregate(s, lp), "trace": trace}
 
 

@@ -35,11 +35,16 @@ def stderr_progress(label: str, frac: float) -> None:
 
 def _run(prof: Profile, policy: str, duration_s: float, warmup_s: float, backend: str,
          seed: int, baseline_p99: dict[str, float], waits: dict[str, int],
-         lp_only: bool, progress: Progress | None) -> Scheduler:  # fmt: skip
+         lp_only: bool, progress: Progress | None,
+         watch: Callable[[Scheduler], None] | None = None) -> Scheduler:  # fmt: skip
+    """``watch`` (diagnostics): called with the scheduler before the warm-up and after each
+    20th of the run."""
     tasks = [replace(t) for t in prof.tasks if (t.cls == LP or not lp_only)]
     be = make_backend(backend, prof.sim, prof.device)
     sched = Scheduler(prof.kernels, tasks, be, policy, seed, baseline_p99)
     sched.metrics.preempt_baseline_ns = dict(waits)
+    if watch:
+        watch(sched)
     t0 = be.now_ns()
     sched.run_until(t0 + int(warmup_s * 1e9))
     sched.reset_stats()
@@ -51,6 +56,8 @@ def _run(prof: Profile, policy: str, duration_s: float, warmup_s: float, backend
     while t < end:
         t = min(end, t + step)
         sched.run_until(t)
+        if watch:
+            watch(sched)
         if progress:
             progress(label, (t - start) / (end - start))
     be.close()
