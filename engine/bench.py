@@ -116,7 +116,9 @@ def _job(prof: Profile, policy: str, lp_only: bool, duration_s: float, warmup_s:
          lp_alone: dict[str, float], progress: Progress | None) -> dict[str, Any]:  # fmt: skip
     """One run (a policy, or LP alone); returns plain data so it can run in a worker."""
     s = _run(prof, policy, duration_s, warmup_s, kind, seed, baseline, waits, lp_only, progress)
-    out: dict[str, Any] = {"device": s.backend.device, "hp_issue": s.backend.hp_issue}
+    be = s.backend
+    out: dict[str, Any] = {"device": be.device, "pci_bus_id": be.pci_bus_id}
+    out["hp_issue"] = be.hp_issue
     if lp_only:
         wall = s.summary()["wall_s"]
         out["lp_rates"] = {n: ts.blocks / wall for n, ts in s.metrics.tasks.items()}
@@ -162,6 +164,8 @@ def bench(
         "schema": SCHEMA,
         "backend": kind,
         "device": "",
+        "device_index": None if kind == "sim" else prof.device,
+        "pci_bus_id": None,
         "hp_issue": "",
         "profile": prof.name,
         "seed": seed,
@@ -215,6 +219,7 @@ def bench(
             pool.shutdown()
     for label, r in got.items():
         out["device"] = r["device"]
+        out["pci_bus_id"] = r["pci_bus_id"]
         out["hp_issue"] = r["hp_issue"]
         if label == "lp-alone":
             continue

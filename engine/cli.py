@@ -40,6 +40,16 @@ def _non_negative(v: str) -> float:
     return _number(v, allow_zero=True)
 
 
+def _device(v: str) -> int:
+    try:
+        n = int(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a device index: {v!r}") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {v!r}")
+    return n
+
+
 def _policies(v: str) -> list[str]:
     names = [p.strip() for p in v.split(",") if p.strip()]
     bad = [p for p in names if p not in POLICIES]
@@ -63,6 +73,9 @@ def bench_main(argv: list[str]) -> int:
     ap.add_argument("--duration", type=_positive, default=10.0, help="seconds per policy")
     ap.add_argument("--warmup", type=_non_negative, default=None, help="seconds discarded per run")
     ap.add_argument("--seed", type=int, default=None)
+    ap.add_argument(
+        "--device", type=_device, default=None, help="CUDA device index (default: the profile's)"
+    )
     ap.add_argument(
         "--slice-us", type=_positive, default=None, help="override every LP task's slice cap"
     )
@@ -88,6 +101,8 @@ def bench_main(argv: list[str]) -> int:
 
     try:
         prof = load(resolve(a.profile))
+        if a.device is not None:
+            prof.device = a.device
         if a.slice_us is not None:
             for t in prof.tasks:
                 if t.cls == "lp":

@@ -17,7 +17,7 @@ from typing import Any
 import msgpack
 
 PROTOCOL_VERSION = 1  # major: bumped only for incompatible changes
-PROTOCOL_MINOR = 0  # additive changes (new fields, ops, types)
+PROTOCOL_MINOR = 1  # additive changes (new fields, ops, types); 1: state.pci_bus_id
 
 DEFAULT_PUB = "tcp://127.0.0.1:5555"
 DEFAULT_CTL = "tcp://127.0.0.1:5556"

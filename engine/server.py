@@ -404,6 +404,7 @@ class Engine:
             "backend": self.backend.name,
             "device": self.backend.device,
             "device_index": self.device_index,
+            "pci_bus_id": self.backend.pci_bus_id,
             "hp_issue": self.backend.hp_issue,
             "paced": self.paced,
             "policy": policy,

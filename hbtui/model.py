@@ -109,6 +109,8 @@ class EngineModel:
         self.engine_id = ""
         self.backend = ""
         self.device = ""
+        self.device_index: int | None = None  # which GPU of the engine's box (cuda)
+        self.pci_bus_id = ""  # ... and its PCI bus id: tells identical GPUs apart
         self.hp_issue = ""  # "native" | "python" | "native (simulated)"
         self.policy = ""
         self.profile = ""
@@ -182,6 +184,13 @@ class EngineModel:
             if v is not None and str(v) != getattr(self, key):
                 setattr(self, key, str(v))
                 self._changes.header = True
+        idx = b.get("device_index")
+        idx = idx if isinstance(idx, int) and not isinstance(idx, bool) else None
+        bus = b.get("pci_bus_id")
+        bus = bus if isinstance(bus, str) else ""
+        if (idx, bus) != (self.device_index, self.pci_bus_id):
+            self.device_index, self.pci_bus_id = idx, bus
+            self._changes.header = True
         ro = bool(b.get("readonly", False))
         if ro != self.readonly:
             self.readonly = ro

@@ -36,6 +36,10 @@ class StatusHeader(Static):
             t.append(" simulated GPU ", style="bold black on yellow")
         else:
             t.append(m.device or m.backend or "?", style="bold")
+            if m.device_index is not None:  # one engine per GPU: say which one
+                t.append(f" #{m.device_index}", style="bold")
+                if m.pci_bus_id:
+                    t.append(f" ({m.pci_bus_id})", style="dim")
             if m.hp_issue == "python":  # a real GPU with HP issued from the Python loop
                 t.append(" HP issued from Python ", style="bold black on yellow")
         t.append("  policy ", style="dim")

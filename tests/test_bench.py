@@ -38,6 +38,7 @@ def test_bench_json_follows_the_schema(tmp_path: Path) -> None:
     assert "hummingbird" in r.stdout and "SIMULATED" in r.stdout
     d = json.loads(out.read_text())
     assert d["schema"] == 1 and d["backend"] == "sim" and d["seed"] == 2
+    assert d["device_index"] is None and d["pci_bus_id"] is None  # no real GPU to name
     assert d["lp_alone"]["work_per_s"] > 0
     assert list(d["results"]) == POLICIES
     for res in d["results"].values():
@@ -58,6 +59,8 @@ def test_bench_json_follows_the_schema(tmp_path: Path) -> None:
         (["--duration", "-3"], "must be a finite number > 0"),
         (["--duration", "abc"], "not a number"),
         (["--backend", "tpu"], "invalid choice"),
+        (["--device", "-1"], "--device: must be >= 0"),
+        (["--device", "gpu1"], "not a device index: 'gpu1'"),
     ],
 )
 def test_bench_cli_errors_are_one_line_with_exit_2(args: list[str], msg: str) -> None:

@@ -142,3 +142,24 @@ def test_hp_issue_is_tracked_and_shown_for_a_gpu_issuing_hp_from_python() -> Non
     assert m.take_changes().header
     hdr.show(m, 1.1, "", "")
     assert "HP issued from Python" not in shown[-1].plain
+
+
+def test_header_names_which_gpu_of_the_box() -> None:
+    """One engine per GPU: identical GPUs are told apart by index and PCI bus id."""
+    from hbtui.pane import StatusHeader
+
+    m = EngineModel()
+    body = dict(state_body(), backend="cuda", device="NVIDIA H200", hp_issue="native")
+    m.apply(env("state", 1, dict(body, device_index=1, pci_bus_id="00000000:2A:00.0")), 1.0)
+    assert (m.device_index, m.pci_bus_id) == (1, "00000000:2A:00.0")
+    assert m.take_changes().header
+    shown: list = []
+    hdr = StatusHeader()
+    hdr.update = shown.append  # type: ignore[method-assign]
+    hdr.show(m, 1.0, "", "")
+    assert "NVIDIA H200 #1 (00000000:2A:00.0)" in shown[-1].plain
+    # an older engine (protocol minor 0) sends no bus id; a bad index is ignored
+    m.apply(env("state", 2, dict(body, device_index=True)), 1.1)
+    assert (m.device_index, m.pci_bus_id) == (None, "") and m.take_changes().header
+    hdr.show(m, 1.1, "", "")
+    assert "#" not in shown[-1].plain.split("\n")[0]

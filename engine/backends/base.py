@@ -28,6 +28,9 @@ class Backend(ABC):
     # thread on the cuda backend, modelled by the sim when SimParams.hp_chain is set.
     hp_chain: bool = False
     hp_issue: str = "python"  # how HP kernels are issued, for results and the console
+    # The GPU's PCI bus id ("00000000:19:00.0"): what tells identical GPUs of one box apart
+    # (nvidia-smi and NVML name them so). None on the simulated GPU.
+    pci_bus_id: str | None = None
 
     @property
     @abstractmethod

@@ -1,0 +1,113 @@
+"""One engine per GPU on a multi-GPU box: each engine drives the GPU its ``--device``
+names, both schedule at once, and a device that does not exist is a clear start-up error.
+Skipped unless at least two CUDA devices are usable."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from engine.backends.cuda import cuda_available
+from engine.client import ClientError, EngineClient, Subscriber
+
+
+def _devices() -> list[str]:
+    """PCI bus ids of the CUDA devices, by ordinal (no context is created)."""
+    if not cuda_available():
+        return []
+    from cuda.bindings import driver as cu
+
+    _, n = cu.cuDeviceGetCount()
+    ids = []
+    for i in range(n):
+        _, dev = cu.cuDeviceGet(i)
+        _, bus = cu.cuDeviceGetPCIBusId(32, dev)
+        ids.append((bus if isinstance(bus, str) else bus.split(b"\0", 1)[0].decode()).strip("\0"))
+    return ids
+
+
+BUS_IDS = _devices()
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(len(BUS_IDS) < 2, reason="needs two usable CUDA GPUs"),
+]
+ENGINE = [sys.executable, "-m", "hbtui", "engine"]
+PROFILE = str(Path(__file__).resolve().parents[1] / "profiles" / "default.toml")
+
+
+def _start(device: int, d: Path) -> tuple[subprocess.Popen[str], str, str]:
+    pub, ctl = f"ipc://{d}/pub{device}", f"ipc://{d}/ctl{device}"
+    proc = subprocess.Popen(
+        [*ENGINE, "--profile", PROFILE, "--backend", "cuda", "--device", str(device),
+         "--pub", pub, "--ctl", ctl, "--calibrate", "1", "--duration", "120"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    return proc, pub, ctl
+
+
+def _running(ctl: str, proc: subprocess.Popen[str], timeout: float = 120.0) -> EngineClient:
+    c = EngineClient(ctl, timeout=0.5)
+    deadline = time.monotonic() + timeout  # the first start compiles the kernels (NVRTC)
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if c.ping()["phase"] == "running":
+                c.timeout = 5.0
+                return c
+        except ClientError:
+            pass
+        time.sleep(0.2)
+    c.close()
+    raise AssertionError(f"engine at {ctl} not running (rc {proc.poll()})")
+
+
+def _stop(proc: subprocess.Popen[str]) -> str:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.communicate(timeout=20)[1]
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.communicate()[1]
+
+
+def test_one_engine_per_gpu(tmp_path: Path) -> None:
+    engines = [_start(i, tmp_path) for i in (0, 1)]
+    clients: list[EngineClient] = []
+    try:
+        for proc, _, ctl in engines:
+            clients.append(_running(ctl, proc))
+        for i, c in enumerate(clients):
+            st = c.get_state()
+            assert st["backend"] == "cuda" and st["device_index"] == i
+            assert st["pci_bus_id"] == BUS_IDS[i]  # the GPU --device named, not GPU 0
+        # both schedule at once: HP requests served and LP work done on each GPU
+        for _, pub, _ in engines:
+            with Subscriber(pub, topics=["stats"]) as sub:
+                msg = sub.wait_for(
+                    "stats",
+                    10.0,
+                    lambda m: (
+                        m.body["tasks"]["train"]["work_per_s"] > 0
+                        and m.body["tasks"]["llm"]["requests"] > 0
+                    ),
+                )
+            assert msg is not None, f"{pub}: no HP requests and LP work within 10 s"
+    finally:
+        for c in clients:
+            c.close()
+        errs = [_stop(p) for p, _, _ in engines]
+    for (proc, _, _), err in zip(engines, errs, strict=True):
+        assert proc.returncode == 0, err
+
+
+def test_a_device_that_does_not_exist_is_a_clear_error(tmp_path: Path) -> None:
+    proc, _, _ = _start(len(BUS_IDS), tmp_path)
+    err = proc.communicate(timeout=60)[1]
+    assert proc.returncode != 0
+    assert f"CUDA device {len(BUS_IDS)} does not exist ({len(BUS_IDS)} visible)" in err
+    assert "Traceback" not in err
