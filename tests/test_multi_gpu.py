@@ -1,6 +1,6 @@
 """One engine per GPU on a multi-GPU box: each engine drives the GPU its ``--device``
 names, both schedule at once, and a device that does not exist is a clear start-up error.
-Skipped unless at least two CUDA devices are usable."""
+The GPU tests are skipped unless at least two CUDA devices are usable."""
 
 from __future__ import annotations
 
@@ -12,12 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from engine.backends.cuda import cuda_available
+from engine.backends.cuda import cuda_available, smi_bus_id
 from engine.client import ClientError, EngineClient, Subscriber
 
 
 def _devices() -> list[str]:
-    """PCI bus ids of the CUDA devices, by ordinal (no context is created)."""
+    """PCI bus ids of the CUDA devices, by ordinal, as nvidia-smi prints them (no context
+    is created)."""
     if not cuda_available():
         return []
     from cuda.bindings import driver as cu
@@ -27,15 +28,12 @@ def _devices() -> list[str]:
     for i in range(n):
         _, dev = cu.cuDeviceGet(i)
         _, bus = cu.cuDeviceGetPCIBusId(32, dev)
-        ids.append((bus if isinstance(bus, str) else bus.split(b"\0", 1)[0].decode()).strip("\0"))
+        ids.append(smi_bus_id(bus))
     return ids
 
 
 BUS_IDS = _devices()
-pytestmark = [
-    pytest.mark.gpu,
-    pytest.mark.skipif(len(BUS_IDS) < 2, reason="needs two usable CUDA GPUs"),
-]
+two_gpus = pytest.mark.skipif(len(BUS_IDS) < 2, reason="needs two usable CUDA GPUs")
 ENGINE = [sys.executable, "-m", "hbtui", "engine"]
 PROFILE = str(Path(__file__).resolve().parents[1] / "profiles" / "default.toml")
 
@@ -75,6 +73,14 @@ def _stop(proc: subprocess.Popen[str]) -> str:
         return proc.communicate()[1]
 
 
+def test_bus_ids_are_written_as_nvidia_smi_writes_them() -> None:
+    assert smi_bus_id(b"0000:2a:00.0\0\0\0") == "00000000:2A:00.0"
+    assert smi_bus_id("0001:c1:00.0") == "00000001:C1:00.0"
+    assert smi_bus_id("weird") == "WEIRD" and smi_bus_id("zz:00.0") == "zz:00.0"
+
+
+@pytest.mark.gpu
+@two_gpus
 def test_one_engine_per_gpu(tmp_path: Path) -> None:
     engines = [_start(i, tmp_path) for i in (0, 1)]
     clients: list[EngineClient] = []
@@ -85,6 +91,16 @@ def test_one_engine_per_gpu(tmp_path: Path) -> None:
             st = c.get_state()
             assert st["backend"] == "cuda" and st["device_index"] == i
             assert st["pci_bus_id"] == BUS_IDS[i]  # the GPU --device named, not GPU 0
+        import pynvml  # the form nvidia-smi prints: NVML finds the GPU by it and agrees
+
+        pynvml.nvmlInit()
+        try:
+            for b in BUS_IDS[:2]:
+                info = pynvml.nvmlDeviceGetPciInfo(pynvml.nvmlDeviceGetHandleByPciBusId(b))
+                got = info.busId.decode() if isinstance(info.busId, bytes) else info.busId
+                assert got == b
+        finally:
+            pynvml.nvmlShutdown()
         # both schedule at once: HP requests served and LP work done on each GPU
         for _, pub, _ in engines:
             with Subscriber(pub, topics=["stats"]) as sub:
@@ -105,6 +121,8 @@ def test_one_engine_per_gpu(tmp_path: Path) -> None:
         assert proc.returncode == 0, err
 
 
+@pytest.mark.gpu
+@two_gpus
 def test_a_device_that_does_not_exist_is_a_clear_error(tmp_path: Path) -> None:
     proc, _, _ = _start(len(BUS_IDS), tmp_path)
     err = proc.communicate(timeout=60)[1]

@@ -97,6 +97,17 @@ def cuda_available() -> bool:
         return False
 
 
+def smi_bus_id(raw: str | bytes) -> str:
+    """A PCI bus id from cuDeviceGetPCIBusId ("0000:2a:00.0", NUL-padded) as nvidia-smi and
+    NVML print it ("00000000:2A:00.0"), which is what operators compare it with."""
+    s = (raw.split(b"\0", 1)[0].decode() if isinstance(raw, bytes) else raw).strip("\0").strip()
+    dom, sep, rest = s.partition(":")
+    try:
+        return f"{int(dom, 16):08X}:{rest.upper()}" if sep else s.upper()
+    except ValueError:
+        return s  # not the form we know: as the driver gave it
+
+
 def _cu():
     try:
         from cuda.bindings import driver
@@ -280,9 +291,7 @@ class CudaBackend(Backend):
             self._attr(A.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR),
         )
         bus = self._check(cu.cuDeviceGetPCIBusId(32, self._dev), "cuDeviceGetPCIBusId")
-        self.pci_bus_id = (bus if isinstance(bus, str) else bus.split(b"\0", 1)[0].decode()).strip(
-            "\0"
-        )
+        self.pci_bus_id = smi_bus_id(bus)
         least, greatest = self._check(
             cu.cuCtxGetStreamPriorityRange(), "cuCtxGetStreamPriorityRange"
         )
