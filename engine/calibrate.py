@@ -6,9 +6,12 @@
 2. The LP tasks alone under ``spatial`` for ``lp_alone_s``: per-task LP work/s, the
    denominator of normalised throughput.
 
-Each phase runs its own Scheduler on a backend from ``backend_for_phase`` (a fresh one
-for the sim; the same device, drained, for CUDA) and calls ``tick`` between iterations,
-so the engine keeps answering control while it calibrates.
+Each phase first runs a warm-up whose statistics are discarded (the bench's rule: 10 % of
+the phase, at most 1 s): a fresh scheduler's first requests run on untrained models, and
+one slow start must not become the SLO. Each phase runs its own Scheduler on a backend
+from ``backend_for_phase`` (a fresh one for the sim; the same device, drained, for CUDA)
+and calls ``tick`` between iterations, so the engine keeps answering control while it
+calibrates.
 """
 
 from __future__ import annotations
@@ -59,6 +62,11 @@ def drain(sched: Scheduler, tick: Tick | None, limit_ns: int = 2_000_000_000) ->
     return not sched.busy
 
 
+def _warm(s: Scheduler, phase_s: float, tick: Tick | None, stop: Callable[[], bool] | None) -> None:
+    run_for(s, int(min(1.0, 0.1 * phase_s) * 1e9), tick, stop)
+    s.reset_stats()
+
+
 def calibrate(
     prof: Profile,
     backend_for_phase: Callable[[], Backend],
@@ -72,6 +80,7 @@ def calibrate(
     lp = [replace(t, paused=False) for t in prof.tasks if t.cls == LP]
     if hp and exclusive_s > 0:
         s = Scheduler(prof.kernels, hp, backend_for_phase(), "exclusive", prof.seed)
+        _warm(s, exclusive_s, tick, stop)
         run_for(s, int(exclusive_s * 1e9), tick, stop)
         for name, ts in s.metrics.tasks.items():
             if ts.cls == HP and ts.requests:
@@ -81,6 +90,7 @@ def calibrate(
         drain(s, tick)
     if lp and lp_alone_s > 0:
         s = Scheduler(prof.kernels, lp, backend_for_phase(), "spatial", prof.seed)
+        _warm(s, lp_alone_s, tick, stop)
         run_for(s, int(lp_alone_s * 1e9), tick, stop)
         wall = s.summary()["wall_s"]
         for name, ts in s.metrics.tasks.items():

@@ -1,12 +1,17 @@
 """NVML sampling through nvidia-ml-py (``import pynvml``), optional.
 
 ``open_sampler`` returns None when NVML (the package or the driver library) is
-missing, so callers just skip GPU telemetry. A sample costs several NVML calls
-(tens to hundreds of µs, power the slowest): take it off the hot path, ≤ a few Hz.
+missing, so callers just skip GPU telemetry. A sample costs several NVML calls, and
+``nvmlInit`` more: on the scheduling thread they stall the loop that issues LP and hands
+HP requests to the GPU, so the engine samples in a ``BackgroundSampler`` thread. NVML
+calls are ctypes calls, which release the GIL: the thread holds it only for the few µs
+of Python around them, once a second.
 """
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import Any
 
 
@@ -76,3 +81,41 @@ def open_sampler(pci_bus_id: str | None = None, index: int = 0) -> NvmlSampler |
         return NvmlSampler(pci_bus_id, index)
     except Exception:  # noqa: BLE001 - ImportError, NVMLError (no driver), anything else
         return None
+
+
+class BackgroundSampler:
+    """Samples one GPU every ``period_s`` in a daemon thread (NVML opened there too);
+    ``latest()`` never blocks: the newest sample, or None before the first one and where
+    NVML is unusable. Each sample carries ``nvml_ms``, what NVML took for it."""
+
+    def __init__(self, pci_bus_id: str | None = None, period_s: float = 1.0) -> None:
+        self._bus, self._period = pci_bus_id, period_s
+        self._latest: dict[str, Any] | None = None
+        self.init_ms: float | None = None  # nvmlInit + handle lookup, once opened
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="hbtui-nvml", daemon=True)
+        self._thread.start()
+
+    def latest(self) -> dict[str, Any] | None:
+        return self._latest
+
+    def _run(self) -> None:
+        t0 = time.perf_counter()
+        nv = open_sampler(self._bus)
+        if nv is None:
+            return
+        self.init_ms = (time.perf_counter() - t0) * 1e3
+        try:
+            while not self._stop.is_set():
+                t0 = time.perf_counter()
+                s = nv.sample()
+                if s is not None:
+                    s["nvml_ms"] = (time.perf_counter() - t0) * 1e3
+                self._latest = s  # one reference store: atomic for the reader
+                self._stop.wait(self._period)
+        finally:
+            nv.close()
+
+    def close(self, timeout: float = 2.0) -> None:
+        self._stop.set()
+        self._thread.join(timeout)

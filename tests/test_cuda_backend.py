@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import struct
+import time
 
 import pytest
 from gpu_fault import assert_fault_is_backend_error
@@ -239,10 +240,14 @@ def test_launch_latency_and_clock_bounds(be):
 
 
 def test_gpu_sample(be):
-    s = be.gpu_sample()
+    s, deadline = be.gpu_sample(), time.monotonic() + 5.0  # sampled in a background thread
+    while s is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+        s = be.gpu_sample()
     if s is None:
         pytest.skip("NVML unavailable")
     assert s["mem_total_mb"] > 0 and s["sm_clock_mhz"] is not None
+    assert s["nvml_ms"] >= 0 and be._nvml.init_ms >= 0
 
 
 def test_errors_are_backend_errors(be):

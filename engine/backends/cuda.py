@@ -345,8 +345,7 @@ class CudaBackend(Backend):
                 cu.cuModuleGetFunction(by_src[src], fn.encode()), f"cuModuleGetFunction({fn})"
             )
         self._prepared: dict[str, _Prepared] = {}
-        self._nvml = None
-        self._nvml_tried = False
+        self._nvml: Any = None  # BackgroundSampler, started at the first gpu_sample()
         self.clock_stats = {"raised": 0, "no_stamp": 0}
         self._latency_ns = 5_000
         self._calibrate(calibration_samples)
@@ -963,12 +962,11 @@ class CudaBackend(Backend):
         return self._latency_ns
 
     def gpu_sample(self) -> dict[str, Any] | None:
-        if not self._nvml_tried:
-            self._nvml_tried = True
-            from engine.nvml import open_sampler
+        if self._nvml is None:
+            from engine.nvml import BackgroundSampler
 
-            self._nvml = open_sampler(self.pci_bus_id)
-        return None if self._nvml is None else self._nvml.sample()
+            self._nvml = BackgroundSampler(self.pci_bus_id)
+        return self._nvml.latest()
 
     def close(self) -> None:
         if self._closed:
