@@ -107,6 +107,7 @@ def main() -> int:
         "command": cmd, "device": s["device"], "policy": s["policy"], "slo_ms_set": a.slo_ms,
         "subscribed": a.subscribe, "seconds": measured, "calibration": s["calibration"],
         "stats": s["stats"], "telemetry": tel if a.subscribe else None,
+        "calibration_log": [ln for ln in err.splitlines() if "calibrated in" in ln],
     }  # fmt: skip
     Path(a.out).write_text(json.dumps(res, indent=1) + "\n")
     t = s["stats"]["tasks"]

@@ -168,6 +168,7 @@ class Engine:
     # -- backend / scheduler lifecycle ---------------------------------------------
     def _new_backend(self, prof: profiles.Profile) -> Backend:
         be = make_backend(self.kind, prof.sim, self.device_index, realtime=True)
+        be.start_gpu_sampling()  # NVML's start stalls the caller: not while scheduling
         log.info("backend %s on %s, HP issued by %s", be.name, be.device, be.hp_issue)
         if note := getattr(be, "hp_issue_note", ""):
             log.warning("%s", note)
@@ -183,6 +184,7 @@ class Engine:
         self.prof = prof
         self.tel.state_dirty = True
         t0 = time.monotonic()
+        self._last_tick, self._gap_max = time.monotonic_ns(), 0
         self.cal = calibrate(
             prof,
             lambda: self.backend,
@@ -206,17 +208,22 @@ class Engine:
         self.window.clear(now, self._mark())
         self._pace0 = (time.monotonic_ns(), now)
         self._lag_max = 0
+        # the loop's longest stall while calibrating: a stall there inflates the SLO base
+        stall_ms, self._gap_max = self._gap_max / 1e6, 0
         self.tel.event(
             "calibrated",
             baseline_p99_ms=self.cal.baseline_p99_ms,
             lp_alone=self.cal.lp_alone,
             seconds=round(time.monotonic() - t0, 3),
+            loop_stall_max_ms=round(stall_ms, 3),
         )
         log.info(
-            "calibrated in %.2fs: exclusive p99 %s ms, LP alone %s blocks/s; policy %s",
+            "calibrated in %.2fs: exclusive p99 %s ms, LP alone %s blocks/s, longest loop "
+            "stall %.1f ms; policy %s",
             time.monotonic() - t0,
             {k: round(v, 4) for k, v in self.cal.baseline_p99_ms.items()},
             {k: round(v) for k, v in self.cal.lp_alone.items()},
+            stall_ms,
             sched.policy.name,
         )
         if missing:

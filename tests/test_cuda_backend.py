@@ -240,6 +240,7 @@ def test_launch_latency_and_clock_bounds(be):
 
 
 def test_gpu_sample(be):
+    be.start_gpu_sampling()
     s, deadline = be.gpu_sample(), time.monotonic() + 5.0  # sampled in a background thread
     while s is None and time.monotonic() < deadline:
         time.sleep(0.05)

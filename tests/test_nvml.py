@@ -19,16 +19,19 @@ class _Mem:
     used, total = 2**30, 80 * 2**30
 
 
-def _fake_pynvml(init_gate: threading.Event, fail: bool = False) -> types.ModuleType:
+def _fake_pynvml(sample_gate: threading.Event, fail: bool = False) -> types.ModuleType:
     nv = types.ModuleType("pynvml")
 
     class NVMLError(Exception):
         pass
 
     def init() -> None:
-        init_gate.wait(10)  # a slow nvmlInit (ms to 100s of ms on a VM)
         if fail:
             raise NVMLError("driver not loaded")
+
+    def util(h: object) -> _Util:
+        sample_gate.wait(10)  # a slow sample (the first took 6 ms on an H200 VM)
+        return _Util()
 
     nv.NVMLError = NVMLError
     nv.NVML_CLOCK_SM, nv.NVML_CLOCK_MEM, nv.NVML_TEMPERATURE_GPU = 1, 2, 0
@@ -37,7 +40,7 @@ def _fake_pynvml(init_gate: threading.Event, fail: bool = False) -> types.Module
     nv.nvmlDeviceGetHandleByPciBusId = lambda bus: ("h", bus)
     nv.nvmlDeviceGetHandleByIndex = lambda i: ("h", i)
     nv.nvmlDeviceGetName = lambda h: b"Fake GPU"
-    nv.nvmlDeviceGetUtilizationRates = lambda h: _Util()
+    nv.nvmlDeviceGetUtilizationRates = util
     nv.nvmlDeviceGetMemoryInfo = lambda h: _Mem()
     nv.nvmlDeviceGetPowerUsage = lambda h: 512_300
     nv.nvmlDeviceGetClockInfo = lambda h, which: 1980 if which == 1 else 3201
@@ -49,14 +52,14 @@ def _fake_pynvml(init_gate: threading.Event, fail: bool = False) -> types.Module
 def test_sampling_never_blocks_the_caller(monkeypatch: pytest.MonkeyPatch, fail: bool) -> None:
     gate = threading.Event()
     monkeypatch.setitem(sys.modules, "pynvml", _fake_pynvml(gate, fail))
-    s = BackgroundSampler("00000000:19:00.0", period_s=0.01)
+    s = BackgroundSampler("00000000:19:00.0", period_s=0.01)  # opens NVML here
     try:
-        assert s.latest() is None  # nvmlInit still blocked in the thread: no wait here
-        gate.set()
-        if fail:
-            s._thread.join(5)
-            assert not s._thread.is_alive() and s.latest() is None and s.init_ms is None
+        if fail:  # no NVML: no thread, no samples, nothing raised
+            assert s.init_ms is None and s.latest() is None and not s._thread.is_alive()
             return
+        assert s.init_ms is not None and s.init_ms >= 0
+        assert s.latest() is None  # the first sample is stuck in the thread: no wait here
+        gate.set()
         for _ in range(500):
             if s.latest() is not None:
                 break
@@ -64,7 +67,6 @@ def test_sampling_never_blocks_the_caller(monkeypatch: pytest.MonkeyPatch, fail:
         got = s.latest()
         assert got is not None and got["name"] == "Fake GPU" and got["util_pct"] == 97
         assert got["power_w"] == pytest.approx(512.3) and got["nvml_ms"] >= 0
-        assert s.init_ms is not None and s.init_ms >= 0
     finally:
         s.close()
     assert not s._thread.is_alive()

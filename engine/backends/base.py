@@ -102,8 +102,14 @@ class Backend(ABC):
         """Typical enqueue → GPU-visible latency, used to pre-issue the next slice."""
         return 5_000
 
+    def start_gpu_sampling(self) -> None:
+        """Begin sampling the GPU for ``gpu_sample`` (the engine calls this before it
+        schedules: opening NVML costs tens of ms). Nothing to sample by default."""
+        return None
+
     def gpu_sample(self) -> dict[str, Any] | None:
-        """One NVML-style sample (util, clocks, power, memory), or None where absent."""
+        """The latest NVML-style sample (util, clocks, power, memory), or None where absent
+        or not started."""
         return None
 
     def close(self) -> None:  # noqa: B027 - optional hook

@@ -345,7 +345,7 @@ class CudaBackend(Backend):
                 cu.cuModuleGetFunction(by_src[src], fn.encode()), f"cuModuleGetFunction({fn})"
             )
         self._prepared: dict[str, _Prepared] = {}
-        self._nvml: Any = None  # BackgroundSampler, started at the first gpu_sample()
+        self._nvml: Any = None  # BackgroundSampler, from start_gpu_sampling()
         self.clock_stats = {"raised": 0, "no_stamp": 0}
         self._latency_ns = 5_000
         self._calibrate(calibration_samples)
@@ -961,12 +961,14 @@ class CudaBackend(Backend):
     def launch_latency_ns(self) -> int:
         return self._latency_ns
 
-    def gpu_sample(self) -> dict[str, Any] | None:
+    def start_gpu_sampling(self) -> None:
         if self._nvml is None:
             from engine.nvml import BackgroundSampler
 
             self._nvml = BackgroundSampler(self.pci_bus_id)
-        return self._nvml.latest()
+
+    def gpu_sample(self) -> dict[str, Any] | None:
+        return None if self._nvml is None else self._nvml.latest()
 
     def close(self) -> None:
         if self._closed:
