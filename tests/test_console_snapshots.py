@@ -8,6 +8,8 @@ after checking the change is intended.
 
 from __future__ import annotations
 
+from textual.widgets import Input
+
 from hbtui.app import ConsoleApp
 from hbtui.link import Target
 from tests.test_console_fixtures import demo_model, frozen_clock
@@ -37,6 +39,9 @@ def test_edit_slice_modal(snap_compare) -> None:
     async def select_train(pilot) -> None:  # noqa: ANN001
         await pilot.press("down", "down")  # cursor to the 'train' row
         await pilot.press("s")
+        await pilot.pause()
+        # a blinking cursor is caught on or off depending on the machine's speed
+        pilot.app.screen.query_one(Input).cursor_blink = False
         await pilot.pause()
 
     assert snap_compare(make_app(), terminal_size=SIZE, run_before=select_train)
