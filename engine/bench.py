@@ -117,8 +117,9 @@ def _job(prof: Profile, policy: str, lp_only: bool, duration_s: float, warmup_s:
     """One run (a policy, or LP alone); returns plain data so it can run in a worker."""
     s = _run(prof, policy, duration_s, warmup_s, kind, seed, baseline, waits, lp_only, progress)
     be = s.backend
-    out: dict[str, Any] = {"device": be.device, "pci_bus_id": be.pci_bus_id}
-    out["hp_issue"] = be.hp_issue
+    out: dict[str, Any] = {
+        "device": be.device, "pci_bus_id": be.pci_bus_id, "hp_issue": be.hp_issue
+    }  # fmt: skip
     if lp_only:
         wall = s.summary()["wall_s"]
         out["lp_rates"] = {n: ts.blocks / wall for n, ts in s.metrics.tasks.items()}

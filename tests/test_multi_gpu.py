@@ -4,16 +4,15 @@ The GPU tests are skipped unless at least two CUDA devices are usable."""
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from engine.backends.cuda import cuda_available, smi_bus_id
-from engine.client import ClientError, EngineClient, Subscriber
+from engine.client import EngineClient, Subscriber
+from tests.test_server_integration import stop, wait_running
 
 
 def _devices() -> list[str]:
@@ -48,31 +47,6 @@ def _start(device: int, d: Path) -> tuple[subprocess.Popen[str], str, str]:
     return proc, pub, ctl
 
 
-def _running(ctl: str, proc: subprocess.Popen[str], timeout: float = 120.0) -> EngineClient:
-    c = EngineClient(ctl, timeout=0.5)
-    deadline = time.monotonic() + timeout  # the first start compiles the kernels (NVRTC)
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            if c.ping()["phase"] == "running":
-                c.timeout = 5.0
-                return c
-        except ClientError:
-            pass
-        time.sleep(0.2)
-    c.close()
-    raise AssertionError(f"engine at {ctl} not running (rc {proc.poll()})")
-
-
-def _stop(proc: subprocess.Popen[str]) -> str:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-    try:
-        return proc.communicate(timeout=20)[1]
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        return proc.communicate()[1]
-
-
 def test_bus_ids_are_written_as_nvidia_smi_writes_them() -> None:
     assert smi_bus_id(b"0000:2a:00.0\0\0\0") == "00000000:2A:00.0"
     assert smi_bus_id("0001:c1:00.0") == "00000001:C1:00.0"
@@ -85,8 +59,8 @@ def test_one_engine_per_gpu(tmp_path: Path) -> None:
     engines = [_start(i, tmp_path) for i in (0, 1)]
     clients: list[EngineClient] = []
     try:
-        for proc, _, ctl in engines:
-            clients.append(_running(ctl, proc))
+        for _, _, ctl in engines:
+            clients.append(wait_running(ctl, timeout=120.0))  # the first start compiles
         for i, c in enumerate(clients):
             st = c.get_state()
             assert st["backend"] == "cuda" and st["device_index"] == i
@@ -116,9 +90,9 @@ def test_one_engine_per_gpu(tmp_path: Path) -> None:
     finally:
         for c in clients:
             c.close()
-        errs = [_stop(p) for p, _, _ in engines]
-    for (proc, _, _), err in zip(engines, errs, strict=True):
-        assert proc.returncode == 0, err
+        done = [stop(p, timeout=20.0) for p, _, _ in engines]
+    for rc, err in done:
+        assert rc == 0, err
 
 
 @pytest.mark.gpu
