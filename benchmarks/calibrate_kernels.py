@@ -16,9 +16,9 @@ import json
 import statistics
 import sys
 
-from engine.backends import make_backend
-from engine.model import LP, Launch
-from engine.profile import load, resolve
+from hbtui.engine.backends import make_backend
+from hbtui.engine.model import LP, Launch
+from hbtui.engine.profile import load, resolve
 
 
 def _time(be, kernel, blocks: int, reps: int, stream: int = 1) -> list[float]:  # noqa: ANN001

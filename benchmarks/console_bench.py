@@ -35,9 +35,9 @@ sys.path.insert(0, str(ROOT))
 
 from textual import events  # noqa: E402
 
-from hbtui.app import ConsoleApp  # noqa: E402
-from hbtui.model import LIVE  # noqa: E402
-from hbtui.spawn import EmbeddedEngine  # noqa: E402
+from hbtui.console.app import ConsoleApp  # noqa: E402
+from hbtui.console.model import LIVE  # noqa: E402
+from hbtui.console.spawn import EmbeddedEngine  # noqa: E402
 
 
 def pct(xs: list[float], p: float) -> float:
@@ -80,7 +80,7 @@ def synthetic_publisher(pub: str, rate: float, seconds: float, hz: float = 50.0)
     out near 20k/s on a CPU core, so the 50k/s load comes from here)."""
     import zmq
 
-    from engine.protocol import encode, envelope
+    from hbtui.engine.protocol import encode, envelope
     from tests.test_console_fixtures import state_body, stats_body
 
     sock = zmq.Context.instance().socket(zmq.PUB)
@@ -160,8 +160,8 @@ async def steady(app: ConsoleApp, duration: float) -> dict[str, Any]:
 async def bench_synthetic(args: argparse.Namespace) -> dict[str, Any]:
     import multiprocessing as mp
 
-    from hbtui.link import Target
-    from hbtui.spawn import private_runtime_dir
+    from hbtui.console.link import Target
+    from hbtui.console.spawn import private_runtime_dir
 
     d = private_runtime_dir()
     target = Target(f"ipc://{d}/ctl", f"ipc://{d}/pub")  # no engine on ctl: telemetry only

@@ -20,9 +20,9 @@ import statistics
 import sys
 import time
 
-from engine.backends.cuda import CudaBackend
-from engine.backends.native import builtin_launch_shape
-from engine.model import KernelSpec, Launch
+from hbtui.engine.backends.cuda import CudaBackend
+from hbtui.engine.backends.native import builtin_launch_shape
+from hbtui.engine.model import KernelSpec, Launch
 
 _ids = itertools.count()
 

@@ -11,7 +11,7 @@ import statistics
 import time
 import urllib.request
 
-from engine.client import EngineClient, Subscriber
+from hbtui.engine.client import EngineClient, Subscriber
 
 out = {}
 sub = Subscriber("tcp://127.0.0.1:5555")

@@ -25,10 +25,10 @@ import statistics
 import time
 from dataclasses import replace
 
-from engine.backends import make_backend
-from engine.model import HP, LP
-from engine.profile import load, resolve
-from engine.scheduler import Scheduler
+from hbtui.engine.backends import make_backend
+from hbtui.engine.model import HP, LP
+from hbtui.engine.profile import load, resolve
+from hbtui.engine.scheduler import Scheduler
 
 
 def med(v: list[float]) -> float:

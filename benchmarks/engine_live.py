@@ -25,7 +25,7 @@ import threading
 import time
 from pathlib import Path
 
-from engine.client import EngineClient, Subscriber
+from hbtui.engine.client import EngineClient, Subscriber
 
 
 def _drain(pub: str, stop: threading.Event, out: dict) -> None:

@@ -26,11 +26,11 @@ import json
 import os
 import sys
 
-from engine import policies
-from engine.bench import _aggregate, _job, _run
-from engine.model import HP, LP
-from engine.profile import load, resolve
-from engine.scheduler import Scheduler
+from hbtui.engine import policies
+from hbtui.engine.bench import _aggregate, _job, _run
+from hbtui.engine.model import HP, LP
+from hbtui.engine.profile import load, resolve
+from hbtui.engine.scheduler import Scheduler
 
 VARIANTS: dict[str, dict[str, object]] = {  # name -> policy module constants to set
     "hb": {},

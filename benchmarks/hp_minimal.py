@@ -6,7 +6,7 @@ shipped ``default``) or ``--steps``. A step is a kernel preceded by a host gap
 (``gap_us`` ± ``jitter``, busy-waited as the engine does). Kernels with ``builtin``
 run their native kernel; others run the same spin stand-in the cuda backend uses
 (``block_us`` per block, occupancy capped at ``blocks_per_sm``). Only NVRTC compile
-and the kernels' argument layouts come from engine.backends.native.
+and the kernels' argument layouts come from hbtui.engine.backends.native.
 
 Two modes (``--arrivals``):
 
@@ -63,10 +63,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.backends import native
-from engine.model import Arrival, Task
-from engine.model import Step as TaskStep
-from engine.workload import Arrivals, request_gaps
+from hbtui.engine.backends import native
+from hbtui.engine.model import Arrival, Task
+from hbtui.engine.model import Step as TaskStep
+from hbtui.engine.workload import Arrivals, request_gaps
 
 # cuda.bindings.driver, imported by load_cuda() so that --dry-run needs no CUDA
 cu: Any = None
@@ -115,7 +115,7 @@ class ProfileHp:
 
 def steps_from_profile(name: str) -> ProfileHp:
     try:
-        from engine import profile as prof_mod
+        from hbtui.engine import profile as prof_mod
     except ImportError:  # e.g. tomli_w missing where only reading is needed
         return _steps_from_toml(name)
     prof = prof_mod.load(prof_mod.resolve(name))
@@ -146,7 +146,7 @@ def _steps_from_toml(name: str) -> ProfileHp:
 
     path = Path(name)
     if not path.exists():
-        path = Path(__file__).resolve().parents[1] / "profiles" / f"{name}.toml"
+        path = Path(__file__).resolve().parents[1] / "hbtui" / "profiles" / f"{name}.toml"
     data = tomllib.loads(path.read_text())
 
     def dims(v, default):

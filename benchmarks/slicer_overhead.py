@@ -49,8 +49,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from engine.slicer import compile_cuda, full_grid_args, slice_ptx  # noqa: E402
-from engine.slicer.harness import _CTYPE, Gpu, random_buffer  # noqa: E402
+from hbtui.engine.slicer import compile_cuda, full_grid_args, slice_ptx  # noqa: E402
+from hbtui.engine.slicer.harness import _CTYPE, Gpu, random_buffer  # noqa: E402
 
 CORPUS = ROOT / "tests" / "slicer_corpus"
 TARGET_PCT = 2.0

@@ -31,7 +31,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from engine.client import ClientError, EngineClient, Subscriber  # noqa: E402
+from hbtui.engine.client import ClientError, EngineClient, Subscriber  # noqa: E402
 
 
 def _port() -> int:
@@ -86,7 +86,7 @@ def main() -> int:
 
 def _one(args: argparse.Namespace, prof: str) -> dict | None:
     pub, ctl = f"tcp://127.0.0.1:{_port()}", f"tcp://127.0.0.1:{_port()}"
-    cmd = [sys.executable, "-c", "import sys; from engine.server import main; sys.exit(main())",
+    cmd = [sys.executable, "-m", "hbtui", "engine",
            "--profile", prof, "--backend", "sim", "--pub", pub, "--ctl", ctl,
            "--calibrate", "0.5", "--duration", str(args.seconds + args.warmup + 30)]  # fmt: skip
     eng = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, cwd=HERE.parent)

@@ -1,1 +1,8 @@
-"""hbtui console: a Textual operator console for the hbtui engine (talks ZeroMQ only)."""
+"""hbtui: SLO-oriented GPU sharing (Hummingbird-style kernel slicing) with a live console.
+
+Rooms: ``hbtui.engine`` (scheduler, policies, backends, server, client, protocol; never
+imports Textual or the console), ``hbtui.console`` (the Textual app; talks to engines
+over ZeroMQ only), ``hbtui.native`` and ``hbtui.profiles`` (package data).
+"""
+
+__version__ = "0.1.0"

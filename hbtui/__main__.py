@@ -20,22 +20,22 @@ def main(argv: list[str] | None = None) -> int:
     cmd = args[0] if args else ""
     rest = args[1:]
     if cmd == "bench":
-        from engine.cli import bench_main
+        from hbtui.engine.cli import bench_main
 
         return bench_main(rest)
     if cmd == "engine":
-        from engine.server import main as engine_main
+        from hbtui.engine.server import main as engine_main
 
         return engine_main(rest)
     if cmd == "slice":
-        from engine.slicer.cli import main as slice_main
+        from hbtui.engine.slicer.cli import main as slice_main
 
         return slice_main(rest)
     if cmd == "keys":
-        from engine.keys import main as keys_main
+        from hbtui.engine.keys import main as keys_main
 
         return keys_main(rest)
-    from hbtui.app import main as console_main
+    from hbtui.cli import run as console_main
 
     return console_main(args)
 

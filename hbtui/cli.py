@@ -16,8 +16,8 @@ import argparse
 import re
 import sys
 
-from engine.protocol import DEFAULT_CTL, DEFAULT_PUB
-from hbtui.link import Target
+from hbtui.console.link import Target
+from hbtui.engine.protocol import DEFAULT_CTL, DEFAULT_PUB
 
 
 def pub_for(ctl: str) -> str:
@@ -59,7 +59,7 @@ def targets_from(args: argparse.Namespace) -> list[Target]:
     if args.curve_secret or args.server_key:
         if not (args.curve_secret and args.server_key):
             raise ValueError("CURVE needs both --curve-secret and --server-key")
-        from engine.client import CurveKeys
+        from hbtui.engine.client import CurveKeys
 
         curve = CurveKeys.from_files(args.curve_secret, args.server_key)
     pairs = [parse_engine(s) for s in args.engines]
@@ -73,7 +73,7 @@ def targets_from(args: argparse.Namespace) -> list[Target]:
 
 def run(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
-    from hbtui.app import ConsoleApp
+    from hbtui.console.app import ConsoleApp
 
     if args.cmd == "connect":
         try:
@@ -85,7 +85,7 @@ def run(argv: list[str] | None = None) -> int:
         app.run()
         return 0
 
-    from hbtui.spawn import EmbeddedEngine
+    from hbtui.console.spawn import EmbeddedEngine
 
     engine = EmbeddedEngine(args.profile, args.backend, readonly=args.readonly)
     try:

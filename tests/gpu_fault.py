@@ -11,10 +11,10 @@ import time
 
 _PRELUDE = """
 import sys
-from engine.backends.base import BackendError
-from engine.backends.cuda import CudaBackend
-from engine.backends.native import builtin_launch_shape
-from engine.model import KernelSpec, Launch
+from hbtui.engine.backends.base import BackendError
+from hbtui.engine.backends.cuda import CudaBackend
+from hbtui.engine.backends.native import builtin_launch_shape
+from hbtui.engine.model import KernelSpec, Launch
 g, b = builtin_launch_shape("gelu", {"n": 1 << 20})
 k = KernelSpec("bad", grid=g, block=b, builtin="gelu", params={"n": 1 << 20})
 """

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from engine.backends.sim import SimBackend, SimParams
-from engine.model import Launch
-from engine.scheduler import Scheduler
+from hbtui.engine.backends.sim import SimBackend, SimParams
+from hbtui.engine.model import Launch
+from hbtui.engine.scheduler import Scheduler
 
 
 class Recorder(SimBackend):
@@ -27,7 +27,7 @@ def run_default(be: Recorder, policy: str, ms: int = 300) -> tuple[Scheduler, Re
     """The shipped default profile on ``be`` (seed 3, SLO 5 ms) for ``ms`` simulated ms."""
     from dataclasses import replace
 
-    from engine.profile import load, shipped_dir
+    from hbtui.engine.profile import load, shipped_dir
 
     prof = load(shipped_dir() / "default.toml")
     tasks = [replace(t) for t in prof.tasks]

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.bench import bench
-from engine.profile import load, shipped_dir
+from hbtui.engine.bench import bench
+from hbtui.engine.profile import load, shipped_dir
 
 POLICIES = ["exclusive", "spatial", "temporal", "hummingbird"]
 

@@ -11,8 +11,14 @@ import pytest
 import zmq
 import zmq.asyncio
 
-from engine import protocol as P
-from engine.client import AsyncEngineClient, AsyncSubscriber, ClientError, EngineClient, Subscriber
+from hbtui.engine import protocol as P
+from hbtui.engine.client import (
+    AsyncEngineClient,
+    AsyncSubscriber,
+    ClientError,
+    EngineClient,
+    Subscriber,
+)
 
 
 def _fake_router(ctx: zmq.Context, ep: str, reply, stop: threading.Event) -> threading.Thread:  # noqa: ANN001

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from hbtui.model import EngineModel
+from hbtui.console.model import EngineModel
 
 T0 = 1000.0  # the frozen clock's "now"; messages are stamped 0.3 s before it
 

@@ -1,6 +1,6 @@
 """Pilot tests of the console against a REAL engine process (sim backend, ipc sockets).
 
-Each test starts ``engine.server`` in its own process with endpoints under tmp_path,
+Each test starts ``hbtui.engine.server`` in its own process with endpoints under tmp_path,
 drives the real app headless with Pilot, and checks what the engine did over its own
 control socket. Every wait has a deadline, so a broken engine fails a test, never hangs it.
 """
@@ -18,14 +18,14 @@ from pathlib import Path
 
 import pytest
 
-from hbtui.app import ConsoleApp
-from hbtui.link import Target
-from hbtui.model import DISCONNECTED, LIVE
-from hbtui.spawn import ENGINE_CMD, EmbeddedEngine
+from hbtui.console.app import ConsoleApp
+from hbtui.console.link import Target
+from hbtui.console.model import DISCONNECTED, LIVE
+from hbtui.console.spawn import ENGINE_CMD, EmbeddedEngine
 
 pytestmark = [
     pytest.mark.skipif(
-        importlib.util.find_spec("engine.server") is None, reason="engine.server not present"
+        importlib.util.find_spec("hbtui.engine.server") is None, reason="engine.server not present"
     ),
 ]
 
@@ -104,7 +104,7 @@ async def test_key_press_changes_slice_size(engine_dir: Path, engine) -> None:  
         table = app.query_one("TaskTable")
         assert table.get_cell("train", "slice").plain == "132 blk"
         assert m.dirty  # unsaved-changes marker after a successful edit
-    from engine.client import EngineClient
+    from hbtui.engine.client import EngineClient
 
     with EngineClient(target(engine_dir).ctl, timeout=3) as c:
         tasks = {t["name"]: t for t in c.get_state()["tasks"]}
@@ -125,7 +125,7 @@ async def test_readonly_console_refuses_edits(engine_dir: Path, engine) -> None:
         assert not m.dirty
         app.control("set_slice", {"task": "train", "us": 7.0}, "direct call")  # refused too
         await pilot.pause(0.3)
-    from engine.client import EngineClient
+    from hbtui.engine.client import EngineClient
 
     with EngineClient(target(engine_dir).ctl, timeout=3) as c:
         tasks = {t["name"]: t for t in c.get_state()["tasks"]}
@@ -173,7 +173,7 @@ async def test_embedded_engine_leaves_nothing_behind() -> None:
     eng = EmbeddedEngine("default", "sim")
     assert oct(eng.dir.stat().st_mode & 0o777) == "0o700"
     eng.start()
-    from engine.client import AsyncEngineClient, ClientError
+    from hbtui.engine.client import AsyncEngineClient, ClientError
 
     c = AsyncEngineClient(eng.target.ctl, timeout=1.0)
     try:

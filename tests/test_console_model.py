@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from hbtui.model import DISCONNECTED, LIVE, EngineModel, parse_priority, parse_slice, parse_slo
+from hbtui.console.model import (
+    DISCONNECTED,
+    LIVE,
+    EngineModel,
+    parse_priority,
+    parse_slice,
+    parse_slo,
+)
 from tests.test_console_fixtures import slice_body, state_body, stats_body
 
 
@@ -126,7 +133,7 @@ def test_parse_slo_and_priority() -> None:
 
 
 def test_hp_issue_is_tracked_and_shown_for_a_gpu_issuing_hp_from_python() -> None:
-    from hbtui.pane import StatusHeader
+    from hbtui.console.pane import StatusHeader
 
     m = EngineModel()
     body = dict(state_body(), backend="cuda", device="NVIDIA H100 80GB HBM3", hp_issue="python")
@@ -146,7 +153,7 @@ def test_hp_issue_is_tracked_and_shown_for_a_gpu_issuing_hp_from_python() -> Non
 
 def test_header_names_which_gpu_of_the_box() -> None:
     """One engine per GPU: identical GPUs are told apart by index and PCI bus id."""
-    from hbtui.pane import StatusHeader
+    from hbtui.console.pane import StatusHeader
 
     m = EngineModel()
     body = dict(state_body(), backend="cuda", device="NVIDIA H200", hp_issue="native")

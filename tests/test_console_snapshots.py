@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from textual.widgets import Input
 
-from hbtui.app import ConsoleApp
-from hbtui.link import Target
+from hbtui.console.app import ConsoleApp
+from hbtui.console.link import Target
 from tests.test_console_fixtures import demo_model, frozen_clock
 
 SIZE = (120, 40)

@@ -9,10 +9,10 @@ import time
 import pytest
 from gpu_fault import assert_fault_is_backend_error
 
-from engine.backends.base import BackendError
-from engine.backends.cuda import cuda_available
-from engine.backends.native import builtin_launch_shape
-from engine.model import KernelSpec, Launch
+from hbtui.engine.backends.base import BackendError
+from hbtui.engine.backends.cuda import cuda_available
+from hbtui.engine.backends.native import builtin_launch_shape
+from hbtui.engine.model import KernelSpec, Launch
 
 pytestmark = [
     pytest.mark.gpu,
@@ -29,7 +29,7 @@ def spec(name: str, builtin: str, **params) -> KernelSpec:
 
 @pytest.fixture(scope="module")
 def be():
-    from engine.backends.cuda import CudaBackend
+    from hbtui.engine.backends.cuda import CudaBackend
 
     b = CudaBackend(device=0)
     yield b

@@ -9,7 +9,7 @@ from pathlib import Path
 
 PARENT = r"""
 import os, subprocess, sys, time
-from hbtui.spawn import EmbeddedEngine
+from hbtui.console.spawn import EmbeddedEngine
 eng = EmbeddedEngine("default", "sim", runtime_dir=None, extra=["--calibrate", "0"])
 eng.start()
 print(eng.proc.pid, eng.dir, flush=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.estimate import RecentQuantile
+from hbtui.engine.estimate import RecentQuantile
 
 
 def test_keeps_its_prior_until_a_few_samples_agree_then_ignores_outliers() -> None:

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from engine.backends import hpchain
+from hbtui.engine.backends import hpchain
 
 pytestmark = pytest.mark.skipif(
     shutil.which("cc") is None and shutil.which("gcc") is None, reason="no C compiler"
@@ -256,8 +256,10 @@ def test_every_native_source_is_installed_as_package_data() -> None:
 
     root = Path(__file__).resolve().parents[1]
     cfg = tomllib.loads((root / "pyproject.toml").read_text())
-    globs = cfg["tool"]["setuptools"]["package-data"]["native"]
-    files = [p.name for p in (root / "native").iterdir() if p.is_file() and p.suffix != ".py"]
+    globs = cfg["tool"]["setuptools"]["package-data"]["hbtui.native"]
+    files = [
+        p.name for p in (root / "hbtui" / "native").iterdir() if p.is_file() and p.suffix != ".py"
+    ]
     assert "hpchain.c" in files
     missing = [f for f in files if not any(fnmatch.fnmatch(f, g) for g in globs)]
     assert not missing, f"native/ files not in package-data: {missing}"
@@ -397,7 +399,7 @@ def test_a_launched_arm_stays_launched_when_its_slot_is_armed_again(gpu: FakeGpu
     """The cuda backend's latch (H100 call 21): once the slice armed behind step 2 went
     out, a later slice for step 2 may arm the same slot, find the step issued, and hand
     it back, leaving the slot's word at (2, none) -- the first slice still went out."""
-    from engine.backends.cuda import _Arm
+    from hbtui.engine.backends.cuda import _Arm
 
     ch = gpu.chain()
     try:

@@ -7,9 +7,9 @@ import itertools
 import pytest
 from gpu_fault import assert_fault_is_backend_error
 
-from engine.backends.cuda import cuda_available
-from engine.backends.native import builtin_launch_shape
-from engine.model import KernelSpec, Launch
+from hbtui.engine.backends.cuda import cuda_available
+from hbtui.engine.backends.native import builtin_launch_shape
+from hbtui.engine.model import KernelSpec, Launch
 
 pytestmark = [
     pytest.mark.gpu,
@@ -26,7 +26,7 @@ def spec(name: str, builtin: str, **params) -> KernelSpec:
 
 @pytest.fixture(scope="module")
 def be():
-    from engine.backends.cuda import CudaBackend
+    from hbtui.engine.backends.cuda import CudaBackend
 
     b = CudaBackend(device=0, hp_issue="native")
     yield b
@@ -111,9 +111,9 @@ def test_chained_hp_overtakes_queued_lp(be):
 def test_scheduler_runs_the_default_profile_through_the_chain():
     from dataclasses import replace
 
-    from engine.backends.cuda import CudaBackend
-    from engine.profile import load, shipped_dir
-    from engine.scheduler import Scheduler
+    from hbtui.engine.backends.cuda import CudaBackend
+    from hbtui.engine.profile import load, shipped_dir
+    from hbtui.engine.scheduler import Scheduler
 
     prof = load(shipped_dir() / "default.toml")
     b = CudaBackend(device=0, hp_issue="native")

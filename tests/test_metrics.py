@@ -4,8 +4,8 @@ import random
 
 import pytest
 
-from engine.metrics import Histogram, IntervalUnion, Metrics
-from engine.model import HP, LP, KernelSpec, Launch
+from hbtui.engine.metrics import Histogram, IntervalUnion, Metrics
+from hbtui.engine.model import HP, LP, KernelSpec, Launch
 
 K = KernelSpec("k", (8, 1, 1))
 

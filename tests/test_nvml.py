@@ -8,7 +8,7 @@ import types
 
 import pytest
 
-from engine.nvml import BackgroundSampler
+from hbtui.engine.nvml import BackgroundSampler
 
 
 class _Util:

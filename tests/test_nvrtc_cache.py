@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from engine.backends import native
-from engine.backends.native import NativeError, builtin_launch_shape
+from hbtui.engine.backends import native
+from hbtui.engine.backends.native import NativeError, builtin_launch_shape
 
 FUNCS = {
     "gemm.cu": [b"hb_gemm"],

@@ -5,9 +5,9 @@ from dataclasses import replace
 import pytest
 from sim_recorder import Recorder, run_default
 
-from engine.model import HP, LP, Launch
-from engine.profile import load, shipped_dir
-from engine.scheduler import ControlError, Scheduler
+from hbtui.engine.model import HP, LP, Launch
+from hbtui.engine.profile import load, shipped_dir
+from hbtui.engine.scheduler import ControlError, Scheduler
 
 PROFILE = load(shipped_dir() / "default.toml")
 MS = 1_000_000

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from engine import profile as prof_mod
-from engine.profile import ProfileError, list_profiles, load, parse, save, shipped_dir
+from hbtui.engine import profile as prof_mod
+from hbtui.engine.profile import ProfileError, list_profiles, load, parse, save, shipped_dir
 
 GOOD = """
 version = 1

@@ -7,9 +7,9 @@ import math
 import msgpack
 import pytest
 
-from engine import protocol as P
-from engine.server import is_loopback
-from engine.window import CoarseHist, Window, percentile
+from hbtui.engine import protocol as P
+from hbtui.engine.server import is_loopback
+from hbtui.engine.window import CoarseHist, Window, percentile
 
 
 def _req(**kw: object) -> bytes:

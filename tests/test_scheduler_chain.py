@@ -9,12 +9,12 @@ from dataclasses import replace
 import pytest
 from sim_recorder import Recorder, run_default
 
-from engine import policies
-from engine.backends.sim import SimBackend
-from engine.model import HP, LP, Launch
-from engine.profile import ProfileError, load, shipped_dir
-from engine.scheduler import _MAX_DEP_NS, Scheduler
-from engine.workload import request_gaps
+from hbtui.engine import policies
+from hbtui.engine.backends.sim import SimBackend
+from hbtui.engine.model import HP, LP, Launch
+from hbtui.engine.profile import ProfileError, load, shipped_dir
+from hbtui.engine.scheduler import _MAX_DEP_NS, Scheduler
+from hbtui.engine.workload import request_gaps
 
 PROFILE = load(shipped_dir() / "default.toml")
 SIM = replace(PROFILE.sim, hp_chain=True)
@@ -160,7 +160,7 @@ def test_a_slow_host_arms_the_next_gaps_first_slice_before_the_hp_kernel_is_issu
 
 
 def test_behind_hp_raises_lp_throughput_in_the_sim() -> None:
-    from engine import policies
+    from hbtui.engine import policies
 
     s_on, _ = run("hummingbird")
     policies.BEHIND_HP = False
@@ -173,7 +173,7 @@ def test_behind_hp_raises_lp_throughput_in_the_sim() -> None:
 
 def test_drain_waits_for_chained_launches_before_the_backend_is_reused() -> None:
     """The headless engine calibrates phase after phase on one backend (engine.calibrate)."""
-    from engine.calibrate import drain
+    from hbtui.engine.calibrate import drain
 
     be = SimBackend(SIM)
     hp = [replace(t) for t in PROFILE.tasks if t.cls == HP]
@@ -301,7 +301,7 @@ def test_pre_issue_lead_converges_to_the_host_loop_delay() -> None:
 
 
 def test_queueing_behind_hp_pays_off_most_on_a_slow_host() -> None:
-    from engine import policies
+    from hbtui.engine import policies
 
     s_on, _ = run("hummingbird", sim=SLOW_HOST, ms=1000)
     policies.BEHIND_HP = False
@@ -317,7 +317,7 @@ def test_queueing_behind_hp_pays_off_most_on_a_slow_host() -> None:
 def test_the_slo_reserve_is_the_backends_unless_overridden() -> None:
     """A GPU keeps 35 % of each SLO from LP (HP slowdown after LP the model cannot see);
     the simulator none; policies.SLACK_RESERVE overrides both."""
-    from engine.backends.base import Backend
+    from hbtui.engine.backends.base import Backend
 
     assert Backend.slo_reserve == 0.35 and SimBackend.slo_reserve == 0.0
     s0, _ = run("hummingbird", ms=300)

@@ -22,9 +22,13 @@ import msgpack
 import pytest
 import zmq
 
-from engine.client import ClientError, CurveKeys, EngineClient, Subscriber
+from hbtui.engine.client import ClientError, CurveKeys, EngineClient, Subscriber
 
-ENGINE = [sys.executable, "-c", "import sys; from engine.server import main; sys.exit(main())"]
+ENGINE = [
+    sys.executable,
+    "-c",
+    "import sys; from hbtui.engine.server import main; sys.exit(main())",
+]
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
 
 # A profile of our own: shipped profiles evolve, these tests must not.
@@ -467,7 +471,7 @@ def test_bad_profile_is_exit_2(tmp_path: Path) -> None:
 
 
 def test_curve_allows_listed_clients_only(tmp_path: Path) -> None:
-    from engine.keys import generate
+    from hbtui.engine.keys import generate
 
     generate(tmp_path / "keys")
     k = tmp_path / "keys"
@@ -491,7 +495,7 @@ def test_curve_allows_listed_clients_only(tmp_path: Path) -> None:
 
 
 def test_keys_generate_cli(tmp_path: Path) -> None:
-    from engine.server import keys_main
+    from hbtui.engine.server import keys_main
 
     assert keys_main(["generate", "--dir", str(tmp_path / "k")]) == 0
     names = sorted(p.name for p in (tmp_path / "k").iterdir())

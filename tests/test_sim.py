@@ -1,7 +1,7 @@
 """The simulated GPU on small hand-checked timelines."""
 
-from engine.backends.sim import SimBackend, SimParams
-from engine.model import HP, LP, KernelSpec, Launch
+from hbtui.engine.backends.sim import SimBackend, SimParams
+from hbtui.engine.model import HP, LP, KernelSpec, Launch
 
 P = SimParams(sms=4, launch_latency_us=2.0, launch_cost_us=0.0, interference=0.5)
 LONG = KernelSpec("long", (16, 1, 1), blocks_per_sm=1, block_us=100.0)  # 4 waves of 100 µs

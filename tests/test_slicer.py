@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.slicer import (
+from hbtui.engine.slicer import (
     PARAM_NAMES,
     PtxParseError,
     UnknownKernelError,
@@ -22,7 +22,7 @@ from engine.slicer import (
     slice_args,
     slice_ptx,
 )
-from engine.slicer.cli import main as cli_main
+from hbtui.engine.slicer.cli import main as cli_main
 
 CORPUS = Path(__file__).parent / "slicer_corpus"
 MANIFEST = json.loads((CORPUS / "manifest.json").read_text())

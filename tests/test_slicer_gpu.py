@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.slicer import compile_cuda, plan_launches, slice_ptx
-from engine.slicer.harness import Gpu, GpuUnavailable, KernelCase
+from hbtui.engine.slicer import compile_cuda, plan_launches, slice_ptx
+from hbtui.engine.slicer.harness import Gpu, GpuUnavailable, KernelCase
 
 pytestmark = pytest.mark.gpu
 

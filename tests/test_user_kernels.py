@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from sim_recorder import Recorder
 
-from engine.bench import bench
-from engine.model import LP, Launch
-from engine.profile import ProfileError, ProfileWarning, load, shipped_dir
-from engine.scheduler import Scheduler
+from hbtui.engine.bench import bench
+from hbtui.engine.model import LP, Launch
+from hbtui.engine.profile import ProfileError, ProfileWarning, load, shipped_dir
+from hbtui.engine.scheduler import Scheduler
 
 CORPUS = Path(__file__).parent / "slicer_corpus"
 MS = 1_000_000
@@ -181,7 +181,7 @@ def test_shipped_user_kernel_profile_runs_in_the_sim_bench() -> None:
 
 def test_save_round_trips_a_user_kernel(tmp_path: Path) -> None:
     pytest.importorskip("tomli_w")
-    from engine.profile import save
+    from hbtui.engine.profile import save
 
     prof = load(profile(tmp_path, saxpy_kernel(tmp_path)))
     out = save(prof, tmp_path / "other" / "saved.toml")

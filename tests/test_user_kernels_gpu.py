@@ -16,14 +16,14 @@ from pathlib import Path
 
 import pytest
 
-from engine.backends.cuda import CudaBackend, cuda_available
-from engine.model import LP, KernelSpec, Launch
-from engine.profile import load
+from hbtui.engine.backends.cuda import CudaBackend, cuda_available
+from hbtui.engine.model import LP, KernelSpec, Launch
+from hbtui.engine.profile import load
 
 pytestmark = pytest.mark.gpu
 
 CORPUS = Path(__file__).parent / "slicer_corpus"
-EXAMPLES = Path(__file__).parent.parent / "profiles" / "examples"
+EXAMPLES = Path(__file__).parent.parent / "hbtui" / "profiles" / "examples"
 
 # (file, table): the kernel table of a one-kernel profile; sources are copied to tmp.
 CASES = {

@@ -3,11 +3,11 @@
 import time
 from dataclasses import replace
 
-from engine.backends.sim import SimBackend
-from engine.model import Arrival
-from engine.profile import load, shipped_dir
-from engine.scheduler import Scheduler
-from engine.workload import Arrivals, request_gaps
+from hbtui.engine.backends.sim import SimBackend
+from hbtui.engine.model import Arrival
+from hbtui.engine.profile import load, shipped_dir
+from hbtui.engine.scheduler import Scheduler
+from hbtui.engine.workload import Arrivals, request_gaps
 
 PROFILE = load(shipped_dir() / "default.toml")
 HP_TASK = PROFILE.tasks[0]

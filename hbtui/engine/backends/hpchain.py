@@ -26,7 +26,7 @@ import weakref
 from pathlib import Path
 from typing import Any
 
-from engine.backends.native import NATIVE_DIR
+from hbtui.engine.backends.native import NATIVE_DIR
 
 SOURCE = NATIVE_DIR / "hpchain.c"
 CFLAGS = ("-O2", "-std=gnu11", "-shared", "-fPIC", "-pthread")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.model import HP, Launch
+from hbtui.engine.model import HP, Launch
 
 _SUB = 64  # sub-buckets per power of two (top 7 bits of the value are kept)
 _NBUCKETS = 64 * 42 + 128

@@ -45,9 +45,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.atomic import write_atomic
+from hbtui.engine.atomic import write_atomic
+from hbtui.engine.resources import native_dir
 
-NATIVE_DIR = Path(__file__).resolve().parents[2] / "native"
+NATIVE_DIR = native_dir()
 HEADERS = ("common.cuh",)
 BASE_OPTIONS = ("-std=c++17",)
 

@@ -8,10 +8,10 @@ import math
 import os
 import sys
 
-from engine.atomic import write_atomic
-from engine.backends import BackendError
-from engine.policies import POLICIES
-from engine.profile import ProfileError, load, resolve
+from hbtui.engine.atomic import write_atomic
+from hbtui.engine.backends import BackendError
+from hbtui.engine.policies import POLICIES
+from hbtui.engine.profile import ProfileError, load, resolve
 
 
 class _Parser(argparse.ArgumentParser):
@@ -97,7 +97,7 @@ def bench_main(argv: list[str]) -> int:
     a = ap.parse_args(argv)
     if a.hp_issue:
         os.environ["HBTUI_HP_ISSUE"] = a.hp_issue  # read by the cuda backend of every run
-    from engine.bench import bench, format_table, stderr_progress
+    from hbtui.engine.bench import bench, format_table, stderr_progress
 
     try:
         prof = load(resolve(a.profile))

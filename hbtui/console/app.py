@@ -18,11 +18,11 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import Footer, TabbedContent, TabPane
 
-from engine.client import ClientError
-from hbtui.link import EngineLink, Target
-from hbtui.model import EngineModel, parse_priority, parse_slice, parse_slo
-from hbtui.pane import EnginePane
-from hbtui.screens import EditModal, HelpScreen, PickerModal
+from hbtui.console.link import EngineLink, Target
+from hbtui.console.model import EngineModel, parse_priority, parse_slice, parse_slo
+from hbtui.console.pane import EnginePane
+from hbtui.console.screens import EditModal, HelpScreen, PickerModal
+from hbtui.engine.client import ClientError
 
 POLICIES = ("hummingbird", "temporal", "spatial", "exclusive")
 RATES_HZ = (1.0, 2.0, 5.0, 10.0, 20.0, 30.0)
@@ -248,7 +248,7 @@ class ConsoleApp(App[int]):
     def action_sort_next(self) -> None:
         pane = self.current_pane()
         if pane is not None:
-            from hbtui.table import TaskTable
+            from hbtui.console.table import TaskTable
 
             col = pane.query_one(TaskTable).cycle_sort()
             self.notify(f"sorted by {col}", timeout=2)
@@ -256,7 +256,7 @@ class ConsoleApp(App[int]):
     def action_sort_reverse(self) -> None:
         pane = self.current_pane()
         if pane is not None:
-            from hbtui.table import TaskTable
+            from hbtui.console.table import TaskTable
 
             t = pane.query_one(TaskTable)
             t.sort_reverse = not t.sort_reverse
@@ -404,7 +404,7 @@ class ConsoleApp(App[int]):
         self.control("reset_stats", {}, "reset stats")
 
     def action_load_profile(self) -> None:
-        from engine.profile import list_profiles  # pure module: lists files, nothing more
+        from hbtui.engine.profile import list_profiles  # pure module: lists files, nothing more
 
         opts = [
             (str(path), f"{name}  [{origin}]  {path}") for name, path, origin in list_profiles()
@@ -489,9 +489,3 @@ def _key_text(b: Binding, full: bool = False) -> str:
         "equals_sign": "=",
     }
     return "/".join(names.get(k, k) for k in b.key.split(","))
-
-
-def main(argv: list[str] | None = None) -> int:
-    from hbtui.cli import run
-
-    return run(argv)

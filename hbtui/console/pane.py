@@ -14,9 +14,9 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Static
 
-from hbtui.charts import HistoryChart, TimelineStrip
-from hbtui.model import DISCONNECTED, LIVE, STALE, EngineModel
-from hbtui.table import TaskTable
+from hbtui.console.charts import HistoryChart, TimelineStrip
+from hbtui.console.model import DISCONNECTED, LIVE, STALE, EngineModel
+from hbtui.console.table import TaskTable
 
 
 def _fmt(v: Any, fmt: str, unit: str = "") -> str:

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from engine.backends.base import Backend, BackendError
-from engine.backends.sim import SimBackend, SimParams
+from hbtui.engine.backends.base import Backend, BackendError
+from hbtui.engine.backends.sim import SimBackend, SimParams
 
 
 def cuda_usable() -> bool:
     """True when a CUDA driver and device answer (no driver → False, never an exception)."""
     try:
-        from engine.backends.cuda import cuda_available
+        from hbtui.engine.backends.cuda import cuda_available
     except Exception:
         return False
     try:
@@ -35,7 +35,7 @@ def make_backend(
         return SimBackend(sim, realtime=realtime)
     if not cuda_usable():
         raise BackendError("backend 'cuda' asked for, but no usable NVIDIA GPU/driver was found")
-    from engine.backends.cuda import CudaBackend
+    from hbtui.engine.backends.cuda import CudaBackend
 
     return CudaBackend(device=device)
 

@@ -11,7 +11,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
 
-from engine.model import KernelSpec, Launch
+from hbtui.engine.model import KernelSpec, Launch
 
 # Stream 0 is the greatest-priority stream (HP); larger numbers are less urgent (LP).
 HP_STREAM = 0

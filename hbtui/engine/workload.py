@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 import zlib
 
-from engine.model import Task
+from hbtui.engine.model import Task
 
 
 def _seed(*parts: int | str) -> int:

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from engine.backends.base import HP_STREAM, LP_STREAM
+from hbtui.engine.backends.base import HP_STREAM, LP_STREAM
 
 if TYPE_CHECKING:
-    from engine.model import Launch
-    from engine.scheduler import Scheduler
+    from hbtui.engine.model import Launch
+    from hbtui.engine.scheduler import Scheduler
 
 DEFAULT_SLICE_US = 100.0
 MAX_CONSOLIDATE = 4  # slices merged into one launch in long inter-request bubbles

@@ -30,7 +30,7 @@ from typing import Any, NamedTuple
 import zmq
 import zmq.asyncio
 
-from engine.protocol import (
+from hbtui.engine.protocol import (
     DEFAULT_CTL,
     DEFAULT_PUB,
     PROTOCOL_VERSION,

@@ -16,9 +16,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from hbtui.link import Target
+from hbtui.console.link import Target
 
-ENGINE_CMD = "import sys; from engine.server import main; sys.exit(main(sys.argv[1:]))"
+ENGINE_CMD = "import sys; from hbtui.engine.server import main; sys.exit(main(sys.argv[1:]))"
 
 
 def private_runtime_dir() -> Path:
@@ -35,7 +35,7 @@ def private_runtime_dir() -> Path:
 
 
 class EmbeddedEngine:
-    """``start`` launches ``engine.server`` with ipc endpoints; ``stop`` ends and cleans it."""
+    """``start`` runs ``hbtui.engine.server`` on ipc endpoints; ``stop`` ends and cleans it."""
 
     def __init__(
         self,

@@ -14,11 +14,11 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import replace
 from typing import Any
 
-from engine.backends import make_backend, resolve_backend
-from engine.metrics import Histogram
-from engine.model import HP, LP
-from engine.profile import Profile
-from engine.scheduler import Scheduler
+from hbtui.engine.backends import make_backend, resolve_backend
+from hbtui.engine.metrics import Histogram
+from hbtui.engine.model import HP, LP
+from hbtui.engine.profile import Profile
+from hbtui.engine.scheduler import Scheduler
 
 SCHEMA = 1
 Progress = Callable[[str, float], None]

@@ -34,8 +34,8 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
-from engine.backends.base import Backend
-from engine.model import HP, KernelSpec, Launch
+from hbtui.engine.backends.base import Backend
+from hbtui.engine.model import HP, KernelSpec, Launch
 
 UNITS_PER_SM = 840  # divisible by 1..8: every occupancy maps to whole units
 _DEP_NS = 2_000  # a stream waiting on an event starts this long after the event fires

@@ -25,14 +25,14 @@ from typing import Any
 
 import zmq
 
-from engine import profile as profiles
-from engine.atomic import write_atomic
-from engine.backends import BackendError, make_backend, resolve_backend
-from engine.backends.base import Backend
-from engine.calibrate import Calibration, calibrate, drain
-from engine.model import HP, LP, Task
-from engine.policies import POLICIES
-from engine.protocol import (
+from hbtui.engine import profile as profiles
+from hbtui.engine.atomic import write_atomic
+from hbtui.engine.backends import BackendError, make_backend, resolve_backend
+from hbtui.engine.backends.base import Backend
+from hbtui.engine.calibrate import Calibration, calibrate, drain
+from hbtui.engine.model import HP, LP, Task
+from hbtui.engine.policies import POLICIES
+from hbtui.engine.protocol import (
     BAD_ARGS,
     BAD_VALUE,
     BUSY,
@@ -55,9 +55,9 @@ from engine.protocol import (
     reply_err,
     reply_ok,
 )
-from engine.scheduler import ControlError, Scheduler
-from engine.telemetry import SNDHWM, Publisher, TelemetryListener
-from engine.window import Window
+from hbtui.engine.scheduler import ControlError, Scheduler
+from hbtui.engine.telemetry import SNDHWM, Publisher, TelemetryListener
+from hbtui.engine.window import Window
 
 log = logging.getLogger("hbtui.engine")
 
@@ -752,7 +752,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.curve_secret or args.curve_allow:
             if not (args.curve_secret and args.curve_allow):
                 raise UsageError("CURVE needs both --curve-secret and --curve-allow")
-            from engine.keys import load_allowed, load_secret
+            from hbtui.engine.keys import load_allowed, load_secret
 
             try:
                 curve = load_secret(args.curve_secret)
@@ -800,7 +800,7 @@ def main(argv: list[str] | None = None) -> int:
             host = m.group(1).strip("[]") or "127.0.0.1"
             if not is_loopback(f"tcp://{host}:1"):
                 log.warning("Prometheus metrics exposed on %s (no authentication)", host)
-            from engine.prom import PromExporter
+            from hbtui.engine.prom import PromExporter
 
             try:
                 prom = PromExporter(host, int(m.group(2)))
@@ -910,7 +910,7 @@ def _write_json(path: str, obj: Any) -> None:
 
 def keys_main(argv: list[str] | None = None) -> int:
     """Entry point of ``hbtui keys`` (lives in engine.keys)."""
-    from engine.keys import keys_main as _keys_main
+    from hbtui.engine.keys import keys_main as _keys_main
 
     return _keys_main(argv)
 

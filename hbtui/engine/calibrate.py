@@ -19,10 +19,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
-from engine.backends.base import Backend
-from engine.model import HP, LP
-from engine.profile import Profile
-from engine.scheduler import Scheduler
+from hbtui.engine.backends.base import Backend
+from hbtui.engine.model import HP, LP
+from hbtui.engine.profile import Profile
+from hbtui.engine.scheduler import Scheduler
 
 Tick = Callable[[], None]
 _STEP_NS = 50_000_000  # run in chunks so a stop request is seen within ~50 ms

@@ -13,7 +13,7 @@ import functools
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.atomic import write_atomic
+from hbtui.engine.atomic import write_atomic
 
 from .lexer import PtxParseError
 from .ptx import Param, parse_module
@@ -74,7 +74,7 @@ def param_info(p: Param) -> ParamInfo:
 
 
 def _compile_cached(path: Path, source: str, arch: str) -> str:
-    from engine.backends import native  # local: keeps the slicer importable on its own
+    from hbtui.engine.backends import native  # local: keeps the slicer importable on its own
 
     opts = ("-std=c++17", f"-I{path.parent}")
     # local headers are not part of the key: skip the disk cache when there are any

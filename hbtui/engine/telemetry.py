@@ -14,8 +14,8 @@ from typing import Any
 
 import zmq
 
-from engine.model import HP, Launch, Request
-from engine.protocol import (
+from hbtui.engine.model import HP, Launch, Request
+from hbtui.engine.protocol import (
     MAX_REQUEST_BATCH,
     MAX_SLICE_BATCH,
     REQUEST_FIELDS,
@@ -23,7 +23,7 @@ from engine.protocol import (
     encode,
     envelope,
 )
-from engine.window import Window
+from hbtui.engine.window import Window
 
 log = logging.getLogger("hbtui.engine")
 

@@ -7,7 +7,7 @@ from typing import Any
 from rich.text import Text
 from textual.widgets import DataTable
 
-from hbtui.model import TaskRow
+from hbtui.console.model import TaskRow
 
 # (column key, label); the key is also the sort key name.
 COLUMNS = (

@@ -21,9 +21,9 @@ from typing import Any
 
 import zmq
 
-from engine.client import AsyncEngineClient, AsyncSubscriber, ClientError, CurveKeys
-from engine.protocol import MUTATING_OPS
-from hbtui.model import CONNECTING, DISCONNECTED, LIVE, STALE, EngineModel
+from hbtui.console.model import CONNECTING, DISCONNECTED, LIVE, STALE, EngineModel
+from hbtui.engine.client import AsyncEngineClient, AsyncSubscriber, ClientError, CurveKeys
+from hbtui.engine.protocol import MUTATING_OPS
 
 DRAIN_MAX = 256  # messages folded per wake-up before yielding to the UI
 

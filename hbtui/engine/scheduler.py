@@ -19,12 +19,12 @@ from collections import deque
 from dataclasses import replace
 from typing import Any, Protocol
 
-from engine import policies
-from engine.backends.base import LP_STREAM, Backend
-from engine.estimate import RecentQuantile
-from engine.metrics import Metrics
-from engine.model import HP, LP, KernelSpec, Launch, Request, Task
-from engine.policies import (
+from hbtui.engine import policies
+from hbtui.engine.backends.base import LP_STREAM, Backend
+from hbtui.engine.estimate import RecentQuantile
+from hbtui.engine.metrics import Metrics
+from hbtui.engine.model import HP, LP, KernelSpec, Launch, Request, Task
+from hbtui.engine.policies import (
     AFTER,
     ARMED,
     COLD,
@@ -34,7 +34,7 @@ from engine.policies import (
     Policy,
     make_policy,
 )
-from engine.workload import Arrivals, request_gaps
+from hbtui.engine.workload import Arrivals, request_gaps
 
 _ARRIVAL, _HP_ENQUEUE = 0, 1
 _EMA = 0.2  # weight of a new sample in the online models

@@ -12,14 +12,14 @@ import math
 import os
 import tomllib
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from engine.atomic import write_atomic
-from engine.backends.native import NativeError, builtin_launch_shape
-from engine.backends.sim import SimParams
-from engine.model import CLASSES, HP, LP, Arrival, KernelSpec, Step, Task
+from hbtui.engine.atomic import write_atomic
+from hbtui.engine.backends.native import NativeError, builtin_launch_shape
+from hbtui.engine.backends.sim import SimParams
+from hbtui.engine.model import CLASSES, HP, LP, Arrival, KernelSpec, Step, Task
+from hbtui.engine.resources import shipped_profiles_dir
 
 VERSION = 1
 ARRIVAL_KINDS = ("poisson", "periodic", "closed", "trace")
@@ -60,7 +60,7 @@ class Profile:
 
 
 def shipped_dir() -> Path:
-    return Path(str(resources.files("profiles")))
+    return shipped_profiles_dir()
 
 
 def user_dir() -> Path:
@@ -204,7 +204,7 @@ def parse(data: dict[str, Any], file: str = "<profile>", base_dir: Path | None =
         raise c.fail("version", f"unsupported version {data['version']!r} (expected {VERSION})")
     eng = c.table(data.get("engine", {}), "engine")
     c.keys(eng, "engine", {"backend", "policy", "device", "seed", "sim"})
-    from engine.policies import POLICIES  # local: policies import nothing from here
+    from hbtui.engine.policies import POLICIES  # local: policies import nothing from here
 
     sim_t = c.table(eng.get("sim", {}), "engine.sim")
     c.keys(sim_t, "engine.sim",
@@ -294,7 +294,7 @@ def _user_kernel(c: _Checker, kt: dict[str, Any], path: str, base_dir: Path | No
     """
     import warnings
 
-    from engine.slicer.user import UserKernelError, load_user_kernel
+    from hbtui.engine.slicer.user import UserKernelError, load_user_kernel
 
     rel = c.str_(kt, "source", path, ...)
     src = Path(rel) if Path(rel).is_absolute() or base_dir is None else base_dir / rel

@@ -66,10 +66,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from engine.backends import native
-from engine.backends.base import Backend, BackendError
-from engine.model import HP, KernelSpec, Launch
-from engine.slicer.launch import plan_launches
+from hbtui.engine.backends import native
+from hbtui.engine.backends.base import Backend, BackendError
+from hbtui.engine.model import HP, KernelSpec, Launch
+from hbtui.engine.slicer.launch import plan_launches
 
 builtin_launch_shape = native.builtin_launch_shape  # re-export for profiles
 
@@ -363,7 +363,7 @@ class CudaBackend(Backend):
         self.hp_issue = "native" if self.hp_chain else "python"
 
     def _start_chain(self) -> None:
-        from engine.backends import hpchain
+        from hbtui.engine.backends import hpchain
 
         cu = self._cu
         lib = ctypes.CDLL("libcuda.so.1")  # the driver cuda.bindings loaded: same handle
@@ -505,7 +505,7 @@ class CudaBackend(Backend):
         return bps
 
     def _prepare_user(self, k: KernelSpec) -> int:
-        from engine.slicer.user import UserKernelError, load_user_kernel
+        from hbtui.engine.slicer.user import UserKernelError, load_user_kernel
 
         cu = self._cu
         tgt = self.target  # sm_XY or compute_XY: user kernels are compiled to PTX
@@ -674,7 +674,7 @@ class CudaBackend(Backend):
         """Hand the slice to the native thread, to go out right after chained HP step
         ``seq`` (behind its event); if the thread issued that step meanwhile, launch it
         here as ``submit`` would."""
-        from engine.backends.hpchain import Arm, HpChainError
+        from hbtui.engine.backends.hpchain import Arm, HpChainError
 
         cu = self._cu
         name = launch.kernel.name
@@ -764,7 +764,7 @@ class CudaBackend(Backend):
         return self._chain is not None and p is not None and not p.user
 
     def submit_chain(self, launches, gaps_ns, not_before_ns: int) -> None:  # noqa: ANN001
-        from engine.backends.hpchain import Step
+        from hbtui.engine.backends.hpchain import Step
 
         if self._chain is None:
             raise BackendError("submit_chain: native HP issue is not running")
@@ -963,7 +963,7 @@ class CudaBackend(Backend):
 
     def start_gpu_sampling(self) -> None:
         if self._nvml is None:
-            from engine.nvml import BackgroundSampler
+            from hbtui.engine.nvml import BackgroundSampler
 
             self._nvml = BackgroundSampler(self.pci_bus_id)
 
