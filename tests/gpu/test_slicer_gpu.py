@@ -19,7 +19,7 @@ from hbtui.engine.slicer.harness import Gpu, GpuUnavailable, KernelCase
 
 pytestmark = pytest.mark.gpu
 
-CORPUS = Path(__file__).parent / "slicer_corpus"
+CORPUS = Path(__file__).parents[1] / "slicer_corpus"
 MANIFEST = json.loads((CORPUS / "manifest.json").read_text())
 MODULES = {m["file"]: m for m in MANIFEST["modules"]}
 CASES = [

@@ -254,7 +254,7 @@ def test_every_native_source_is_installed_as_package_data() -> None:
     import tomllib
     from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     cfg = tomllib.loads((root / "pyproject.toml").read_text())
     globs = cfg["tool"]["setuptools"]["package-data"]["hbtui.native"]
     files = [

@@ -22,8 +22,8 @@ from hbtui.engine.profile import load
 
 pytestmark = pytest.mark.gpu
 
-CORPUS = Path(__file__).parent / "slicer_corpus"
-EXAMPLES = Path(__file__).parent.parent / "hbtui" / "profiles" / "examples"
+CORPUS = Path(__file__).parents[1] / "slicer_corpus"
+EXAMPLES = Path(__file__).parents[2] / "hbtui" / "profiles" / "examples"
 
 # (file, table): the kernel table of a one-kernel profile; sources are copied to tmp.
 CASES = {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from console_fixtures import slice_body, state_body, stats_body
 
 from hbtui.console.model import (
     DISCONNECTED,
@@ -12,7 +13,6 @@ from hbtui.console.model import (
     parse_slice,
     parse_slo,
 )
-from tests.test_console_fixtures import slice_body, state_body, stats_body
 
 
 def env(kind: str, seq: int, body: dict, eid: str = "e1") -> dict:

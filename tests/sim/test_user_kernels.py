@@ -16,7 +16,7 @@ from hbtui.engine.model import LP, Launch
 from hbtui.engine.profile import ProfileError, ProfileWarning, load, shipped_dir
 from hbtui.engine.scheduler import Scheduler
 
-CORPUS = Path(__file__).parent / "slicer_corpus"
+CORPUS = Path(__file__).parents[1] / "slicer_corpus"
 MS = 1_000_000
 
 SAXPY = """

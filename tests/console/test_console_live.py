@@ -9,19 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
-import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from engines import START_S, start_engine, stop
 
 from hbtui.console.app import ConsoleApp
 from hbtui.console.link import Target
 from hbtui.console.model import DISCONNECTED, LIVE
-from hbtui.console.spawn import ENGINE_CMD, EmbeddedEngine
+from hbtui.console.spawn import EmbeddedEngine
 
 pytestmark = [
     pytest.mark.skipif(
@@ -29,23 +28,10 @@ pytestmark = [
     ),
 ]
 
-START_S = 20.0  # engine start + calibration on a slow CI core
 
-
-def start_engine(d: Path, *extra: str) -> subprocess.Popen[bytes]:
-    cmd = [sys.executable, "-c", ENGINE_CMD, "--profile", "default", "--backend", "sim",
-           "--pub", f"ipc://{d}/pub", "--ctl", f"ipc://{d}/ctl", *extra]  # fmt: skip
-    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(d / "engine.log", "ab"))
-
-
-def stop(p: subprocess.Popen[bytes]) -> None:
-    if p.poll() is None:
-        p.send_signal(signal.SIGTERM)
-        try:
-            p.wait(5)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait(5)
+def start_console_engine(d: Path, *extra: str) -> subprocess.Popen[str]:
+    return start_engine("--profile", "default", "--backend", "sim", "--pub", f"ipc://{d}/pub",
+                        "--ctl", f"ipc://{d}/ctl", *extra, log=d / "engine.log")  # fmt: skip
 
 
 @pytest.fixture
@@ -57,7 +43,7 @@ def engine_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def engine(engine_dir: Path) -> Iterator[subprocess.Popen[bytes]]:
-    p = start_engine(engine_dir)
+    p = start_console_engine(engine_dir)
     yield p
     stop(p)
 
@@ -133,7 +119,7 @@ async def test_readonly_console_refuses_edits(engine_dir: Path, engine) -> None:
 
 
 async def test_readonly_engine_makes_console_readonly(engine_dir: Path) -> None:
-    p = start_engine(engine_dir, "--readonly")
+    p = start_console_engine(engine_dir, "--readonly")
     try:
         app = ConsoleApp([target(engine_dir)])
         async with app.run_test(size=(120, 40)) as pilot:
@@ -145,7 +131,7 @@ async def test_readonly_engine_makes_console_readonly(engine_dir: Path) -> None:
 
 
 async def test_engine_killed_then_restarted_recovers(engine_dir: Path) -> None:
-    p = start_engine(engine_dir)
+    p = start_console_engine(engine_dir)
     try:
         app = ConsoleApp([target(engine_dir)])
         async with app.run_test(size=(120, 40)) as pilot:
@@ -161,7 +147,7 @@ async def test_engine_killed_then_restarted_recovers(engine_dir: Path) -> None:
             assert app.rate_hz > 10
             for f in ("ctl", "pub"):
                 (engine_dir / f).unlink(missing_ok=True)
-            p = start_engine(engine_dir)
+            p = start_console_engine(engine_dir)
             await until(pilot, lambda: m.connection == LIVE and m.engine_id != first_id,
                         START_S, "recovered")  # fmt: skip
             assert app.links[0].reconnects >= 1

@@ -24,7 +24,7 @@ from hbtui.engine.slicer import (
 )
 from hbtui.engine.slicer.cli import main as cli_main
 
-CORPUS = Path(__file__).parent / "slicer_corpus"
+CORPUS = Path(__file__).parents[1] / "slicer_corpus"
 MANIFEST = json.loads((CORPUS / "manifest.json").read_text())
 MODULES = {m["file"]: m for m in MANIFEST["modules"]}
 ENTRIES = [(m["file"], e) for m in MANIFEST["modules"] for e in m["entries"]]

@@ -5,14 +5,13 @@ The GPU tests are skipped unless at least two CUDA devices are usable."""
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from engines import ENGINE, stop, wait_running
 
 from hbtui.engine.backends.cuda import cuda_available, smi_bus_id
 from hbtui.engine.client import EngineClient, Subscriber
-from tests.test_server_integration import stop, wait_running
 
 
 def _devices() -> list[str]:
@@ -33,8 +32,7 @@ def _devices() -> list[str]:
 
 BUS_IDS = _devices()
 two_gpus = pytest.mark.skipif(len(BUS_IDS) < 2, reason="needs two usable CUDA GPUs")
-ENGINE = [sys.executable, "-m", "hbtui", "engine"]
-PROFILE = str(Path(__file__).resolve().parents[1] / "hbtui" / "profiles" / "default.toml")
+PROFILE = str(Path(__file__).resolve().parents[2] / "hbtui" / "profiles" / "default.toml")
 
 
 def _start(device: int, d: Path) -> tuple[subprocess.Popen[str], str, str]:

@@ -8,12 +8,10 @@ Every wait has a timeout so a failure never hangs CI.
 from __future__ import annotations
 
 import math
-import os
 import random
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -21,15 +19,9 @@ from pathlib import Path
 import msgpack
 import pytest
 import zmq
+from engines import free_port, start_engine, stop, wait_running
 
 from hbtui.engine.client import ClientError, CurveKeys, EngineClient, Subscriber
-
-ENGINE = [
-    sys.executable,
-    "-c",
-    "import sys; from hbtui.engine.server import main; sys.exit(main())",
-]
-ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
 
 # A profile of our own: shipped profiles evolve, these tests must not.
 PROFILE = """
@@ -76,49 +68,6 @@ def write_profile(d: Path) -> str:
     p = d / "itest.toml"
     p.write_text(PROFILE)
     return str(p)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_engine(*args: str, cwd: Path | None = None) -> subprocess.Popen[str]:
-    # main() reads sys.argv[1:]; -c puts "-c" in argv[0], so pass args after it.
-    return subprocess.Popen(
-        [*ENGINE, *args], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
-        env=ENV, cwd=cwd,
-    )  # fmt: skip
-
-
-def wait_running(ctl: str, timeout: float = 15.0, **kw: object) -> EngineClient:
-    c = EngineClient(ctl, timeout=0.5, **kw)  # type: ignore[arg-type]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if c.ping()["phase"] == "running":
-                c.timeout = 3.0
-                return c
-        except ClientError:
-            pass
-        time.sleep(0.05)
-    c.close()
-    raise AssertionError(f"engine at {ctl} did not reach phase running in {timeout}s")
-
-
-def stop(
-    proc: subprocess.Popen[str], timeout: float = 10.0, sig: int = signal.SIGTERM
-) -> tuple[int, str]:
-    if proc.poll() is None:
-        proc.send_signal(sig)
-    try:
-        _, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        _, err = proc.communicate()
-        raise AssertionError(f"engine did not stop on SIGTERM:\n{err}") from None
-    return proc.returncode, err
 
 
 @pytest.fixture(scope="module")

@@ -8,11 +8,11 @@ after checking the change is intended.
 
 from __future__ import annotations
 
+from console_fixtures import demo_model, frozen_clock
 from textual.widgets import Input
 
 from hbtui.console.app import ConsoleApp
 from hbtui.console.link import Target
-from tests.test_console_fixtures import demo_model, frozen_clock
 
 SIZE = (120, 40)
 
