@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from hbtui.engine.backends.sim import SimBackend, SimParams
 from hbtui.engine.model import Launch
+from hbtui.engine.policies import HummingbirdConfig
 from hbtui.engine.scheduler import Scheduler
 
 
@@ -23,7 +24,9 @@ class Recorder(SimBackend):
         self.launches.append(launch)
 
 
-def run_default(be: Recorder, policy: str, ms: int = 300) -> tuple[Scheduler, Recorder]:
+def run_default(
+    be: Recorder, policy: str, ms: int = 300, hummingbird: HummingbirdConfig | None = None
+) -> tuple[Scheduler, Recorder]:
     """The shipped default profile on ``be`` (seed 3, SLO 5 ms) for ``ms`` simulated ms."""
     from dataclasses import replace
 
@@ -31,7 +34,10 @@ def run_default(be: Recorder, policy: str, ms: int = 300) -> tuple[Scheduler, Re
 
     prof = load(shipped_dir() / "default.toml")
     tasks = [replace(t) for t in prof.tasks]
-    s = Scheduler(prof.kernels, tasks, be, policy, seed=3, baseline_p99_ms={"llm": 5.0})
+    s = Scheduler(
+        prof.kernels, tasks, be, policy, seed=3, baseline_p99_ms={"llm": 5.0},
+        hummingbird=hummingbird,
+    )  # fmt: skip
     be.sched = s
     s.run_until(ms * 1_000_000)
     return s, be

@@ -9,51 +9,41 @@ the next completion or host event).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 from hbtui.engine.backends.base import HP_STREAM, LP_STREAM
+from hbtui.engine.model import Launch
+from hbtui.engine.timing import AFTER, ARMED, COLD, DEFAULT_SLICE_US, QUEUED
+from hbtui.engine.view import SchedulerView
 
-if TYPE_CHECKING:
-    from hbtui.engine.model import Launch
-    from hbtui.engine.scheduler import Scheduler
-
-DEFAULT_SLICE_US = 100.0
-MAX_CONSOLIDATE = 4  # slices merged into one launch in long inter-request bubbles
-LATE_MARGIN = True  # end slices the learned lateness before the next HP kernel is due
-LATE_QUANTILE = 0.9  # ... taken as this quantile of recent slices' lateness
-# The issue paths of an LP launch, each with its own lateness margin: nothing of ours ahead
-# of it; queued behind LP in flight (pre-issue); behind an HP kernel from the Python loop
-# (issue_lp(after=…)); armed in the backend's HP issuer, which launches it right after the
-# HP kernel (Launch.armed). On the H100 armed slices end within 4 µs of prediction at p90,
-# those Python queues behind an issued kernel within 28 µs. (A slice planned as armed whose
-# kernel went out first is launched by Python and learns into AFTER.)
-COLD, QUEUED, AFTER, ARMED = "cold", "queued", "after", "armed"
-LATE_PATHS = (COLD, QUEUED, AFTER, ARMED)
-# Fraction of each HP SLO that LP slices may never use; None: the backend's figure
-# (Backend.slo_reserve: what LP costs HP that the slack model cannot see). Set a number
-# to override it (benchmarks/hb_variants.py does).
-SLACK_RESERVE: float | None = None
-BEHIND_HP = True  # queue a gap's first slice behind the next (chained) HP kernel
-ARM_AHEAD = True  # ... already during the gap before that kernel (armed in the backend)
-BEHIND_SLICES = 3  # slices queued behind it (the cuda backend's native thread arms 3)
-# LP plans for a host gap this many mean absolute deviations below its learned mean (1.5:
-# about the 12th percentile of a uniform ±jitter, 2.0 its shortest gap). A gap shorter than
-# planned makes the next HP kernel wait for the slice still running; on the H100 (calls
-# 18-22) 1.5 gave as much or more LP than 2.0 at no cost in attainment, 1.0 less of both.
-GAP_DEVS = 1.5
 MAX_LEAD_NS = 100_000  # cap on how early pre-issue wake-ups are moved (host loop delay)
 _RECHECK_NS = 2_000  # an HP kernel due but not issued, and LP that cannot be armed: retry
 
 
-def _reserve(s: Scheduler) -> float:
-    return s.backend.slo_reserve if SLACK_RESERVE is None else SLACK_RESERVE
+@dataclass(frozen=True)
+class HummingbirdConfig:
+    """Hummingbird's tuning. Benchmarks vary it by constructing one (``make_policy``)."""
+
+    max_consolidate: int = 4  # slices merged into one launch in long inter-request bubbles
+    late_margin: bool = True  # end slices the learned lateness before the next HP kernel is due
+    # Fraction of each HP SLO that LP slices may never use; None: the backend's figure
+    # (Backend.slo_reserve: what LP costs HP that the slack model cannot see).
+    slack_reserve: float | None = None
+    behind_hp: bool = True  # queue a gap's first slice behind the next (chained) HP kernel
+    arm_ahead: bool = True  # ... already during the gap before that kernel (armed in the backend)
+    behind_slices: int = 3  # slices queued behind it (the cuda backend's native thread arms 3)
+    # LP plans for a host gap this many mean absolute deviations below its learned mean (1.5:
+    # about the 12th percentile of a uniform ±jitter, 2.0 its shortest gap). A gap shorter
+    # than planned makes the next HP kernel wait for the slice still running; on the H100,
+    # 1.5 gave as much or more LP than 2.0 at no cost in attainment, 1.0 less of both.
+    gap_devs: float = 1.5
 
 
 class Policy:
     name = "?"
     hp_stream = HP_STREAM
 
-    def decide(self, s: Scheduler, now: int) -> int | None:
+    def decide(self, s: SchedulerView, now: int) -> int | None:
         raise NotImplementedError
 
 
@@ -62,7 +52,7 @@ class Exclusive(Policy):
 
     name = "exclusive"
 
-    def decide(self, s: Scheduler, now: int) -> int | None:
+    def decide(self, s: SchedulerView, now: int) -> int | None:
         return None
 
 
@@ -71,7 +61,7 @@ class Spatial(Policy):
 
     name = "spatial"
 
-    def decide(self, s: Scheduler, now: int) -> int | None:
+    def decide(self, s: SchedulerView, now: int) -> int | None:
         for task in s.lp_tasks():
             while s.lp_inflight_of(task.name) < 2:  # keep the LP stream fed
                 s.issue_lp(task, s.lp_remaining(task))
@@ -88,7 +78,7 @@ class Temporal(Policy):
     name = "temporal"
     hp_stream = LP_STREAM
 
-    def decide(self, s: Scheduler, now: int) -> int | None:
+    def decide(self, s: SchedulerView, now: int) -> int | None:
         if s.hp_requests_in_flight or s.lp_inflight:
             return None
         tasks = s.lp_tasks()
@@ -105,7 +95,7 @@ class Hummingbird(Policy):
     block count. The next slice is pre-issued at the predicted end of the current one
     minus the launch latency, with at most one queued, so LP never leaves a gap and
     an arriving HP kernel waits for at most the in-flight slice. When the backend issues
-    HP itself (the HP chain), a gap's first slices (up to ``BEHIND_SLICES``) are queued
+    HP itself (the HP chain), a gap's first slices (up to ``behind_slices``) are queued
     behind the HP kernel before the gap as soon as nothing more fits into the gap before
     that — while it runs, or armed in the backend before it is even issued: they start
     when it ends, with no host round trip (25–45 µs on the H100's host). An unsliceable
@@ -114,7 +104,9 @@ class Hummingbird(Policy):
 
     name = "hummingbird"
 
-    def __init__(self) -> None:
+    def __init__(self, config: HummingbirdConfig | None = None) -> None:
+        self.config = cfg = config or HummingbirdConfig()
+        self._gap_devs = cfg.gap_devs
         # The host loop answers a wake-up late (tens of µs on a busy VM): pre-issue wakes
         # this much earlier, learned from how late pre-issues reached submit().
         self.lead_ns = 0.0
@@ -125,11 +117,16 @@ class Hummingbird(Policy):
              "pre_issue_wait", "hp_due", "below_wave", "issued"), 0,
         )  # fmt: skip
 
-    def decide(self, s: Scheduler, now: int) -> int | None:
+    def _reserve(self, s: SchedulerView) -> float:
+        r = self.config.slack_reserve
+        return s.backend.slo_reserve if r is None else r
+
+    def decide(self, s: SchedulerView, now: int) -> int | None:
         why = self.why
+        cfg = self.config
         woken, self._wake = self._wake, (0, -1)  # only the next decision may learn from it
         if s.hp_kernels_active:
-            got = self._behind_hp(s, now) if BEHIND_HP and not s.lp_inflight else False
+            got = self._behind_hp(s, now) if cfg.behind_hp and not s.lp_inflight else False
             if got:
                 why["behind_hp"] += 1
                 return None
@@ -178,8 +175,8 @@ class Hummingbird(Policy):
         in_request = s.hp_requests_in_flight > 0
         if not in_request:  # long inter-request bubble: consolidate slices
             age = now - s.bubble_start_ns
-            cap_ns *= min(MAX_CONSOLIDATE, 1 + age // (4 * cap_ns))
-        left_now = s.predicted_bubble_left(now)
+            cap_ns *= min(cfg.max_consolidate, 1 + age // (4 * cap_ns))
+        left_now = s.predicted_bubble_left(now, self._gap_devs)
         if left_now < 2 * lat:
             # The next HP kernel is due about now: issuing would keep the (single) host
             # thread busy in cuLaunchKernel just when it must enqueue HP.
@@ -187,9 +184,9 @@ class Hummingbird(Policy):
             self._arm(s, now, in_request)
             return None
         bubble = left_now - (slice_start - now)
-        if LATE_MARGIN:
+        if cfg.late_margin:
             bubble -= s.margin_ns(QUEUED if pre_issue else COLD)
-        budget = min(cap_ns, bubble, s.slack_bound(now, _reserve(s)))
+        budget = min(cap_ns, bubble, s.slack_bound(now, self._reserve(s)))
         waves = budget // wave_ns if wave_ns > 0 else 0
         if task.slice_blocks:  # operator-forced block count (may be below one wave)
             if budget <= 0:
@@ -219,61 +216,63 @@ class Hummingbird(Policy):
             self.lead_ns = min(max(self.lead_ns + 0.2 * err, 0.0), MAX_LEAD_NS)
         return None  # the loop asks again right away, to schedule the pre-issue
 
-    def _arm(self, s: Scheduler, now: int, in_request: bool) -> None:
+    def _arm(self, s: SchedulerView, now: int, in_request: bool) -> None:
         """Nothing more fits into this host gap: queue the next gap's first slices behind
         the HP kernel that ends this one, now. The backend arms it to go out right after
         that kernel's launch, so it starts when the kernel ends even when the kernel is
         shorter than the host loop's reaction time (norm, act: 2-5 µs on the H100)."""
-        if not (BEHIND_HP and ARM_AHEAD and in_request):
+        if not (self.config.behind_hp and self.config.arm_ahead and in_request):
             return
         nxt = s.next_chained_hp()
-        if nxt is None or (s.lp_inflight and s.lp_inflight[-1].after is nxt[1]):
+        if nxt is None or (s.lp_inflight and s.lp_inflight[-1].after is nxt.launch):
             return  # armed already
         if self._behind_hp(s, now):  # (None: cannot be armed, try once the kernel is out)
             self.why["armed"] += 1
 
-    @staticmethod
-    def _fits_after(s: Scheduler, now: int, last: Launch) -> bool:
+    def _fits_after(self, s: SchedulerView, now: int, last: Launch) -> bool:
         """Would one more wave of LP fit into this gap after ``last``?"""
         tasks = s.lp_tasks()
         if not tasks:
             return False
         _, wave_ns = s.waves.model(s.lp_kernel(tasks[0]))
-        left = s.predicted_bubble_left(now) - (last.predicted_ns - now) - s.margin_ns(QUEUED)
+        left = (
+            s.predicted_bubble_left(now, self._gap_devs)
+            - (last.predicted_ns - now)
+            - s.margin_ns(QUEUED)
+        )
         return left >= wave_ns
 
-    def _behind_hp(self, s: Scheduler, now: int) -> bool | None:
-        """Queue the next gap's first slices (up to ``BEHIND_SLICES``, each within the
+    def _behind_hp(self, s: SchedulerView, now: int) -> bool | None:
+        """Queue the next gap's first slices (up to ``behind_slices``, each within the
         cap) behind the chained HP kernel that is running, due, or (from ``_arm``) ends
         the current gap. True: at least one issued; None: not yet (the kernel is not
         issued and the LP kernel cannot be armed: ask again once it is)."""
-        got = s.next_chained_hp()
-        if got is None:
+        nxt = s.next_chained_hp()
+        if nxt is None:
             return False
-        st, hp, issued = got
-        req = st.queue[0]
-        nxt = req.step + 1
-        if nxt >= len(req.gaps_ns):
+        if nxt.next_gap_ns is None or nxt.next_gap_dev_ns is None:
             return False  # the request's last kernel: what follows is not predictable
         tasks = s.lp_tasks()
         if not tasks:
             return False
         task = tasks[0]
+        hp, issued = nxt.launch, nxt.issued
         lat = s.hp_latency_ns
         # the chain issues the kernel exactly its host gap after the previous one ended;
         # it ends one learned duration after its start
-        hp_end = st.step_gap_start + req.gaps_ns[req.step] + lat + int(st.dur_ema[req.step])
+        hp_end = nxt.due_ns + lat + int(nxt.dur_ns)
         start = hp_end + s.dep_ns
         if issued:  # launched from here: not before the loop's delay + launch latency
             start = max(start, now + s.issue_delay_ns + s.launch_latency_ns)
         if s.lp_inflight:  # (armed while this gap's last slices still run) behind them too
             start = max(start, s.lp_inflight[-1].predicted_ns)
         # the next HP kernel starts a host gap after this one ends, plus its issue latency
-        end = hp_end + int(st.gap_low(nxt)) + lat - s.margin_ns(AFTER if issued else ARMED)
+        gap_low = max(0.0, nxt.next_gap_ns - self._gap_devs * nxt.next_gap_dev_ns)
+        end = hp_end + int(gap_low) + lat - s.margin_ns(AFTER if issued else ARMED)
         cap_ns = 1 << 62 if task.slice_blocks else int((task.slice_us or DEFAULT_SLICE_US) * 1000)
-        slack = s.slack_bound(now, _reserve(s))
+        slack = s.slack_bound(now, self._reserve(s))
         n = 0
-        for _ in range(BEHIND_SLICES):  # each within the cap: one runs, the next waits
+        for _ in range(self.config.behind_slices):  # each within the cap: one runs, the next waits
             kernel = s.lp_kernel(task)
             if not kernel.sliceable:
                 break
@@ -299,7 +298,10 @@ class Hummingbird(Policy):
 POLICIES: dict[str, type[Policy]] = {p.name: p for p in (Exclusive, Spatial, Temporal, Hummingbird)}
 
 
-def make_policy(name: str) -> Policy:
+def make_policy(name: str, hummingbird: HummingbirdConfig | None = None) -> Policy:
+    """A fresh policy by name; ``hummingbird`` tunes the hummingbird policy."""
+    if name == Hummingbird.name:
+        return Hummingbird(hummingbird)
     try:
         return POLICIES[name]()
     except KeyError:

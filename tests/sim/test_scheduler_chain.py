@@ -9,11 +9,12 @@ from dataclasses import replace
 import pytest
 from sim_recorder import Recorder, run_default
 
-from hbtui.engine import policies
 from hbtui.engine.backends.sim import SimBackend
 from hbtui.engine.model import HP, LP, Launch
+from hbtui.engine.policies import HummingbirdConfig
 from hbtui.engine.profile import ProfileError, load, shipped_dir
-from hbtui.engine.scheduler import _MAX_DEP_NS, Scheduler
+from hbtui.engine.scheduler import Scheduler
+from hbtui.engine.timing import MAX_DEP_NS as _MAX_DEP_NS
 from hbtui.engine.workload import request_gaps
 
 PROFILE = load(shipped_dir() / "default.toml")
@@ -39,8 +40,8 @@ class ChainRecorder(Recorder):
         return out
 
 
-def run(policy: str, check=lambda s, x: None, ms: int = 300, sim=SIM):  # noqa: ANN001, ANN202
-    return run_default(ChainRecorder(sim, check), policy, ms)
+def run(policy: str, check=lambda s, x: None, ms: int = 300, sim=SIM, hb=None):  # noqa: ANN001, ANN202
+    return run_default(ChainRecorder(sim, check), policy, ms, hb)
 
 
 def test_chained_hp_kernels_follow_the_workload_gaps_exactly() -> None:
@@ -127,7 +128,9 @@ def test_first_slice_of_a_gap_waits_on_the_gpu_for_the_hp_kernel_before_it() -> 
     behind = [x for x in be.launches if x.cls == LP and x.after is not None]
     why = s.policy.why
     decided = why["behind_hp"] + why["armed"]  # each queues 1 to BEHIND_SLICES slices
-    assert len(behind) > 100 and decided <= len(behind) <= policies.BEHIND_SLICES * decided
+    assert (
+        len(behind) > 100 and decided <= len(behind) <= HummingbirdConfig().behind_slices * decided
+    )
     assert len({x.after.id for x in behind}) == decided
     first: dict[int, Launch] = {}
     for x in behind:
@@ -160,14 +163,8 @@ def test_a_slow_host_arms_the_next_gaps_first_slice_before_the_hp_kernel_is_issu
 
 
 def test_behind_hp_raises_lp_throughput_in_the_sim() -> None:
-    from hbtui.engine import policies
-
     s_on, _ = run("hummingbird")
-    policies.BEHIND_HP = False
-    try:
-        s_off, _ = run("hummingbird")
-    finally:
-        policies.BEHIND_HP = True
+    s_off, _ = run("hummingbird", hb=HummingbirdConfig(behind_hp=False))
     assert s_on.metrics.tasks["train"].blocks > s_off.metrics.tasks["train"].blocks
 
 
@@ -233,11 +230,11 @@ def test_remove_and_re_add_under_the_chain_while_its_kernels_run() -> None:
 def test_set_policy_forgets_the_slice_lateness_of_the_previous_policy() -> None:
     s, _ = run("spatial", ms=50)
     for _ in range(20):
-        s._late["cold"].add(150_000.0)
+        s.paths.late["cold"].add(150_000.0)
     assert s.slice_margin_ns["cold"] == 150_000
     s.set_policy("hummingbird")
     assert s.slice_margin_ns == {"cold": 0, "queued": 0, "after": 0, "armed": 0}
-    assert all(e.value == 0.0 and len(e) == 0 for e in s._late.values())
+    assert all(e.value == 0.0 and len(e) == 0 for e in s.paths.late.values())
 
 
 def test_a_bad_early_estimate_that_stops_its_own_samples_expires() -> None:
@@ -245,7 +242,7 @@ def test_a_bad_early_estimate_that_stops_its_own_samples_expires() -> None:
     so no such slice is issued to measure it again: the model must go back to its prior."""
     s, be = run("hummingbird", ms=100)
     for _ in range(200):
-        s._dep.add(_MAX_DEP_NS, be.now_ns())  # as if the first slices behind HP started late
+        s.paths.dep.add(_MAX_DEP_NS, be.now_ns())  # as if the first slices behind HP started late
     assert s.dep_ns == _MAX_DEP_NS  # longer than any host gap: nothing fits behind HP
     t = be.now_ns()
     s.run_until(t + 40 * MS)
@@ -257,7 +254,7 @@ def test_each_issue_path_keeps_its_own_lateness_margin() -> None:
     """Slow cold launches must not shrink the bubbles of slices armed behind HP."""
     s, _ = run("hummingbird", sim=SLOW_HOST, ms=1000)
     assert set(s.slice_margin_ns) == {"cold", "queued", "after", "armed"}
-    assert all(len(e) > 50 for e in s._late.values())  # every path was taken and learned
+    assert all(len(e) > 50 for e in s.paths.late.values())  # every path was taken and learned
 
 
 SLOW_HOST = replace(SIM, loop_delay_us=25.0)  # the lent H100's VM: 20-45 µs per wake-up
@@ -272,7 +269,7 @@ def test_late_slices_queued_behind_issued_hp_do_not_shrink_armed_ones() -> None:
         t = be.now_ns()
         for p in paths:
             for _ in range(64):
-                s._late[p].add(200_000.0, t)  # longer than any host gap
+                s.paths.late[p].add(200_000.0, t)  # longer than any host gap
         s.run_until(t + 10 * MS)  # (a margin expires only 20 ms after its last sample)
         return sum(
             1
@@ -301,14 +298,8 @@ def test_pre_issue_lead_converges_to_the_host_loop_delay() -> None:
 
 
 def test_queueing_behind_hp_pays_off_most_on_a_slow_host() -> None:
-    from hbtui.engine import policies
-
     s_on, _ = run("hummingbird", sim=SLOW_HOST, ms=1000)
-    policies.BEHIND_HP = False
-    try:
-        s_off, _ = run("hummingbird", sim=SLOW_HOST, ms=1000)
-    finally:
-        policies.BEHIND_HP = True
+    s_off, _ = run("hummingbird", sim=SLOW_HOST, ms=1000, hb=HummingbirdConfig(behind_hp=False))
     on, off = s_on.metrics.tasks["train"].blocks, s_off.metrics.tasks["train"].blocks
     assert on > 1.1 * off, (on, off)  # 1.19x here
     assert s_on.metrics.tasks["llm"].requests == s_off.metrics.tasks["llm"].requests
@@ -316,14 +307,10 @@ def test_queueing_behind_hp_pays_off_most_on_a_slow_host() -> None:
 
 def test_the_slo_reserve_is_the_backends_unless_overridden() -> None:
     """A GPU keeps 35 % of each SLO from LP (HP slowdown after LP the model cannot see);
-    the simulator none; policies.SLACK_RESERVE overrides both."""
+    the simulator none; HummingbirdConfig.slack_reserve overrides both."""
     from hbtui.engine.backends.base import Backend
 
     assert Backend.slo_reserve == 0.35 and SimBackend.slo_reserve == 0.0
     s0, _ = run("hummingbird", ms=300)
-    policies.SLACK_RESERVE = 0.9  # almost no slack left for LP
-    try:
-        s9, _ = run("hummingbird", ms=300)
-    finally:
-        policies.SLACK_RESERVE = None
+    s9, _ = run("hummingbird", ms=300, hb=HummingbirdConfig(slack_reserve=0.9))  # little slack
     assert s9.metrics.tasks["train"].blocks < 0.8 * s0.metrics.tasks["train"].blocks
