@@ -22,8 +22,11 @@ def default_dir() -> Path:
 def generate(directory: Path, force: bool = False) -> list[Path]:
     import zmq.auth
 
-    directory.mkdir(parents=True, exist_ok=True)
-    os.chmod(directory, 0o700)
+    # A directory we create is private; an existing one (maybe shared, like /tmp) keeps
+    # its mode: the secret files themselves are 0600.
+    if not directory.is_dir():
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        directory.mkdir(mode=0o700)
     out = []
     for name in ("server", "client"):
         targets = [directory / f"{name}.key", directory / f"{name}.key_secret"]

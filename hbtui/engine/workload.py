@@ -30,9 +30,10 @@ class Arrivals:
         self._t = start_ns
         self._trace_i = 0
         self._trace_base = start_ns
-        self._pending: list[int] = []
-        if self.spec.kind == "closed":
-            self._pending = [start_ns] * self.spec.outstanding
+        # closed loop: its initial requests all arrive at the start (a count, not a list:
+        # O(1) memory and time however many are outstanding)
+        self._start = start_ns
+        self._initial = self.spec.outstanding if self.spec.kind == "closed" else 0
 
     def next(self) -> int | None:
         """The next arrival time; None for a closed loop once its initial requests are out
@@ -52,7 +53,10 @@ class Arrivals:
             t = self._trace_base + int(times[self._trace_i] * 1e6)
             self._trace_i += 1
             return t
-        return self._pending.pop(0) if self._pending else None
+        if self._initial > 0:
+            self._initial -= 1
+            return self._start
+        return None
 
     def on_complete(self, now_ns: int) -> int | None:
         """Closed loop: a completion releases the next request; returns its arrival time."""
