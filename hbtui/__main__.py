@@ -6,6 +6,7 @@
 ``hbtui bench ...``                   compare policies on identical arrivals
 ``hbtui slice IN.ptx ...``            make a PTX module sliceable
 ``hbtui keys generate ...``           CURVE keys for non-loopback engines
+``hbtui --help`` / ``--version``      every subcommand with one line (hbtui.cli) / the version
 
 Subcommands are imported lazily so ``hbtui bench`` never loads Textual.
 """

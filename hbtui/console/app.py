@@ -8,20 +8,38 @@ keys: the op shows as pending, then an acknowledgement toast or the engine's err
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import os
+import signal
 import time
+import traceback
 from collections.abc import Callable, Iterable
 from functools import partial
 from typing import Any
 
+from rich.text import Text
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
+from textual.content import Content
 from textual.screen import Screen
-from textual.widgets import Footer, TabbedContent, TabPane
+from textual.widgets import Footer, Static, TabbedContent, TabPane
 
+from hbtui.console.limits import (
+    RATE_HZ_MAX,
+    RATE_HZ_MIN,
+    clamp_slice,
+    parse_priority,
+    parse_slice,
+    parse_slo,
+)
 from hbtui.console.link import EngineLink, Target
-from hbtui.console.model import EngineModel, parse_priority, parse_slice, parse_slo
+from hbtui.console.model import DISCONNECTED, LIVE, STALE, EngineModel
 from hbtui.console.pane import EnginePane
+from hbtui.console.paths import log_dir, screenshot_dir
+from hbtui.console.prefs import Prefs
 from hbtui.console.screens import EditModal, HelpScreen, PickerModal
+from hbtui.console.table import COLUMN_KEYS, TaskTable
 from hbtui.engine.client import ClientError
 
 POLICIES = ("hummingbird", "temporal", "spatial", "exclusive")
@@ -53,6 +71,7 @@ GROUPS = {
         "sort_next",
         "sort_reverse",
         "next_tab",
+        "prev_tab",
     ),
     "Live control": (
         "edit_slice",
@@ -73,7 +92,12 @@ class ConsoleApp(App[int]):
     CSS = """
     Screen { layout: vertical; }
     TabbedContent, TabPane { height: 1fr; padding: 0; }
+    #too-small {
+        display: none; height: 1fr; content-align: center middle; text-style: bold;
+        color: $warning;
+    }
     """
+    MIN_SIZE = (80, 24)
     BINDINGS = [
         Binding("q", "quit", "Quit"),
         Binding("question_mark,f1", "help", "Help", key_display="?"),
@@ -94,7 +118,11 @@ class ConsoleApp(App[int]):
         Binding("W", "save_profile_as", "Save as", show=False),
         Binding("c", "sort_next", "Sort column", show=False),
         Binding("r", "sort_reverse", "Reverse sort", show=False),
-        Binding("tab", "next_tab", "Next engine", show=False),
+        # Priority: Textual's focus chain would take tab before the app sees it.
+        Binding("tab", "next_tab", "Next engine", show=False, priority=True),
+        Binding("shift+tab", "prev_tab", "Previous engine", show=False, priority=True),
+        Binding("ctrl+c", "quit", "Quit", show=False, priority=True),
+        Binding("escape", "dismiss_intro", "Dismiss the intro", show=False),
     ]
 
     def __init__(
@@ -106,9 +134,15 @@ class ConsoleApp(App[int]):
         live: bool = True,
         models: list[EngineModel] | None = None,
         embedded: Any = None,
-        rate_hz: float = 10.0,
+        rate_hz: float | None = None,
+        prefs: Prefs | None = None,
+        handle_signals: bool = False,
+        description: str = "",
     ) -> None:
         super().__init__()
+        self.prefs = prefs or Prefs()  # the CLI passes the file's; tests get the defaults
+        self.handle_signals = handle_signals  # SIGTERM/SIGHUP: exit cleanly (the CLI only)
+        self.description = description  # the profile's one line (embedded engine)
         self.targets = targets
         self.readonly_flag = readonly
         self.clock = clock
@@ -116,9 +150,13 @@ class ConsoleApp(App[int]):
         self.models = models or [EngineModel() for _ in targets]
         self.links = [EngineLink(t, m, clock) for t, m in zip(targets, self.models, strict=True)]
         self.embedded = embedded  # an EmbeddedEngine this console started, or None
-        self.rate_hz = rate_hz
+        self.rate_hz = rate_hz or self.prefs.rate_hz
         self._timer: Any = None
+        self._initial_theme = ""
         self._engine_exit_reported = False
+        self._tab_states: dict[int, str] = {}
+        self._baseline_asked: dict[int, float] = {}
+        self.fatal: str | None = None  # why the app ended, when an error ended it
 
     # -- layout ------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -126,22 +164,42 @@ class ConsoleApp(App[int]):
             EnginePane(m, t.label, self.clock, id=f"engine-{i}")
             for i, (t, m) in enumerate(zip(self.targets, self.models, strict=True))
         ]
+        for p in panes:
+            p.intro = intro_text(self.description)
         if len(panes) == 1:
             yield panes[0]
         else:
             with TabbedContent():
                 for i, p in enumerate(panes):
-                    with TabPane(self.targets[i].ctl, id=f"tab-{i}"):
+                    with TabPane(self._tab_label(i), id=f"tab-{i}"):
                         yield p
+        yield Static(id="too-small")
         yield Footer()
 
     def on_mount(self) -> None:
+        if self.prefs.theme and self.prefs.theme in self.available_themes:
+            self.theme = self.prefs.theme
+        self._initial_theme = self.theme
+        if self.prefs.problem:
+            self.notify(self.prefs.problem, title="preferences", severity="warning", timeout=8)
+        for pane in self.query(EnginePane):
+            table = pane.query_one(TaskTable)
+            if self.prefs.sort_column in COLUMN_KEYS:
+                table.sort_column = self.prefs.sort_column
+                table.sort_reverse = self.prefs.sort_reverse
+        if self.handle_signals:
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGHUP):
+                # exit through Textual so the terminal is restored (alt screen, raw mode)
+                loop.add_signal_handler(sig, partial(self.exit, None, 128 + sig))
+        self._check_size()
         if self.live:
             for link in self.links:
                 self.run_worker(link.run(), group="links", name=link.target.ctl)
         self._set_rate(self.rate_hz)
 
     def _set_rate(self, hz: float) -> None:
+        hz = min(RATE_HZ_MAX, max(RATE_HZ_MIN, hz))  # the CLI refuses others; never 1/0 here
         self.rate_hz = hz
         if self._timer is not None:
             self._timer.stop()
@@ -152,6 +210,10 @@ class ConsoleApp(App[int]):
         if pane is not None:
             pane.extra = self._extra_note()
             pane.refresh_from_model()
+        self._update_tab_labels()
+        self._check_size()
+        if self.live:
+            self._want_baselines()
         emb = self.embedded
         if emb is not None and not self._engine_exit_reported and emb.exited() is not None:
             self._engine_exit_reported = True
@@ -167,6 +229,74 @@ class ConsoleApp(App[int]):
             bits.append("CHARTS PAUSED")
         bits.append(f"{self.rate_hz:g} Hz")
         return "  ".join(bits)
+
+    def on_resize(self) -> None:
+        self._check_size()
+
+    def _check_size(self) -> None:
+        """Below 80×24 the panes cannot show their figures: say so instead of cutting them."""
+        w, h = self.size
+        small = w < self.MIN_SIZE[0] or h < self.MIN_SIZE[1]
+        try:
+            note = self.query_one("#too-small", Static)
+        except Exception:  # noqa: BLE001 - not composed yet
+            return
+        need = f"{self.MIN_SIZE[0]}×{self.MIN_SIZE[1]}"
+        note.update(f"terminal too small (need {need}, have {w}×{h})\nenlarge it, or q to quit")
+        note.display = small
+        for w_ in self.query("EnginePane, TabbedContent"):
+            if w_.parent is self.screen:
+                w_.display = not small
+
+    def _want_baselines(self) -> None:
+        """Fetch the exclusive (HP alone) baseline from get_state once per engine: a console
+        that connects after calibration never sees the `calibrated` event."""
+        now = self.clock()
+        for i, (m, link) in enumerate(zip(self.models, self.links, strict=True)):
+            pane = self._pane(i)
+            if pane is None or pane.baseline_ms or m.connection != LIVE or m.phase != "running":
+                continue
+            if now < self._baseline_asked.get(i, -1e9) + 3.0:
+                continue
+            self._baseline_asked[i] = now
+            self.run_worker(self._fetch_baseline(pane, link), group="baseline")
+
+    async def _fetch_baseline(self, pane: EnginePane, link: EngineLink) -> None:
+        try:
+            st = await link.call("get_state", timeout=1.0)
+        except Exception:  # noqa: BLE001 - asked again later
+            return
+        b = st.get("baseline_p99_ms") if isinstance(st, dict) else None
+        if isinstance(b, dict):
+            pane.baseline_ms = {k: float(v) for k, v in b.items() if isinstance(v, int | float)}
+            pane.refresh_from_model(full=True)
+
+    def _pane(self, i: int) -> EnginePane | None:
+        try:
+            return self.query_one(f"#engine-{i}", EnginePane)
+        except Exception:  # noqa: BLE001
+            return None
+
+    def _tab_label(self, i: int) -> Content:
+        """A tab's label: the engine's endpoint, coloured by its link's health."""
+        conn = self.models[i].connection
+        style = {LIVE: "green", STALE: "yellow", DISCONNECTED: "red"}.get(conn, "dim")
+        return Content.from_rich_text(
+            Text.assemble(("● ", style), (self.targets[i].ctl, ""), (f" {conn}", "dim"))
+        )
+
+    def _update_tab_labels(self) -> None:
+        if len(self.targets) < 2:
+            return
+        try:
+            tabs = self.query_one(TabbedContent)
+        except Exception:  # noqa: BLE001 - not mounted yet
+            return
+        for i, m in enumerate(self.models):
+            if self._tab_states.get(i) != m.connection:
+                self._tab_states[i] = m.connection
+                with contextlib.suppress(Exception):
+                    tabs.get_tab(f"tab-{i}").label = self._tab_label(i)
 
     def current_index(self) -> int:
         if len(self.targets) == 1:
@@ -202,8 +332,8 @@ class ConsoleApp(App[int]):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in MUTATING and self.readonly:
             return False  # hidden from footer, help and palette; the key does nothing
-        if action == "next_tab" and len(self.targets) < 2:
-            return False
+        if action in ("next_tab", "prev_tab") and (len(self.targets) < 2 or self.screen.is_modal):
+            return False  # let the key go on (to a dialog's widgets)
         return True
 
     # -- view actions --------------------------------------------------------------------------
@@ -213,6 +343,11 @@ class ConsoleApp(App[int]):
         notes = "Edits: pending → acknowledged (toast) or the engine's error."
         if self.readonly:
             notes = "READ-ONLY: live edits and profile changes are disabled."
+        notes += "\n" + HP_LP
+        if self.embedded is not None:
+            notes += f"\nEmbedded engine log: {self.embedded.log_path} (kept after quit)"
+        if self.prefs.path is not None:  # None: defaults only (tests)
+            notes += f"\nPreferences: {self.prefs.path}"
         self.push_screen(HelpScreen(self.help_rows(), notes))
 
     def help_rows(self) -> list[tuple[str, str, str]]:
@@ -248,23 +383,41 @@ class ConsoleApp(App[int]):
     def action_sort_next(self) -> None:
         pane = self.current_pane()
         if pane is not None:
-            from hbtui.console.table import TaskTable
-
-            col = pane.query_one(TaskTable).cycle_sort()
-            self.notify(f"sorted by {col}", timeout=2)
+            t = pane.query_one(TaskTable)
+            t.cycle_sort()
+            self.notify(f"sorted by {t.sort_label()}", timeout=2)
+            self._remember_sort(t)
 
     def action_sort_reverse(self) -> None:
         pane = self.current_pane()
         if pane is not None:
-            from hbtui.console.table import TaskTable
-
             t = pane.query_one(TaskTable)
+            if t.sort_column is None:
+                t.cycle_sort()
             t.sort_reverse = not t.sort_reverse
             t.apply_sort()
+            self.notify(f"sorted by {t.sort_label()}", timeout=2)
+            self._remember_sort(t)
+
+    def _remember_sort(self, t: TaskTable) -> None:
+        self.prefs.sort_column = t.sort_column or ""
+        self.prefs.sort_reverse = t.sort_reverse
 
     def action_next_tab(self) -> None:
+        self._switch_tab(+1)
+
+    def action_prev_tab(self) -> None:
+        self._switch_tab(-1)
+
+    def _switch_tab(self, step: int) -> None:
+        if len(self.targets) < 2:
+            return
         tabs = self.query_one(TabbedContent)
-        tabs.active = f"tab-{(self.current_index() + 1) % len(self.targets)}"
+        tabs.active = f"tab-{(self.current_index() + step) % len(self.targets)}"
+
+    def action_dismiss_intro(self) -> None:
+        for pane in self.query(EnginePane):
+            pane.hide_intro()
 
     # -- control -------------------------------------------------------------------------------
     def control(self, op: str, args: dict[str, Any], desc: str, task: str | None = None) -> None:
@@ -295,6 +448,8 @@ class ConsoleApp(App[int]):
                 severity="error",
                 timeout=8,
             )
+        except Exception as e:  # noqa: BLE001 - an op that cannot be sent never kills the console
+            self.notify(f"{desc}: not sent ({type(e).__name__}: {e})", severity="error", timeout=8)
         else:
             model.mark_dirty(op not in ("load_profile", "save_profile"))
             self.notify(f"✓ {desc}", timeout=3)
@@ -342,7 +497,7 @@ class ConsoleApp(App[int]):
             "LP slice size",
             "slice",
             "" if cur == "auto" else cur,
-            "µs (e.g. 50us) or blocks (e.g. 264b).",
+            "1 µs .. 1 s (e.g. 50us, 2ms) or 1 .. 2^31 blocks (e.g. 264b).",
             parse_slice,
         )
 
@@ -352,9 +507,9 @@ class ConsoleApp(App[int]):
             return
         row = self.current_model().tasks[name]
         if row.slice_blocks is not None:
-            args: dict[str, Any] = {"blocks": max(1, round(row.slice_blocks * factor))}
+            args: dict[str, Any] = clamp_slice({"blocks": round(row.slice_blocks * factor)})
         else:
-            args = {"us": round(max(1.0, (row.slice_us or 50.0) * factor), 3)}
+            args = clamp_slice({"us": (row.slice_us or 50.0) * factor})
         self.control("set_slice", {"task": name, **args}, f"slice {name} → {_kv(args)}", name)
 
     def action_slice_up(self) -> None:
@@ -371,7 +526,7 @@ class ConsoleApp(App[int]):
         cur = (
             f"{row.slo_ms:g}ms" if row.slo_ms else f"{row.slo_factor:g}x" if row.slo_factor else ""
         )
-        hint = "ms (e.g. 5ms) or a factor of the exclusive p99 (e.g. 1.2x)."
+        hint = "0.01 ms .. 1 h (e.g. 5ms) or 0.1x .. 100x the p99 of HP alone (e.g. 1.2x)."
         self._edit("set_slo", name, "SLO", "SLO", cur, hint, parse_slo)
 
     def action_edit_priority(self) -> None:
@@ -379,7 +534,7 @@ class ConsoleApp(App[int]):
         if name is None:
             return
         cur = str(self.current_model().tasks[name].priority)
-        hint = "An integer; larger is more important."
+        hint = "A whole number, -2^31 .. 2^31-1; larger is more important."
         self._edit("set_priority", name, "Priority", "priority", cur, hint, parse_priority)
 
     def action_toggle_pause(self) -> None:
@@ -446,26 +601,87 @@ class ConsoleApp(App[int]):
 
     # -- command palette -----------------------------------------------------------------------
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
-        yield from super().get_system_commands(screen)
+        # Textual's own "Keys" panel would be a second, different help: ours only.
+        for cmd in super().get_system_commands(screen):
+            if cmd.title not in ("Keys", "Quit"):
+                yield cmd
+        yield SystemCommand(
+            "Help", "keys and what they do  [? or F1]", partial(self.run_action, "help")
+        )
+        seen = {"command_palette", "quit", "help", "dismiss_intro"}
         for b in self.BINDINGS:
             assert isinstance(b, Binding)
-            if b.action in ("command_palette", "quit", "help") or not self.check_action(
-                b.action, ()
-            ):
+            if b.action in seen or not self.check_action(b.action, ()):
                 continue
             if b.action in GROUPS["View"] or b.action in MUTATING:
+                seen.add(b.action)
+                group = next(g for g, acts in GROUPS.items() if b.action in acts)
                 yield SystemCommand(
                     b.description,
-                    f"{b.action} ({_key_text(b)})",
+                    f"{group.lower()}  [{_key_text(b)}]",
                     partial(self.run_action, b.action),
                 )
-        yield SystemCommand(
-            "Help", "Keys and what they do (?/F1)", partial(self.run_action, "help")
-        )
+        yield SystemCommand("Quit", "quit the console  [q or ctrl+c]", self.action_quit)
+
+    def deliver_screenshot(
+        self, filename: str | None = None, path: str | None = None, time_format: str | None = None
+    ) -> str | None:
+        """Save an SVG screenshot: ~/Downloads when it exists, else a writable dir; say where."""
+        where = path or str(screenshot_dir())
+        try:
+            saved = self.save_screenshot(filename, where, time_format)
+        except OSError as e:
+            self.notify(f"screenshot not saved: {e}", severity="error", timeout=8)
+            return None
+        self.notify(f"screenshot saved to {saved}", timeout=6)
+        return None
 
     def on_unmount(self) -> None:
         for link in self.links:
             link.close()
+        self.save_prefs()
+
+    def save_prefs(self) -> None:
+        p = self.prefs
+        p.rate_hz = self.rate_hz
+        if self.theme != self._initial_theme:
+            p.theme = self.theme
+        try:
+            p.save()
+        except OSError:
+            pass  # preferences are a convenience: never an error on the way out
+
+    # -- ending on an error --------------------------------------------------------------------
+    def _fatal_error(self) -> None:
+        """An unhandled error ends the app: one line for the CLI to print (``fatal``), the
+        traceback to a file under the XDG state dir instead of over the operator's terminal."""
+        err = self._exception
+        self.fatal = one_line(err) if err is not None else "unexpected error"
+        try:
+            path = log_dir() / f"console-crash-{os.getpid()}.log"
+            tb = "".join(traceback.format_exception(err)) if err is not None else ""
+            path.write_text(tb)
+            self.fatal += f" (traceback in {path})"
+        except OSError:
+            pass
+        self._close_messages_no_wait()
+
+
+def one_line(err: BaseException) -> str:
+    msg = " ".join(str(err).split())
+    return f"{type(err).__name__}: {msg}" if msg else type(err).__name__
+
+
+HP_LP = (
+    "HP = latency-critical tasks with an SLO (e.g. inference requests); LP = best-effort "
+    "tasks (e.g. training) that fill the GPU time HP leaves idle."
+)
+
+
+def intro_text(description: str) -> str:
+    """The first screen's note (dismissed with Esc)."""
+    head = f"Profile: {description}\n" if description else ""
+    return head + HP_LP + "  [Esc] hides this, [?] lists the keys."
 
 
 def _kv(args: dict[str, Any]) -> str:

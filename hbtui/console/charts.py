@@ -1,4 +1,5 @@
-"""Small text charts: a history bar chart with a limit line, and the GPU timeline strip.
+"""Small text charts: a history bar chart with a y scale and a labelled threshold line, and
+the GPU timeline strip.
 
 Both render from plain lists handed to them on the UI tick, so they cost nothing
 between ticks and draw the same thing for the same data (snapshot tests rely on it).
@@ -18,13 +19,20 @@ _SHADE = " ░▒▓█"
 class HistoryChart(Widget):
     """A labelled bar chart of the last N values, newest on the right.
 
-    ``limit`` draws a dotted line at that value (the SLO for HP p99) and colours bars
-    above it red; ``higher_is_better`` flips which side of the limit is bad.
+    The head line says what it is, the latest value, the span shown and the threshold
+    (``limit_label``, e.g. "SLO"); the left axis gives the top and bottom of the scale.
+    ``lo``/``hi`` fix the range where the metric has one (attainment 0–100 %); None
+    means auto. ``limit`` draws a labelled dotted line at that value and colours bars on
+    its bad side red; ``higher_is_better`` flips which side is bad. The height is set by
+    the layout (it grows with the terminal).
     """
 
     DEFAULT_CSS = """
-    HistoryChart { height: 4; width: 1fr; padding: 0 1; }
+    HistoryChart {
+        height: 4; width: 1fr; padding: 0 1; text-wrap: nowrap; text-overflow: ellipsis;
+    }
     """
+    AXIS = 7  # width of the y-scale labels
 
     def __init__(
         self,
@@ -35,12 +43,18 @@ class HistoryChart(Widget):
         lo: float | None = 0.0,
         hi: float | None = None,
         higher_is_better: bool = False,
+        unit: str = "",
+        limit_label: str = "limit",
+        sample_s: float = 1.0,
     ) -> None:
         super().__init__(id=id)
         self.title = title
         self.fmt = fmt
+        self.unit = unit
         self.lo, self.hi = lo, hi
         self.higher_is_better = higher_is_better
+        self.limit_label = limit_label
+        self.sample_s = sample_s  # seconds between points (the engine's stats period)
         self.values: list[float] = []
         self.limit: float | None = None
 
@@ -49,34 +63,61 @@ class HistoryChart(Widget):
         self.limit = limit
         self.refresh()
 
-    def render(self) -> Text:
-        width = max(1, self.size.width - 2)
-        rows = max(1, self.size.height - 1)
-        vals = self.values[-width:]
-        last = self.fmt.format(vals[-1]) if vals else "–"
-        head = Text.assemble((self.title, "bold"), "  ", (last, "bold cyan"))
-        if self.limit is not None:
-            head.append(f"  limit {self.fmt.format(self.limit)}", style="dim")
-        if not vals:
-            return head + Text("\n" + "\n".join(" " * width for _ in range(rows)))
+    def _v(self, v: float) -> str:
+        return self.fmt.format(v) + self.unit
+
+    def scale(self, vals: Sequence[float]) -> tuple[float, float]:
+        """(bottom, top) of the y axis for these values."""
         lo = self.lo
         if lo is None:  # auto range: leave a margin under the minimum so it shows as a bar
             vmin, vmax = min(vals), max(vals)
-            lo = vmin - 0.25 * max(vmax - vmin, abs(vmin) * 0.05, 1e-9)
-        hi = self.hi if self.hi is not None else max(vals + [self.limit or lo])
-        if self.hi is None:
+            if self.limit is not None:
+                vmin = min(vmin, self.limit)
+            lo = max(0.0, vmin - 0.25 * max(vmax - vmin, abs(vmin) * 0.05, 1e-9))
+        hi = self.hi
+        if hi is None:
+            hi = max([*vals, self.limit if self.limit is not None else lo])
             hi += 0.1 * (hi - lo)
-        hi = max(hi, lo + 1e-9)
+        return lo, max(hi, lo + 1e-9)
+
+    def render(self) -> Text:
+        width = max(1, self.size.width - 2 - self.AXIS)
+        rows = max(1, self.size.height - 1)
+        vals = self.values[-width:]
+        last = self._v(vals[-1]) if vals else "–"
+        head = Text.assemble((self.title, "bold"), "  ", (last, "bold cyan"))
+        # What does not fit is left out whole, never cut: the value first, then the
+        # threshold, then the span.
+        extras = []
+        if self.limit is not None:
+            extras.append((f"  ┈ {self.limit_label} {self._v(self.limit)}", "yellow"))
+        if vals:
+            extras.append((f"  last {len(vals) * self.sample_s:g} s", "dim"))
+        for text, style in extras:
+            if head.cell_len + len(text) <= width + self.AXIS:
+                head.append(text, style=style)
+        if not vals:
+            blank = " " * (self.AXIS + width)
+            out = head + Text("\n" + "\n".join(blank for _ in range(rows)))
+            out.no_wrap, out.overflow = True, "ellipsis"
+            return out
+        lo, hi = self.scale(vals)
         levels = rows * 8
         heights = [round((min(max(v, lo), hi) - lo) / (hi - lo) * levels) for v in vals]
         lim_level = None
         if self.limit is not None and lo <= self.limit <= hi:
             lim_level = round((self.limit - lo) / (hi - lo) * levels)
-        out = Text()
+        out = Text(no_wrap=True, overflow="ellipsis")  # a narrow chart cuts its head line with …
         out.append_text(head)
         pad = width - len(vals)
         for r in range(rows - 1, -1, -1):
             out.append("\n")
+            axis = ""
+            if r == rows - 1:
+                axis = self._axis(hi)
+            elif r == 0:
+                axis = self._axis(lo)
+            out.append(axis.rjust(self.AXIS - 1)[: self.AXIS - 1] + "┤", style="dim")
             line_here = lim_level is not None and min(lim_level // 8, rows - 1) == r
             out.append(("┈" if line_here else " ") * pad, style="yellow")
             for h, v in zip(heights, vals, strict=True):
@@ -89,6 +130,9 @@ class HistoryChart(Widget):
                 else:
                     out.append(_BARS[level], style="red" if bad else "green")
         return out
+
+    def _axis(self, v: float) -> str:
+        return f"{v:.3g}" if abs(v) < 1000 else f"{v:.0f}"
 
 
 class TimelineStrip(Widget):

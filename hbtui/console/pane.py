@@ -59,7 +59,8 @@ class StatusHeader(Static):
         t.append("  dropped ", style="dim")
         dropped = m.gaps + m.engine_dropped
         t.append(str(dropped), style="bold red" if dropped else "")
-        t.append(f" (seq gaps {m.gaps}, engine {m.engine_dropped})", style="dim")
+        if dropped:
+            t.append(f" (seq gaps {m.gaps}, engine {m.engine_dropped})", style="dim")
         t.append(f"  {label}", style="dim")
         if extra:
             t.append(f"  {extra}", style="bold yellow")
@@ -97,19 +98,117 @@ class GpuPanel(Static):
         self.update(t)
 
 
+def fmt_value(key: str, v: Any) -> str:
+    """An event field for people: units from the key's suffix, dicts as ``k v, k v``."""
+    unit = ""
+    for suffix, u in (("_ms", " ms"), ("_us", " µs"), ("_ns", " ns"), ("_s", " s"), ("_pct", " %")):
+        if key.endswith(suffix):
+            unit = u
+            break
+    if isinstance(v, dict):
+        return ", ".join(f"{k} {fmt_value(key, x)}" for k, x in v.items()) or "–"
+    if isinstance(v, list | tuple):
+        return ", ".join(fmt_value(key, x) for x in v) or "–"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        return f"{v:.4g}{unit}"
+    if isinstance(v, int):
+        return f"{v}{unit}"
+    return str(v)
+
+
+def fmt_event(e: dict[str, Any]) -> Text:
+    """One event line: ``kind  key value · key value`` (no Python reprs)."""
+    level = e.get("level", "info")
+    style = {"error": "bold red", "warning": "yellow"}.get(str(level), "bold")
+    t = Text(str(e.get("kind", "event")), style=style)
+    parts = []
+    for k, v in e.items():
+        if k in ("kind", "ts_ns", "level") or v is None:
+            continue
+        name = k
+        for suffix in ("_ms", "_us", "_ns", "_pct"):
+            name = name.removesuffix(suffix)
+        parts.append(f"{name.replace('_', ' ')} {fmt_value(k, v)}")
+    if parts:
+        t.append("  " + " · ".join(parts))
+    return t
+
+
+def value_line(m: EngineModel, baseline_ms: dict[str, float]) -> Text:
+    """What the scheduler buys, from live data: HP's SLO attainment (and its latency when
+    running alone, from the engine's calibration), LP's speed against running alone, and
+    how long HP waits for the GPU (preemption p99)."""
+    hp = [r for r in m.tasks.values() if r.cls == "hp"]
+    lp = [r for r in m.tasks.values() if r.cls == "lp"]
+    t = Text()
+    top = max(hp, key=lambda r: r.priority, default=None)
+    if top is None:
+        return Text("no HP task", style="dim")
+    if top.attainment is None:
+        t.append(f"HP {top.name}: no requests measured yet", style="dim")
+    else:
+        style = (
+            "bold green"
+            if top.attainment >= 0.99
+            else "bold yellow"
+            if top.attainment >= 0.9
+            else "bold red"
+        )
+        t.append("HP ", style="bold magenta")
+        t.append(f"{top.attainment * 100:.1f} %", style=style)
+        slo = top.slo_effective_ms or top.slo_ms
+        t.append(" of requests within SLO" + (f" {slo:.3g} ms" if slo else ""))
+    alone = baseline_ms.get(top.name)
+    if alone is not None:
+        t.append(f" (alone: p99 {alone:.3g} ms", style="dim")
+        if top.p99_ms is not None:
+            t.append(f", now {top.p99_ms:.3g} ms", style="dim")
+        t.append(")", style="dim")
+    norms = [r.throughput_norm for r in lp if r.throughput_norm is not None]
+    if lp:
+        t.append(" · ", style="dim")
+        t.append("LP ", style="bold cyan")
+        if norms:
+            t.append("at ")
+            t.append(f"{sum(norms):.2f}", style="bold")
+            t.append(" of its solo speed")
+        else:
+            t.append("speed not measured yet", style="dim")
+    if top.preempt_p99_us is not None:
+        t.append(" · preemption p99 ")
+        t.append(f"{top.preempt_p99_us:.0f} µs", style="bold")
+    return t
+
+
+def baseline_from_events(m: EngineModel) -> dict[str, float]:
+    for e in reversed(m.events):
+        b = e.get("baseline_p99_ms")
+        if e.get("kind") == "calibrated" and isinstance(b, dict):
+            return {k: float(v) for k, v in b.items() if isinstance(v, int | float)}
+    return {}
+
+
 class EnginePane(Vertical):
     """Everything about one engine. ``label`` names its endpoints for the header."""
 
     DEFAULT_CSS = """
     EnginePane { height: 1fr; }
-    EnginePane #charts { height: auto; }
+    EnginePane #value { height: auto; padding: 0 1; }
+    EnginePane #intro { height: auto; padding: 0 1; color: $text-muted; border: round $accent; }
+    EnginePane #waiting {
+        height: auto; padding: 1 2; border: heavy $warning; color: $warning; display: none;
+    }
     EnginePane .chartcol { width: 1fr; height: 100%; }
-    EnginePane .chartcol HistoryChart { height: 1fr; min-height: 3; max-height: 8; }
+    EnginePane .chartcol HistoryChart { height: 1fr; min-height: 3; }
     EnginePane #lower { height: 1fr; min-height: 12; }
     EnginePane #side { width: 34; height: 100%; }
     EnginePane #events {
         height: 1fr; color: $text-muted; padding: 0 1; border: round $panel; overflow: hidden;
     }
+    EnginePane.stale #tasks, EnginePane.stale #lower, EnginePane.stale #timeline,
+    EnginePane.stale #value { text-opacity: 55%; }
     """
 
     def __init__(
@@ -121,20 +220,32 @@ class EnginePane(Vertical):
         self.clock = clock
         self.timeline_span_ns = 2_000_000
         self.extra = ""  # pending-op note shown in the header
+        self.intro = ""  # first-screen note; Esc hides it
+        self.baseline_ms: dict[str, float] = {}  # exclusive (HP alone) p99 per task
 
     def compose(self) -> ComposeResult:
         yield StatusHeader(id="status")
+        yield Static(id="value")
+        if self.intro:
+            yield Static(Text(self.intro), id="intro")
+        yield Static(id="waiting")
         yield TaskTable(id="tasks")
         with Horizontal(id="lower"):
             with Vertical(classes="chartcol"):
                 yield HistoryChart(
-                    "SLO attainment", "{:.3f}", id="c-att", lo=None, hi=1.0, higher_is_better=True
+                    "HP within SLO", "{:.1f}", id="c-att", lo=0.0, hi=100.0,
+                    higher_is_better=True, unit=" %", limit_label="target",
+                )  # fmt: skip
+                yield HistoryChart(
+                    "HP p99", "{:.3g}", id="c-p99", lo=None, unit=" ms", limit_label="SLO"
                 )
-                yield HistoryChart("HP p99 ms vs SLO", "{:.2f}", id="c-p99", lo=None)
-                yield HistoryChart("preemption p99 µs", "{:.0f}", id="c-pre", lo=None)
+                yield HistoryChart("preemption p99", "{:.0f}", id="c-pre", lo=0.0, unit=" µs")
             with Vertical(classes="chartcol"):
-                yield HistoryChart("LP normalised throughput", "{:.2f}", id="c-lp", lo=None)
-                yield HistoryChart("harvest ratio", "{:.2f}", id="c-harvest", hi=1.0)
+                yield HistoryChart(
+                    "LP vs solo", "{:.2f}", id="c-lp", lo=0.0, unit="×",
+                    higher_is_better=True, limit_label="solo",
+                )  # fmt: skip
+                yield HistoryChart("harvest", "{:.0f}", id="c-harvest", lo=0.0, hi=100.0, unit=" %")
             with Vertical(id="side"):
                 yield GpuPanel(id="gpu")
                 yield Static(id="events")
@@ -142,6 +253,28 @@ class EnginePane(Vertical):
 
     def on_mount(self) -> None:
         self.refresh_from_model(full=True)
+
+    def hide_intro(self) -> None:
+        for w in self.query("#intro"):
+            w.display = False
+
+    def _connection_view(self) -> None:
+        m = self.model
+        never = m.received == 0 and not m.tasks
+        waiting = self.query_one("#waiting", Static)
+        if never and m.connection != LIVE:
+            what = "no reply yet" if m.connection != DISCONNECTED else "not reachable"
+            waiting.update(
+                Text(
+                    f"Waiting for the engine at {self.label.replace('  ', ', ')}: {what}; "
+                    "retrying.\nIs it running? Start one with `hbtui engine --profile default`, "
+                    "or give its endpoints to `hbtui connect CTL[,PUB]`."
+                )
+            )
+            waiting.display = True
+        else:
+            waiting.display = False
+        self.set_class(not never and m.connection in (STALE, DISCONNECTED), "stale")
 
     def refresh_from_model(self, full: bool = False) -> None:
         tables = self.query(TaskTable)
@@ -155,13 +288,20 @@ class EnginePane(Vertical):
         table.sync(m.tasks, ch.rows, ch.added, ch.removed)
         # The header shows a message age, so it changes every tick anyway.
         self.query_one(StatusHeader).show(m, self.clock(), self.label, self.extra)
+        self._connection_view()
+        if full or ch.events:
+            self.baseline_ms = baseline_from_events(m) or self.baseline_ms
+        if full or ch.charts or ch.rows or ch.events:
+            self.query_one("#value", Static).update(value_line(m, self.baseline_ms))
         if full or ch.charts:
             h = m.history
-            self.query_one("#c-att", HistoryChart).set_data(h["attainment"])
+            self.query_one("#c-att", HistoryChart).set_data(
+                [v * 100 for v in h["attainment"]], 99.0
+            )
             self.query_one("#c-p99", HistoryChart).set_data(h["hp_p99_ms"], m.slo_line_ms)
             self.query_one("#c-pre", HistoryChart).set_data(h["preempt_p99_us"])
-            self.query_one("#c-lp", HistoryChart).set_data(h["lp_norm"])
-            self.query_one("#c-harvest", HistoryChart).set_data(h["harvest"])
+            self.query_one("#c-lp", HistoryChart).set_data(h["lp_norm"], 1.0)
+            self.query_one("#c-harvest", HistoryChart).set_data([v * 100 for v in h["harvest"]])
         if full or ch.gpu or ch.charts:
             self.query_one(GpuPanel).show(m)
         strip = self.query_one(TimelineStrip)
@@ -170,14 +310,8 @@ class EnginePane(Vertical):
             hp, lp = m.timeline(cols, self.timeline_span_ns)
             strip.set_data(hp, lp, self.timeline_span_ns)
         if full or ch.events:
-            lines = []
-            for e in reversed(list(m.events)[-12:]):
-                kind = e.get("kind", "event")
-                rest = " ".join(
-                    f"{k}={v}" for k, v in e.items() if k not in ("kind", "ts_ns") and v is not None
-                )
-                lines.append(f"{kind} {rest}")
-            self.query_one("#events", Static).update("\n".join(lines) or "no events yet")
+            lines = Text("\n").join(fmt_event(e) for e in reversed(list(m.events)[-12:]))
+            self.query_one("#events", Static).update(lines if m.events else "no events yet")
 
     def selected_task(self) -> str | None:
         return self.query_one(TaskTable).selected_task()

@@ -55,10 +55,14 @@ class EditModal(ModalScreen[dict[str, Any] | None]):
     def on_input_submitted(self, event: Input.Submitted) -> None:
         try:
             args = self.parse(event.value)
-        except ValueError as e:
-            self.query_one("#error", Static).update(str(e))
+        except Exception as e:  # noqa: BLE001 - bad input is an inline error, never a crash
+            msg = str(e) if isinstance(e, ValueError) else f"{type(e).__name__}: {e}"
+            self.query_one("#error", Static).update(Text(f"✗ {msg}"))
             return
         self.dismiss(args)
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        self.query_one("#error", Static).update("")  # the error was about the old text
 
     def action_cancel(self) -> None:
         self.dismiss(None)

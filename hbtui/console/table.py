@@ -1,4 +1,9 @@
-"""The task table: keyed rows, cells updated in place with ``update_cell``, never rebuilt."""
+"""The task table: keyed rows, cells updated in place with ``update_cell``, never rebuilt.
+
+Columns size to their content as it changes (``update_width``), never to the first
+frame, so a value is never cut; every number carries its unit in the header or cell.
+The sorted column's header carries ▲/▼.
+"""
 
 from __future__ import annotations
 
@@ -19,10 +24,36 @@ COLUMNS = (
     ("p50", "p50 ms"),
     ("p99", "p99 ms"),
     ("pre99", "preempt p99 µs"),
-    ("lpnorm", "LP norm tput"),
+    ("lpnorm", "LP × solo"),
     ("slice", "slice"),
     ("state", "state"),
 )
+COLUMN_KEYS = tuple(k for k, _ in COLUMNS)
+LABELS = dict(COLUMNS)
+
+
+def slo_text(row: TaskRow) -> str:
+    """The SLO with its unit; a factor also in ms once the engine knows it (1x = 13.6 ms)."""
+    if row.cls != "hp":
+        return "–"
+    if row.slo_ms is not None:
+        return f"{row.slo_ms:g} ms"
+    if row.slo_factor is not None:
+        eff = row.slo_effective_ms
+        return (
+            f"{row.slo_factor:g}x = {eff:.3g} ms" if eff else f"{row.slo_factor:g}x (calibrating)"
+        )
+    return "–"
+
+
+def slice_text(row: TaskRow) -> str:
+    if row.cls != "lp":
+        return "–"
+    if row.slice_blocks is not None:
+        return f"{row.slice_blocks} blk"
+    if row.slice_us is not None:
+        return f"{row.slice_us:g} µs"
+    return "auto"
 
 
 def _num(v: float | None, fmt: str, style: str = "") -> Text:
@@ -58,7 +89,7 @@ def cells(row: TaskRow) -> dict[str, Text]:
         "name": Text(row.name, style="bold"),
         "cls": Text(row.cls.upper(), style="magenta" if hp else "cyan"),
         "priority": Text(str(row.priority), justify="right"),
-        "slo": Text(row.slo_text(), justify="right"),
+        "slo": Text(slo_text(row), justify="right"),
         "attainment": _num(att, "{:.1f}", attainment_style(row.attainment if hp else None)),
         "p50": _num(row.p50_ms if hp else None, "{:.2f}"),
         "p99": _num(row.p99_ms if hp else None, "{:.2f}", latency_style(row.p99_ms, slo)),
@@ -66,7 +97,7 @@ def cells(row: TaskRow) -> dict[str, Text]:
             row.preempt_p99_us if hp else None, "{:.0f}", preempt_style(row.preempt_p99_us)
         ),
         "lpnorm": _num(norm, "{:.2f}"),
-        "slice": Text(row.slice_text(), justify="right"),
+        "slice": Text(slice_text(row), justify="right"),
         "state": Text(row.state_text(), style=state_style),
     }
 
@@ -96,6 +127,7 @@ class TaskTable(DataTable):
     def on_mount(self) -> None:
         for key, label in COLUMNS:
             self.add_column(label, key=key)
+        self._mark_sorted()
 
     def sync(
         self, rows: dict[str, TaskRow], changed: set[str], added: list[str], removed: list[str]
@@ -116,17 +148,42 @@ class TaskTable(DataTable):
             for key, cell in cells(rows[name]).items():
                 m = cell.markup
                 if shown.get(key) != m:  # skip identical cells: no redraw for them
-                    self.update_cell(name, key, cell)
+                    self.update_cell(name, key, cell, update_width=True)
                     shown[key] = m
         if self.sort_column and (changed or added):
             self.apply_sort()
 
     def apply_sort(self) -> None:
+        self._mark_sorted()
         if self.sort_column and self.row_count:
             self.sort(self.sort_column, key=sort_value, reverse=self.sort_reverse)
 
+    def _mark_sorted(self) -> None:
+        """▲/▼ after the sorted column's label; the others plain."""
+        changed = False
+        for key, label in COLUMNS:
+            col = self.columns.get(key)  # type: ignore[call-overload]
+            if col is None:
+                continue
+            want = label
+            if key == self.sort_column:
+                want = f"{label} {'▼' if self.sort_reverse else '▲'}"
+            if col.label.plain != want:
+                col.label = Text(want)
+                col.content_width = max(col.content_width, len(want))
+                changed = True
+        if changed:
+            self._require_update_dimensions = True
+            self.refresh()
+
+    def sort_label(self) -> str:
+        if not self.sort_column:
+            return "nothing"
+        order = "descending" if self.sort_reverse else "ascending"
+        return f"{LABELS[self.sort_column]} ({order})"
+
     def cycle_sort(self) -> str:
-        keys = [k for k, _ in COLUMNS]
+        keys = list(COLUMN_KEYS)
         i = keys.index(self.sort_column) + 1 if self.sort_column in keys else 0
         self.sort_column = keys[i % len(keys)]
         self.apply_sort()
