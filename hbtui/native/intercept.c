@@ -1,0 +1,1021 @@
+// hbtui interceptor: an LD_PRELOAD library that puts an unmodified CUDA program under an
+// hbtui engine (`hbtui run`, hbtui/attach/). Design and protocol: docs/attach.md; the
+// shared-memory layout: hbtui_shm.h.
+//
+// What it catches. Programs reach the driver three ways, all covered:
+//  1. linked calls (PLT): this library exports the wrapped symbols, so it wins;
+//  2. dlopen("libcuda.so.1") + dlsym (Triton, the CUDA runtime): `dlsym` is hooked and
+//     returns a wrapper when a wrapped libcuda symbol is asked for;
+//  3. cuGetProcAddress / cuGetProcAddress_v2 (the CUDA 12/13 runtime): hooked, and the
+//     entry point the driver returns is swapped for the matching wrapper.
+// The real driver is dlopen'd lazily (HBTUI_REAL_LIBCUDA, else "libcuda.so.1") the
+// first time a wrapper runs, so a program that never touches CUDA only ever sees the
+// dlsym hook pass its calls through.
+//
+// Per launch (cuLaunchKernel, cuLaunchKernelEx, cuLaunchCooperativeKernel,
+// cuGraphLaunch, and their _ptsz twins):
+//  - HP: the real call first; then one atomic add (seq), a record in the launch ring
+//    (atomic claim, plain stores, release publish) and a GPU-side write of the seq into
+//    the stream's completion counter (cuStreamWriteValue64 on the launch's stream to the
+//    device-mapped completion page; cuLaunchHostFunc when that is unavailable). No lock,
+//    no syscall, no allocation.
+//  - LP: the seq is taken first; the launch waits in the calling thread until the
+//    engine's granted_seq reaches it (spin, then futex wait with a bounded timeout),
+//    unless the segment is in PASS mode or the engine's heartbeat is older than the
+//    grace period (then: one warning line, ungated until the heartbeat returns).
+// Module loads and function lookups are recorded with the image hash and the name.
+//
+// No CUDA headers: the few types needed are declared below.
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <link.h>
+#include <linux/futex.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "hbtui_shm.h"
+
+#define HB_EXPORT __attribute__((visibility("default")))
+#define LIKELY(x) __builtin_expect(!!(x), 1)
+#define UNLIKELY(x) __builtin_expect(!!(x), 0)
+
+typedef int CUresult;
+typedef void *CUfunction, *CUstream, *CUmodule, *CUlibrary, *CUkernel, *CUgraphExec;
+typedef uint64_t CUdeviceptr;
+typedef void (*CUhostFn)(void *);
+typedef struct {  // CUlaunchConfig (cuda.h, CUDA >= 11.8)
+  unsigned gx, gy, gz, bx, by, bz, smem;
+  CUstream stream;
+  void *attrs;
+  unsigned nattrs;
+} hb_cu_launch_config;
+
+#define CUDA_ERROR_SHARED_OBJECT_INIT_FAILED 303
+#define CUDA_ERROR_NOT_FOUND 500
+#define CUDA_ERROR_HOST_MEMORY_ALREADY_REGISTERED 712
+#define CU_STREAM_PER_THREAD 2u
+#define CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM 2u
+#define CU_MEMHOSTREGISTER_PORTABLE 1u
+#define CU_MEMHOSTREGISTER_DEVICEMAP 2u
+
+// ---------------------------------------------------------------- hooked symbols
+// id, exported name, ABI-stable under cuGetProcAddress by name (see substitute()).
+#define HB_HOOKS(X)                                              \
+  X(H_LAUNCH, cuLaunchKernel, 1)                                 \
+  X(H_LAUNCH_PTSZ, cuLaunchKernel_ptsz, 1)                       \
+  X(H_LAUNCH_EX, cuLaunchKernelEx, 1)                            \
+  X(H_LAUNCH_EX_PTSZ, cuLaunchKernelEx_ptsz, 1)                  \
+  X(H_COOP, cuLaunchCooperativeKernel, 1)                        \
+  X(H_COOP_PTSZ, cuLaunchCooperativeKernel_ptsz, 1)              \
+  X(H_GRAPH, cuGraphLaunch, 1)                                   \
+  X(H_GRAPH_PTSZ, cuGraphLaunch_ptsz, 1)                         \
+  X(H_MOD_LOAD, cuModuleLoadData, 1)                             \
+  X(H_MOD_LOAD_EX, cuModuleLoadDataEx, 1)                        \
+  X(H_MOD_FAT, cuModuleLoadFatBinary, 1)                         \
+  X(H_LIB_LOAD, cuLibraryLoadData, 1)                            \
+  X(H_MOD_GETF, cuModuleGetFunction, 1)                          \
+  X(H_LIB_GETK, cuLibraryGetKernel, 1)                           \
+  X(H_KERN_GETF, cuKernelGetFunction, 1)                         \
+  X(H_CAP, cuStreamBeginCapture, 0)                              \
+  X(H_CAP_PTSZ, cuStreamBeginCapture_ptsz, 0)                    \
+  X(H_CAP2, cuStreamBeginCapture_v2, 0)                          \
+  X(H_CAP2_PTSZ, cuStreamBeginCapture_v2_ptsz, 0)                \
+  X(H_CAP_END, cuStreamEndCapture, 1)                            \
+  X(H_CAP_END_PTSZ, cuStreamEndCapture_ptsz, 1)                  \
+  X(H_GPA, cuGetProcAddress, 0)                                  \
+  X(H_GPA2, cuGetProcAddress_v2, 0)
+
+#define X_ENUM(id, sym, stable) id,
+enum { HB_HOOKS(X_ENUM) H_COUNT };
+#define X_NAME(id, sym, stable) #sym,
+static const char *const hook_name[H_COUNT] = {HB_HOOKS(X_NAME)};
+#define X_STABLE(id, sym, stable) stable,
+static const unsigned char hook_stable[H_COUNT] = {HB_HOOKS(X_STABLE)};
+static void *hook_fn[H_COUNT];  // our wrappers (defined at the end of the file)
+static void *volatile g_real[H_COUNT];
+static int g_real_done[H_COUNT];  // looked up (found or not)
+
+// other real entry points we call ourselves
+enum { R_IS_CAPTURING, R_HOST_REGISTER, R_HOST_DEVPTR, R_WRITE64, R_HOST_FUNC, R_COUNT };
+static const char *const extra_name[R_COUNT][2] = {
+    {"cuStreamIsCapturing", NULL},
+    {"cuMemHostRegister_v2", "cuMemHostRegister"},
+    {"cuMemHostGetDevicePointer_v2", "cuMemHostGetDevicePointer"},
+    {"cuStreamWriteValue64_v2", "cuStreamWriteValue64"},
+    {"cuLaunchHostFunc", NULL},
+};
+static void *volatile g_extra[R_COUNT];
+static int g_extra_done[R_COUNT];
+
+typedef CUresult (*launch_t)(CUfunction, unsigned, unsigned, unsigned, unsigned, unsigned,
+                             unsigned, unsigned, CUstream, void **, void **);
+typedef CUresult (*coop_t)(CUfunction, unsigned, unsigned, unsigned, unsigned, unsigned,
+                           unsigned, unsigned, CUstream, void **);
+typedef CUresult (*launch_ex_t)(const hb_cu_launch_config *, CUfunction, void **, void **);
+typedef CUresult (*graph_t)(CUgraphExec, CUstream);
+typedef CUresult (*mod_load_t)(CUmodule *, const void *);
+typedef CUresult (*mod_load_ex_t)(CUmodule *, const void *, unsigned, void *, void **);
+typedef CUresult (*lib_load_t)(CUlibrary *, const void *, void *, void **, unsigned, void *,
+                               void **, unsigned);
+typedef CUresult (*get_func_t)(CUfunction *, CUmodule, const char *);
+typedef CUresult (*get_kernel_t)(CUkernel *, CUlibrary, const char *);
+typedef CUresult (*kern_func_t)(CUfunction *, CUkernel);
+typedef CUresult (*cap1_t)(CUstream);
+typedef CUresult (*cap2_t)(CUstream, int);
+typedef CUresult (*cap_end_t)(CUstream, void **);
+typedef CUresult (*gpa1_t)(const char *, void **, int, uint64_t);
+typedef CUresult (*gpa2_t)(const char *, void **, int, uint64_t, int *);
+typedef CUresult (*is_capturing_t)(CUstream, int *);
+typedef CUresult (*host_register_t)(void *, size_t, unsigned);
+typedef CUresult (*host_devptr_t)(CUdeviceptr *, void *, unsigned);
+typedef CUresult (*write64_t)(CUstream, CUdeviceptr, uint64_t, unsigned);
+typedef CUresult (*host_func_t)(CUstream, CUhostFn, void *);
+
+// ---------------------------------------------------------------- real dlsym, libcuda
+typedef void *(*dlsym_t)(void *, const char *);
+static dlsym_t g_dlsym;
+static void *volatile g_cuda;     // handle of the real driver library
+static void *volatile g_cuda_base;  // its load base (dladdr), to recognise its symbols
+
+static void warn(const char *fmt, const char *arg) {
+  char buf[512];
+  int n = snprintf(buf, sizeof buf, fmt, arg ? arg : "");
+  if (n > 0) {
+    if (n > (int)sizeof buf - 1) n = sizeof buf - 1;
+    ssize_t w = write(2, buf, (size_t)n);
+    (void)w;
+  }
+}
+
+static void init_dlsym(void) {
+  static const char *const vers[] = {"GLIBC_2.34", "GLIBC_2.2.5", "GLIBC_2.17", "GLIBC_2.0"};
+  for (unsigned i = 0; i < sizeof vers / sizeof *vers && !g_dlsym; i++)
+    g_dlsym = (dlsym_t)dlvsym(RTLD_NEXT, "dlsym", vers[i]);
+  if (!g_dlsym) {
+    warn("hbtui: cannot find the real dlsym (glibc); aborting\n", NULL);
+    abort();
+  }
+}
+
+static inline void *real_dlsym(void *h, const char *name) {
+  if (UNLIKELY(!g_dlsym)) init_dlsym();
+  return g_dlsym(h, name);
+}
+
+static void *cuda_handle(void) {
+  void *h = __atomic_load_n(&g_cuda, __ATOMIC_ACQUIRE);
+  if (LIKELY(h)) return h;
+  const char *path = getenv("HBTUI_REAL_LIBCUDA");
+  if (!path || !*path) path = "libcuda.so.1";
+  h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+  if (!h) {
+    static int warned;
+    if (!__atomic_exchange_n(&warned, 1, __ATOMIC_RELAXED))
+      warn("hbtui: cannot load the CUDA driver (%s)\n", dlerror());
+    return NULL;
+  }
+  void *init = real_dlsym(h, "cuInit");
+  Dl_info info;
+  if (init && dladdr(init, &info)) __atomic_store_n(&g_cuda_base, info.dli_fbase, __ATOMIC_RELEASE);
+  void *expected = NULL;
+  if (!__atomic_compare_exchange_n(&g_cuda, &expected, h, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+    dlclose(h);  // another thread won: keep one reference
+  return __atomic_load_n(&g_cuda, __ATOMIC_ACQUIRE);
+}
+
+static void *resolve(int i) {
+  if (__atomic_load_n(&g_real_done[i], __ATOMIC_ACQUIRE)) return g_real[i];
+  void *h = cuda_handle();
+  if (!h) return NULL;  // try again next time
+  void *p = real_dlsym(h, hook_name[i]);
+  __atomic_store_n(&g_real[i], p, __ATOMIC_RELEASE);
+  __atomic_store_n(&g_real_done[i], 1, __ATOMIC_RELEASE);
+  return p;
+}
+
+static inline void *real(int i) {
+  void *p = __atomic_load_n(&g_real[i], __ATOMIC_ACQUIRE);
+  return LIKELY(p) ? p : resolve(i);
+}
+
+static void *extra(int i) {
+  void *p = __atomic_load_n(&g_extra[i], __ATOMIC_ACQUIRE);
+  if (p || __atomic_load_n(&g_extra_done[i], __ATOMIC_ACQUIRE)) return p;
+  void *h = cuda_handle();
+  for (int k = 0; h && k < 2 && !p && extra_name[i][k]; k++) p = real_dlsym(h, extra_name[i][k]);
+  __atomic_store_n(&g_extra[i], p, __ATOMIC_RELEASE);
+  __atomic_store_n(&g_extra_done[i], 1, __ATOMIC_RELEASE);
+  return p;
+}
+
+static CUresult missing(int i) {
+  static int warned[H_COUNT];
+  if (!__atomic_exchange_n(&warned[i], 1, __ATOMIC_RELAXED))
+    warn("hbtui: the CUDA driver has no %s\n", hook_name[i]);
+  return cuda_handle() ? CUDA_ERROR_NOT_FOUND : CUDA_ERROR_SHARED_OBJECT_INIT_FAILED;
+}
+
+// ---------------------------------------------------------------- the segment
+static struct {
+  char *base;
+  hb_header *h;
+  hb_launch *launch;
+  hb_pending *pending;
+  hb_module *module;
+  hb_func *func;
+  uint64_t *comp_key;
+  uint64_t *comp_done;
+  int lp;
+} G;
+static int g_on;                 // 1 once the segment is mapped and checked
+static uint32_t g_comp;          // HB_COMP_*: process-local (registration is per process)
+static CUdeviceptr g_comp_dev;   // device address of the completion page
+static int g_captures;           // stream captures in progress (>0: ask the driver)
+static __thread uint32_t t_tid;
+
+static inline uint32_t tid(void) {
+  if (UNLIKELY(!t_tid)) t_tid = (uint32_t)syscall(SYS_gettid);
+  return t_tid;
+}
+
+static inline int64_t now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  __asm__ __volatile__("yield");
+#endif
+}
+
+// 64-bit hash of a byte string, 8 bytes at a time (the last word zero-padded). Python's
+// hbtui.attach.layout.hash64 computes the same.
+static uint64_t hash64(const void *data, uint64_t n) {
+  const unsigned char *p = data;
+  uint64_t h = 0x9E3779B97F4A7C15ULL ^ n;
+  uint64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    uint64_t w;
+    memcpy(&w, p + i, 8);
+    h ^= w * 0xFF51AFD7ED558CCDULL;
+    h = ((h << 29) | (h >> 35)) * 0x9E3779B97F4A7C15ULL;
+  }
+  if (i < n) {
+    uint64_t w = 0;
+    memcpy(&w, p + i, n - i);
+    h ^= w * 0xFF51AFD7ED558CCDULL;
+    h = ((h << 29) | (h >> 35)) * 0x9E3779B97F4A7C15ULL;
+  }
+  h ^= h >> 33;
+  h *= 0xC4CEB9FE1A85EC53ULL;
+  h ^= h >> 29;
+  return h;
+}
+
+static void atfork_child(void) { t_tid = 0; }
+
+__attribute__((constructor)) static void hb_init(void) {
+  if (!g_dlsym) init_dlsym();
+  pthread_atfork(NULL, NULL, atfork_child);
+  const char *name = getenv("HBTUI_SHM");
+  if (!name || !*name) return;  // not under `hbtui run`: pure pass-through
+  char path[256];
+  if (name[0] != '/' || strchr(name + 1, '/') ||
+      snprintf(path, sizeof path, "/dev/shm%s", name) >= (int)sizeof path) {
+    warn("hbtui: bad HBTUI_SHM %s; running unobserved\n", name);
+    return;
+  }
+  int fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+  if (fd < 0) {
+    warn("hbtui: cannot open the segment %s; running unobserved\n", name);
+    return;
+  }
+  struct stat st;
+  void *b = MAP_FAILED;
+  if (fstat(fd, &st) == 0 && st.st_size >= (off_t)HB_SHM_SIZE)
+    b = mmap(NULL, HB_SHM_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  close(fd);
+  if (b == MAP_FAILED) {
+    warn("hbtui: cannot map the segment %s; running unobserved\n", name);
+    return;
+  }
+  hb_header *h = b;
+  if (h->magic != HB_SHM_MAGIC || h->version != HB_SHM_VERSION ||
+      h->header_size != sizeof(hb_header) || h->total_size != HB_SHM_SIZE) {
+    warn("hbtui: segment %s has another layout (version mismatch); running unobserved\n", name);
+    munmap(b, HB_SHM_SIZE);
+    return;
+  }
+  G.base = b;
+  G.h = h;
+  G.comp_key = (uint64_t *)(G.base + HB_OFF_COMP_KEY);
+  G.comp_done = (uint64_t *)(G.base + HB_OFF_COMP_DONE);
+  G.pending = (hb_pending *)(G.base + HB_OFF_PENDING);
+  G.launch = (hb_launch *)(G.base + HB_OFF_LAUNCH);
+  G.module = (hb_module *)(G.base + HB_OFF_MODULE);
+  G.func = (hb_func *)(G.base + HB_OFF_FUNC);
+  const char *cls = getenv("HBTUI_CLASS");
+  G.lp = cls ? strcmp(cls, "lp") == 0 : h->cls == HB_CLASS_LP;
+  const char *grace = getenv("HBTUI_GRACE_MS");
+  if (grace && *grace) {
+    long g = strtol(grace, NULL, 10);
+    if (g > 0 && g < INT_MAX) __atomic_store_n(&h->grace_ms, (uint32_t)g, __ATOMIC_RELAXED);
+  }
+  __atomic_store_n(&h->intercept_pid, (int32_t)getpid(), __ATOMIC_RELAXED);
+  __atomic_store_n(&g_on, 1, __ATOMIC_RELEASE);
+}
+
+// ---------------------------------------------------------------- completions
+static void hostfn_done(void *arg) {  // runs on the driver's callback thread
+  uint64_t v = (uint64_t)(uintptr_t)arg, seq = v >> 8;
+  uint64_t *cell = &G.comp_done[v & 0xff];
+  uint64_t cur = __atomic_load_n(cell, __ATOMIC_RELAXED);
+  while (cur < seq &&
+         !__atomic_compare_exchange_n(cell, &cur, seq, 1, __ATOMIC_RELEASE, __ATOMIC_RELAXED)) {
+  }
+}
+
+static uint32_t comp_setup(void) {
+  uint32_t st = HB_COMP_UNSET;
+  if (!__atomic_compare_exchange_n(&g_comp, &st, HB_COMP_SETUP, 0, __ATOMIC_ACQ_REL,
+                                   __ATOMIC_ACQUIRE)) {
+    for (int i = 0; i < 200000 && st == HB_COMP_SETUP; i++) {
+      sched_yield();
+      st = __atomic_load_n(&g_comp, __ATOMIC_ACQUIRE);
+    }
+    return st == HB_COMP_SETUP ? HB_COMP_OFF : st;  // this launch goes without
+  }
+  st = HB_COMP_OFF;
+  host_register_t reg = (host_register_t)extra(R_HOST_REGISTER);
+  host_devptr_t devptr = (host_devptr_t)extra(R_HOST_DEVPTR);
+  void *page = G.base + HB_OFF_COMP_DONE;
+  if (reg && devptr && extra(R_WRITE64)) {
+    CUresult r = reg(page, HB_COMP_PAGE, CU_MEMHOSTREGISTER_DEVICEMAP | CU_MEMHOSTREGISTER_PORTABLE);
+    CUdeviceptr d = 0;
+    if ((r == 0 || r == CUDA_ERROR_HOST_MEMORY_ALREADY_REGISTERED) && devptr(&d, page, 0) == 0 && d) {
+      g_comp_dev = d;
+      __atomic_store_n(&G.h->comp_dev, (uint64_t)d, __ATOMIC_RELAXED);
+      st = HB_COMP_WRITEVAL;
+    }
+  }
+  if (st == HB_COMP_OFF && extra(R_HOST_FUNC)) st = HB_COMP_HOSTFN;
+  __atomic_store_n(&G.h->comp_state, st, __ATOMIC_RELAXED);
+  __atomic_store_n(&g_comp, st, __ATOMIC_RELEASE);
+  return st;
+}
+
+// The completion counter of a stream: open addressing on the stream handle (key + 1;
+// 0 = free); slot 0 is shared by streams that find no slot.
+static inline uint16_t comp_slot(uint64_t stream) {
+  uint64_t k = stream + 1;
+  uint32_t s = (uint32_t)((k * 0x9E3779B97F4A7C15ULL) >> 56);
+  for (int n = 0; n < 16; n++, s = (s + 1) & (HB_COMP_SLOTS - 1)) {
+    if (s == 0) continue;
+    uint64_t cur = __atomic_load_n(&G.comp_key[s], __ATOMIC_RELAXED);
+    if (cur == k) return (uint16_t)s;
+    if (cur == 0) {
+      if (__atomic_compare_exchange_n(&G.comp_key[s], &cur, k, 0, __ATOMIC_RELAXED,
+                                      __ATOMIC_RELAXED) || cur == k)
+        return (uint16_t)s;
+    }
+  }
+  __atomic_fetch_add(&G.h->comp_overflow, 1, __ATOMIC_RELAXED);
+  return 0;
+}
+
+static inline uint16_t complete(uint64_t stream, uint64_t seq) {
+  uint32_t st = __atomic_load_n(&g_comp, __ATOMIC_ACQUIRE);
+  if (UNLIKELY(st < HB_COMP_WRITEVAL)) st = comp_setup();
+  if (st == HB_COMP_OFF) return HB_COMP_NONE;
+  uint16_t s = comp_slot(stream);
+  if (LIKELY(st == HB_COMP_WRITEVAL)) {
+    write64_t wv = (write64_t)g_extra[R_WRITE64];
+    if (LIKELY(wv((CUstream)(uintptr_t)stream, g_comp_dev + 8u * s, seq, 0) == 0)) return s;
+    __atomic_fetch_add(&G.h->comp_errors, 1, __ATOMIC_RELAXED);
+    uint32_t exp = HB_COMP_WRITEVAL;  // e.g. stream memory ops not supported: fall back
+    __atomic_compare_exchange_n(&g_comp, &exp, HB_COMP_HOSTFN, 0, __ATOMIC_RELAXED,
+                                __ATOMIC_RELAXED);
+    __atomic_store_n(&G.h->comp_state, HB_COMP_HOSTFN, __ATOMIC_RELAXED);
+  }
+  host_func_t hf = (host_func_t)extra(R_HOST_FUNC);
+  if (hf && hf((CUstream)(uintptr_t)stream, hostfn_done, (void *)(uintptr_t)((seq << 8) | s)) == 0)
+    return s;
+  __atomic_fetch_add(&G.h->comp_errors, 1, __ATOMIC_RELAXED);
+  return HB_COMP_NONE;
+}
+
+static int capturing(uint64_t stream) {
+  if (LIKELY(__atomic_load_n(&g_captures, __ATOMIC_RELAXED) == 0)) return 0;
+  is_capturing_t f = (is_capturing_t)extra(R_IS_CAPTURING);
+  int status = 0;
+  if (!f || f((CUstream)(uintptr_t)stream, &status) != 0) return 1;  // unsure: add nothing
+  return status != 0;
+}
+
+// ---------------------------------------------------------------- the LP gate
+static inline int64_t grace_ns(const hb_header *h) {
+  uint32_t g = __atomic_load_n(&h->grace_ms, __ATOMIC_RELAXED);
+  return (int64_t)(g ? g : 2000u) * 1000000LL;
+}
+
+static void heartbeat_lost(hb_header *h) {
+  uint32_t exp = 0;
+  if (__atomic_compare_exchange_n(&h->ungated, &exp, 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) {
+    __atomic_fetch_add(&h->ungated_events, 1, __ATOMIC_RELAXED);
+    char ms[32];
+    snprintf(ms, sizeof ms, "%lld", (long long)(grace_ns(h) / 1000000));
+    char line[200];
+    snprintf(line, sizeof line,
+             "hbtui: warning: engine heartbeat older than %s ms; LP launches of task '%.64s' "
+             "run ungated until it returns\n", ms, h->task);
+    warn("%s", line);
+  }
+}
+
+static int futex_wait(uint32_t *word, uint32_t val, int64_t ns) {
+  struct timespec ts = {(time_t)(ns / 1000000000LL), (long)(ns % 1000000000LL)};
+  return (int)syscall(SYS_futex, word, FUTEX_WAIT, val, &ts, NULL, 0);
+}
+
+typedef struct {
+  uint64_t func, stream;
+  uint32_t grid[3], block[3], smem;
+  uint8_t kind, ptsz;
+} hb_call;
+
+typedef struct {
+  uint64_t seq;
+  int64_t enq, issue;
+  uint8_t flags;
+} hb_pre;
+
+static int pending_put(const hb_call *c, uint64_t seq, int64_t since) {
+  for (uint32_t n = 0, i = tid() % HB_PENDING_CAP; n < HB_PENDING_CAP;
+       n++, i = (i + 1) % HB_PENDING_CAP) {
+    hb_pending *p = &G.pending[i];
+    uint64_t exp = 0;
+    if (!__atomic_compare_exchange_n(&p->seq, &exp, UINT64_MAX, 0, __ATOMIC_ACQUIRE,
+                                     __ATOMIC_RELAXED))
+      continue;
+    p->func = c->func;
+    p->stream = c->stream;
+    p->since_ns = since;
+    memcpy(p->grid, c->grid, sizeof p->grid);
+    memcpy(p->block, c->block, sizeof p->block);
+    p->tid = tid();
+    p->kind = c->kind;
+    __atomic_store_n(&p->seq, seq, __ATOMIC_RELEASE);
+    return (int)i;
+  }
+  __atomic_fetch_add(&G.h->pending_overflow, 1, __ATOMIC_RELAXED);
+  return -1;
+}
+
+// Hold the calling thread until the engine grants `seq` (or gating stops).
+static void gate(const hb_call *c, hb_pre *p) {
+  hb_header *h = G.h;
+  const uint64_t seq = p->seq;
+  if (__atomic_load_n(&h->granted_seq, __ATOMIC_ACQUIRE) >= seq) {
+    p->flags |= HB_LF_PREGRANTED;
+    return;
+  }
+  int how = 0;  // 1 granted, 2 let go ungated
+  if (__atomic_load_n(&h->mode, __ATOMIC_ACQUIRE) != HB_MODE_GATED) {
+    how = 2;
+  } else if (p->enq - __atomic_load_n(&h->heartbeat_ns, __ATOMIC_ACQUIRE) > grace_ns(h)) {
+    heartbeat_lost(h);
+    how = 2;
+  }
+  if (how == 2) {
+    p->flags |= HB_LF_UNGATED;
+    __atomic_fetch_add(&h->ungated_launches, 1, __ATOMIC_RELAXED);
+    return;
+  }
+  if (__atomic_load_n(&h->ungated, __ATOMIC_RELAXED)) {
+    uint32_t one = 1;  // the heartbeat is back: gate again
+    __atomic_compare_exchange_n(&h->ungated, &one, 0, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED);
+  }
+  int slot = pending_put(c, seq, p->enq);
+  const int64_t spin_end = p->enq + (int64_t)__atomic_load_n(&h->spin_us, __ATOMIC_RELAXED) * 1000;
+  for (unsigned n = 0;; n++) {
+    if (__atomic_load_n(&h->granted_seq, __ATOMIC_ACQUIRE) >= seq) {
+      how = 1;
+      break;
+    }
+    if ((n & 63) == 63 && now_ns() >= spin_end) break;
+    cpu_relax();
+  }
+  if (!how) {
+    __atomic_add_fetch(&h->waiters, 1, __ATOMIC_SEQ_CST);
+    for (;;) {
+      uint32_t w = __atomic_load_n(&h->gate_word, __ATOMIC_SEQ_CST);  // before the checks
+      if (__atomic_load_n(&h->granted_seq, __ATOMIC_SEQ_CST) >= seq) {
+        how = 1;
+        break;
+      }
+      if (__atomic_load_n(&h->mode, __ATOMIC_ACQUIRE) != HB_MODE_GATED) {
+        how = 2;
+        break;
+      }
+      int64_t now = now_ns(), g = grace_ns(h);
+      int64_t beat = __atomic_load_n(&h->heartbeat_ns, __ATOMIC_ACQUIRE);
+      if (now - beat > g) {
+        heartbeat_lost(h);
+        how = 2;
+        break;
+      }
+      int64_t left = beat + g - now + 1000000;  // wake when it would go stale (+1 ms)
+      if (left > 50000000) left = 50000000;     // and at least every 50 ms
+      futex_wait(&h->gate_word, w, left);
+    }
+    __atomic_sub_fetch(&h->waiters, 1, __ATOMIC_SEQ_CST);
+  }
+  if (slot >= 0) __atomic_store_n(&G.pending[slot].seq, 0, __ATOMIC_RELEASE);
+  p->flags |= HB_LF_HELD | (how == 2 ? HB_LF_UNGATED : 0);
+  if (how == 2) __atomic_fetch_add(&h->ungated_launches, 1, __ATOMIC_RELAXED);
+  __atomic_fetch_add(&h->held_launches, 1, __ATOMIC_RELAXED);
+  __atomic_fetch_add(&h->held_ns, (uint64_t)(now_ns() - p->enq), __ATOMIC_RELAXED);
+}
+
+// ---------------------------------------------------------------- launch records
+static inline void hb_before(const hb_call *c, hb_pre *p) {
+  p->enq = p->issue = now_ns();
+  p->seq = 0;
+  p->flags = c->ptsz ? HB_LF_PTSZ : 0;
+  if (!LIKELY(__atomic_load_n(&g_on, __ATOMIC_RELAXED)) || !G.lp) return;  // HP: straight on
+  p->seq = __atomic_add_fetch(&G.h->next_seq, 1, __ATOMIC_ACQ_REL);
+  if (capturing(c->stream)) {
+    p->flags |= HB_LF_CAPTURED;  // recorded into a graph, not run now: its launch is gated
+    __atomic_fetch_add(&G.h->captured_launches, 1, __ATOMIC_RELAXED);
+    return;
+  }
+  gate(c, p);
+  p->issue = now_ns();
+}
+
+static inline void hb_after(const hb_call *c, CUresult r, hb_pre *p) {
+  if (!LIKELY(__atomic_load_n(&g_on, __ATOMIC_RELAXED))) return;
+  const int64_t ret = now_ns();
+  hb_header *h = G.h;
+  if (!p->seq) p->seq = __atomic_add_fetch(&h->next_seq, 1, __ATOMIC_RELAXED);
+  uint16_t slot = HB_COMP_NONE;
+  if (r == 0 && !(p->flags & HB_LF_CAPTURED)) {
+    if (!G.lp && UNLIKELY(capturing(c->stream))) {
+      p->flags |= HB_LF_CAPTURED;
+      __atomic_fetch_add(&h->captured_launches, 1, __ATOMIC_RELAXED);
+    } else if (!(__atomic_load_n(&h->flags, __ATOMIC_RELAXED) & HB_FLAG_NO_COMPLETION)) {
+      slot = complete(c->stream, p->seq);
+    }
+  }
+  if (slot == HB_COMP_NONE) p->flags |= HB_LF_NO_SLOT;
+  uint64_t i = __atomic_fetch_add(&h->launch_head, 1, __ATOMIC_RELAXED);
+  hb_launch *L = &G.launch[i & (HB_LAUNCH_CAP - 1)];
+  __atomic_store_n(&L->pub, 0, __ATOMIC_RELAXED);
+  __atomic_thread_fence(__ATOMIC_RELEASE);
+  L->seq = p->seq;
+  L->func = c->func;
+  L->stream = c->stream;
+  L->enqueue_ns = p->enq;
+  L->issue_ns = p->issue;
+  L->return_ns = ret;
+  memcpy(L->grid, c->grid, sizeof L->grid);
+  memcpy(L->block, c->block, sizeof L->block);
+  L->smem = c->smem;
+  L->result = r;
+  L->kind = c->kind;
+  L->flags = p->flags;
+  L->comp_slot = slot;
+  L->tid = tid();
+  __atomic_store_n(&L->pub, i + 1, __ATOMIC_RELEASE);
+}
+
+// ---------------------------------------------------------------- launch wrappers
+#define KERNEL_CALL(KIND, PTSZ)                                                           \
+  hb_call c = {(uint64_t)(uintptr_t)f, (uint64_t)(uintptr_t)s, {gx, gy, gz}, {bx, by, bz}, \
+               smem, KIND, PTSZ};                                                         \
+  if ((PTSZ) && !s) c.stream = CU_STREAM_PER_THREAD;                                      \
+  hb_pre pre;                                                                             \
+  hb_before(&c, &pre)
+
+#define KERNEL_ARGS                                                                     \
+  CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by,        \
+      unsigned bz, unsigned smem, CUstream s, void **params
+
+static inline CUresult launch_kernel(int hook, int ptsz, KERNEL_ARGS, void **ex) {
+  launch_t fn = (launch_t)real(hook);
+  if (UNLIKELY(!fn)) return missing(hook);
+  KERNEL_CALL(HB_KIND_KERNEL, ptsz);
+  CUresult r = fn(f, gx, gy, gz, bx, by, bz, smem, s, params, ex);
+  hb_after(&c, r, &pre);
+  return r;
+}
+
+HB_EXPORT CUresult cuLaunchKernel(KERNEL_ARGS, void **ex) {
+  return launch_kernel(H_LAUNCH, 0, f, gx, gy, gz, bx, by, bz, smem, s, params, ex);
+}
+HB_EXPORT CUresult cuLaunchKernel_ptsz(KERNEL_ARGS, void **ex) {
+  return launch_kernel(H_LAUNCH_PTSZ, 1, f, gx, gy, gz, bx, by, bz, smem, s, params, ex);
+}
+
+static inline CUresult launch_coop(int hook, int ptsz, KERNEL_ARGS) {
+  coop_t fn = (coop_t)real(hook);
+  if (UNLIKELY(!fn)) return missing(hook);
+  KERNEL_CALL(HB_KIND_COOP, ptsz);
+  CUresult r = fn(f, gx, gy, gz, bx, by, bz, smem, s, params);
+  hb_after(&c, r, &pre);
+  return r;
+}
+
+HB_EXPORT CUresult cuLaunchCooperativeKernel(KERNEL_ARGS) {
+  return launch_coop(H_COOP, 0, f, gx, gy, gz, bx, by, bz, smem, s, params);
+}
+HB_EXPORT CUresult cuLaunchCooperativeKernel_ptsz(KERNEL_ARGS) {
+  return launch_coop(H_COOP_PTSZ, 1, f, gx, gy, gz, bx, by, bz, smem, s, params);
+}
+
+static inline CUresult launch_ex(int hook, int ptsz, const hb_cu_launch_config *cfg,
+                                 CUfunction f, void **params, void **ex) {
+  launch_ex_t fn = (launch_ex_t)real(hook);
+  if (UNLIKELY(!fn)) return missing(hook);
+  if (!cfg) return fn(cfg, f, params, ex);  // the driver reports the error
+  hb_call c = {(uint64_t)(uintptr_t)f, (uint64_t)(uintptr_t)cfg->stream,
+               {cfg->gx, cfg->gy, cfg->gz}, {cfg->bx, cfg->by, cfg->bz}, cfg->smem,
+               HB_KIND_KERNEL_EX, (uint8_t)ptsz};
+  if (ptsz && !cfg->stream) c.stream = CU_STREAM_PER_THREAD;
+  hb_pre pre;
+  hb_before(&c, &pre);
+  CUresult r = fn(cfg, f, params, ex);
+  hb_after(&c, r, &pre);
+  return r;
+}
+
+HB_EXPORT CUresult cuLaunchKernelEx(const hb_cu_launch_config *cfg, CUfunction f,
+                                    void **params, void **ex) {
+  return launch_ex(H_LAUNCH_EX, 0, cfg, f, params, ex);
+}
+HB_EXPORT CUresult cuLaunchKernelEx_ptsz(const hb_cu_launch_config *cfg, CUfunction f,
+                                         void **params, void **ex) {
+  return launch_ex(H_LAUNCH_EX_PTSZ, 1, cfg, f, params, ex);
+}
+
+static inline CUresult graph_launch(int hook, int ptsz, CUgraphExec g, CUstream s) {
+  graph_t fn = (graph_t)real(hook);
+  if (UNLIKELY(!fn)) return missing(hook);
+  hb_call c = {(uint64_t)(uintptr_t)g, (uint64_t)(uintptr_t)s, {0, 0, 0}, {0, 0, 0}, 0,
+               HB_KIND_GRAPH, (uint8_t)ptsz};
+  if (ptsz && !s) c.stream = CU_STREAM_PER_THREAD;
+  hb_pre pre;
+  hb_before(&c, &pre);
+  CUresult r = fn(g, s);
+  hb_after(&c, r, &pre);
+  return r;
+}
+
+HB_EXPORT CUresult cuGraphLaunch(CUgraphExec g, CUstream s) {
+  return graph_launch(H_GRAPH, 0, g, s);
+}
+HB_EXPORT CUresult cuGraphLaunch_ptsz(CUgraphExec g, CUstream s) {
+  return graph_launch(H_GRAPH_PTSZ, 1, g, s);
+}
+
+// ---------------------------------------------------------------- stream capture
+static void capture_begun(CUresult r) {
+  if (r == 0) __atomic_add_fetch(&g_captures, 1, __ATOMIC_RELAXED);
+}
+
+HB_EXPORT CUresult cuStreamBeginCapture(CUstream s) {
+  cap1_t fn = (cap1_t)real(H_CAP);
+  if (!fn) return missing(H_CAP);
+  CUresult r = fn(s);
+  capture_begun(r);
+  return r;
+}
+HB_EXPORT CUresult cuStreamBeginCapture_ptsz(CUstream s) {
+  cap1_t fn = (cap1_t)real(H_CAP_PTSZ);
+  if (!fn) return missing(H_CAP_PTSZ);
+  CUresult r = fn(s);
+  capture_begun(r);
+  return r;
+}
+HB_EXPORT CUresult cuStreamBeginCapture_v2(CUstream s, int mode) {
+  cap2_t fn = (cap2_t)real(H_CAP2);
+  if (!fn) return missing(H_CAP2);
+  CUresult r = fn(s, mode);
+  capture_begun(r);
+  return r;
+}
+HB_EXPORT CUresult cuStreamBeginCapture_v2_ptsz(CUstream s, int mode) {
+  cap2_t fn = (cap2_t)real(H_CAP2_PTSZ);
+  if (!fn) return missing(H_CAP2_PTSZ);
+  CUresult r = fn(s, mode);
+  capture_begun(r);
+  return r;
+}
+
+static CUresult capture_end(int hook, CUstream s, void **graph) {
+  cap_end_t fn = (cap_end_t)real(hook);
+  if (!fn) return missing(hook);
+  CUresult r = fn(s, graph);
+  int cur = __atomic_load_n(&g_captures, __ATOMIC_RELAXED);
+  while (cur > 0 && !__atomic_compare_exchange_n(&g_captures, &cur, cur - 1, 1, __ATOMIC_RELAXED,
+                                                 __ATOMIC_RELAXED)) {
+  }
+  return r;
+}
+HB_EXPORT CUresult cuStreamEndCapture(CUstream s, void **graph) {
+  return capture_end(H_CAP_END, s, graph);
+}
+HB_EXPORT CUresult cuStreamEndCapture_ptsz(CUstream s, void **graph) {
+  return capture_end(H_CAP_END_PTSZ, s, graph);
+}
+
+// ---------------------------------------------------------------- modules and names
+// Process-local map handle -> (image hash, kernel name), for the function records.
+#define MOD_TABLE 8192u
+static struct {
+  uint64_t key, hash;
+  char *name;  // CUkernel entries: the kernel's name
+} g_mods[MOD_TABLE];
+static pthread_mutex_t g_mods_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static uint32_t mod_index(uint64_t key) {
+  return (uint32_t)((key * 0x9E3779B97F4A7C15ULL) >> 51) & (MOD_TABLE - 1);
+}
+
+static void mod_put(uint64_t key, uint64_t hash, const char *name) {
+  if (!key) return;
+  pthread_mutex_lock(&g_mods_lock);
+  for (uint32_t n = 0, i = mod_index(key); n < MOD_TABLE; n++, i = (i + 1) & (MOD_TABLE - 1)) {
+    if (g_mods[i].key == key || g_mods[i].key == 0) {
+      g_mods[i].key = key;
+      g_mods[i].hash = hash;
+      if (name && !g_mods[i].name) g_mods[i].name = strdup(name);
+      break;
+    }
+  }
+  pthread_mutex_unlock(&g_mods_lock);
+}
+
+static uint64_t mod_get(uint64_t key, char *name, size_t cap) {
+  uint64_t hash = 0;
+  pthread_mutex_lock(&g_mods_lock);
+  for (uint32_t n = 0, i = mod_index(key); key && n < MOD_TABLE; n++, i = (i + 1) & (MOD_TABLE - 1)) {
+    if (g_mods[i].key == 0) break;
+    if (g_mods[i].key == key) {
+      hash = g_mods[i].hash;
+      if (name && g_mods[i].name) snprintf(name, cap, "%s", g_mods[i].name);
+      break;
+    }
+  }
+  pthread_mutex_unlock(&g_mods_lock);
+  return hash;
+}
+
+// Bytes of a module image: ELF (cubin), fatbin (or its wrapper) or NUL-terminated PTX.
+static const void *image_bytes(const void *img, uint64_t *size, uint32_t *kind) {
+  const unsigned char *p = img;
+  uint32_t magic;
+  memcpy(&magic, p, 4);
+  if (magic == 0x464c457fu) {  // "\x7fELF": section headers end the file
+    uint64_t shoff, phoff;
+    uint16_t shentsize, shnum, phentsize, phnum;
+    memcpy(&phoff, p + 0x20, 8);
+    memcpy(&shoff, p + 0x28, 8);
+    memcpy(&phentsize, p + 0x36, 2);
+    memcpy(&phnum, p + 0x38, 2);
+    memcpy(&shentsize, p + 0x3A, 2);
+    memcpy(&shnum, p + 0x3C, 2);
+    uint64_t a = shoff + (uint64_t)shentsize * shnum, b = phoff + (uint64_t)phentsize * phnum;
+    *size = a > b ? a : b;
+    *kind = HB_IMG_CUBIN;
+    return p;
+  }
+  if (magic == 0xBA55ED50u) {  // fatbin header: magic, version u16, header size u16, size u64
+    uint16_t hsize;
+    uint64_t fsize;
+    memcpy(&hsize, p + 6, 2);
+    memcpy(&fsize, p + 8, 8);
+    *size = hsize + fsize;
+    *kind = HB_IMG_FATBIN;
+    return p;
+  }
+  if (magic == 0x466243b1u) {  // __fatBinC_Wrapper_t {magic, version, data, filename}
+    const void *data;
+    memcpy(&data, p + 8, sizeof data);
+    if (data) return image_bytes(data, size, kind);
+    *size = 0;
+    *kind = HB_IMG_FATBIN;
+    return NULL;
+  }
+  *size = strnlen((const char *)p, (size_t)1 << 30) + 1;
+  *kind = HB_IMG_PTX;
+  return p;
+}
+
+#define PUBLISH(ring, cap, head, rec_expr)                               \
+  do {                                                                   \
+    uint64_t i_ = __atomic_fetch_add(&G.h->head, 1, __ATOMIC_RELAXED);   \
+    __typeof__(&G.ring[0]) R = &G.ring[i_ & ((cap) - 1)];                \
+    __atomic_store_n(&R->pub, 0, __ATOMIC_RELAXED);                      \
+    __atomic_thread_fence(__ATOMIC_RELEASE);                             \
+    rec_expr;                                                            \
+    __atomic_store_n(&R->pub, i_ + 1, __ATOMIC_RELEASE);                 \
+  } while (0)
+
+static void record_module(uint32_t api, CUresult r, void *handle, const void *image) {
+  if (!__atomic_load_n(&g_on, __ATOMIC_ACQUIRE)) return;
+  uint64_t size = 0, hash = 0;
+  uint32_t kind = HB_IMG_UNKNOWN;
+  if (r == 0 && image) {
+    const void *bytes = image_bytes(image, &size, &kind);
+    if (bytes) hash = hash64(bytes, size);
+    mod_put((uint64_t)(uintptr_t)handle, hash, NULL);
+  }
+  int64_t t = now_ns();
+  PUBLISH(module, HB_MODULE_CAP, module_head, {
+    R->module = (uint64_t)(uintptr_t)handle;
+    R->hash = hash;
+    R->size = size;
+    R->ns = t;
+    R->api = api;
+    R->image_kind = kind;
+    R->result = r;
+    R->tid = tid();
+  });
+}
+
+static void record_func(uint32_t api, CUresult r, void *func, void *module, const char *name) {
+  if (!__atomic_load_n(&g_on, __ATOMIC_ACQUIRE)) return;
+  char kname[HB_NAME_MAX] = "";
+  uint64_t mkey = (uint64_t)(uintptr_t)module;
+  uint64_t mhash = mod_get(mkey, api == HB_API_KERNEL_GET_FUNCTION ? kname : NULL, sizeof kname);
+  if (api == HB_API_KERNEL_GET_FUNCTION) name = kname;
+  if (api == HB_API_LIBRARY_GET_KERNEL && r == 0) mod_put((uint64_t)(uintptr_t)func, mhash, name);
+  size_t len = name ? strlen(name) : 0;
+  uint64_t nhash = name ? hash64(name, len) : 0;
+  int64_t t = now_ns();
+  PUBLISH(func, HB_FUNC_CAP, func_head, {
+    R->func = (uint64_t)(uintptr_t)func;
+    R->module = mkey;
+    R->module_hash = mhash;
+    R->name_hash = nhash;
+    R->ns = t;
+    R->api = api;
+    R->result = r;
+    R->name_len = (uint32_t)len;
+    size_t k = len < HB_NAME_MAX - 1 ? len : HB_NAME_MAX - 1;
+    if (k) memcpy(R->name, name, k);
+    R->name[k] = 0;
+  });
+}
+
+HB_EXPORT CUresult cuModuleLoadData(CUmodule *m, const void *image) {
+  mod_load_t fn = (mod_load_t)real(H_MOD_LOAD);
+  if (!fn) return missing(H_MOD_LOAD);
+  CUresult r = fn(m, image);
+  record_module(HB_API_MODULE_LOAD_DATA, r, r == 0 && m ? *m : NULL, image);
+  return r;
+}
+
+HB_EXPORT CUresult cuModuleLoadDataEx(CUmodule *m, const void *image, unsigned n, void *opts,
+                                      void **vals) {
+  mod_load_ex_t fn = (mod_load_ex_t)real(H_MOD_LOAD_EX);
+  if (!fn) return missing(H_MOD_LOAD_EX);
+  CUresult r = fn(m, image, n, opts, vals);
+  record_module(HB_API_MODULE_LOAD_DATA_EX, r, r == 0 && m ? *m : NULL, image);
+  return r;
+}
+
+HB_EXPORT CUresult cuModuleLoadFatBinary(CUmodule *m, const void *fat) {
+  mod_load_t fn = (mod_load_t)real(H_MOD_FAT);
+  if (!fn) return missing(H_MOD_FAT);
+  CUresult r = fn(m, fat);
+  record_module(HB_API_MODULE_LOAD_FATBIN, r, r == 0 && m ? *m : NULL, fat);
+  return r;
+}
+
+HB_EXPORT CUresult cuLibraryLoadData(CUlibrary *lib, const void *code, void *jo, void **jv,
+                                     unsigned nj, void *lo, void **lv, unsigned nl) {
+  lib_load_t fn = (lib_load_t)real(H_LIB_LOAD);
+  if (!fn) return missing(H_LIB_LOAD);
+  CUresult r = fn(lib, code, jo, jv, nj, lo, lv, nl);
+  record_module(HB_API_LIBRARY_LOAD_DATA, r, r == 0 && lib ? *lib : NULL, code);
+  return r;
+}
+
+HB_EXPORT CUresult cuModuleGetFunction(CUfunction *f, CUmodule m, const char *name) {
+  get_func_t fn = (get_func_t)real(H_MOD_GETF);
+  if (!fn) return missing(H_MOD_GETF);
+  CUresult r = fn(f, m, name);
+  record_func(HB_API_MODULE_GET_FUNCTION, r, r == 0 && f ? *f : NULL, m, name);
+  return r;
+}
+
+HB_EXPORT CUresult cuLibraryGetKernel(CUkernel *k, CUlibrary lib, const char *name) {
+  get_kernel_t fn = (get_kernel_t)real(H_LIB_GETK);
+  if (!fn) return missing(H_LIB_GETK);
+  CUresult r = fn(k, lib, name);
+  record_func(HB_API_LIBRARY_GET_KERNEL, r, r == 0 && k ? *k : NULL, lib, name);
+  return r;
+}
+
+HB_EXPORT CUresult cuKernelGetFunction(CUfunction *f, CUkernel k) {
+  kern_func_t fn = (kern_func_t)real(H_KERN_GETF);
+  if (!fn) return missing(H_KERN_GETF);
+  CUresult r = fn(f, k);
+  record_func(HB_API_KERNEL_GET_FUNCTION, r, r == 0 && f ? *f : NULL, k, NULL);
+  return r;
+}
+
+// ---------------------------------------------------------------- entry-point lookup
+static int hook_by_name(const char *name) {
+  for (int i = 0; i < H_COUNT; i++)
+    if (strcmp(name, hook_name[i]) == 0) return i;
+  return -1;
+}
+
+// The wrapper for an entry point `p` the driver returned for `sym`, or `p` itself.
+static void *substitute(const char *sym, void *p, uint64_t flags) {
+  if (!sym || sym[0] != 'c' || sym[1] != 'u' || !p) return p;
+  for (int i = 0; i < H_COUNT; i++)  // exactly one of the functions we wrap
+    if (real(i) == p) return hook_fn[i];
+  for (int i = 0; i < H_COUNT; i++)
+    if (p == hook_fn[i]) return p;
+  // Not an exported function: wrap by name where the ABI never changed.
+  char name[96];
+  snprintf(name, sizeof name, "%s%s", sym,
+           (flags & CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM) ? "_ptsz" : "");
+  int i = hook_by_name(name);
+  if (i < 0) i = hook_by_name(sym);
+  if (i >= 0 && hook_stable[i]) return hook_fn[i];
+  if (strncmp(sym, "cuStreamBeginCapture", 20) == 0)  // unseen capture: always ask
+    __atomic_store_n(&g_captures, 1 << 30, __ATOMIC_RELAXED);
+  return p;
+}
+
+HB_EXPORT CUresult cuGetProcAddress(const char *sym, void **pfn, int ver, uint64_t flags) {
+  gpa1_t fn = (gpa1_t)real(H_GPA);
+  if (!fn) return missing(H_GPA);
+  CUresult r = fn(sym, pfn, ver, flags);
+  if (r == 0 && pfn) *pfn = substitute(sym, *pfn, flags);
+  return r;
+}
+
+HB_EXPORT CUresult cuGetProcAddress_v2(const char *sym, void **pfn, int ver, uint64_t flags,
+                                       int *status) {
+  gpa2_t fn = (gpa2_t)real(H_GPA2);
+  if (!fn) return missing(H_GPA2);
+  CUresult r = fn(sym, pfn, ver, flags, status);
+  if (r == 0 && pfn) *pfn = substitute(sym, *pfn, flags);
+  return r;
+}
+
+// dlsym(RTLD_NEXT, ...) asked by the program: the real one would search after *this*
+// library (its caller), so search the link map after the caller's object instead.
+static void *next_after(const void *caller, const char *name) {
+  Dl_info ci;
+  struct link_map *cm = NULL;
+  if (!dladdr1(caller, &ci, (void **)&cm, RTLD_DL_LINKMAP) || !cm)
+    return real_dlsym(RTLD_NEXT, name);
+  for (struct link_map *l = cm->l_next; l; l = l->l_next) {
+    void *p = real_dlsym(l, name);  // glibc: a link_map is a handle
+    Dl_info pi;
+    struct link_map *pm = NULL;
+    if (p && dladdr1(p, &pi, (void **)&pm, RTLD_DL_LINKMAP) && pm == l) return p;
+  }
+  return NULL;
+}
+
+HB_EXPORT void *dlsym(void *restrict handle, const char *restrict name) {
+  void *p = handle == RTLD_NEXT ? next_after(__builtin_return_address(0), name)
+                                : real_dlsym(handle, name);
+  if (p && name[0] == 'c' && name[1] == 'u') {
+    int i = hook_by_name(name);
+    if (i >= 0 && p != hook_fn[i]) {
+      Dl_info info;
+      if (cuda_handle() && dladdr(p, &info) &&
+          info.dli_fbase == __atomic_load_n(&g_cuda_base, __ATOMIC_ACQUIRE))
+        return hook_fn[i];
+    }
+  }
+  return p;
+}
+
+#define X_ADDR(id, sym, stable) [id] = (void *)&sym,
+static void *hook_fn[H_COUNT] = {HB_HOOKS(X_ADDR)};

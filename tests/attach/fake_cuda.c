@@ -1,0 +1,396 @@
+// A fake CUDA driver (built as libcuda.so.1 by tests/attach/conftest.py) for the
+// interceptor tests on CPU. It implements the entry points the interceptor wraps or
+// calls, counts every call, remembers the last launch's arguments, and runs "GPU"
+// work (kernels, stream value writes, host functions) in order on one worker thread
+// (FAKE_GPU=inline: in the calling thread). It never calls dlsym (the interceptor hooks
+// it): cuGetProcAddress looks names up in its own table.
+//
+// Knobs (environment): FAKE_GPU=inline, FAKE_KERNEL_US=N (each kernel runs N us on the
+// worker), FAKE_NO_WRITEVALUE=1 (cuStreamWriteValue64 fails: NOT_SUPPORTED),
+// FAKE_NO_REGISTER=1 (cuMemHostRegister fails).
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+typedef int CUresult;
+typedef void *CUstream;
+typedef struct {
+  unsigned gx, gy, gz, bx, by, bz, smem;
+  CUstream stream;
+  void *attrs;
+  unsigned nattrs;
+} launch_config;
+
+#define E(x) __attribute__((visibility("default"))) x
+
+// ------------------------------------------------------------------ counters
+#define NAMES(X)                                                                         \
+  X(cuInit) X(cuDriverGetVersion) X(cuGetProcAddress) X(cuGetProcAddress_v2)             \
+  X(cuLaunchKernel) X(cuLaunchKernel_ptsz) X(cuLaunchKernelEx) X(cuLaunchKernelEx_ptsz)  \
+  X(cuLaunchCooperativeKernel) X(cuLaunchCooperativeKernel_ptsz) X(cuGraphLaunch)        \
+  X(cuGraphLaunch_ptsz) X(cuModuleLoadData) X(cuModuleLoadDataEx)                        \
+  X(cuModuleLoadFatBinary) X(cuLibraryLoadData) X(cuModuleGetFunction)                   \
+  X(cuLibraryGetKernel) X(cuKernelGetFunction) X(cuStreamBeginCapture)                   \
+  X(cuStreamBeginCapture_ptsz) X(cuStreamBeginCapture_v2) X(cuStreamBeginCapture_v2_ptsz) \
+  X(cuStreamEndCapture) X(cuStreamEndCapture_ptsz) X(cuStreamIsCapturing)                \
+  X(cuMemHostRegister) X(cuMemHostRegister_v2) X(cuMemHostGetDevicePointer)              \
+  X(cuMemHostGetDevicePointer_v2) X(cuStreamWriteValue64) X(cuStreamWriteValue64_v2)     \
+  X(cuLaunchHostFunc) X(cuStreamSynchronize) X(cuCtxSynchronize)
+
+#define X_ENUM(n) C_##n,
+enum { NAMES(X_ENUM) C_COUNT };
+#define X_STR(n) #n,
+static const char *const cname[C_COUNT] = {NAMES(X_STR)};
+static long counts[C_COUNT];
+#define COUNT(n) __atomic_fetch_add(&counts[C_##n], 1, __ATOMIC_RELAXED)
+
+E(long fake_count(const char *name)) {
+  for (int i = 0; i < C_COUNT; i++)
+    if (strcmp(cname[i], name) == 0) return __atomic_load_n(&counts[i], __ATOMIC_RELAXED);
+  return -1;
+}
+
+// func, gx, gy, gz, bx, by, bz, smem, stream, params, extra, kind
+static uint64_t last[12];
+E(void fake_last_launch(uint64_t *out)) { memcpy(out, last, sizeof last); }
+static long bad_writes, captured, kernels_run;
+E(long fake_bad_writes(void)) { return bad_writes; }
+E(long fake_captured(void)) { return captured; }
+E(long fake_kernels_run(void)) { return __atomic_load_n(&kernels_run, __ATOMIC_ACQUIRE); }
+
+// ------------------------------------------------------------------ the "GPU"
+typedef struct op {
+  int type;  // 0 kernel, 1 write64, 2 host func
+  uint64_t *addr;
+  uint64_t value;
+  void (*fn)(void *);
+  void *arg;
+  struct op *next;
+} op;
+static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t cv = PTHREAD_COND_INITIALIZER, idle_cv = PTHREAD_COND_INITIALIZER;
+static op *qhead, *qtail;
+static int busy, started, inline_gpu = -1;
+static long kernel_us;
+
+static void run_op(op *o) {
+  if (o->type == 0) {
+    if (kernel_us > 0) usleep((useconds_t)kernel_us);
+    __atomic_fetch_add(&kernels_run, 1, __ATOMIC_RELEASE);
+  } else if (o->type == 1) {
+    __atomic_store_n(o->addr, o->value, __ATOMIC_RELEASE);
+  } else {
+    o->fn(o->arg);
+  }
+}
+
+static void *gpu_thread(void *unused) {
+  (void)unused;
+  pthread_mutex_lock(&mu);
+  for (;;) {
+    while (!qhead) pthread_cond_wait(&cv, &mu);
+    op *o = qhead;
+    qhead = o->next;
+    if (!qhead) qtail = NULL;
+    busy = 1;
+    pthread_mutex_unlock(&mu);
+    run_op(o);
+    free(o);
+    pthread_mutex_lock(&mu);
+    busy = 0;
+    if (!qhead) pthread_cond_broadcast(&idle_cv);
+  }
+  return NULL;
+}
+
+static void setup(void) {
+  if (inline_gpu >= 0) return;
+  const char *g = getenv("FAKE_GPU");
+  const char *k = getenv("FAKE_KERNEL_US");
+  kernel_us = k ? atol(k) : 0;
+  inline_gpu = g && strcmp(g, "inline") == 0;
+}
+
+static void submit(int type, uint64_t *addr, uint64_t value, void (*fn)(void *), void *arg) {
+  pthread_mutex_lock(&mu);
+  setup();
+  if (inline_gpu) {
+    pthread_mutex_unlock(&mu);
+    op o = {type, addr, value, fn, arg, NULL};
+    run_op(&o);
+    return;
+  }
+  if (!started) {
+    pthread_t t;
+    pthread_attr_t a;
+    pthread_attr_init(&a);
+    pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+    pthread_create(&t, &a, gpu_thread, NULL);
+    started = 1;
+  }
+  op *o = calloc(1, sizeof *o);
+  *o = (op){type, addr, value, fn, arg, NULL};
+  if (qtail) qtail->next = o;
+  else qhead = o;
+  qtail = o;
+  pthread_cond_signal(&cv);
+  pthread_mutex_unlock(&mu);
+}
+
+static void drain(void) {
+  pthread_mutex_lock(&mu);
+  while (qhead || busy) pthread_cond_wait(&idle_cv, &mu);
+  pthread_mutex_unlock(&mu);
+}
+
+// ------------------------------------------------------------------ capture
+static CUstream cap_stream;
+static int cap_on;
+
+static int in_capture(CUstream s) { return __atomic_load_n(&cap_on, __ATOMIC_ACQUIRE) && s == cap_stream; }
+
+// ------------------------------------------------------------------ launches
+static void note(uint64_t f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by,
+                 unsigned bz, unsigned smem, CUstream s, void **p, void **ex, uint64_t kind) {
+  uint64_t v[12] = {f, gx, gy, gz, bx, by, bz, smem, (uint64_t)(uintptr_t)s,
+                    (uint64_t)(uintptr_t)p, (uint64_t)(uintptr_t)ex, kind};
+  memcpy(last, v, sizeof v);
+  if (in_capture(s)) __atomic_fetch_add(&captured, 1, __ATOMIC_RELAXED);
+  else submit(0, NULL, 0, NULL, NULL);
+}
+
+#define KARGS                                                                          \
+  void *f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz, \
+      unsigned smem, CUstream s, void **p
+#define KNOTE(kind, ex) note((uint64_t)(uintptr_t)f, gx, gy, gz, bx, by, bz, smem, s, p, ex, kind)
+
+E(CUresult cuLaunchKernel(KARGS, void **ex)) { COUNT(cuLaunchKernel); KNOTE(1, ex); return 0; }
+E(CUresult cuLaunchKernel_ptsz(KARGS, void **ex)) { COUNT(cuLaunchKernel_ptsz); KNOTE(11, ex); return 0; }
+E(CUresult cuLaunchCooperativeKernel(KARGS)) { COUNT(cuLaunchCooperativeKernel); KNOTE(3, NULL); return 0; }
+E(CUresult cuLaunchCooperativeKernel_ptsz(KARGS)) { COUNT(cuLaunchCooperativeKernel_ptsz); KNOTE(13, NULL); return 0; }
+
+static CUresult ex_launch(const launch_config *c, void *f, void **p, void **ex, uint64_t kind) {
+  if (!c) return 1;
+  note((uint64_t)(uintptr_t)f, c->gx, c->gy, c->gz, c->bx, c->by, c->bz, c->smem, c->stream, p,
+       ex, kind);
+  return 0;
+}
+E(CUresult cuLaunchKernelEx(const launch_config *c, void *f, void **p, void **ex)) {
+  COUNT(cuLaunchKernelEx);
+  return ex_launch(c, f, p, ex, 2);
+}
+E(CUresult cuLaunchKernelEx_ptsz(const launch_config *c, void *f, void **p, void **ex)) {
+  COUNT(cuLaunchKernelEx_ptsz);
+  return ex_launch(c, f, p, ex, 12);
+}
+E(CUresult cuGraphLaunch(void *g, CUstream s)) {
+  COUNT(cuGraphLaunch);
+  note((uint64_t)(uintptr_t)g, 0, 0, 0, 0, 0, 0, 0, s, NULL, NULL, 4);
+  return 0;
+}
+E(CUresult cuGraphLaunch_ptsz(void *g, CUstream s)) {
+  COUNT(cuGraphLaunch_ptsz);
+  note((uint64_t)(uintptr_t)g, 0, 0, 0, 0, 0, 0, 0, s, NULL, NULL, 14);
+  return 0;
+}
+
+// ------------------------------------------------------------------ modules
+static long next_handle = 1;
+static void *handle(uint64_t base) {
+  return (void *)(uintptr_t)(base + (uint64_t)__atomic_fetch_add(&next_handle, 1, __ATOMIC_RELAXED));
+}
+E(CUresult cuModuleLoadData(void **m, const void *img)) {
+  COUNT(cuModuleLoadData);
+  if (!m || !img) return 1;
+  *m = handle(0x10000);
+  return 0;
+}
+E(CUresult cuModuleLoadDataEx(void **m, const void *img, unsigned n, void *o, void **v)) {
+  COUNT(cuModuleLoadDataEx);
+  (void)n, (void)o, (void)v;
+  if (!m || !img) return 1;
+  *m = handle(0x10000);
+  return 0;
+}
+E(CUresult cuModuleLoadFatBinary(void **m, const void *img)) {
+  COUNT(cuModuleLoadFatBinary);
+  if (!m || !img) return 1;
+  *m = handle(0x10000);
+  return 0;
+}
+E(CUresult cuLibraryLoadData(void **l, const void *code, void *jo, void **jv, unsigned nj, void *lo,
+                             void **lv, unsigned nl)) {
+  COUNT(cuLibraryLoadData);
+  (void)jo, (void)jv, (void)nj, (void)lo, (void)lv, (void)nl;
+  if (!l || !code) return 1;
+  *l = handle(0x30000);
+  return 0;
+}
+E(CUresult cuModuleGetFunction(void **f, void *m, const char *name)) {
+  COUNT(cuModuleGetFunction);
+  if (!f || !m || !name) return 1;
+  if (strcmp(name, "missing") == 0) return 500;
+  *f = handle(0x20000);
+  return 0;
+}
+E(CUresult cuLibraryGetKernel(void **k, void *l, const char *name)) {
+  COUNT(cuLibraryGetKernel);
+  if (!k || !l || !name) return 1;
+  *k = handle(0x40000);
+  return 0;
+}
+E(CUresult cuKernelGetFunction(void **f, void *k)) {
+  COUNT(cuKernelGetFunction);
+  if (!f || !k) return 1;
+  *f = handle(0x20000);
+  return 0;
+}
+
+// ------------------------------------------------------------------ capture API
+static long graphs;
+static CUresult begin(CUstream s) {
+  cap_stream = s;
+  __atomic_store_n(&cap_on, 1, __ATOMIC_RELEASE);
+  return 0;
+}
+E(CUresult cuStreamBeginCapture(CUstream s)) { COUNT(cuStreamBeginCapture); return begin(s); }
+E(CUresult cuStreamBeginCapture_ptsz(CUstream s)) { COUNT(cuStreamBeginCapture_ptsz); return begin(s); }
+E(CUresult cuStreamBeginCapture_v2(CUstream s, int mode)) {
+  COUNT(cuStreamBeginCapture_v2);
+  (void)mode;
+  return begin(s);
+}
+E(CUresult cuStreamBeginCapture_v2_ptsz(CUstream s, int mode)) {
+  COUNT(cuStreamBeginCapture_v2_ptsz);
+  (void)mode;
+  return begin(s);
+}
+static CUresult end(CUstream s, void **g) {
+  if (!in_capture(s)) return 1;
+  __atomic_store_n(&cap_on, 0, __ATOMIC_RELEASE);
+  if (g) *g = (void *)(uintptr_t)(0x50000 + ++graphs);
+  return 0;
+}
+E(CUresult cuStreamEndCapture(CUstream s, void **g)) { COUNT(cuStreamEndCapture); return end(s, g); }
+E(CUresult cuStreamEndCapture_ptsz(CUstream s, void **g)) { COUNT(cuStreamEndCapture_ptsz); return end(s, g); }
+E(CUresult cuStreamIsCapturing(CUstream s, int *st)) {
+  COUNT(cuStreamIsCapturing);
+  if (!st) return 1;
+  *st = in_capture(s);
+  return 0;
+}
+
+// ------------------------------------------------------------------ host memory
+#define DEV_XOR (1ULL << 62)
+static struct { char *p; size_t n; } regs[16];
+static int nregs;
+static CUresult host_register(void *p, size_t n, unsigned flags) {
+  const char *no = getenv("FAKE_NO_REGISTER");
+  if (no && *no == '1') return 2;  // CUDA_ERROR_OUT_OF_MEMORY
+  if (!(flags & 2) || nregs == 16) return 1;  // needs DEVICEMAP
+  regs[nregs].p = p;
+  regs[nregs].n = n;
+  nregs++;
+  return 0;
+}
+E(CUresult cuMemHostRegister(void *p, size_t n, unsigned f)) { COUNT(cuMemHostRegister); return host_register(p, n, f); }
+E(CUresult cuMemHostRegister_v2(void *p, size_t n, unsigned f)) { COUNT(cuMemHostRegister_v2); return host_register(p, n, f); }
+static CUresult devptr(uint64_t *d, void *p) {
+  for (int i = 0; i < nregs; i++)
+    if ((char *)p >= regs[i].p && (char *)p < regs[i].p + regs[i].n) {
+      *d = (uint64_t)(uintptr_t)p ^ DEV_XOR;
+      return 0;
+    }
+  return 1;
+}
+E(CUresult cuMemHostGetDevicePointer(uint64_t *d, void *p, unsigned f)) {
+  COUNT(cuMemHostGetDevicePointer);
+  (void)f;
+  return devptr(d, p);
+}
+E(CUresult cuMemHostGetDevicePointer_v2(uint64_t *d, void *p, unsigned f)) {
+  COUNT(cuMemHostGetDevicePointer_v2);
+  (void)f;
+  return devptr(d, p);
+}
+static CUresult write64(CUstream s, uint64_t dptr, uint64_t v) {
+  const char *no = getenv("FAKE_NO_WRITEVALUE");
+  if (no && *no == '1') return 801;  // CUDA_ERROR_NOT_SUPPORTED
+  char *h = (char *)(uintptr_t)(dptr ^ DEV_XOR);
+  for (int i = 0; i < nregs; i++)
+    if (h >= regs[i].p && h + 8 <= regs[i].p + regs[i].n) {
+      if (in_capture(s)) __atomic_fetch_add(&captured, 1, __ATOMIC_RELAXED);
+      else submit(1, (uint64_t *)h, v, NULL, NULL);
+      return 0;
+    }
+  __atomic_fetch_add(&bad_writes, 1, __ATOMIC_RELAXED);
+  return 1;
+}
+E(CUresult cuStreamWriteValue64(CUstream s, uint64_t d, uint64_t v, unsigned f)) {
+  COUNT(cuStreamWriteValue64);
+  (void)f;
+  return write64(s, d, v);
+}
+E(CUresult cuStreamWriteValue64_v2(CUstream s, uint64_t d, uint64_t v, unsigned f)) {
+  COUNT(cuStreamWriteValue64_v2);
+  (void)f;
+  return write64(s, d, v);
+}
+E(CUresult cuLaunchHostFunc(CUstream s, void (*fn)(void *), void *arg)) {
+  COUNT(cuLaunchHostFunc);
+  if (!fn) return 1;
+  submit(2, NULL, 0, fn, arg);
+  (void)s;
+  return 0;
+}
+E(CUresult cuStreamSynchronize(CUstream s)) { COUNT(cuStreamSynchronize); (void)s; drain(); return 0; }
+E(CUresult cuCtxSynchronize(void)) { COUNT(cuCtxSynchronize); drain(); return 0; }
+E(CUresult cuInit(unsigned f)) { COUNT(cuInit); (void)f; return 0; }
+E(CUresult cuDriverGetVersion(int *v)) { COUNT(cuDriverGetVersion); if (v) *v = 12040; return 0; }
+
+// ------------------------------------------------------------------ cuGetProcAddress
+E(CUresult cuGetProcAddress_v2(const char *sym, void **pfn, int ver, uint64_t flags, int *status));
+E(CUresult cuGetProcAddress(const char *sym, void **pfn, int ver, uint64_t flags));
+#define X_TAB(n) {#n, (void *)&n},
+static const struct { const char *name; void *fn; } table[] = {NAMES(X_TAB)};
+
+static void *find(const char *name) {
+  for (size_t i = 0; i < sizeof table / sizeof *table; i++)
+    if (strcmp(table[i].name, name) == 0) return table[i].fn;
+  return NULL;
+}
+
+static CUresult lookup(const char *sym, void **pfn, int ver, uint64_t flags, int *status) {
+  if (!sym || !pfn) return 1;
+  char base[128];
+  snprintf(base, sizeof base, "%s", sym);
+  if ((strcmp(sym, "cuGetProcAddress") == 0 && ver >= 12000) ||
+      (strcmp(sym, "cuStreamBeginCapture") == 0 && ver >= 10010) ||
+      (strcmp(sym, "cuMemHostRegister") == 0 && ver >= 6050) ||
+      (strcmp(sym, "cuMemHostGetDevicePointer") == 0 && ver >= 3020) ||
+      (strcmp(sym, "cuStreamWriteValue64") == 0 && ver >= 12000))
+    snprintf(base, sizeof base, "%s_v2", sym);
+  void *p = NULL;
+  if (flags & 2) {  // CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM
+    char pt[140];
+    snprintf(pt, sizeof pt, "%s_ptsz", base);
+    p = find(pt);
+  }
+  if (!p) p = find(base);
+  *pfn = p;
+  if (status) *status = p ? 0 : 1;
+  return p ? 0 : 500;
+}
+E(CUresult cuGetProcAddress(const char *sym, void **pfn, int ver, uint64_t flags)) {
+  COUNT(cuGetProcAddress);
+  return lookup(sym, pfn, ver, flags, NULL);
+}
+E(CUresult cuGetProcAddress_v2(const char *sym, void **pfn, int ver, uint64_t flags, int *st)) {
+  COUNT(cuGetProcAddress_v2);
+  return lookup(sym, pfn, ver, flags, st);
+}
