@@ -32,6 +32,10 @@ def main(argv: list[str] | None = None) -> int:
         from hbtui.engine.slicer.cli import main as slice_main
 
         return slice_main(rest)
+    if cmd == "run":
+        from hbtui.attach.launcher import main as run_main
+
+        return run_main(rest)
     if cmd == "keys":
         from hbtui.engine.keys import main as keys_main
 

@@ -1,0 +1,114 @@
+"""The control-plane side of ``hbtui run``: tell an engine a program attached or left.
+
+Two ops over the engine's existing control protocol (docs/protocol.md, docs/attach.md):
+
+``attach`` args ``{task: str, class: "hp"|"lp", slo_ms: float (optional), shm: str,
+pid: int, cmd: [str], layout: int}`` -> ``{gated: bool}``. The engine maps the segment
+``shm`` (``hbtui.attach.segment.Attachment``), checks ``layout`` (the segment layout
+version), starts heart-beating, and for LP switches it to GATED before replying (so the
+program's first launch is already gated); ``pid`` is the launcher's, whose life bounds
+the segment. ``detach`` args ``{shm: str, exit_code: int (optional)}`` -> ``{}``.
+
+``EngineLink`` is the small interface the launcher needs; ``ZmqEngineLink`` implements it
+with ``hbtui.engine.client.EngineClient``. An engine that does not answer, or does not
+know the op yet (``unknown_op``), yields ``AttachResult(attached=False, reason=...)``:
+the launcher then runs the program ungated.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from hbtui.attach import layout
+
+ATTACH_OP = "attach"
+DETACH_OP = "detach"
+
+
+@dataclass(frozen=True, slots=True)
+class AttachInfo:
+    task: str
+    cls: str  # "hp" | "lp"
+    shm: str
+    pid: int
+    cmd: list[str]
+    slo_ms: float | None = None
+
+    def args(self) -> dict[str, Any]:
+        a: dict[str, Any] = {"task": self.task, "class": self.cls, "shm": self.shm,
+                             "pid": self.pid, "cmd": list(self.cmd)[:64],
+                             "layout": layout.VERSION}  # fmt: skip
+        if self.slo_ms is not None:
+            a["slo_ms"] = float(self.slo_ms)
+        return a
+
+
+@dataclass(frozen=True, slots=True)
+class AttachResult:
+    attached: bool
+    gated: bool = False
+    reason: str = ""
+    reply: dict[str, Any] = field(default_factory=dict)
+
+
+class EngineLink(Protocol):
+    def attach(self, info: AttachInfo) -> AttachResult: ...
+
+    def detach(self, shm: str, exit_code: int | None = None) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class NoEngine:
+    """A link to no engine (``--no-engine``): the program runs observed, ungated."""
+
+    def attach(self, info: AttachInfo) -> AttachResult:
+        return AttachResult(False, reason="")
+
+    def detach(self, shm: str, exit_code: int | None = None) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class ZmqEngineLink:
+    """``EngineLink`` over the engine's control socket (DEALER, like ``hbtui connect``)."""
+
+    def __init__(self, endpoint: str, timeout: float = 1.0) -> None:
+        from hbtui.engine.client import EngineClient
+
+        self.endpoint = endpoint
+        self.timeout = timeout
+        self._c = EngineClient(endpoint, timeout=timeout)
+
+    def attach(self, info: AttachInfo) -> AttachResult:
+        from hbtui.engine.client import ClientError, ClientTimeout
+
+        try:
+            rep = self._c.call(ATTACH_OP, info.args())
+        except ClientTimeout:
+            return AttachResult(False, reason=f"no engine answers at {self.endpoint}")
+        except ClientError as e:
+            if e.code == "unknown_op":
+                why = f"the engine at {self.endpoint} does not support attach"
+            else:
+                why = f"the engine at {self.endpoint} refused attach: [{e.code}] {e.message}"
+            return AttachResult(False, reason=why)
+        rep = rep if isinstance(rep, dict) else {}
+        return AttachResult(True, gated=bool(rep.get("gated", False)), reply=rep)
+
+    def detach(self, shm: str, exit_code: int | None = None) -> None:
+        from hbtui.engine.client import ClientError
+
+        args: dict[str, Any] = {"shm": shm}
+        if exit_code is not None:
+            args["exit_code"] = int(exit_code)
+        try:
+            self._c.call(DETACH_OP, args, timeout=min(self.timeout, 0.5))
+        except ClientError:
+            pass  # the engine is gone or forgot us: nothing to undo
+
+    def close(self) -> None:
+        self._c.close()
