@@ -133,6 +133,9 @@ class _Ops:
     def get_state(self):  # noqa: ANN201
         return self.call("get_state")
 
+    def list_profiles(self):  # noqa: ANN201
+        return self.call("list_profiles")
+
     def set_priority(self, task: str, priority: int):  # noqa: ANN201
         return self.call("set_priority", {"task": task, "priority": priority})
 

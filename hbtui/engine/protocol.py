@@ -9,15 +9,15 @@ Versioning: ``v`` is the protocol *major* version. The reply shape
 of another major always gets a readable ``version_mismatch`` error, not garbage.
 """
 
-from __future__ import annotations
-
-import math
-from typing import Any
+# No `from __future__ import annotations`: the TypedDicts below keep real annotations, so
+# their required/optional keys are right at run time (tests check bodies against them).
+from typing import Any, NotRequired, TypedDict
 
 import msgpack
 
 PROTOCOL_VERSION = 1  # major: bumped only for incompatible changes
-PROTOCOL_MINOR = 1  # additive changes (new fields, ops, types); 1: state.pci_bus_id
+PROTOCOL_MINOR = 2  # additive changes (new fields, ops, types); 1: state.pci_bus_id,
+# 2: the list_profiles op
 
 DEFAULT_PUB = "tcp://127.0.0.1:5555"
 DEFAULT_CTL = "tcp://127.0.0.1:5556"
@@ -29,12 +29,8 @@ MAX_SLICE_BATCH = 4096  # records per `slice` message; bigger flushes are split
 MAX_REQUEST_BATCH = 4096  # records per `request` message
 
 TYPES = ("slice", "request", "stats", "gpu", "state", "event")
-SLICE_FIELDS = (
-    "task", "kernel", "cls", "start_block", "end_block", "issue_ns", "start_ns", "end_ns",
-)  # fmt: skip
-REQUEST_FIELDS = ("task", "id", "arrival_ns", "latency_ns", "slo_ok")
 
-READ_OPS = frozenset({"ping", "get_state"})
+READ_OPS = frozenset({"ping", "get_state", "list_profiles"})
 MUTATING_OPS = frozenset(
     {
         "set_priority", "set_slice", "set_policy", "set_slo", "pause_task", "resume_task",
@@ -43,6 +39,271 @@ MUTATING_OPS = frozenset(
 )  # fmt: skip
 OPS = READ_OPS | MUTATING_OPS
 
+# -- message bodies ---------------------------------------------------------------------
+# Each telemetry type's ``body`` and each op's ``result``, declared once: the engine builds
+# them, the console parses exactly these names. Plain dicts on the wire (TypedDicts are a
+# static declaration only); unknown fields must be ignored by readers (minor versions).
+
+
+class SliceBody(TypedDict):
+    """``slice``: completed launches, columnar; every column has the same length."""
+
+    task: list[str]
+    kernel: list[str]
+    cls: list[str]  # "hp" | "lp"
+    start_block: list[int]
+    end_block: list[int]
+    issue_ns: list[int]
+    start_ns: list[int]
+    end_ns: list[int]
+
+
+class RequestBody(TypedDict):
+    """``request``: completed HP requests, columnar."""
+
+    task: list[str]
+    id: list[int]
+    arrival_ns: list[int]
+    latency_ns: list[int]
+    slo_ok: list[bool | None]
+
+
+SLICE_FIELDS = tuple(SliceBody.__annotations__)  # column order on the wire
+REQUEST_FIELDS = tuple(RequestBody.__annotations__)
+
+
+class EventBody(TypedDict):
+    """``event``; carries the kind's own fields too (an op's event: its result fields)."""
+
+    kind: str
+    level: str  # "info" | "warning" | "error"
+    request_id: NotRequired[str]  # the control request that caused it
+    message: NotRequired[str]  # warnings and errors
+
+
+class GpuBody(TypedDict, total=False):
+    """``gpu``: the backend's NVML sample as is (absent fields: not readable there)."""
+
+    name: str
+    util_pct: int | None
+    mem_util_pct: int | None
+    sm_clock_mhz: int | None
+    mem_clock_mhz: int | None
+    power_w: float | None
+    mem_used_mb: float | None
+    mem_total_mb: float | None
+    temp_c: int | None
+    nvml_ms: float
+
+
+class ProfileRef(TypedDict):
+    name: str
+    path: str
+
+
+# "class" is a Python keyword, hence the functional form.
+TaskState = TypedDict(
+    "TaskState",
+    {
+        "name": str,
+        "class": str,  # "hp" | "lp"
+        "priority": int,
+        "paused": bool,
+        "slo_ms": NotRequired[float | None],  # hp
+        "slo_factor": NotRequired[float | None],  # hp
+        "slo_effective_ms": NotRequired[float | None],  # hp
+        "slice_us": NotRequired[float | None],  # lp
+        "slice_blocks": NotRequired[int | None],  # lp
+        "slice_default_us": NotRequired[float],  # lp, once the scheduler runs
+    },
+)
+
+
+class KernelState(TypedDict):
+    grid: list[int]
+    block: list[int]
+    blocks_per_sm: int
+    block_us: float
+    sliceable: bool
+    wave_blocks: NotRequired[int]  # learned, once the kernel ran
+    wave_us: NotRequired[float]
+
+
+class StateBody(TypedDict):
+    """``state`` and the ``get_state`` result."""
+
+    engine_id: str
+    version: str
+    protocol: int
+    protocol_minor: int
+    backend: str
+    device: str
+    device_index: int
+    pci_bus_id: str | None
+    hp_issue: str
+    paced: bool
+    policy: str
+    readonly: bool
+    phase: str  # "calibrating" | "running"
+    profile: ProfileRef
+    tasks: list[TaskState]
+    kernels: dict[str, KernelState]
+    policies: list[str]
+    baseline_p99_ms: dict[str, float]
+    lp_alone: dict[str, float]
+    backend_now_ns: int
+    uptime_s: float
+
+
+class Percentiles(TypedDict):
+    p50: float | None
+    p99: float | None
+    max: NotRequired[float]  # cumulative figures only
+
+
+class TaskWindow(TypedDict, total=False):
+    """A task's figures over the rolling window: hp or lp fields."""
+
+    requests: int
+    slo_attainment: float | None
+    p50_ms: float | None
+    p99_ms: float | None
+    preemption_us: Percentiles
+    work_per_s: float | None
+    throughput_norm: float | None
+    slices_per_s: float | None
+
+
+TaskStats = TypedDict(
+    "TaskStats",
+    {
+        "name": str,
+        "class": str,
+        "requests": NotRequired[int],  # hp
+        "slo_ms": NotRequired[float | None],
+        "slo_attainment": NotRequired[float | None],
+        "p50_ms": NotRequired[float],
+        "p99_ms": NotRequired[float],
+        "preemption_us": NotRequired[Percentiles],
+        "work_per_s": NotRequired[float],  # lp
+        "throughput_norm": NotRequired[float | None],
+        "slices": NotRequired[int],
+        "window": NotRequired[TaskWindow],
+    },
+)
+
+
+class WindowFigures(TypedDict):
+    span_s: float
+    gpu_busy: float | None
+    harvest_ratio: float | None
+
+
+class TelemetryCounters(TypedDict):
+    sent: int
+    dropped: int
+    dropped_records: int
+    control_received: int
+    control_errors: int
+    control_dropped: int
+
+
+class LoopFigures(TypedDict):
+    lag_ms: float
+    lag_max_ms: float
+    tick_gap_max_ms: float
+    decisions_per_s: float
+
+
+class StatsBody(TypedDict):
+    """``stats``: cumulative since the last reset, plus the rolling ``window``."""
+
+    phase: str
+    policy: str
+    wall_s: float
+    gpu_busy: float
+    harvest_ratio: float
+    bubble_s: float
+    decisions: int
+    tasks: dict[str, TaskStats]
+    window: WindowFigures
+    baseline_p99_ms: dict[str, float]
+    lp_alone: dict[str, float]
+    telemetry: TelemetryCounters
+    loop: LoopFigures
+
+
+# -- control results (the reply's ``result``, per op) ------------------------------------
+class PingResult(TypedDict):
+    engine_version: str
+    protocol: int
+    protocol_minor: int
+    engine_id: str
+    phase: str
+    readonly: bool
+
+
+class ProfileEntry(TypedDict):
+    name: str
+    origin: str  # "shipped" | "user"
+    path: str  # for display: the home directory shortened to "~"
+
+
+class ListProfilesResult(TypedDict):
+    profiles: list[ProfileEntry]
+
+
+class SetPriorityResult(TypedDict):
+    task: str
+    priority: int
+
+
+class SetSliceResult(TypedDict):
+    task: str
+    us: float | None
+    blocks: int | None
+
+
+class SetPolicyResult(TypedDict):
+    policy: str
+
+
+class SetSloResult(TypedDict):
+    task: str
+    slo_ms: float | None
+    slo_factor: float | None
+
+
+class PausedResult(TypedDict):
+    """``pause_task`` and ``resume_task``."""
+
+    task: str
+    paused: bool
+
+
+class AddTaskResult(TypedDict):
+    task: TaskState
+
+
+class RemoveTaskResult(TypedDict):
+    task: str
+
+
+class LoadProfileResult(TypedDict):
+    profile: str
+    path: str
+    tasks: list[str]
+
+
+class SaveProfileResult(TypedDict):
+    path: str
+    name: str
+
+
+class ResetStatsResult(TypedDict):
+    pass
+
+
 # Error codes (machine-readable; messages are for humans and name the op and field).
 BAD_REQUEST = "bad_request"  # undecodable frame, not a map, missing/mistyped v/id/op/args
 VERSION_MISMATCH = "version_mismatch"
@@ -50,6 +311,8 @@ UNKNOWN_OP = "unknown_op"
 BAD_ARGS = "bad_args"  # missing, unknown or mistyped argument
 BAD_VALUE = "bad_value"  # well-typed but out of range (negative slice, NaN SLO ...)
 UNKNOWN_TASK = "unknown_task"
+BAD_TASK = "bad_task"  # the op does not apply to that task's class
+EXISTS = "exists"  # add_task: the name is taken
 READONLY = "readonly"
 BUSY = "busy"  # engine calibrating: only read ops are served
 PROFILE_ERROR = "profile_error"
@@ -135,44 +398,3 @@ def parse_request(data: bytes) -> tuple[str, str, dict[str, Any]]:
         e.request_id = rid if isinstance(rid, str) and len(rid) <= 128 else None  # type: ignore[attr-defined]
         raise
     return rid, op, args
-
-
-# -- argument checkers (raise ProtocolError naming op and field) -----------------------
-def check_keys(op: str, args: dict[str, Any], required: set[str], optional: set[str]) -> None:
-    for k in required:
-        if k not in args:
-            raise ProtocolError(BAD_ARGS, f"{op}: missing argument {k!r}")
-    for k in args:
-        if k not in required and k not in optional:
-            raise ProtocolError(BAD_ARGS, f"{op}: unknown argument {k[:64]!r}")
-
-
-def arg_str(op: str, args: dict[str, Any], key: str, max_len: int = 256) -> str:
-    v = args.get(key)
-    if not isinstance(v, str) or not 0 < len(v) <= max_len:
-        raise ProtocolError(BAD_ARGS, f"{op}: {key!r} must be a string of 1-{max_len} chars")
-    return v
-
-
-def arg_int(op: str, args: dict[str, Any], key: str, lo: int, hi: int) -> int:
-    v = args.get(key)
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise ProtocolError(BAD_ARGS, f"{op}: {key!r} must be an integer, got {_show(v)}")
-    if not lo <= v <= hi:
-        raise ProtocolError(BAD_VALUE, f"{op}: {key!r} must be in {lo}..{hi}, got {v}")
-    return v
-
-
-def arg_pos(op: str, args: dict[str, Any], key: str, hi: float) -> float:
-    """A finite number in (0, hi]."""
-    v = args.get(key)
-    if isinstance(v, bool) or not isinstance(v, int | float):
-        raise ProtocolError(BAD_ARGS, f"{op}: {key!r} must be a number, got {_show(v)}")
-    if not math.isfinite(v) or not 0 < v <= hi:
-        raise ProtocolError(BAD_VALUE, f"{op}: {key!r} must be finite and in (0, {hi:g}], got {v}")
-    return float(v)
-
-
-def _show(v: Any) -> str:
-    s = repr(v)
-    return s if len(s) <= 40 else s[:37] + "..."

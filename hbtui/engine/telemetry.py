@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import Any, cast
 
 import zmq
 
@@ -20,6 +20,7 @@ from hbtui.engine.protocol import (
     MAX_SLICE_BATCH,
     REQUEST_FIELDS,
     SLICE_FIELDS,
+    EventBody,
     encode,
     envelope,
 )
@@ -70,7 +71,7 @@ class TelemetryListener:
         self.request_id: str | None = None  # set while a control op runs (echoed in events)
         self._slices: list[tuple[Any, ...]] = []
         self._requests: list[tuple[Any, ...]] = []
-        self._events: list[dict[str, Any]] = []
+        self._events: list[EventBody] = []
         self.dropped_records = 0
         self.state_dirty = False
 
@@ -103,13 +104,14 @@ class TelemetryListener:
         if len(self._events) >= MAX_EVENTS:
             self.dropped_records += 1
             return
-        ev = {"kind": kind, "level": level, **body}
+        ev = cast(EventBody, {"kind": kind, "level": level, **body})  # + the kind's fields
         if self.request_id is not None:
             ev["request_id"] = self.request_id
         self._events.append(ev)
 
     def flush(self) -> None:
-        """Publish pending events, slices and requests (events first: they explain data)."""
+        """Publish pending events, slices and requests (events first: they explain data).
+        Slice and request bodies are columnar: protocol.SliceBody / RequestBody."""
         pub = self.pub
         if self._events:
             evs, self._events = self._events, []

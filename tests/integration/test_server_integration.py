@@ -21,6 +21,7 @@ import pytest
 import zmq
 from engines import free_port, start_engine, stop, wait_running
 
+from hbtui.engine import protocol as P
 from hbtui.engine.client import ClientError, CurveKeys, EngineClient, Subscriber
 
 # A profile of our own: shipped profiles evolve, these tests must not.
@@ -128,6 +129,50 @@ def test_stats_carry_window_loop_and_telemetry_figures(eng: dict) -> None:
     assert s["baseline_p99_ms"]["llm"] > 0
 
 
+def conforms(body: object, td: type, where: str = "") -> None:
+    """``body`` has every required key of the TypedDict ``td`` and no undeclared one."""
+    assert isinstance(body, dict), where
+    req, opt = td.__required_keys__, td.__optional_keys__  # type: ignore[attr-defined]
+    assert req <= set(body), f"{where or td.__name__}: missing {sorted(req - set(body))}"
+    assert set(body) <= req | opt, f"{where or td.__name__}: extra {sorted(set(body) - req - opt)}"
+
+
+def test_bodies_and_results_are_the_declared_types(eng: dict) -> None:
+    c: EngineClient = eng["client"]
+    got: dict[str, dict] = {}
+    with sub_of(eng) as sub:
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline and len(got) < 4:
+            m = sub.recv(0.2)
+            if m is not None and m.type in ("state", "stats", "slice", "request"):
+                got.setdefault(m.type, m.body)
+    st, stats = got["state"], got["stats"]
+    conforms(st, P.StateBody)
+    conforms(st["profile"], P.ProfileRef)
+    for t in st["tasks"]:
+        conforms(t, P.TaskState, t["name"])
+    for name, k in st["kernels"].items():
+        conforms(k, P.KernelState, name)
+    conforms(stats, P.StatsBody)
+    for part, td in (("window", P.WindowFigures), ("telemetry", P.TelemetryCounters),
+                     ("loop", P.LoopFigures)):  # fmt: skip
+        conforms(stats[part], td, part)
+    for name, t in stats["tasks"].items():
+        conforms(t, P.TaskStats, name)
+        conforms(t["window"], P.TaskWindow, f"{name}.window")
+        if "preemption_us" in t:
+            conforms(t["preemption_us"], P.Percentiles, name)
+    conforms(got["slice"], P.SliceBody)
+    assert list(got["slice"]) == list(P.SLICE_FIELDS)  # column order on the wire
+    conforms(got["request"], P.RequestBody)
+    conforms(c.ping(), P.PingResult)
+    conforms(c.get_state(), P.StateBody)
+    listed = c.list_profiles()
+    conforms(listed, P.ListProfilesResult)
+    for e in listed["profiles"]:
+        conforms(e, P.ProfileEntry, e["name"])
+
+
 def test_every_op_round_trips_and_is_echoed(eng: dict) -> None:
     c: EngineClient = eng["client"]
     with sub_of(eng, topics=["event"]) as sub:
@@ -143,10 +188,13 @@ def test_every_op_round_trips_and_is_echoed(eng: dict) -> None:
         assert c.resume_task("train")["paused"] is False
         added = c.add_task({"name": "lp2", "class": "lp", "kernels": ["fwd_gemm"]})
         assert added["task"]["name"] == "lp2" and added["task"]["class"] == "lp"
+        conforms(added, P.AddTaskResult)
+        conforms(added["task"], P.TaskState)
         assert c.remove_task("lp2") == {"task": "lp2"}
         assert c.reset_stats() == {}
         saved = c.save_profile(path=str(eng["dir"] / "saved.toml"))
         assert Path(saved["path"]).read_text().startswith("version = 1")
+        conforms(saved, P.SaveProfileResult)
         kinds = []
         deadline = time.monotonic() + 2
         while len(kinds) < 12 and time.monotonic() < deadline:
@@ -380,6 +428,7 @@ def test_readonly_refuses_mutations(tmp_path: Path) -> None:
                 call()
             assert e.value.code == "readonly"
         assert c.get_state()["readonly"] is True
+        assert c.list_profiles()["profiles"]  # a read op: served read-only too
         c.close()
     finally:
         rc, err = stop(proc, sig=signal.SIGINT)
@@ -474,6 +523,43 @@ def test_engine_with_native_hp_issue_modelled_calibrates_and_runs(tmp_path: Path
         assert msg is not None
         assert msg.body["tasks"]["llm"]["requests"] > 0
         assert msg.body["baseline_p99_ms"]["llm"] > 0  # calibrated through the chain
+        c.close()
+    finally:
+        rc, err = stop(proc)
+    assert rc == 0, err
+
+
+def test_list_profiles_names_what_the_engine_can_load(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Shipped and user profiles of the engine's machine; user ones shadow shipped ones and
+    show under ``~``; each loads by its name."""
+    import engines
+
+    home = tmp_path / "home"
+    user = home / "cfg" / "hbtui" / "profiles"
+    user.mkdir(parents=True)
+    (user / "mine.toml").write_text(PROFILE.replace('name = "itest"', 'name = "mine"'))
+    (user / "bursty.toml").write_text(PROFILE.replace('name = "itest"', 'name = "bursty"'))
+    monkeypatch.setitem(engines.ENV, "HOME", str(home))
+    monkeypatch.setitem(engines.ENV, "XDG_CONFIG_HOME", str(home / "cfg"))
+    ctl, pub = f"ipc://{tmp_path}/ctl", f"ipc://{tmp_path}/pub"
+    proc = start_engine(*_fast_args(ctl, pub))
+    try:
+        c = wait_running(ctl)
+        got = {e["name"]: e for e in c.list_profiles()["profiles"]}
+        assert got["mine"] == {"name": "mine", "origin": "user",
+                               "path": "~/cfg/hbtui/profiles/mine.toml"}  # fmt: skip
+        assert got["bursty"]["origin"] == "user"  # shadows the shipped one
+        assert got["default"]["origin"] == "shipped"
+        assert got["default"]["path"].endswith("default.toml")
+        with pytest.raises(ClientError) as e:
+            c.call("list_profiles", {"dir": "/"})
+        assert e.value.code == "bad_args"
+        assert c.load_profile(name="mine")["profile"] == "mine"
+        c.close()
+        c = wait_running(ctl)
+        assert c.get_state()["profile"]["path"] == str(user / "mine.toml")
         c.close()
     finally:
         rc, err = stop(proc)

@@ -1,14 +1,17 @@
-"""Unit tests of the wire helpers, the rolling window and endpoint checks (no sockets)."""
+"""Unit tests of the wire helpers, the op table's validation, the rolling window and
+endpoint checks (no sockets)."""
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import msgpack
 import pytest
 
 from hbtui.engine import protocol as P
-from hbtui.engine.server import is_loopback
+from hbtui.engine.scheduler import ControlError
+from hbtui.engine.server import is_loopback, ops
 from hbtui.engine.window import CoarseHist, Window, percentile
 
 
@@ -56,23 +59,69 @@ def test_version_mismatch_keeps_the_request_id() -> None:
 
 
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -1.0, 0, True, "5", None, 2e6])
-def test_arg_pos_refuses_out_of_range(bad: object) -> None:
-    with pytest.raises(P.ProtocolError) as e:
-        P.arg_pos("set_slice", {"us": bad}, "us", 1e6)
-    assert "set_slice" in e.value.message and "'us'" in e.value.message
+def test_positive_refuses_out_of_range(bad: object) -> None:
+    with pytest.raises(ControlError) as e:
+        ops.positive(1e6)("set_slice", "us", bad)
+    assert "set_slice" in str(e.value) and "'us'" in str(e.value)
+    assert e.value.code in (P.BAD_ARGS, P.BAD_VALUE)
 
 
-def test_arg_int_and_keys() -> None:
-    assert P.arg_int("op", {"p": 3}, "p", 0, 5) == 3
-    with pytest.raises(P.ProtocolError) as e:
-        P.arg_int("op", {"p": 1.5}, "p", 0, 5)
+def test_integer_and_keys() -> None:
+    assert ops.integer(0, 5)("op", "p", 3) == 3
+    with pytest.raises(ControlError) as e:
+        ops.integer(0, 5)("op", "p", 1.5)
     assert e.value.code == P.BAD_ARGS
-    with pytest.raises(P.ProtocolError) as e:
-        P.arg_int("op", {"p": 9}, "p", 0, 5)
+    with pytest.raises(ControlError) as e:
+        ops.integer(0, 5)("op", "p", 9)
     assert e.value.code == P.BAD_VALUE
-    with pytest.raises(P.ProtocolError) as e:
-        P.check_keys("op", {"a": 1, "zzz": 2}, {"a"}, set())
-    assert "zzz" in e.value.message
+    with pytest.raises(ControlError) as e:
+        ops.validate(None, "reset_stats", ops.TABLE["reset_stats"], {"zzz": 2})  # type: ignore[arg-type]
+    assert e.value.code == P.BAD_ARGS and "zzz" in str(e.value)
+
+
+@pytest.mark.parametrize(
+    ("op", "args", "code", "text"),
+    [
+        ("load_profile", {}, P.BAD_ARGS, "exactly one of 'path' or 'name'"),
+        ("load_profile", {"path": "a", "name": "b"}, P.BAD_ARGS, "exactly one of"),
+        ("load_profile", {"name": "../etc"}, P.BAD_VALUE, "'name' must match"),
+        ("load_profile", {"path": 7}, P.BAD_ARGS, "'path' must be a string of 1-4096"),
+        ("save_profile", {"path": "x.txt"}, P.BAD_VALUE, "must end in .toml"),
+        ("set_policy", {"policy": "fifo"}, P.BAD_VALUE, "unknown policy 'fifo'"),
+        ("set_policy", {}, P.BAD_ARGS, "missing argument 'policy'"),
+        ("add_task", {"task": [1]}, P.BAD_ARGS, "'task' must be a map"),
+        ("ping", {"x": 1}, P.BAD_ARGS, "unknown argument 'x'"),
+    ],
+)
+def test_validation_names_op_and_field(op: str, args: dict, code: str, text: str) -> None:
+    """One validation layer (no task needed for these): the scheduler's ControlError."""
+    with pytest.raises(ControlError) as e:
+        ops.validate(None, op, ops.TABLE[op], args)  # type: ignore[arg-type]
+    assert e.value.code == code and str(e.value).startswith(f"{op}: ") and text in str(e.value)
+
+
+def test_validation_converts_values() -> None:
+    c = ops.validate(None, "save_profile", ops.TABLE["save_profile"], {"path": "/t/p.toml"})  # type: ignore[arg-type]
+    assert c.args == {"path": Path("/t/p.toml")} and c.task is None
+
+
+def test_op_table_matches_the_wire_declaration() -> None:
+    assert set(ops.TABLE) == P.OPS and "list_profiles" in P.READ_OPS
+    assert {n for n, s in ops.TABLE.items() if s.mutating} == P.MUTATING_OPS
+    for name, spec in ops.TABLE.items():
+        assert not set(spec.required) & set(spec.optional), name
+        if spec.one_of is not None:
+            assert set(spec.one_of) <= set(spec.optional), name
+        if spec.task is not None:
+            assert "task" in spec.required, name
+
+
+def test_columnar_fields_are_the_declared_bodies() -> None:
+    assert P.SLICE_FIELDS == tuple(P.SliceBody.__annotations__)
+    assert P.SLICE_FIELDS[:3] == ("task", "kernel", "cls")  # wire column order
+    assert P.REQUEST_FIELDS == ("task", "id", "arrival_ns", "latency_ns", "slo_ok")
+    assert P.EventBody.__required_keys__ == {"kind", "level"}
+    assert "class" in P.TaskState.__required_keys__
 
 
 def test_envelope_round_trip() -> None:
