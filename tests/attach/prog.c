@@ -11,6 +11,7 @@
 //   STEP  mod            load modules (4 ways) and look up functions (3 ways)
 //         launch:N       N cuLaunchKernel on stream 0x100 (prints "launch I" after each)
 //         ex:N coop:N graph:N   the same through the other launch calls
+//         null:N         N cuLaunchKernel on the default stream (0)
 //         threads:T:N    T threads, N launches each on their own stream ("t K I")
 //         holdsync       a thread launches once; the main thread syncs meanwhile
 //         capture        capture a launch on stream 0x300, end capture, launch the graph
@@ -277,6 +278,8 @@ int main(int argc, char **argv) {
       }
       for (int k = 0; k < t && k < 64; k++) pthread_join(th[k], NULL);
       printf("threads done\n");
+    } else if (sscanf(s, "null:%d", &n) == 1) {
+      launch_n("launch", n, NULL, "null");
     } else if (strncmp(s, "launch:", 7) == 0 || strncmp(s, "ex:", 3) == 0 ||
                strncmp(s, "coop:", 5) == 0 || strncmp(s, "graph:", 6) == 0) {
       char kind[16];

@@ -1,0 +1,204 @@
+"""The interceptor on CPU with the fake driver: every way in (linked, dlopen + dlsym,
+cuGetProcAddress v1/v2, per-thread default stream), arguments passed through
+unchanged, launch/module/function records, GPU completions (stream writes to the
+device-mapped page, host-function fallback)."""
+
+from __future__ import annotations
+
+import re
+import sys
+
+import pytest
+from conftest import Native, prog_env, run_prog
+
+from hbtui.attach import layout as L
+
+STEPS = ["where", "mod", "launch:3", "ex:2", "coop:1", "graph:2", "capture", "sync", "check"]
+MODES = ["link", "dlsym", "gpa", "gpa2", "ptsz"]
+
+
+def _argv(native: Native, mode: str, *steps: str) -> list[str]:
+    return [str(native.prog_link if mode == "link" else native.prog), mode, *steps]
+
+
+def _counts(out: str) -> dict[str, int]:
+    return {m[1]: int(m[2]) for m in re.finditer(r"^count (\S+) (-?\d+)$", out, re.M)}
+
+
+def _plain_env(native: Native) -> dict:
+    env = prog_env(native)
+    del env["LD_PRELOAD"]
+    return env
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_every_call_passes_through_and_is_recorded(native: Native, make_segment, mode) -> None:
+    att = make_segment(L.CLASS_HP)
+    bare = run_prog(_argv(native, mode, *STEPS[1:]), _plain_env(native))
+    r = run_prog(_argv(native, mode, *STEPS), prog_env(native, att.name))
+    assert bare.returncode == 0 and r.returncode == 0, r.stderr + bare.stderr
+    assert r.stderr == ""
+    # the wrappers were handed out however the program asked
+    for what in ("launch", "ex", "graph", "load"):
+        assert re.search(rf"^where {what} .*libhbtui-intercept-.*\.so$", r.stdout, re.M), what
+    assert re.search(r"^where sync .*libcuda\.so\.1$", r.stdout, re.M)  # not wrapped
+    if mode in ("gpa", "gpa2"):
+        assert re.search(r"^where gpa2? .*libhbtui-intercept", r.stdout, re.M)
+    # the driver saw exactly the calls and arguments it sees without the interceptor
+    got, want = _counts(r.stdout), _counts(bare.stdout)
+    for name in ("cuStreamWriteValue64_v2", "cuMemHostRegister_v2"):
+        want.pop(name), got.pop(name)
+    assert got == want
+    sfx = "_ptsz" if mode == "ptsz" else ""
+    assert got[f"cuLaunchKernel{sfx}"] == 4  # 3 + the captured one
+    assert got[f"cuLaunchKernelEx{sfx}"] == 2 and got[f"cuGraphLaunch{sfx}"] == 3
+    assert re.findall(r"^last .*$", r.stdout, re.M) == re.findall(r"^last .*$", bare.stdout, re.M)
+    # one record per launch, in order, with the launch's arguments
+    recs = att.launches()
+    kinds = [L.KIND_NAMES[x.kind] for x in recs]
+    assert kinds == ["kernel"] * 3 + ["kernel_ex"] * 2 + ["coop"] + ["graph"] * 2 + [
+        "kernel", "graph"]  # fmt: skip
+    assert [x.seq for x in recs] == list(range(1, 11))
+    func = int(re.search(r" func=(0x[0-9a-f]+)", r.stdout)[1], 16)
+    assert [x.func for x in recs[:6]] == [func] * 6
+    assert [tuple(x.grid) for x in recs[:3]] == [(4, 2, 1), (5, 2, 1), (6, 2, 1)]
+    assert tuple(recs[3].block) == (128, 1, 1) and recs[3].smem == 256
+    assert [x.func for x in recs[6:8]] == [0xA000, 0xA001]
+    assert all(x.stream == 0x100 and x.result == 0 for x in recs[:8])
+    assert all(bool(x.flags & L.LF_PTSZ) == (mode == "ptsz") for x in recs)
+    assert recs[8].flags & L.LF_CAPTURED and recs[8].comp_slot == L.COMP_NONE
+    assert recs[9].func == int(re.search(r"graph=(0x[0-9a-f]+)", r.stdout)[1], 16)
+    assert all(x.enqueue_ns <= x.issue_ns <= x.return_ns for x in recs)
+    assert att.lost() == {"launch": 0, "module": 0, "func": 0}
+
+
+def test_module_and_function_records(native: Native, make_segment) -> None:
+    att = make_segment(L.CLASS_HP)
+    r = run_prog(_argv(native, "dlsym", "mod"), prog_env(native, att.name))
+    assert r.returncode == 0, r.stderr
+    h = dict(re.findall(r"(\w+)=(0x[0-9a-f]+)", r.stdout))
+    h = {k: int(v, 16) for k, v in h.items()}
+    mods = att.modules()
+    ptx = b".version 8.0\n.target sm_80\n.entry k_add() { ret; }\n\0"
+    assert [(m.api, m.image_kind, m.size) for m in mods] == [
+        (L.API_MODULE_LOAD_DATA, L.IMG_PTX, len(ptx)),
+        (L.API_MODULE_LOAD_DATA_EX, L.IMG_CUBIN, 256),
+        (L.API_MODULE_LOAD_FATBIN, L.IMG_FATBIN, 64),
+        (L.API_LIBRARY_LOAD_DATA, L.IMG_PTX, len(ptx)),
+    ]
+    assert [m.module for m in mods] == [h["m1"], h["m2"], h["m3"], h["lib"]]
+    assert mods[0].hash == mods[3].hash == L.hash64(ptx)
+    elf = bytearray(256)
+    elf[:7] = b"\x7fELF\x02\x01\x01"
+    elf[0x28], elf[0x3A], elf[0x3C] = 0x40, 64, 3
+    elf[0x40:] = bytes(range(0x40, 256))
+    assert mods[1].hash == L.hash64(bytes(elf))
+    fns = att.functions()
+    assert [(f.name, f.api) for f in fns] == [
+        ("k_add", L.API_MODULE_GET_FUNCTION), ("k_elf", L.API_MODULE_GET_FUNCTION),
+        ("k_lib", L.API_LIBRARY_GET_KERNEL), ("k_lib", L.API_KERNEL_GET_FUNCTION),
+    ]  # fmt: skip
+    assert [f.func for f in fns] == [h["func"], h["f2"], h["kernel"], h["f3"]]
+    assert fns[0].module_hash == mods[0].hash and fns[1].module_hash == mods[1].hash
+    assert fns[2].module == h["lib"] and fns[2].module_hash == mods[3].hash
+    assert fns[3].module == h["kernel"] and fns[3].module_hash == mods[3].hash
+    assert fns[0].name_hash == L.hash64(b"k_add") and fns[0].name_len == 5
+
+
+def test_no_segment_means_pure_pass_through(native: Native) -> None:
+    r = run_prog(_argv(native, "gpa", "mod", "launch:2", "check"), prog_env(native))
+    assert r.returncode == 0 and r.stderr == ""
+    c = _counts(r.stdout)
+    assert c["cuLaunchKernel"] == 2
+    assert c["cuStreamWriteValue64_v2"] == 0 and c["cuMemHostRegister_v2"] == 0
+
+
+def test_per_thread_default_stream_is_recorded_as_such(native: Native, make_segment) -> None:
+    att = make_segment(L.CLASS_HP)
+    r = run_prog(_argv(native, "ptsz", "null:2", "sync", "check"), prog_env(native, att.name))
+    assert r.returncode == 0, r.stderr
+    assert _counts(r.stdout)["cuLaunchKernel_ptsz"] == 2
+    recs = att.launches()
+    assert [(x.stream, x.flags & L.LF_PTSZ) for x in recs] == [(2, L.LF_PTSZ)] * 2
+    r = run_prog(_argv(native, "dlsym", "null:1"), prog_env(native, att.name))
+    (rec,) = att.launches()
+    assert rec.stream == 0 and not rec.flags & L.LF_PTSZ
+
+
+def test_hp_completions_per_stream(native: Native, make_segment) -> None:
+    att = make_segment(L.CLASS_HP)
+    env = prog_env(native, att.name, FAKE_KERNEL_US="200")
+    r = run_prog(_argv(native, "dlsym", "launch:5", "threads:4:10", "sync", "check"), env)
+    assert r.returncode == 0, r.stderr
+    recs = att.launches()
+    assert len(recs) == 45 and sorted(x.seq for x in recs) == list(range(1, 46))
+    assert att.h.comp_state == L.COMP_WRITEVAL and att.h.comp_dev != 0
+    slots = {x.stream: x.comp_slot for x in recs}
+    assert len(slots) == 5 and len(set(slots.values())) == 5 and 0 not in slots.values()
+    assert all(att.done(x) for x in recs)  # after cuCtxSynchronize: all finished
+    for stream, slot in slots.items():
+        assert att.completed(slot) == max(x.seq for x in recs if x.stream == stream)
+    assert _counts(r.stdout)["cuStreamWriteValue64_v2"] == 45
+
+
+def test_completion_is_written_by_the_gpu_in_order(native: Native, make_segment) -> None:
+    """With slow kernels the counter trails the launches and reaches each seq in turn."""
+    att = make_segment(L.CLASS_HP)
+    from conftest import Prog
+
+    p = Prog(_argv(native, "dlsym", "launch:4", "sleep:2000"),
+             prog_env(native, att.name, FAKE_KERNEL_US="100000"))  # fmt: skip
+    p.expect("launch 3")
+    recs = att.launches()
+    assert len(recs) == 4 and not att.done(recs[-1])  # 4 launched, 400 ms of "GPU" work
+    seen = set()
+    import time
+
+    deadline = time.monotonic() + 5
+    while not att.done(recs[-1]) and time.monotonic() < deadline:
+        seen.add(att.completed(recs[0].comp_slot))
+        time.sleep(0.005)
+    assert att.done(recs[-1]) and {1, 2, 3} <= seen | {4}
+    p.p.kill()
+    p.finish()
+
+
+@pytest.mark.parametrize("knob", ["FAKE_NO_WRITEVALUE", "FAKE_NO_REGISTER"])
+def test_host_function_fallback(native: Native, make_segment, knob: str) -> None:
+    att = make_segment(L.CLASS_HP)
+    r = run_prog(_argv(native, "dlsym", "launch:6", "sync", "check"),
+                 prog_env(native, att.name, **{knob: "1"}))  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    recs = att.launches()
+    assert att.h.comp_state == L.COMP_HOSTFN
+    assert all(att.done(x) for x in recs) and len(recs) == 6
+    assert _counts(r.stdout)["cuLaunchHostFunc"] == 6
+    assert att.h.comp_errors == (1 if knob == "FAKE_NO_WRITEVALUE" else 0)
+
+
+def test_no_completion_flag(native: Native, make_segment) -> None:
+    att = make_segment(L.CLASS_HP, flags=L.FLAG_NO_COMPLETION)
+    r = run_prog(_argv(native, "dlsym", "launch:2", "check"), prog_env(native, att.name))
+    assert r.returncode == 0
+    assert all(x.comp_slot == L.COMP_NONE and att.done(x) is None for x in att.launches())
+    assert _counts(r.stdout)["cuMemHostRegister_v2"] == 0
+
+
+def test_python_program_through_ctypes(native: Native, make_segment) -> None:
+    att = make_segment(L.CLASS_HP)
+    code = (
+        "import ctypes\n"
+        "cu = ctypes.CDLL('libcuda.so.1')\n"
+        "V = ctypes.c_void_p; U = ctypes.c_uint\n"
+        "cu.cuLaunchKernel.argtypes = [V] + [U] * 7 + [V, V, V]\n"
+        "for i in range(3):\n"
+        "    assert cu.cuLaunchKernel(V(0xBEE), 7, 1, 1, 64, 1, 1, 0, V(0x55), None, None) == 0\n"
+        "assert cu.cuCtxSynchronize() == 0\n"
+        "print(cu.fake_count(b'cuLaunchKernel'))\n"
+    )
+    r = run_prog([sys.executable, "-c", code], prog_env(native, att.name))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "3"
+    recs = att.launches()
+    assert [(x.func, x.grid[0], x.stream) for x in recs] == [(0xBEE, 7, 0x55)] * 3
+    assert all(att.done(x) for x in recs)
