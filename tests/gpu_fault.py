@@ -11,6 +11,7 @@ import time
 
 _PRELUDE = """
 import sys
+from hbtui.engine.backends import cuda_testing
 from hbtui.engine.backends.base import BackendError
 from hbtui.engine.backends.cuda import CudaBackend
 from hbtui.engine.backends.native import builtin_launch_shape
@@ -32,7 +33,8 @@ sys.exit(1)
 
 
 def assert_fault_is_backend_error(plant: str) -> None:
-    """``plant`` makes ``be`` (a CudaBackend) and launches kernel ``k`` with a bad pointer."""
+    """``plant`` makes ``be`` (a CudaBackend) and launches kernel ``k`` with a bad pointer
+    (``cuda_testing.point_buffer_at``)."""
     code = _PRELUDE + textwrap.dedent(plant) + _WAIT
     t = time.monotonic()
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -16,10 +16,17 @@ from pathlib import Path
 from typing import Any
 
 from hbtui.engine.atomic import write_atomic
-from hbtui.engine.backends.native import NativeError, builtin_launch_shape
-from hbtui.engine.backends.sim import SimParams
+from hbtui.engine.backends.builtins import NativeError, builtin_launch_shape
+from hbtui.engine.backends.simparams import SimParams
 from hbtui.engine.model import CLASSES, HP, LP, Arrival, KernelSpec, Step, Task
 from hbtui.engine.resources import shipped_profiles_dir
+from hbtui.engine.slicer.user import (
+    SCALAR_BYTES,
+    UserKernelError,
+    check_args,
+    check_source,
+    load_ptx_kernel,
+)
 
 VERSION = 1
 ARRIVAL_KINDS = ("poisson", "periodic", "closed", "trace")
@@ -39,7 +46,7 @@ class ProfileWarning(UserWarning):
 # User-kernel args: element bytes of buffer dtypes, scalar bytes (and integer range).
 BUFFER_DTYPES = {"f16": 2, "bf16": 2, "f32": 4, "f64": 8, "i8": 1, "u8": 1, "i16": 2, "u16": 2,
                  "i32": 4, "u32": 4, "i64": 8, "u64": 8}  # fmt: skip
-SCALAR_TYPES = {"i32": 4, "u32": 4, "i64": 8, "u64": 8, "f32": 4, "f64": 8}
+SCALAR_TYPES = SCALAR_BYTES
 _INT_RANGE = {"i32": (-(2**31), 2**31 - 1), "u32": (0, 2**32 - 1),
               "i64": (-(2**63), 2**63 - 1), "u64": (0, 2**64 - 1)}  # fmt: skip
 BUFFER_INITS = ("random", "zeros", "ones")
@@ -287,20 +294,21 @@ def parse(data: dict[str, Any], file: str = "<profile>", base_dir: Path | None =
 
 def _user_kernel(c: _Checker, kt: dict[str, Any], path: str, base_dir: Path | None,
                  sliceable: bool) -> dict[str, Any]:  # fmt: skip
-    """Validate a user kernel (source, entry, args) against its PTX: the KernelSpec fields.
+    """Validate a user kernel (source, entry, args): the KernelSpec fields. Never compiles.
 
-    A kernel the slicer refuses is kept with sliceable = False (run whole under temporal
-    gating) and a ProfileWarning; so are the slicer's warnings for sliced kernels.
+    A ``.ptx`` source is read and sliced here (no compiler needed): the args are checked
+    against the entry, and a kernel the slicer refuses is kept with sliceable = False (run
+    whole under temporal gating) and a ProfileWarning; so are the slicer's warnings for
+    sliced kernels. A ``.cu`` source needs NVRTC: those checks happen when a backend
+    prepares it (engine.backends.user_kernels), with errors naming the same keys.
     """
     import warnings
-
-    from hbtui.engine.slicer.user import UserKernelError, load_user_kernel
 
     rel = c.str_(kt, "source", path, ...)
     src = Path(rel) if Path(rel).is_absolute() or base_dir is None else base_dir / rel
     entry = c.str_(kt, "entry", path)
     try:
-        uk = load_user_kernel(src, entry)
+        check_source(src)
     except UserKernelError as e:
         raise c.fail(f"{path}.{e.key}", str(e)) from None
     raw = kt.get("args", [])
@@ -311,10 +319,6 @@ def _user_kernel(c: _Checker, kt: dict[str, Any], path: str, base_dir: Path | No
     for i, a in enumerate(raw):
         ap = f"{path}.args[{i}]"
         a = c.table(a, ap)
-        if i >= len(uk.params):
-            raise c.fail(ap, f"entry {uk.entry!r} has only {len(uk.params)} parameters, "
-                         f"{len(raw)} args given")  # fmt: skip
-        prm = uk.params[i]
         if "buffer" in a:
             c.keys(a, ap, {"buffer", "dtype", "count", "init"})
             name = c.str_(a, "buffer", ap, ...)
@@ -324,9 +328,6 @@ def _user_kernel(c: _Checker, kt: dict[str, Any], path: str, base_dir: Path | No
             dtype = c.str_(a, "dtype", ap, "f32", tuple(BUFFER_DTYPES))
             count = c.num(a, "count", ap, ..., positive=True, integer=True)
             init = c.str_(a, "init", ap, "random", BUFFER_INITS)
-            if prm.nbytes != 8:
-                raise c.fail(f"{ap}.buffer", f"parameter {i} ({prm.name}) is {prm.ptx_type} "
-                             f"({prm.nbytes} bytes), not a pointer (8 bytes)")  # fmt: skip
             args.append(("buffer", name, dtype, count, init))
         elif "scalar" in a:
             c.keys(a, ap, {"scalar", "value"})
@@ -341,30 +342,27 @@ def _user_kernel(c: _Checker, kt: dict[str, Any], path: str, base_dir: Path | No
                                  f"got {v!r}")  # fmt: skip
             else:
                 v = float(c.num(a, "value", ap, ...))
-            if SCALAR_TYPES[ty] != prm.nbytes:  # a u64 may stand for a raw pointer (null)
-                raise c.fail(f"{ap}.scalar", f"{ty} is {SCALAR_TYPES[ty]} bytes but "
-                             f"parameter {i} ({prm.name}) is {prm.ptx_type} "
-                             f"({prm.nbytes} bytes)")  # fmt: skip
             args.append(("scalar", ty, v))
         else:
             raise c.fail(ap, "must be {buffer = NAME, dtype, count, init} or "
                          "{scalar = TYPE, value}")  # fmt: skip
-    if len(args) < len(uk.params):
-        missing = uk.params[len(args)]
-        raise c.fail(f"{path}.args", f"entry {uk.entry!r} has {len(uk.params)} parameters, "
-                     f"{len(args)} args given (args[{len(args)}] missing: {missing.ptx_type} "
-                     f"{missing.name})")  # fmt: skip
     cooperative = False
-    if sliceable and not uk.sliced:
-        warnings.warn(ProfileWarning(f"{c.file}: {path}: not sliceable, runs whole under "
-                                     f"temporal gating: {uk.reason}"), stacklevel=4)  # fmt: skip
-        sliceable = False
-    elif sliceable:
-        for w in uk.warnings:
-            warnings.warn(ProfileWarning(f"{c.file}: {path}: {w}"), stacklevel=4)
-    if not uk.sliced and uk.reason and "grid-wide sync" in uk.reason:
-        cooperative = True
-    return {"source": str(src.resolve()), "entry": uk.entry, "args": tuple(args),
+    if src.suffix == ".ptx":
+        try:
+            uk = load_ptx_kernel(src, entry)
+            check_args(uk, args)
+        except UserKernelError as e:
+            raise c.fail(f"{path}.{e.key}", str(e)) from None
+        entry = uk.entry
+        if sliceable and not uk.sliced:
+            why = f"not sliceable, runs whole under temporal gating: {uk.reason}"
+            warnings.warn(ProfileWarning(f"{c.file}: {path}: {why}"), stacklevel=4)
+            sliceable = False
+        elif sliceable:
+            for w in uk.warnings:
+                warnings.warn(ProfileWarning(f"{c.file}: {path}: {w}"), stacklevel=4)
+        cooperative = uk.grid_sync
+    return {"source": str(src.resolve()), "entry": entry, "args": tuple(args),
             "sliceable": sliceable, "cooperative": cooperative}  # fmt: skip
 
 
@@ -515,7 +513,8 @@ def to_dict(prof: Profile) -> dict[str, Any]:
             e["params"] = dict(k.params)
         if k.source:  # absolute, like trace paths: a saved copy may live elsewhere
             e["source"] = k.source
-            e["entry"] = k.entry
+            if k.entry is not None:  # a .cu source's only entry is found when compiled
+                e["entry"] = k.entry
             e["args"] = [
                 {"buffer": a[1], "dtype": a[2], "count": a[3], "init": a[4]}
                 if a[0] == "buffer"

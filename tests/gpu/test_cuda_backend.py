@@ -9,6 +9,7 @@ import time
 import pytest
 from gpu_fault import assert_fault_is_backend_error
 
+from hbtui.engine.backends import cuda_testing as ct
 from hbtui.engine.backends.base import BackendError
 from hbtui.engine.backends.cuda import cuda_available
 from hbtui.engine.backends.native import builtin_launch_shape
@@ -57,7 +58,7 @@ def split(total: int, parts: int) -> list[tuple[int, int]]:
 
 
 def out_name(be, k) -> str:
-    return next(n for n, (_, _, o) in be.buffers(k.name).items() if o)
+    return next(n for n, (_, _, o) in ct.buffers(be, k.name).items() if o)
 
 
 KERNELS = [
@@ -79,22 +80,22 @@ def test_sliced_equals_unsliced(be, builtin, params):
     out = out_name(be, k)
     total = k.total_blocks
     for seed in (11, 12):  # fresh random inputs each round
-        be.refill(k.name, seed)
+        ct.refill(be, k.name, seed)
         run(be, k, [(0, total)], streams=(0,))
-        ref = be.read_buffer(k.name, out)
+        ref = ct.read_buffer(be, k.name, out)
         words = struct.unpack(f"{len(ref) // 4}I", ref)
         assert 0xFFFFFFFF not in words, "output not fully written"
         _check_reference(be, k, builtin, params, ref)
         for parts in (1, 2, 7, total):
             for streams in ((1,), (1, 2)):
-                be.poison_outputs(k.name)
+                ct.poison_outputs(be, k.name)
                 run(be, k, split(total, parts), streams=streams)
-                assert be.read_buffer(k.name, out) == ref, (parts, streams)
+                assert ct.read_buffer(be, k.name, out) == ref, (parts, streams)
 
 
 def _check_reference(be, k, builtin, params, ref: bytes) -> None:
     np = pytest.importorskip("numpy")
-    bufs = {n: be.read_buffer(k.name, n) for n in be.buffers(k.name)}
+    bufs = {n: ct.read_buffer(be, k.name, n) for n in ct.buffers(be, k.name)}
     if builtin == "gemm":
         m, n, kk = params["m"], params["n"], params["k"]
         a = np.frombuffer(bufs["a"], np.float16).astype(np.float64).reshape(m, kk)
@@ -267,7 +268,7 @@ def test_illegal_address_surfaces_as_backend_error():
         """
         be = CudaBackend()
         be.prepare(k)
-        be._prepared["bad"]._vals[6].value = 0x10  # x pointer → unmapped address
+        cuda_testing.point_buffer_at(be, "bad", "x", 0x10)  # → an unmapped address
         be.submit(Launch(1, "t", "lp", k, 0, g[0], 1))
         """
     )

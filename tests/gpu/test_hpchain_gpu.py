@@ -7,6 +7,7 @@ import itertools
 import pytest
 from gpu_fault import assert_fault_is_backend_error
 
+from hbtui.engine.backends import cuda_testing as ct
 from hbtui.engine.backends.cuda import cuda_available
 from hbtui.engine.backends.native import builtin_launch_shape
 from hbtui.engine.model import KernelSpec, Launch
@@ -83,15 +84,15 @@ def test_chain_issues_a_request_with_its_gaps(be):
 def test_chain_output_is_bit_identical_to_python_issue(be):
     k = spec("c-gelu", "gelu", n=1024 * 257)
     be.prepare(k)
-    out = next(n for n, (_, _, o) in be.buffers(k.name).items() if o)
-    be.refill(k.name, 11)
+    out = next(n for n, (_, _, o) in ct.buffers(be, k.name).items() if o)
+    ct.refill(be, k.name, 11)
     be.submit(Launch(next(_ids), "lp", "lp", k, 0, k.total_blocks, 1))
     drain(be, 1)
-    ref = be.read_buffer(k.name, out)
-    be.poison_outputs(k.name)
+    ref = ct.read_buffer(be, k.name, out)
+    ct.poison_outputs(be, k.name)
     be.submit_chain([hp(k)], [0], be.now_ns())
     drain(be, 1)
-    assert be.read_buffer(k.name, out) == ref
+    assert ct.read_buffer(be, k.name, out) == ref
 
 
 def test_chained_hp_overtakes_queued_lp(be):
@@ -132,9 +133,7 @@ def test_illegal_address_in_a_chained_kernel_is_a_backend_error():
         """
         be = CudaBackend(hp_issue="native")
         be.prepare(k)
-        p = be._prepared["bad"]
-        name = next(iter(p.bufs))
-        p.bufs[name] = (0x10, p.bufs[name][1])  # → unmapped address in the chain's copy
+        cuda_testing.point_buffer_at(be, "bad", "x", 0x10)  # → unmapped, in the chain's copy
         be.submit_chain([Launch(1, "t", "hp", k, 0, g[0], 0)], [0], be.now_ns())
         """
     )

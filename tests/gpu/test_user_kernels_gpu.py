@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from hbtui.engine.backends import cuda_testing as ct
 from hbtui.engine.backends.cuda import CudaBackend, cuda_available
 from hbtui.engine.model import LP, KernelSpec, Launch
 from hbtui.engine.profile import load
@@ -101,7 +102,7 @@ def run(be: CudaBackend, k: KernelSpec, ranges: list[tuple[int, int]]) -> list[L
 
 
 def snapshot(be: CudaBackend, k: KernelSpec) -> dict[str, bytes]:
-    return {b: be.read_buffer(k.name, b) for b in be.buffers(k.name)}
+    return {b: ct.read_buffer(be, k.name, b) for b in ct.buffers(be, k.name)}
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -110,7 +111,8 @@ def test_sliced_user_kernel_matches_whole_launch(backend, tmp_path: Path, case: 
     k = user_kernel(tmp_path, case.replace("-", "_"), src, table)
     assert k.sliceable
     backend.prepare(k)
-    backend.refill(k.name, 7)
+    assert ct.prepared(backend, k.name).sliced
+    ct.refill(backend, k.name, 7)
     before = snapshot(backend, k)
     (whole,) = run(backend, k, [(0, k.total_blocks)])
     want = snapshot(backend, k)
@@ -119,7 +121,7 @@ def test_sliced_user_kernel_matches_whole_launch(backend, tmp_path: Path, case: 
     total = k.total_blocks
     for n in sorted({1, 2, 7, total}):
         bounds = [total * i // n for i in range(n + 1)]
-        backend.refill(k.name, 7)
+        ct.refill(backend, k.name, 7)
         assert snapshot(backend, k) == before, "refill is not deterministic"
         done = run(backend, k, list(zip(bounds, bounds[1:], strict=False)))
         assert snapshot(backend, k) == want, f"{n} slices differ from the whole launch"
@@ -133,15 +135,17 @@ def test_unsliceable_grid_sync_kernel_runs_whole(backend, tmp_path: Path) -> Non
     table = """entry = "coop_sync"
 grid = 8
 block = 128
+sliceable = false
 args = [{ buffer = "a", count = 1024 }, { scalar = "i32", value = 1000 }]"""
-    with pytest.warns(UserWarning):
-        k = user_kernel(tmp_path, "coop", CORPUS / "coop_sync.cu", table)
-    assert not k.sliceable and k.cooperative
-    backend.prepare(k)
-    backend.refill(k.name, 3)
-    a0 = struct.unpack("1024f", backend.read_buffer(k.name, "a"))
+    k = user_kernel(tmp_path, "coop", CORPUS / "coop_sync.cu", table)
+    assert not k.sliceable
+    backend.prepare(k)  # compiled here: the grid sync makes it a cooperative launch
+    p = ct.prepared(backend, k.name)
+    assert not p.sliced and p.cooperative
+    ct.refill(backend, k.name, 3)
+    a0 = struct.unpack("1024f", ct.read_buffer(backend, k.name, "a"))
     run(backend, k, [(0, k.total_blocks)])
-    got = struct.unpack("1024f", backend.read_buffer(k.name, "a"))
+    got = struct.unpack("1024f", ct.read_buffer(backend, k.name, "a"))
 
     def f32(x: float) -> float:
         return struct.unpack("f", struct.pack("f", x))[0]

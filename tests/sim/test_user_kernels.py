@@ -1,16 +1,22 @@
-"""User kernels in profiles (``source``/``entry``/``args``): load-time validation, the sim
-bench, and hummingbird running an unsliceable LP kernel whole under temporal gating."""
+"""User kernels in profiles (``source``/``entry``/``args``): load-time validation (never a
+compiler), the checks of a ``.cu`` kernel when a backend prepares it, the sim bench, and
+hummingbird running an unsliceable LP kernel whole under temporal gating."""
 
 from __future__ import annotations
 
 import re
 import shutil
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from sim_recorder import Recorder
 
+from hbtui.engine.backends.base import BackendError
+from hbtui.engine.backends.sim import SimBackend
+from hbtui.engine.backends.user_kernels import resolve
 from hbtui.engine.bench import bench
 from hbtui.engine.model import LP, Launch
 from hbtui.engine.profile import ProfileError, ProfileWarning, load, shipped_dir
@@ -97,19 +103,50 @@ args = [{ buffer = "x", count = 1800 }, { buffer = "y", count = 1800 },
 
 def test_entry_defaults_to_the_only_one(tmp_path: Path) -> None:
     kt = saxpy_kernel(tmp_path).replace('entry = "saxpy"\n', "")
-    assert load(profile(tmp_path, kt)).kernels["k"].entry == "saxpy"
+    k = load(profile(tmp_path, kt)).kernels["k"]
+    assert k.entry is None  # a .cu source is only compiled when prepared
+    assert resolve(k).entry == "saxpy"
+    shutil.copy(CORPUS / "coop_grid_sync.nvrtc13.ptx", tmp_path / "coop.ptx")
+    with pytest.warns(ProfileWarning):
+        k = load(profile(tmp_path, COOP_PTX.replace('entry = "k"\n', ""))).kernels["k"]
+    assert k.entry == "k"  # a .ptx one is read at load
 
 
-def test_refused_kernel_loads_unsliceable_with_a_warning(tmp_path: Path) -> None:
-    shutil.copy(CORPUS / "coop_sync.cu", tmp_path / "coop.cu")
-    kt = """source = "coop.cu"
+COOP_PTX = """source = "coop.ptx"
+entry = "k"
+grid = 8
+block = 128
+args = [{ buffer = "a", count = 1024 }, { scalar = "u32", value = 1024 }]"""
+
+COOP_CU = """source = "coop.cu"
 entry = "coop_sync"
 grid = 8
 block = 128
 args = [{ buffer = "a", count = 1024 }, { scalar = "i32", value = 1024 }]"""
+
+
+def test_refused_ptx_kernel_loads_unsliceable_with_a_warning(tmp_path: Path) -> None:
+    shutil.copy(CORPUS / "coop_grid_sync.nvrtc13.ptx", tmp_path / "coop.ptx")
     with pytest.warns(ProfileWarning, match=r"kernels\.k: not sliceable.*grid-wide sync"):
-        k = load(profile(tmp_path, kt)).kernels["k"]
+        k = load(profile(tmp_path, COOP_PTX)).kernels["k"]
     assert not k.sliceable and k.cooperative
+    assert SimBackend().prepare(k) == k.blocks_per_sm
+
+
+def test_refused_cu_kernel_must_be_declared_unsliceable(tmp_path: Path) -> None:
+    """Only the compiled PTX shows the grid sync, and profiles never compile: the kernel
+    loads as declared, and preparing it names the key to change."""
+    shutil.copy(CORPUS / "coop_sync.cu", tmp_path / "coop.cu")
+    k = load(profile(tmp_path, COOP_CU)).kernels["k"]
+    assert k.sliceable and not k.cooperative
+    with pytest.raises(
+        BackendError, match=r"kernels\.k\.sliceable: .*grid-wide sync.*sliceable = false"
+    ):
+        SimBackend().prepare(k)
+    k = load(profile(tmp_path, COOP_CU + "\nsliceable = false")).kernels["k"]
+    r = resolve(k)
+    assert not k.sliceable and not r.sliced and r.cooperative
+    assert SimBackend().prepare(k) == k.blocks_per_sm
 
 
 @pytest.mark.parametrize(
@@ -117,32 +154,6 @@ args = [{ buffer = "a", count = 1024 }, { scalar = "i32", value = 1024 }]"""
     [
         (lambda t: t.replace("k/saxpy.cu", "k/missing.cu"), "kernels.k.source", "cannot read"),
         (lambda t: t.replace("k/saxpy.cu", "k/saxpy.txt"), "kernels.k.source", ".cu or .ptx"),
-        (lambda t: t.replace('"saxpy"', '"saxpie"'), "kernels.k.entry", "no entry named"),
-        (
-            lambda t: t.replace('  { scalar = "i32", value = 65536 },\n', ""),
-            "kernels.k.args",
-            r"4 parameters, 3 args given \(args\[3\] missing",
-        ),
-        (
-            lambda t: t.replace('scalar = "i32", value = 65536', 'scalar = "u64", value = 65536'),
-            "kernels.k.args[3].scalar",
-            "u64 is 8 bytes but parameter 3",
-        ),
-        (
-            lambda t: t.replace('scalar = "i32", value = 65536', 'scalar = "f64", value = 1.0'),
-            "kernels.k.args[3].scalar",
-            "f64 is 8 bytes",
-        ),
-        (
-            lambda t: t.replace('{ scalar = "f32", value = 2.0 }', '{ buffer = "a", count = 4 }'),
-            "kernels.k.args[0].buffer",
-            "not a pointer",
-        ),
-        (
-            lambda t: t.replace("65536 },\n]", '65536 },\n  { scalar = "i32", value = 1 },\n]'),
-            "kernels.k.args[4]",
-            "only 4 parameters, 5 args given",
-        ),
         (
             lambda t: t.replace("value = 65536 }", "value = -1 }").replace('"i32"', '"u32"'),
             "kernels.k.args[3].value",
@@ -159,14 +170,82 @@ def test_bad_user_kernels_are_profile_errors(tmp_path: Path, edit, key: str, msg
         load(p)
 
 
+# Checks against the compiled entry: when a backend prepares the kernel (sim and cuda alike).
+PREPARE_ERRORS = [
+    (lambda t: t.replace('"saxpy"', '"saxpie"'), "kernels.k.entry", "no entry named"),
+    (
+        lambda t: t.replace('  { scalar = "i32", value = 65536 },\n', ""),
+        "kernels.k.args",
+        r"4 parameters, 3 args given \(args\[3\] missing",
+    ),
+    (
+        lambda t: t.replace('scalar = "i32", value = 65536', 'scalar = "u64", value = 65536'),
+        "kernels.k.args[3].scalar",
+        "u64 is 8 bytes but parameter 3",
+    ),
+    (
+        lambda t: t.replace('scalar = "i32", value = 65536', 'scalar = "f64", value = 1.0'),
+        "kernels.k.args[3].scalar",
+        "f64 is 8 bytes",
+    ),
+    (
+        lambda t: t.replace('{ scalar = "f32", value = 2.0 }', '{ buffer = "a", count = 4 }'),
+        "kernels.k.args[0].buffer",
+        "not a pointer",
+    ),
+    (
+        lambda t: t.replace("65536 },\n]", '65536 },\n  { scalar = "i32", value = 1 },\n]'),
+        "kernels.k.args[4]",
+        "only 4 parameters, 5 args given",
+    ),
+]
+
+
+@pytest.mark.parametrize("edit,key,msg", PREPARE_ERRORS)
+def test_bad_cu_kernels_are_errors_when_prepared(tmp_path: Path, edit, key: str, msg: str) -> None:  # noqa: ANN001
+    k = load(profile(tmp_path, edit(saxpy_kernel(tmp_path)))).kernels["k"]
+    src = tmp_path / "k" / "saxpy.cu"
+    with pytest.raises(BackendError, match=f"^{re.escape(f'{src.resolve()}: {key}: ')}.*{msg}"):
+        SimBackend().prepare(k)
+
+
+@pytest.mark.parametrize("edit,key,msg", PREPARE_ERRORS)
+def test_bad_ptx_kernels_are_profile_errors(tmp_path: Path, edit, key: str, msg: str) -> None:  # noqa: ANN001
+    """The same checks on a .ptx source happen at load (reading PTX needs no compiler)."""
+    (tmp_path / "k").mkdir()
+    ptx = resolve(load(profile(tmp_path, saxpy_kernel(tmp_path))).kernels["k"]).kernel.ptx
+    (tmp_path / "k" / "saxpy.ptx").write_text(ptx)
+    p = profile(tmp_path, edit(saxpy_kernel(tmp_path)).replace("saxpy.cu", "saxpy.ptx"))
+    with pytest.raises(ProfileError, match=f"^{re.escape(f'{p}: {key}: ')}.*{msg}"):
+        load(p)
+
+
 def test_compile_error_quotes_the_nvrtc_log(tmp_path: Path) -> None:
     bad = SAXPY.replace("a * x[i]", "a * undefined_thing[i]")
     p = profile(tmp_path, saxpy_kernel(tmp_path, source=bad))
-    with pytest.raises(ProfileError) as ei:
-        load(p)
+    k = load(p).kernels["k"]  # loads: nothing compiles a profile
+    with pytest.raises(BackendError) as ei:
+        SimBackend().prepare(k)
     text = str(ei.value)
-    assert text.startswith(f"{p}: kernels.k.source: NVRTC failed to compile saxpy.cu")
+    src = (tmp_path / "k" / "saxpy.cu").resolve()
+    assert text.startswith(f"{src}: kernels.k.source: NVRTC failed to compile saxpy.cu")
     assert "undefined_thing" in text and "Traceback" not in text
+
+
+def test_loading_a_profile_never_loads_cuda(tmp_path: Path) -> None:
+    """NVRTC and the driver both come from the cuda package: a load that compiled (or
+    touched a GPU) would import it."""
+    p = profile(tmp_path, saxpy_kernel(tmp_path))
+    code = (
+        "import sys\n"
+        "from hbtui.engine.profile import load\n"
+        f"load({str(p)!r})\n"
+        "print([m for m in sys.modules if m.split('.')[0] == 'cuda'\n"
+        "       or m.startswith('hbtui.engine.backends.cuda')])\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]"
 
 
 def test_shipped_user_kernel_profile_runs_in_the_sim_bench() -> None:
@@ -212,9 +291,9 @@ entry = "coop_sync"
 grid = 264
 block = 128
 block_us = 30.0
+sliceable = false
 args = [{ buffer = "a", count = 33792 }, { scalar = "i32", value = 33792 }]"""
-    with pytest.warns(ProfileWarning):
-        prof = load(profile(tmp_path, kt))
+    prof = load(profile(tmp_path, kt))
     be = run_hummingbird(prof)
     lp = [x for x in be.launches if x.cls == LP]
     assert len(lp) > 10 and all(x.blocks == 264 for x in lp)

@@ -399,7 +399,7 @@ def test_a_launched_arm_stays_launched_when_its_slot_is_armed_again(gpu: FakeGpu
     """The cuda backend's latch (H100 call 21): once the slice armed behind step 2 went
     out, a later slice for step 2 may arm the same slot, find the step issued, and hand
     it back, leaving the slot's word at (2, none) -- the first slice still went out."""
-    from hbtui.engine.backends.cuda import _Arm
+    from hbtui.engine.backends.inflight import ArmedSlice
 
     ch = gpu.chain()
     try:
@@ -408,12 +408,12 @@ def test_a_launched_arm_stays_launched_when_its_slot_is_armed_again(gpu: FakeGpu
         ch.push([k.step(1, 0, event=11), k.step(2, 50_000_000, event=12)])
         collect(ch, 1)
         assert ch.arm(0, arm_for(2, lp), seq=1)
-        first = _Arm(55, 2, 0)
+        first = ArmedSlice(55, 2, 0)
         collect(ch, 1)  # step 2 and the slice armed behind it go out
         assert first.launched(ch)
         assert not ch.arm(0, arm_for(2, lp), seq=1)  # too late: handed back to the caller
         assert not ch.arm_launched(0, 2)  # the word no longer shows the first slice ...
-        assert not _Arm(55, 2, 0).launched(ch)  # (what an unlatched record would read)
+        assert not ArmedSlice(55, 2, 0).launched(ch)  # (what an unlatched record would read)
         assert first.launched(ch)  # ... the latch does
         assert [c[1] for c in gpu.calls] == [101, 102, 900]  # it went out once
     finally:

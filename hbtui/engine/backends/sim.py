@@ -32,24 +32,13 @@ from __future__ import annotations
 import heapq
 import time
 from collections import deque
-from dataclasses import dataclass
 
 from hbtui.engine.backends.base import Backend
+from hbtui.engine.backends.simparams import SimParams
 from hbtui.engine.model import HP, KernelSpec, Launch
 
 UNITS_PER_SM = 840  # divisible by 1..8: every occupancy maps to whole units
 _DEP_NS = 2_000  # a stream waiting on an event starts this long after the event fires
-
-
-@dataclass(frozen=True)
-class SimParams:
-    sms: int = 132
-    launch_latency_us: float = 6.0
-    launch_cost_us: float = 10.5
-    loop_delay_us: float = 0.0
-    interference: float = 0.3
-    hp_chain: bool = False
-    name: str = "simulated H100"
 
 
 class _Run:
@@ -126,6 +115,10 @@ class SimBackend(Backend):
     def prepare(self, kernel: KernelSpec) -> int:
         if not 1 <= kernel.blocks_per_sm <= 8:
             raise ValueError(f"kernel {kernel.name}: blocks_per_sm must be 1..8")
+        if kernel.source:  # the checks the cuda backend makes (compiling on the CPU)
+            from hbtui.engine.backends.user_kernels import resolve
+
+            resolve(kernel)
         return kernel.blocks_per_sm
 
     def now_ns(self) -> int:
