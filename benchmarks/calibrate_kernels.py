@@ -5,16 +5,17 @@ i.e. of one resident block at full occupancy) so a profile's simulated cost mode
 set from the real GPU. Timing: the backend's own per-launch start/end (the cuda backend
 uses %globaltimer written by the kernel), after warm-up; medians and p99 over --reps.
 
-    PYTHONPATH=. python3 benchmarks/calibrate_kernels.py --profile default --backend cuda \\
-        --out calib.json
+    python3 benchmarks/calibrate_kernels.py --profile default --backend cuda --out calib.json
+    python3 benchmarks/calibrate_kernels.py --backend sim --reps 5   # the sim's own model
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
+
+from harness import write_result
 
 from hbtui.engine.backends import make_backend
 from hbtui.engine.model import LP, Launch
@@ -90,8 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         print("in sequence:", {n: round(v["p50"], 1) for n, v in out["sequence_us"].items()})
     be.close()
     if a.out:
-        with open(a.out, "w") as f:
-            json.dump(out, f, indent=2)
+        write_result(a.out, out)
     return 0
 
 

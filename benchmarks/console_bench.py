@@ -12,32 +12,26 @@ headless in this process (Textual Pilot, 120x40) and measures:
 - key → screen: press ``]``/``[`` (double/halve the LP slice) and time until the task
   table's slice cell shows the new value (engine round trip included).
 
-    python benchmarks/console_bench.py [--duration 10] [--presses 40] [--slice-us 8]
+    python benchmarks/console_bench.py [--duration 10] [--presses 40] [--slice-us 8] --out OUT
 
-Writes docs/benchmarks/console_cpu.json (``--out``).
+``--no-synthetic`` skips the synthetic-publisher phase (50k records/s by default).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import os
-import platform
 import statistics
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from harness import write_result
+from textual import events
 
-from textual import events  # noqa: E402
-
-from hbtui.console.app import ConsoleApp  # noqa: E402
-from hbtui.console.model import LIVE  # noqa: E402
-from hbtui.console.spawn import EmbeddedEngine  # noqa: E402
+from hbtui.console.app import ConsoleApp
+from hbtui.console.model import LIVE
+from hbtui.console.spawn import EmbeddedEngine
 
 
 def pct(xs: list[float], p: float) -> float:
@@ -45,26 +39,6 @@ def pct(xs: list[float], p: float) -> float:
         return float("nan")
     s = sorted(xs)
     return s[min(len(s) - 1, max(0, round(p / 100 * (len(s) - 1))))]
-
-
-def machine() -> dict[str, Any]:
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import textual
-
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "textual": textual.__version__,
-        "platform": platform.platform(),
-    }
 
 
 async def until(pred: Any, timeout: float, what: str) -> None:
@@ -81,7 +55,7 @@ def synthetic_publisher(pub: str, rate: float, seconds: float, hz: float = 50.0)
     import zmq
 
     from hbtui.engine.protocol import encode, envelope
-    from tests.test_console_fixtures import state_body, stats_body
+    from tests.console_fixtures import state_body, stats_body
 
     sock = zmq.Context.instance().socket(zmq.PUB)
     sock.sndhwm = 256
@@ -198,7 +172,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                 "engine running",
             )
             await link.call("set_slice", {"task": lp, "us": args.slice_us})
-            await asyncio.sleep(2.0)  # warm-up at the new rate
+            await asyncio.sleep(args.warmup)  # warm-up at the new rate
 
             engine_steady = await steady(app, args.duration)
             cpu0, wall0 = time.process_time(), time.perf_counter()
@@ -229,9 +203,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         eng.stop()
 
     return {
-        "schema": 1,
-        "command": "python " + " ".join([os.path.relpath(sys.argv[0], ROOT), *sys.argv[1:]]),
-        "machine": machine(),
+        "schema": 2,
         "engine": {"backend": "sim", "profile": args.profile, "slice_us": args.slice_us},
         "console": {"size": [120, 40], "refresh_hz": args.rate, "headless": True},
         "engine_steady": engine_steady,
@@ -255,14 +227,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", default="default", help="engine profile (name or path)")
     ap.add_argument("--lp-task", default="train", help="the LP task whose slice keys edit")
     ap.add_argument("--no-synthetic", action="store_true", help="skip the synthetic publisher")
-    ap.add_argument("--out", default=str(ROOT / "docs/benchmarks/console_cpu.json"))
+    ap.add_argument("--warmup", type=float, default=2.0, help="s at the new slice cap first")
+    ap.add_argument("--out", required=True, help="result JSON")
     args = ap.parse_args(argv)
     res = asyncio.run(bench(args))
     if not args.no_synthetic:
         res["synthetic_steady"] = asyncio.run(bench_synthetic(args))
         res["synthetic_steady"]["published_records_per_s"] = args.records
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(res, indent=1) + "\n")
+    import textual
+
+    write_result(args.out, res, textual=textual.__version__)
     for name in ("engine_steady", "synthetic_steady"):
         if name not in res:
             continue

@@ -4,21 +4,24 @@ Measures: host cost of submit() and of the raw driver calls under it, event-poll
 cost, enqueue → GPU-start latency on an idle GPU, HP wait (HP issue → HP start) while
 one-wave LP slices run on a least-priority stream with the HP kernel on the
 greatest-priority stream (sync-each vs pre-issued LP), clock calibration bounds and
-drift, NVML sample cost.
+drift, NVML sample cost. The backend is driven through its public methods only; the raw
+driver calls are timed on a stream of their own (``bench_driver_calls``).
 
-    PYTHONPATH=. python3 benchmarks/cuda_dispatch.py --out cuda_dispatch.json
+    python3 benchmarks/cuda_dispatch.py --out cuda_dispatch.json
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import itertools
 import json
-import platform
 import random
 import statistics
 import sys
 import time
+
+from harness import write_result
 
 from hbtui.engine.backends.cuda import CudaBackend
 from hbtui.engine.backends.native import builtin_launch_shape
@@ -57,7 +60,7 @@ def drain(be: CudaBackend, n: int) -> list[Launch]:
 
 
 def bench_host_costs(be: CudaBackend, n: int) -> dict:
-    cu = be._cu
+    """Host cost of the backend's submit() and of one wait() pass with nothing done."""
     tiny = spec("tiny", "spin", us=0, blocks=1, threads=32)
     be.prepare(tiny)
     out = {}
@@ -70,48 +73,90 @@ def bench_host_costs(be: CudaBackend, n: int) -> dict:
             costs.append(time.perf_counter_ns() - t0)
         drain(be, 50)
     out["submit"] = summary_us(costs)
-    p = be._prepared["tiny"]
-    stream = be._streams[1]
-    launch, record, query = cu.cuLaunchKernel, cu.cuEventRecord, cu.cuEventQuery
-    ev = be._new_event()
-    lc, rc = [], []
-    for _ in range(n // 50):
-        for _ in range(50):
-            t0 = time.perf_counter_ns()
-            launch(p.func, 1, 1, 1, 32, 1, 1, 0, stream, p.params_addr, 0)
-            t1 = time.perf_counter_ns()
-            record(ev, stream)
-            t2 = time.perf_counter_ns()
-            lc.append(t1 - t0)
-            rc.append(t2 - t1)
-        be.synchronize()
-    out["cuLaunchKernel"] = summary_us(lc)
-    out["cuEventRecord"] = summary_us(rc)
-    qc = []
-    for _ in range(n):
-        t0 = time.perf_counter_ns()
-        query(ev)
-        qc.append(time.perf_counter_ns() - t0)
-    out["cuEventQuery_done"] = summary_us(qc)
     long = spec("long", "spin", us=200_000, blocks=1, threads=32)
     be.prepare(long)
-    la = Launch(next(_ids), "b", "lp", long, 0, 1, 1)
-    be.submit(la)
-    pend = be._queues[1][-1][1]
-    qc, wc = [], []
+    be.submit(Launch(next(_ids), "b", "lp", long, 0, 1, 1))
+    wc = []
     for _ in range(n):
         t0 = time.perf_counter_ns()
-        query(pend)
-        t1 = time.perf_counter_ns()
         be.wait(0)  # one poll pass, nothing done
-        wc.append(time.perf_counter_ns() - t1)
-        qc.append(t1 - t0)
-    out["cuEventQuery_pending"] = summary_us(qc)
+        wc.append(time.perf_counter_ns() - t0)
     out["wait_pass_nothing_done"] = summary_us(wc)
     drain(be, 1)
-    # wait() overhead once a completion is there: time from the poll that sees it to return
-    cu.cuEventDestroy(ev)
     return out
+
+
+DRIVER_SRC = r"""
+extern "C" __global__ void hb_null(unsigned long long x) {
+  if (x == 1ull) asm volatile("trap;");
+}
+extern "C" __global__ void hb_delay(unsigned long long ns) {
+  unsigned long long t0, t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t0));
+  do { asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t)); } while (t - t0 < ns);
+}
+"""
+
+
+def bench_driver_calls(n: int) -> dict:
+    """The raw driver calls under submit() (cuLaunchKernel with its args by pointer,
+    cuEventRecord with timing disabled, cuEventQuery done and pending), on a stream of their
+    own in device 0's primary context (the slicer's GPU harness), one-block kernels."""
+    from hbtui.engine.slicer import compile_cuda
+    from hbtui.engine.slicer.harness import Gpu
+
+    gpu = Gpu()
+    cu, st = gpu.cu, gpu.stream
+
+    def ok(ret: tuple, what: str):  # noqa: ANN202
+        if ret[0] != cu.CUresult.CUDA_SUCCESS:
+            raise RuntimeError(f"{what} failed: {ret[0]}")
+        return ret[1] if len(ret) > 1 else None
+
+    try:
+        mod = gpu.load(compile_cuda(DRIVER_SRC, "dispatch.cu", "compute_" + gpu.arch[3:]))
+        null, delay = gpu.function(mod, "hb_null"), gpu.function(mod, "hb_delay")
+        arg = ctypes.c_uint64(0)
+        arr = (ctypes.c_void_p * 1)(ctypes.addressof(arg))
+        params = ctypes.addressof(arr)
+        no_timing = cu.CUevent_flags.CU_EVENT_DISABLE_TIMING
+        ev = ok(cu.cuEventCreate(no_timing), "cuEventCreate")
+        launch, record, query = cu.cuLaunchKernel, cu.cuEventRecord, cu.cuEventQuery
+        lc, rc = [], []
+        for _ in range(n // 50):
+            for _ in range(50):
+                t0 = time.perf_counter_ns()
+                launch(null, 1, 1, 1, 32, 1, 1, 0, st, params, 0)
+                t1 = time.perf_counter_ns()
+                record(ev, st)
+                t2 = time.perf_counter_ns()
+                lc.append(t1 - t0)
+                rc.append(t2 - t1)
+            gpu.sync()
+        qd = []
+        for _ in range(n):
+            t0 = time.perf_counter_ns()
+            query(ev)
+            qd.append(time.perf_counter_ns() - t0)
+        ns = ctypes.c_uint64(200_000_000)  # 200 ms: the event stays pending throughout
+        darr = (ctypes.c_void_p * 1)(ctypes.addressof(ns))
+        ok(launch(delay, 1, 1, 1, 1, 1, 1, 0, st, ctypes.addressof(darr), 0), "cuLaunchKernel")
+        ok(record(ev, st), "cuEventRecord")
+        qp = []
+        for _ in range(n):
+            t0 = time.perf_counter_ns()
+            query(ev)
+            qp.append(time.perf_counter_ns() - t0)
+        gpu.sync()
+        cu.cuEventDestroy(ev)
+    finally:
+        gpu.close()
+    return {
+        "cuLaunchKernel": summary_us(lc),
+        "cuEventRecord": summary_us(rc),
+        "cuEventQuery_done": summary_us(qd),
+        "cuEventQuery_pending": summary_us(qp),
+    }
 
 
 def bench_idle_latency(be: CudaBackend, n: int) -> dict:
@@ -240,16 +285,15 @@ def main(argv: list[str] | None = None) -> int:
         "sms": be.sms,
         "cc": list(be.cc),
         "priority_range": list(be.priority_range),
-        "python": platform.python_version(),
         "backend_init_s": round(init_s, 3),
         "clock_at_start": be.clock_info(),
     }
     try:
         import cuda.bindings as cb
+        from cuda.bindings import driver
 
         res["cuda_bindings"] = cb.__version__
-        d = be._cu.cuDriverGetVersion()
-        res["driver_api_version"] = int(d[1])
+        res["driver_api_version"] = int(driver.cuDriverGetVersion()[1])
     except Exception:  # noqa: BLE001
         pass
     g = be.gpu_sample()
@@ -261,6 +305,8 @@ def main(argv: list[str] | None = None) -> int:
         res["nvml_sample_cost_us"] = round((time.perf_counter_ns() - t) / 20 / 1000, 1)
     res["kernels"] = bench_kernels(be)
     res["host_costs_us"] = bench_host_costs(be, args.n)
+    if args.device == 0:  # the harness opens device 0
+        res["host_costs_us"].update(bench_driver_calls(args.n))
     res["idle_hp_latency_us"] = bench_idle_latency(be, 500)
     hp_tiny = spec("hp_tiny", "spin", us=0, blocks=1, threads=32)
     be.prepare(hp_tiny)
@@ -274,8 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     res["clock_drift"] = be.recalibrate()
     res["clock_at_end"] = be.clock_info()
     be.close()
-    with open(args.out, "w") as f:
-        json.dump(res, f, indent=1)
+    write_result(args.out, res)
     for row in res["kernels"]:
         print(json.dumps(row))
     print(json.dumps(res["host_costs_us"], indent=None))

@@ -9,21 +9,19 @@ runs SECONDS, stops the engine with SIGTERM and reads its final summary. With
 ``--subscribe`` a subscriber drains every telemetry message meanwhile (what a console
 does); without it nobody listens, and the engine's PUB socket drops what it publishes.
 
-    PYTHONPATH=. python3 benchmarks/engine_live.py --profile default --seconds 25 \
+    python3 benchmarks/engine_live.py --profile default --seconds 25 \
         --slo-ms 20.6 --subscribe --out live.json
+    python3 benchmarks/engine_live.py --backend sim --calibrate 0.5 --seconds 2 --out x.json
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import signal
-import subprocess
 import sys
-import tempfile
 import threading
 import time
-from pathlib import Path
+
+from harness import HeadlessEngine, write_result
 
 from hbtui.engine.client import EngineClient, Subscriber
 
@@ -51,10 +49,10 @@ def _drain(pub: str, stop: threading.Event, out: dict) -> None:
         out["lag_ms"] = {"p50": lags[len(lags) // 2], "p99": lags[int(0.99 * (len(lags) - 1))]}
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--profile", default="default")
-    ap.add_argument("--backend", default="cuda")
+    ap.add_argument("--backend", default="cuda", choices=("auto", "sim", "cuda"))
     ap.add_argument("--device", type=int, default=0)
     ap.add_argument("--seconds", type=float, default=25.0)
     ap.add_argument("--warmup", type=float, default=1.0)
@@ -62,54 +60,51 @@ def main() -> int:
     ap.add_argument("--slo-ms", type=float, default=None, help="set the HP task's SLO to this")
     ap.add_argument("--subscribe", action="store_true", help="drain all telemetry meanwhile")
     ap.add_argument("--out", required=True)
-    a = ap.parse_args()
+    a = ap.parse_args(argv)
 
-    d = Path(tempfile.mkdtemp(prefix="hblive-"))
-    pub, ctl, summary = f"ipc://{d}/pub", f"ipc://{d}/ctl", d / "summary.json"
-    cmd = [sys.executable, "-m", "hbtui", "engine", "--profile", a.profile,
-           "--backend", a.backend, "--device", str(a.device), "--pub", pub, "--ctl", ctl,
-           "--calibrate", str(a.calibrate), "--summary-json", str(summary)]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    eng = HeadlessEngine(a.profile, a.backend, calibrate=a.calibrate,
+                         extra=["--device", str(a.device)])  # fmt: skip
     tel = {"messages": {}, "slice_records": 0, "seq_gaps": 0}
     stop = threading.Event()
-    drain = threading.Thread(target=_drain, args=(pub, stop, tel), daemon=True)
-    c = EngineClient(ctl, timeout=1.0)
+    drain = threading.Thread(target=_drain, args=(eng.pub, stop, tel), daemon=True)
     try:
-        deadline = time.monotonic() + 180
-        while c.ping()["phase"] != "running":  # calibration (and the first NVRTC build)
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise SystemExit(f"engine not running: rc {proc.poll()}")
-            time.sleep(0.2)
-        st = c.get_state()
-        hp = next(t["name"] for t in st["tasks"] if t["class"] == "hp")
-        if a.slo_ms is not None:
-            c.set_slo(hp, ms=a.slo_ms)
-        if a.subscribe:
-            drain.start()
-        time.sleep(a.warmup)
-        c.reset_stats()
-        t0 = time.monotonic()
-        time.sleep(a.seconds)
-        measured = time.monotonic() - t0
-    finally:
-        c.close()
-        proc.send_signal(signal.SIGTERM)
-        err = proc.communicate(timeout=60)[1]
+        eng.start()
+        eng.wait_running()
+        c = EngineClient(eng.ctl, timeout=1.0)
+        try:
+            st = c.get_state()
+            hp = next(t["name"] for t in st["tasks"] if t["class"] == "hp")
+            if a.slo_ms is not None:
+                c.set_slo(hp, ms=a.slo_ms)
+            if a.subscribe:
+                drain.start()
+            time.sleep(a.warmup)
+            c.reset_stats()
+            t0 = time.monotonic()
+            time.sleep(a.seconds)
+            measured = time.monotonic() - t0
+        finally:
+            c.close()
+        rc = eng.stop()
         stop.set()
         if drain.is_alive():
             drain.join(5)
-    if proc.returncode != 0 or not summary.exists():
-        sys.stderr.write(err)
-        return 1
-    s = json.loads(summary.read_text())
+        s = eng.summary()
+        if rc != 0 or s is None:
+            sys.stderr.write(eng.stderr)
+            return 1
+    finally:
+        stop.set()
+        eng.close()
     # the summary counts from reset_stats to SIGTERM (a little past `measured`)
     res = {
-        "command": cmd, "device": s["device"], "policy": s["policy"], "slo_ms_set": a.slo_ms,
-        "subscribed": a.subscribe, "seconds": measured, "calibration": s["calibration"],
-        "stats": s["stats"], "telemetry": tel if a.subscribe else None,
-        "calibration_log": [ln for ln in err.splitlines() if "calibrated in" in ln],
+        "engine_command": eng.cmd[1:], "device": s["device"], "policy": s["policy"],
+        "slo_ms_set": a.slo_ms, "subscribed": a.subscribe, "seconds": measured,
+        "calibration": s["calibration"], "stats": s["stats"],
+        "telemetry": tel if a.subscribe else None,
+        "calibration_log": [ln for ln in eng.stderr.splitlines() if "calibrated in" in ln],
     }  # fmt: skip
-    Path(a.out).write_text(json.dumps(res, indent=1) + "\n")
+    write_result(a.out, res)
     t = s["stats"]["tasks"]
     lp = [v for v in t.values() if v["class"] == "lp"]
     print(

@@ -40,12 +40,12 @@ drained. Reported (ms, p50/p99/max, p99 nearest-rank like the engine's histogram
 
 JSON to ``--out``. ``--dry-run`` prints the start of the open-loop schedule (no CUDA).
 
-    PYTHONPATH=. python3 benchmarks/hp_minimal.py --profile default --out hp_minimal.json
-    PYTHONPATH=. python3 benchmarks/hp_minimal.py \\
+    python3 benchmarks/hp_minimal.py --profile default --out hp_minimal.json
+    python3 benchmarks/hp_minimal.py \\
         --steps "reduce:rows=64,cols=4096@20;gemm:m=64,n=4096,k=4096@100" --out x.json
-    PYTHONPATH=. python3 benchmarks/hp_minimal.py --profile default --arrivals profile \\
+    python3 benchmarks/hp_minimal.py --profile default --arrivals profile \\
         --seed 1 --duration 30 --out hp_open.json
-    PYTHONPATH=. python3 benchmarks/hp_minimal.py --profile default --arrivals profile \\
+    python3 benchmarks/hp_minimal.py --profile default --arrivals profile \\
         --seed 1 --duration 30 --dry-run
 """
 
@@ -62,6 +62,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from harness import write_result
 
 from hbtui.engine.backends import native
 from hbtui.engine.model import Arrival, Task
@@ -613,8 +615,7 @@ def main(argv: list[str] | None = None) -> int:
         res.update(run_closed(args, steps, kernels, stream, seed))
         show = ("device", "source", "host_latency_us", "gpu_latency_us")
     res["sum_gaps_us"] = round(sum(s.gap_us for s in steps), 1)
-    with open(args.out, "w") as f:
-        json.dump(res, f, indent=1)
+    write_result(args.out, res)
     print(json.dumps({k: res[k] for k in show}))
     return 0
 

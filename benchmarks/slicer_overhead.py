@@ -2,7 +2,7 @@
 full-grid launch (offsets 0) against the original, at problem sizes where the kernel,
 not the launch, is measured. Issue 6 target: median overhead <= 2 %.
 
-    PYTHONPATH=. python3 benchmarks/slicer_overhead.py OUT.json [--reps 200] [--warmup 20]
+    python3 benchmarks/slicer_overhead.py OUT.json [--reps 200] [--warmup 20]
         [--manifest-sizes] [--only FILE:ENTRY]...
 
 Method (why each step):
@@ -43,18 +43,31 @@ import statistics
 import sys
 import time
 import zlib
-from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from harness import ROOT, write_result
 
-from hbtui.engine.slicer import compile_cuda, full_grid_args, slice_ptx  # noqa: E402
-from hbtui.engine.slicer.harness import _CTYPE, Gpu, random_buffer  # noqa: E402
+from hbtui.engine.slicer import compile_cuda, full_grid_args, slice_ptx
+from hbtui.engine.slicer.harness import Gpu, random_buffer
 
 CORPUS = ROOT / "tests" / "slicer_corpus"
 TARGET_PCT = 2.0
 PATTERN = 1 << 16  # random elements generated on the host, then tiled on the device
+CTYPE = {
+    "float32": ctypes.c_float,
+    "uint32": ctypes.c_uint32,
+    "int32": ctypes.c_int32,
+    "uint64": ctypes.c_uint64,
+}
+
+
+def ok(gpu: Gpu, ret: Any, what: str) -> Any:
+    """A cuda.bindings result tuple: raise on an error, else its value(s)."""
+    err, *rest = ret if isinstance(ret, tuple) else (ret,)
+    if err != gpu.cu.CUresult.CUDA_SUCCESS:
+        raise RuntimeError(f"{what} failed: {err}")
+    return rest[0] if len(rest) == 1 else tuple(rest)
+
 
 DELAY_SRC = r"""
 extern "C" __global__ void hb_delay(unsigned long long ns) {
@@ -145,7 +158,7 @@ class Case:
         vals: list[Any] = []
         for a in spec["args"]:
             if "buf" not in a:
-                vals.append(_CTYPE[a["scalar"]](a["value"]))
+                vals.append(CTYPE[a["scalar"]](a["value"]))
                 continue
             unit = random_buffer(a["buf"], min(a["count"], PATTERN), rng, a.get("init", "random"))
             esize = len(unit) // min(a["count"], PATTERN)
@@ -155,11 +168,11 @@ class Case:
             done = len(unit)
             while done < nbytes:  # tile by doubling: log2(size) device copies
                 n = min(done, nbytes - done)
-                gpu._ok(cu.cuMemcpyDtoD(dptr + done, dptr, n), "cuMemcpyDtoD")
+                ok(gpu, cu.cuMemcpyDtoD(dptr + done, dptr, n), "cuMemcpyDtoD")
                 done += n
             if a.get("reset"):
                 copy = self._alloc(nbytes)
-                gpu._ok(cu.cuMemcpyDtoD(copy, dptr, nbytes), "cuMemcpyDtoD")
+                ok(gpu, cu.cuMemcpyDtoD(copy, dptr, nbytes), "cuMemcpyDtoD")
                 self.restore.append((dptr, copy, nbytes))
             vals.append(ctypes.c_uint64(dptr))
         self._keep_orig = vals
@@ -179,8 +192,10 @@ class Case:
 
     def reset_async(self) -> None:
         for dst, src, n in self.restore:
-            self.gpu._ok(
-                self.gpu.cu.cuMemcpyDtoDAsync(dst, src, n, self.gpu.stream), "cuMemcpyDtoDAsync"
+            ok(
+                self.gpu,
+                self.gpu.cu.cuMemcpyDtoDAsync(dst, src, n, self.gpu.stream),
+                "cuMemcpyDtoDAsync",
             )
 
     def free(self) -> None:
@@ -190,7 +205,7 @@ class Case:
 
 def _fn_attr(gpu: Gpu, fn: Any, attr: str) -> int:
     a = getattr(gpu.cu.CUfunction_attribute, attr)
-    return int(gpu._ok(gpu.cu.cuFuncGetAttribute(a, fn), "cuFuncGetAttribute"))
+    return int(ok(gpu, gpu.cu.cuFuncGetAttribute(a, fn), "cuFuncGetAttribute"))
 
 
 def _measure(gpu: Gpu, case: Case, fns: tuple[Any, Any], delay: tuple[Any, Any], delay_ns: int,
@@ -242,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     manifest = json.loads((CORPUS / "manifest.json").read_text())
     sizes = _sizes()
     attr = gpu.cu.CUdevice_attribute.CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT
-    sms = int(gpu._ok(gpu.cu.cuDeviceGetAttribute(attr, gpu.dev), "cuDeviceGetAttribute"))
+    sms = int(ok(gpu, gpu.cu.cuDeviceGetAttribute(attr, gpu.dev), "cuDeviceGetAttribute"))
     delay_ns = int(args.delay_us * 1000)
     report: dict = {
         "schema": 2,
@@ -292,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
                     case.free()
                 threads = case.block[0] * case.block[1] * case.block[2]
                 bps = [
-                    int(gpu._ok(gpu.cu.cuOccupancyMaxActiveBlocksPerMultiprocessor(f, threads, 0),
+                    int(ok(gpu, gpu.cu.cuOccupancyMaxActiveBlocksPerMultiprocessor(f, threads, 0),
                                 "cuOccupancyMaxActiveBlocksPerMultiprocessor"))
                     for f in fns
                 ]  # fmt: skip
@@ -328,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
         gpu.close()
     pcts = [k["median_overhead_pct"] for k in report["kernels"].values()]
     report["max_median_overhead_pct"] = max(pcts) if pcts else None
-    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    write_result(args.out, report)
     return 0
 
 

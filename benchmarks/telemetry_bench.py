@@ -18,26 +18,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import signal
-import socket
-import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 
+from harness import HeadlessEngine, provenance, write_result
+
+from hbtui.engine.client import ClientError, EngineClient, Subscriber
+
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
-
-from hbtui.engine.client import ClientError, EngineClient, Subscriber  # noqa: E402
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _pct(xs: list[float], p: float) -> float:
@@ -45,8 +35,8 @@ def _pct(xs: list[float], p: float) -> float:
     return xs[min(len(xs) - 1, int(p / 100 * len(xs)))] if xs else float("nan")
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser()
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument(
         "--profile",
         nargs="+",
@@ -57,7 +47,7 @@ def main() -> int:
     ap.add_argument("--warmup", type=float, default=2.0)
     ap.add_argument("--probe-ms", type=float, default=10.0, help="control probe period")
     ap.add_argument("--out", default=None, help="write the JSON result here")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
 
     runs = {}
     for prof in args.profile:
@@ -65,58 +55,27 @@ def main() -> int:
         if res is None:
             return 1
         runs[Path(prof).stem] = res
-    out = {
-        "schema": 1,
-        "machine": {
-            "cpus": os.cpu_count(),
-            "cpu": _cpu_name(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-        },
-        "command": " ".join(["python", "benchmarks/telemetry_bench.py", *sys.argv[1:]]),
-        "runs": runs,
-    }
-    text = json.dumps(out, indent=2)
-    print(text)
+    out = {"schema": 2, "runs": runs}
+    print(json.dumps({**provenance(), **out}, indent=2))
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n")
+        write_result(args.out, out)
     return 0
 
 
 def _one(args: argparse.Namespace, prof: str) -> dict | None:
-    pub, ctl = f"tcp://127.0.0.1:{_port()}", f"tcp://127.0.0.1:{_port()}"
-    cmd = [sys.executable, "-m", "hbtui", "engine",
-           "--profile", prof, "--backend", "sim", "--pub", pub, "--ctl", ctl,
-           "--calibrate", "0.5", "--duration", str(args.seconds + args.warmup + 30)]  # fmt: skip
-    eng = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, cwd=HERE.parent)
-    try:
-        return _run(args, pub, ctl, eng, cmd)
-    finally:
-        if eng.poll() is None:
-            eng.send_signal(signal.SIGTERM)
+    duration = str(args.seconds + args.warmup + 30)
+    with HeadlessEngine(prof, "sim", calibrate=0.5, transport="tcp",
+                        extra=["--duration", duration]) as eng:  # fmt: skip
         try:
-            eng.communicate(timeout=15)
-        except subprocess.TimeoutExpired:
-            eng.kill()
-
-
-def _run(
-    args: argparse.Namespace, pub: str, ctl: str, eng: subprocess.Popen, cmd: list
-) -> dict | None:
-    c = EngineClient(ctl, timeout=0.5)
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            if c.ping()["phase"] == "running":
-                break
-        except ClientError:
-            pass
-        if time.monotonic() > deadline or eng.poll() is not None:
-            print("engine did not start", file=sys.stderr)
+            eng.wait_running(timeout=20)
+        except SystemExit as e:
+            print(f"engine did not start: {e}", file=sys.stderr)
             return None
-        time.sleep(0.05)
-    c.timeout = 2.0
+        return _run(args, eng.pub, eng.ctl, eng.cmd)
+
+
+def _run(args: argparse.Namespace, pub: str, ctl: str, cmd: list) -> dict | None:
+    c = EngineClient(ctl, timeout=2.0)
     sub = Subscriber(pub, rcvhwm=100_000)
     sub.recv(2.0)
     time.sleep(args.warmup)
@@ -204,16 +163,6 @@ def _run(
             "preemption_p99_us": (svc.get("preemption_us") or {}).get("p99"),
         },
     }
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 if __name__ == "__main__":
