@@ -555,10 +555,11 @@ static void gate(const hb_call *c, hb_pre *p) {
 
 // ---------------------------------------------------------------- launch records
 static inline void hb_before(const hb_call *c, hb_pre *p) {
-  p->enq = p->issue = now_ns();
   p->seq = 0;
   p->flags = c->ptsz ? HB_LF_PTSZ : 0;
-  if (!LIKELY(__atomic_load_n(&g_on, __ATOMIC_RELAXED)) || !G.lp) return;  // HP: straight on
+  if (UNLIKELY(!__atomic_load_n(&g_on, __ATOMIC_RELAXED))) return;  // no segment: nothing
+  p->enq = p->issue = now_ns();
+  if (!G.lp) return;  // HP: straight to the driver
   p->seq = __atomic_add_fetch(&G.h->next_seq, 1, __ATOMIC_ACQ_REL);
   if (capturing(c->stream)) {
     p->flags |= HB_LF_CAPTURED;  // recorded into a graph, not run now: its launch is gated
@@ -570,7 +571,7 @@ static inline void hb_before(const hb_call *c, hb_pre *p) {
 }
 
 static inline void hb_after(const hb_call *c, CUresult r, hb_pre *p) {
-  if (!LIKELY(__atomic_load_n(&g_on, __ATOMIC_RELAXED))) return;
+  if (UNLIKELY(!__atomic_load_n(&g_on, __ATOMIC_RELAXED))) return;
   const int64_t ret = now_ns();
   hb_header *h = G.h;
   if (!p->seq) p->seq = __atomic_add_fetch(&h->next_seq, 1, __ATOMIC_RELAXED);

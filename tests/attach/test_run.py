@@ -64,7 +64,8 @@ def test_the_program_sees_its_attachment(env: dict) -> None:
     ("exit 0", 0), ("exit 3", 3), ("kill -TERM $$", 128 + 15), ("kill -KILL $$", 137),
 ])  # fmt: skip
 def test_exit_status_like_a_shell(env: dict, script: str, code: int) -> None:
-    assert run(env, "--hp", "--task", "t", "--no-engine", "--", "sh", "-c", script).returncode == code
+    r = run(env, "--hp", "--task", "t", "--no-engine", "--", "sh", "-c", script)
+    assert r.returncode == code
 
 
 def test_command_not_found(env: dict) -> None:
@@ -160,8 +161,8 @@ class StandInEngine:
                 op, args = req["op"], req["args"]
                 self.requests.append((op, args))
                 if self.unknown_op:
-                    self._reply(ident, req["id"], False,
-                                {"code": "unknown_op", "message": f"unknown op {op!r}"})  # fmt: skip
+                    err = {"code": "unknown_op", "message": f"unknown op {op!r}"}
+                    self._reply(ident, req["id"], False, err)
                 elif op == "attach":
                     self.att = segment.Attachment(args["shm"])
                     self.att.set_gated(args["class"] == "lp")
