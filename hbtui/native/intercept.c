@@ -995,10 +995,14 @@ static void *next_after(const void *caller, const char *name) {
   if (!dladdr1(caller, &ci, (void **)&cm, RTLD_DL_LINKMAP) || !cm)
     return real_dlsym(RTLD_NEXT, name);
   for (struct link_map *l = cm->l_next; l; l = l->l_next) {
-    void *p = real_dlsym(l, name);  // glibc: a link_map is a handle
+    if (!l->l_name || !l->l_name[0]) continue;  // the vDSO and the like: not dlopen-able
+    void *h = dlopen(l->l_name, RTLD_LAZY | RTLD_NOLOAD);  // a real handle of a loaded object
+    if (!h) continue;
+    void *p = real_dlsym(h, name);
+    dlclose(h);
     Dl_info pi;
     struct link_map *pm = NULL;
-    if (p && dladdr1(p, &pi, (void **)&pm, RTLD_DL_LINKMAP) && pm == l) return p;
+    if (p && dladdr1(p, &pi, (void **)&pm, RTLD_DL_LINKMAP) && pm == l) return p;  // in l itself
   }
   return NULL;
 }

@@ -202,3 +202,17 @@ def test_python_program_through_ctypes(native: Native, make_segment) -> None:
     recs = att.launches()
     assert [(x.func, x.grid[0], x.stream) for x in recs] == [(0xBEE, 7, 0x55)] * 3
     assert all(att.done(x) for x in recs)
+
+
+def test_dlsym_rtld_next_is_relative_to_its_real_caller(native: Native) -> None:
+    from hbtui.attach import build
+
+    here = build.Path(__file__).resolve().parent
+    lib, exe = native.dir / "libnext.so", native.dir / "next"
+    build.compile_c([here / "next.c"], lib, ("-O2", "-shared", "-fPIC", "-DLIB"), ("-ldl",))
+    build.compile_c([here / "next.c"], exe, ("-O2",),
+                    (f"-L{native.dir}", "-lnext", f"-Wl,-rpath,{native.dir}", "-ldl"))  # fmt: skip
+    bare = run_prog([str(exe)], _plain_env(native), timeout=10)
+    r = run_prog([str(exe)], prog_env(native), timeout=10)
+    assert (bare.returncode, bare.stdout) == (0, "ok same\n")
+    assert (r.returncode, r.stdout, r.stderr) == (bare.returncode, bare.stdout, bare.stderr)
