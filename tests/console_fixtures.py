@@ -1,4 +1,7 @@
-"""Deterministic telemetry for console tests (no engine, fixed clock); no tests here."""
+"""Deterministic telemetry for console tests (no engine, fixed clock); no tests here.
+
+Bodies use the names engine.protocol declares (``StateBody``, ``StatsBody``,
+``SliceBody``), a subset of the fields: the console must cope with what is missing."""
 
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ def state_body() -> dict:
         "device": "sim (132 SMs)",
         "policy": "hummingbird",
         "readonly": False,
-        "profile": "default",
+        "profile": {"name": "default", "path": "/opt/hbtui/profiles/default.toml"},
         "tasks": [
             {
                 "name": "llm",
@@ -90,9 +93,17 @@ def stats_body(i: int) -> dict:
             },
             "batch": {"class": "lp", "work_per_s": 0.0, "throughput_norm": 0.0, "slices": 0},
         },
-        "harvest_ratio": 0.71 + 0.05 * w,
-        "gpu_busy": 0.83,
-        "dropped": 0,
+        "harvest_ratio": 0.7,  # cumulative; the console shows the window's figures
+        "gpu_busy": 0.8,
+        "window": {"span_s": 5.0, "gpu_busy": 0.83, "harvest_ratio": 0.71 + 0.05 * w},
+        "telemetry": {
+            "sent": 100 + i,
+            "dropped": 0,
+            "dropped_records": 0,
+            "control_received": 0,
+            "control_errors": 0,
+            "control_dropped": 0,
+        },
     }
 
 

@@ -41,6 +41,9 @@ from hbtui.console.prefs import Prefs
 from hbtui.console.screens import EditModal, HelpScreen, PickerModal
 from hbtui.console.table import COLUMN_KEYS, TaskTable
 from hbtui.engine.client import ClientError
+from hbtui.engine.protocol import ProfileEntry
+
+_PROFILE_KEYS = tuple(ProfileEntry.__annotations__)  # a list_profiles entry: all str
 
 POLICIES = ("hummingbird", "temporal", "spatial", "exclusive")
 RATES_HZ = (1.0, 2.0, 5.0, 10.0, 20.0, 30.0)
@@ -559,20 +562,33 @@ class ConsoleApp(App[int]):
         self.control("reset_stats", {}, "reset stats")
 
     def action_load_profile(self) -> None:
-        from hbtui.engine.profile import list_profiles  # pure module: lists files, nothing more
+        # The engine lists what it can load: its machine's profiles, not this console's.
+        self.run_worker(self._pick_profile(self.current_link()), group="control")
 
+    async def _pick_profile(self, link: EngineLink) -> None:
+        try:
+            res = await link.call("list_profiles", timeout=2.0)
+        except ClientError as e:  # e.g. unknown_op from an engine older than protocol 1.2
+            self.notify(f"list profiles: {e.message} [{e.code}]", severity="error", timeout=8)
+            return
+        except Exception as e:  # noqa: BLE001 - a failed call never kills the console
+            self.notify(f"list profiles: {type(e).__name__}: {e}", severity="error", timeout=8)
+            return
+        entries = res.get("profiles") if isinstance(res, dict) else None
         opts = [
-            (str(path), f"{name}  [{origin}]  {path}") for name, path, origin in list_profiles()
+            (e["name"], f"{e['name']}  [{e['origin']}]  {e['path']}")
+            for e in (entries if isinstance(entries, list) else [])
+            if isinstance(e, dict) and all(isinstance(e.get(k), str) for k in _PROFILE_KEYS)
         ]
         if not opts:
             self.notify("no profiles found", severity="warning")
             return
 
-        def done(path: str | None) -> None:
-            if path:
-                self.control("load_profile", {"path": path}, f"load profile {path}")
+        def done(name: str | None) -> None:
+            if name:
+                self.control("load_profile", {"name": name}, f"load profile {name}")
 
-        hint = "Shipped and user profiles ($XDG_CONFIG_HOME/hbtui/profiles)."
+        hint = "Shipped and user profiles on the engine's machine."
         self.push_screen(PickerModal("Load profile", opts, hint), done)
 
     def action_save_profile(self) -> None:

@@ -15,6 +15,17 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from hbtui.engine.protocol import (
+    EventBody,
+    GpuBody,
+    RequestBody,
+    SliceBody,
+    StateBody,
+    StatsBody,
+    TaskState,
+    TaskStats,
+)
+
 HISTORY = 120  # chart points kept per series (one per stats message, ≥ 1 Hz)
 SLICE_BATCHES = 256  # recent slice batches kept for the timeline strip
 EVENTS = 50
@@ -123,10 +134,10 @@ class EngineModel:
         self.engine_dropped = 0  # drops the engine reports (publisher overload)
         self.history: dict[str, deque[float]] = {s: deque(maxlen=history) for s in SERIES}
         self.slo_line_ms: float | None = None
-        self.slices: deque[dict[str, list[Any]]] = deque(maxlen=SLICE_BATCHES)
+        self.slices: deque[SliceBody] = deque(maxlen=SLICE_BATCHES)
         self.slice_records = 0
         self.last_end_ns = 0
-        self.events: deque[dict[str, Any]] = deque(maxlen=EVENTS)
+        self.events: deque[EventBody] = deque(maxlen=EVENTS)
         # Sequence accounting: gaps are messages published but never received.
         self.first_seq: int | None = None
         self.last_seq: int | None = None
@@ -170,17 +181,24 @@ class EngineModel:
         if handler is not None:
             handler(body)
 
-    def apply_state(self, body: dict[str, Any]) -> None:
+    def apply_state(self, body: StateBody) -> None:
         """A state snapshot from a control reply (get_state): not telemetry, so it does not
         count as a received message or prove the telemetry link alive."""
         self._on_state(body)
 
-    def _on_state(self, b: dict[str, Any]) -> None:
+    # Handlers read exactly the names engine.protocol declares for each body; anything
+    # missing or mistyped is skipped (a bad message never raises here).
+    def _on_state(self, b: StateBody) -> None:
         prof = b.get("profile")
-        if isinstance(prof, dict):  # {"name", "path"}
-            b = dict(b, profile=prof.get("name") or prof.get("path") or "")
-        for key in ("backend", "device", "hp_issue", "policy", "profile", "phase"):
-            v = b.get(key)
+        header = {
+            "backend": b.get("backend"),
+            "device": b.get("device"),
+            "hp_issue": b.get("hp_issue"),
+            "policy": b.get("policy"),
+            "profile": prof.get("name") if isinstance(prof, dict) else None,
+            "phase": b.get("phase"),
+        }
+        for key, v in header.items():
             if v is not None and str(v) != getattr(self, key):
                 setattr(self, key, str(v))
                 self._changes.header = True
@@ -195,89 +213,72 @@ class EngineModel:
         if ro != self.readonly:
             self.readonly = ro
             self._changes.header = True
-        if isinstance(b.get("engine_id"), str) and b["engine_id"] != self.engine_id:
-            self.engine_id = b["engine_id"]
+        eid = b.get("engine_id")
+        if isinstance(eid, str) and eid != self.engine_id:
+            self.engine_id = eid
             self._changes.header = True
         tasks = b.get("tasks")
-        if isinstance(tasks, dict):
-            tasks = [dict(v, name=v.get("name", k)) for k, v in tasks.items()]
         if not isinstance(tasks, list):
             return
         seen = set()
         for t in tasks:
-            if not isinstance(t, dict) or not isinstance(t.get("name"), str):
-                continue
-            name = t["name"]
-            seen.add(name)
-            row = self._row(name)
-            self._set(row, "cls", str(t.get("class", t.get("cls", row.cls))))
-            if isinstance(t.get("priority"), int):
-                self._set(row, "priority", t["priority"])
-            self._set(row, "paused", bool(t.get("paused", False)))
-            if row.cls == "hp":
-                self._set(row, "slo_ms", _f(t.get("slo_ms")))
-                self._set(row, "slo_factor", _f(t.get("slo_factor")))
-                self._set(row, "slo_effective_ms", _f(t.get("slo_effective_ms")))
-            else:
-                self._set(row, "slice_us", _f(t.get("slice_us")))
-                blocks = t.get("slice_blocks")
-                self._set(row, "slice_blocks", blocks if isinstance(blocks, int) else None)
+            if isinstance(t, dict) and isinstance(t.get("name"), str):
+                seen.add(t["name"])
+                self._task_state(t)
         for name in [n for n in self.tasks if n not in seen]:
             del self.tasks[name]
             self._changes.removed.append(name)
             self._changes.rows.discard(name)
 
-    def _on_stats(self, b: dict[str, Any]) -> None:
+    def _task_state(self, t: TaskState) -> None:
+        row = self._row(t["name"])
+        cls = t.get("class")
+        if isinstance(cls, str):
+            self._set(row, "cls", cls)
+        prio = t.get("priority")
+        if isinstance(prio, int):
+            self._set(row, "priority", prio)
+        self._set(row, "paused", bool(t.get("paused", False)))
+        if row.cls == "hp":
+            self._set(row, "slo_ms", _f(t.get("slo_ms")))
+            self._set(row, "slo_factor", _f(t.get("slo_factor")))
+            self._set(row, "slo_effective_ms", _f(t.get("slo_effective_ms")))
+        else:
+            self._set(row, "slice_us", _f(t.get("slice_us")))
+            blocks = t.get("slice_blocks")
+            self._set(row, "slice_blocks", blocks if isinstance(blocks, int) else None)
+
+    def _on_stats(self, b: StatsBody) -> None:
         tasks = b.get("tasks")
-        if isinstance(tasks, list):
-            tasks = {t.get("name"): t for t in tasks if isinstance(t, dict)}
         hp_att: float | None = None
         hp_p99: float | None = None
         pre99: float | None = None
         lp_norm: float | None = None
         slo: float | None = None
-        for name, s in (tasks or {}).items():
+        for name, s in (tasks if isinstance(tasks, dict) else {}).items():
             if not isinstance(name, str) or not isinstance(s, dict):
                 continue
-            row = self._row(name)
-            if "class" in s:
-                self._set(row, "cls", str(s["class"]))
-            win = s.get("window")
-            if isinstance(win, dict) and win:
-                # Live view: the engine's rolling window (last few s) over since-reset totals.
-                s = {**s, **win}
-            req = s.get("requests")
-            self._set(row, "requests", req if isinstance(req, int) else None)
-            self._set(row, "attainment", _f(s.get("slo_attainment", s.get("attainment"))))
-            self._set(row, "p50_ms", _f(s.get("p50_ms")))
-            self._set(row, "p99_ms", _f(s.get("p99_ms")))
-            pre = s.get("preemption_us")
-            p99 = pre.get("p99") if isinstance(pre, dict) else s.get("preemption_p99_us")
-            self._set(row, "preempt_p99_us", _f(p99))
-            self._set(row, "work_per_s", _f(s.get("work_per_s")))
-            self._set(row, "throughput_norm", _f(s.get("throughput_norm")))
-            if _f(s.get("slo_ms")) is not None and row.cls == "hp":
-                self._set(row, "slo_effective_ms", _f(s.get("slo_ms")))
+            row = self._task_stats(name, s)
             # Charts follow the highest-priority HP task and the sum over LP tasks.
             if row.cls == "hp" and hp_att is None:
                 hp_att, hp_p99, pre99 = row.attainment, row.p99_ms, row.preempt_p99_us
                 slo = row.slo_effective_ms or row.slo_ms
             elif row.cls == "lp" and row.throughput_norm is not None:
                 lp_norm = (lp_norm or 0.0) + row.throughput_norm
-        win = b.get("window") if isinstance(b.get("window"), dict) else {}
-        self.harvest_ratio = _f(win.get("harvest_ratio", b.get("harvest_ratio")))
-        self.gpu_busy = _f(win.get("gpu_busy", b.get("gpu_busy")))
+        win = b.get("window")
+        win = win if isinstance(win, dict) else {}  # the live view: the rolling window
+        self.harvest_ratio = _f(win.get("harvest_ratio"))
+        self.gpu_busy = _f(win.get("gpu_busy"))
         tel = b.get("telemetry")
-        dropped = b.get("dropped")
         if isinstance(tel, dict):
             dropped = sum(
                 v
                 for k, v in tel.items()
                 if k in ("dropped", "dropped_records") and isinstance(v, int)
             )
-        if isinstance(dropped, int) and dropped != self.engine_dropped:
-            self.engine_dropped = dropped
-            self._changes.header = True
+            if dropped != self.engine_dropped:
+                self.engine_dropped = dropped
+                self._changes.header = True
         if slo != self.slo_line_ms:
             self.slo_line_ms = slo
         if self.charts_paused:
@@ -293,10 +294,33 @@ class EngineModel:
                 self.history[key].append(v)
         self._changes.charts = True
 
-    def _on_slice(self, b: dict[str, Any]) -> None:
+    def _task_stats(self, name: str, s: TaskStats) -> TaskRow:
+        row = self._row(name)
+        cls = s.get("class")
+        if isinstance(cls, str):
+            self._set(row, "cls", cls)
+        win = s.get("window")
+        # Live view: the engine's rolling window (last few s) over since-reset totals.
+        f: dict[str, Any] = {**s, **win} if isinstance(win, dict) and win else dict(s)
+        req = f.get("requests")
+        self._set(row, "requests", req if isinstance(req, int) else None)
+        self._set(row, "attainment", _f(f.get("slo_attainment")))
+        self._set(row, "p50_ms", _f(f.get("p50_ms")))
+        self._set(row, "p99_ms", _f(f.get("p99_ms")))
+        pre = f.get("preemption_us")
+        self._set(row, "preempt_p99_us", _f(pre.get("p99")) if isinstance(pre, dict) else None)
+        self._set(row, "work_per_s", _f(f.get("work_per_s")))
+        self._set(row, "throughput_norm", _f(f.get("throughput_norm")))
+        if _f(f.get("slo_ms")) is not None and row.cls == "hp":
+            self._set(row, "slo_effective_ms", _f(f.get("slo_ms")))
+        return row
+
+    def _on_slice(self, b: SliceBody) -> None:
         ends = b.get("end_ns")
         if not isinstance(ends, list) or not ends:
             return
+        if not all(isinstance(b.get(k), list) for k in ("start_ns", "cls")):
+            return  # the timeline reads these three columns
         self.slice_records += len(ends)
         if self.charts_paused:
             return
@@ -306,18 +330,19 @@ class EngineModel:
             self.last_end_ns = last
         self._changes.timeline = True
 
-    def _on_gpu(self, b: dict[str, Any]) -> None:
-        self.gpu = b
+    def _on_gpu(self, b: GpuBody) -> None:
+        self.gpu = dict(b)
         self._changes.gpu = True
 
-    def _on_event(self, b: dict[str, Any]) -> None:
+    def _on_event(self, b: EventBody) -> None:
         self.events.append(b)
         self._changes.events.append(b)
-        if b.get("kind") == "set_policy" and isinstance(b.get("policy"), str):
-            self.policy = b["policy"]
+        policy = b.get("policy")  # a set_policy event carries its result's field
+        if b.get("kind") == "set_policy" and isinstance(policy, str):
+            self.policy = policy
             self._changes.header = True
 
-    def _on_request(self, b: dict[str, Any]) -> None:
+    def _on_request(self, b: RequestBody) -> None:
         pass  # per-request records: stats already aggregates them
 
     # -- connection bookkeeping ------------------------------------------------------------
@@ -375,13 +400,12 @@ class EngineModel:
         t0 = t1 - span_ns
         col = span_ns / width
         for batch in reversed(self.slices):
-            starts, ends = batch.get("start_ns") or [], batch.get("end_ns") or []
-            classes = batch.get("cls") or []
+            starts, ends, classes = batch["start_ns"], batch["end_ns"], batch["cls"]
             if ends and isinstance(ends[-1], int) and ends[-1] < t0:
                 break  # batches arrive in time order: everything older is out of view
             for s, e, c in zip(starts, ends, classes, strict=False):
-                if e <= t0 or s >= t1:
-                    continue
+                if type(s) is not int or type(e) is not int or e <= t0 or s >= t1:
+                    continue  # declared list[int]: anything else (NaN, str) is skipped
                 row = hp if c == "hp" else lp
                 s, e = max(s, t0), min(e, t1)
                 i = int((s - t0) / col)

@@ -13,6 +13,7 @@ from hbtui.console.model import (
     parse_slice,
     parse_slo,
 )
+from hbtui.engine import protocol as P
 
 
 def env(kind: str, seq: int, body: dict, eid: str = "e1") -> dict:
@@ -170,3 +171,68 @@ def test_header_names_which_gpu_of_the_box() -> None:
     assert (m.device_index, m.pci_bus_id) == (None, "") and m.take_changes().header
     hdr.show(m, 1.1, "", "")
     assert "#" not in shown[-1].plain.split("\n")[0]
+
+
+def _declared(td: type) -> set[str]:
+    return set(td.__required_keys__ | td.__optional_keys__)  # type: ignore[attr-defined]
+
+
+def test_fixtures_use_only_declared_names() -> None:
+    st, stats = state_body(), stats_body(0)
+    assert set(st) <= _declared(P.StateBody)
+    assert all(set(t) <= _declared(P.TaskState) for t in st["tasks"])
+    assert set(stats) <= _declared(P.StatsBody)
+    assert all(set(t) <= _declared(P.TaskStats) for t in stats["tasks"].values())
+    assert tuple(slice_body()) == P.SLICE_FIELDS
+
+
+def test_alias_names_are_not_read() -> None:
+    """The console reads exactly the declared names; old alternatives are ignored."""
+    m = EngineModel()
+    st = dict(state_body(), profile="default")  # a bare string, not {"name", "path"}
+    st["tasks"] = [dict(t) for t in st["tasks"]]
+    st["tasks"][0]["cls"] = st["tasks"][0].pop("class")
+    m.apply(env("state", 1, st), 0.0)
+    assert m.profile == "" and m.tasks["llm"].cls == "?" and m.tasks["chat"].cls == "hp"
+    m.apply(env("state", 2, dict(st, tasks={"x": {"class": "lp"}})), 0.0)  # a map: ignored
+    assert "x" not in m.tasks and "llm" in m.tasks
+    body = {
+        "tasks": {"chat": {"class": "hp", "attainment": 0.5, "preemption_p99_us": 9.0}},
+        "harvest_ratio": 0.4,  # cumulative: the console shows window.harvest_ratio
+        "dropped": 5,  # not telemetry.dropped
+    }
+    m.apply(env("stats", 3, body), 0.0)
+    chat = m.tasks["chat"]
+    assert chat.attainment is None and chat.preempt_p99_us is None
+    assert m.harvest_ratio is None and m.engine_dropped == 0
+    m.apply(env("stats", 4, {"tasks": [{"name": "chat", "class": "lp"}]}), 0.0)  # a list
+    assert m.tasks["chat"].cls == "hp"
+
+
+BAD = [
+    ("state", {"tasks": [None, 3, {"name": 5}, {"name": "t", "class": 7, "priority": "x"}]}),
+    ("state", {"profile": [1], "device_index": True, "pci_bus_id": 3, "engine_id": 9}),
+    ("state", {"tasks": "all"}),
+    ("stats", {"tasks": {"t": {"window": [1], "preemption_us": 5, "requests": "9"}}}),
+    ("stats", {"tasks": {7: {}}, "window": 3, "telemetry": {"dropped": "x"}}),
+    ("stats", {"tasks": {"h": {"class": "hp", "slo_attainment": float("nan")}}}),
+    ("slice", {"end_ns": [5, 6], "start_ns": "x", "cls": ["hp"]}),
+    ("slice", {"end_ns": [10**12, 10**12 + 5], "start_ns": [float("nan"), "a"], "cls": [1, 2]}),
+    ("slice", {"end_ns": "x"}),
+    ("event", {"kind": "set_policy", "policy": 3}),
+    ("gpu", {"util_pct": "high"}),
+    ("request", {"task": 1}),
+    ("nonsense", {"a": 1}),
+]
+
+
+@pytest.mark.parametrize(("kind", "body"), BAD)
+def test_bad_messages_never_raise(kind: str, body: dict) -> None:
+    m = EngineModel()
+    m.apply(env("state", 1, state_body()), 0.0)
+    m.apply(env(kind, 2, body), 0.0)
+    m.apply({"type": kind, "seq": "3", "body": [body]}, 0.0)
+    m.apply_state(body)  # type: ignore[arg-type]
+    m.timeline(50, 1_000_000)
+    m.take_changes()
+    assert "llm" in m.tasks or kind == "state"
