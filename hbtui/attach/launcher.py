@@ -114,6 +114,8 @@ def run(
     except BuildError as e:
         _warn(f"error: cannot build the interceptor: {e}")
         return 2
+    # from here on no signal can end us with the segment left behind
+    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {*FORWARD, signal.SIGCHLD})
     sweep_stale()
     grace = base.get("HBTUI_GRACE_MS", "")
     try:
@@ -123,9 +125,9 @@ def run(
             grace_ms=int(grace) if grace.isdigit() and int(grace) > 0 else 2000,
         )
     except SegmentError as e:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
         _warn(f"error: {e}")
         return 2
-    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {*FORWARD, signal.SIGCHLD})
     attached = False
     code: int | None = None
     try:
