@@ -4,9 +4,9 @@ own HTTP thread (it only reads gauges; the scheduling loop just sets values at 1
 
 from __future__ import annotations
 
-from typing import Any
-
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
+
+from hbtui.engine.protocol import StatsBody
 
 
 class PromExporter:
@@ -32,7 +32,7 @@ class PromExporter:
         self._server, self._thread = start_http_server(port, host, registry=r)
         self._tasks: set[str] = set()
 
-    def update(self, stats: dict[str, Any]) -> None:
+    def update(self, stats: StatsBody) -> None:
         seen = set()
         for name, t in stats["tasks"].items():
             seen.add(name)
