@@ -3,7 +3,9 @@
 The engine runs in its own process (never a thread of the console) so rendering never
 competes with the scheduling loop for the GIL. Its sockets live in a private 0700
 runtime directory, so no other user can connect; ``stop`` removes the directory, so
-quitting leaves no process and no socket file behind.
+quitting leaves no process and no socket file behind. The engine's log is NOT in that
+directory: it is kept at ``$XDG_STATE_HOME/hbtui/engine-<console pid>.log`` (shown in
+the help screen and in the CLI's error), so what went wrong can still be read after quit.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import tempfile
 from pathlib import Path
 
 from hbtui.console.link import Target
+from hbtui.console.paths import log_dir
 
 ENGINE_CMD = "import sys; from hbtui.engine.server import main; sys.exit(main(sys.argv[1:]))"
 
@@ -52,7 +55,7 @@ class EmbeddedEngine:
         self._own_dir = runtime_dir is None
         self.dir = runtime_dir or private_runtime_dir()
         self.target = Target(ctl=f"ipc://{self.dir}/ctl", pub=f"ipc://{self.dir}/pub")
-        self.log_path = self.dir / "engine.log"
+        self.log_path = log_dir() / f"engine-{os.getpid()}.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
     def command(self) -> list[str]:
@@ -79,7 +82,7 @@ class EmbeddedEngine:
         return cmd + self.extra
 
     def start(self) -> None:
-        with open(self.log_path, "wb") as log:
+        with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 self.command(),
                 stdin=subprocess.DEVNULL,

@@ -232,3 +232,18 @@ async def test_app_never_divides_by_a_bad_rate(rate: float) -> None:
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.pause()
         assert 0.5 <= app.rate_hz <= 60
+
+
+def test_embedded_engine_log_is_kept_under_the_state_dir(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    import os
+
+    from hbtui.console.spawn import EmbeddedEngine
+
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
+    eng = EmbeddedEngine("default", "sim")
+    try:
+        assert eng.log_path == tmp_path / "hbtui" / f"engine-{os.getpid()}.log"
+        assert eng.dir not in eng.log_path.parents  # not removed with the runtime dir
+    finally:
+        eng.stop()
+    assert not eng.dir.exists()
