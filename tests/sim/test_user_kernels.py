@@ -308,3 +308,13 @@ def test_hummingbird_still_slices_sliceable_kernels_next_to_an_unsliceable_one()
     sliced = [x for x in lp if x.kernel.name == "fwd"]
     assert whole and all(x.blocks == x.kernel.total_blocks for x in whole)
     assert any(x.blocks < x.kernel.total_blocks for x in sliced)
+
+
+def test_check_kernels_reports_a_bad_cu_kernel_before_any_prepare(tmp_path: Path) -> None:
+    from hbtui.engine.backends.user_kernels import check_kernels
+
+    good = load(profile(tmp_path, saxpy_kernel(tmp_path)))
+    check_kernels(good.kernels)
+    bad = load(profile(tmp_path, saxpy_kernel(tmp_path).replace('"saxpy"', '"saxpie"')))
+    with pytest.raises(BackendError, match=r"kernels\.k\.entry: no entry named 'saxpie'"):
+        check_kernels(bad.kernels)

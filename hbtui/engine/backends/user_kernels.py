@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -120,3 +121,12 @@ def resolve(k: KernelSpec, arch: str = "compute_90") -> Resolved:
             warnings.warn(KernelWarning(f"{where}: {w}"), stacklevel=3)
     sliced = k.sliceable and uk.sliced
     return Resolved(uk.entry, uk.sliced_ptx if sliced else uk.ptx, sliced, uk.grid_sync, uk)
+
+
+def check_kernels(kernels: Mapping[str, KernelSpec], arch: str = "compute_90") -> None:
+    """Resolve every user kernel of a profile (BackendError naming the first bad key):
+    what a caller runs before swapping a live engine over to a freshly loaded profile,
+    so that the error is an answer, not a failed prepare."""
+    for k in kernels.values():
+        if k.source:
+            resolve(k, arch)
