@@ -16,7 +16,7 @@ from sim_recorder import Recorder
 
 from hbtui.engine.backends.base import BackendError
 from hbtui.engine.backends.sim import SimBackend
-from hbtui.engine.backends.user_kernels import resolve
+from hbtui.engine.backends.user_kernels import KernelWarning, resolve
 from hbtui.engine.bench import bench
 from hbtui.engine.model import LP, Launch
 from hbtui.engine.profile import ProfileError, ProfileWarning, load, shipped_dir
@@ -133,16 +133,20 @@ def test_refused_ptx_kernel_loads_unsliceable_with_a_warning(tmp_path: Path) -> 
     assert SimBackend().prepare(k) == k.blocks_per_sm
 
 
-def test_refused_cu_kernel_must_be_declared_unsliceable(tmp_path: Path) -> None:
+def test_refused_cu_kernel_runs_whole(tmp_path: Path) -> None:
     """Only the compiled PTX shows the grid sync, and profiles never compile: the kernel
-    loads as declared, and preparing it names the key to change."""
+    loads as declared; preparing it warns, and the backend (so the scheduler) then treats
+    it as unsliceable."""
     shutil.copy(CORPUS / "coop_sync.cu", tmp_path / "coop.cu")
     k = load(profile(tmp_path, COOP_CU)).kernels["k"]
     assert k.sliceable and not k.cooperative
-    with pytest.raises(
-        BackendError, match=r"kernels\.k\.sliceable: .*grid-wide sync.*sliceable = false"
-    ):
-        SimBackend().prepare(k)
+    be = SimBackend()
+    with pytest.warns(KernelWarning, match=r"kernels\.k: the slicer refused .*grid-wide sync"):
+        be.prepare(k)
+    assert not be.sliceable(k)
+    with pytest.warns(KernelWarning):
+        s = Scheduler({"k": k}, [], SimBackend())
+    assert not s.kernels["k"].sliceable  # hummingbird runs it whole, temporal-gated
     k = load(profile(tmp_path, COOP_CU + "\nsliceable = false")).kernels["k"]
     r = resolve(k)
     assert not k.sliceable and not r.sliced and r.cooperative

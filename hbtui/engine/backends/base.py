@@ -62,6 +62,11 @@ class Backend(ABC):
         completion order; an empty list means ``until_ns`` was reached first.
         """
 
+    def sliceable(self, kernel: KernelSpec) -> bool:
+        """Whether the prepared ``kernel`` runs as slices (a .cu kernel the slicer refuses
+        is only known unsliceable once compiled, in ``prepare``)."""
+        return kernel.sliceable
+
     def can_chain(self, kernel: KernelSpec) -> bool:
         """Whether ``kernel`` may be issued through ``submit_chain``."""
         return False

@@ -199,6 +199,10 @@ class CudaBackend(ChainIssue, Backend):
         self._prepared[kernel.name] = p
         return p.blocks_per_sm
 
+    def sliceable(self, kernel: KernelSpec) -> bool:
+        p = self._prepared.get(kernel.name)
+        return kernel.sliceable and not (p is not None and p.user and not p.sliced)
+
     def submit(self, launch: Launch) -> None:
         issue = time.perf_counter_ns()
         try:

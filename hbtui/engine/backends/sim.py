@@ -78,6 +78,7 @@ class SimBackend(Backend):
     name = "sim"
 
     def __init__(self, params: SimParams | None = None, realtime: bool = False) -> None:
+        self._whole: set[str] = set()  # user kernels the slicer refused once compiled
         self.params = params or SimParams()
         self._capacity = self.params.sms * UNITS_PER_SM
         self._free = self._capacity
@@ -118,8 +119,12 @@ class SimBackend(Backend):
         if kernel.source:  # the checks the cuda backend makes (compiling on the CPU)
             from hbtui.engine.backends.user_kernels import resolve
 
-            resolve(kernel)
+            if kernel.sliceable and not resolve(kernel).sliced:
+                self._whole.add(kernel.name)
         return kernel.blocks_per_sm
+
+    def sliceable(self, kernel: KernelSpec) -> bool:
+        return kernel.sliceable and kernel.name not in self._whole
 
     def now_ns(self) -> int:
         return self._now

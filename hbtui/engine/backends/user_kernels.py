@@ -110,16 +110,19 @@ def resolve(k: KernelSpec, arch: str = "compute_90") -> Resolved:
     except UserKernelError as e:
         raise BackendError(f"{k.source}: {where}.{e.key}: {e}") from None
     if k.sliceable and not uk.sliced:
-        # a .ptx kernel the slicer refuses is already unsliceable in its profile; a .cu
-        # one is only seen compiled, after the scheduler took the spec as sliceable
-        raise BackendError(
-            f"{k.source}: {where}.sliceable: the slicer refused {uk.entry!r}: {uk.reason}; "
-            "set sliceable = false to run it whole under temporal gating"
+        # a .ptx kernel the slicer refuses is already unsliceable in its profile; a .cu one
+        # is only seen compiled: it runs whole (Backend.sliceable tells the scheduler)
+        warnings.warn(
+            KernelWarning(
+                f"{where}: the slicer refused {uk.entry!r} ({uk.reason}): it runs whole "
+                "under temporal gating"
+            ),
+            stacklevel=3,
         )
-    if k.sliceable and Path(k.source).suffix == ".cu":
+    sliced = k.sliceable and uk.sliced
+    if sliced and Path(k.source).suffix == ".cu":
         for w in uk.warnings:  # .ptx sources warned when the profile was loaded
             warnings.warn(KernelWarning(f"{where}: {w}"), stacklevel=3)
-    sliced = k.sliceable and uk.sliced
     return Resolved(uk.entry, uk.sliced_ptx if sliced else uk.ptx, sliced, uk.grid_sync, uk)
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import gc
 import heapq
 from collections import deque
+from dataclasses import replace
 from typing import Any, Protocol
 
 from hbtui.engine.backends.base import LP_STREAM, Backend
@@ -110,8 +111,10 @@ class Scheduler(LiveControl):
         self._decide_ns = -1
         self._expired_at = 0
         self.decisions = 0
-        for k in self.kernels.values():
+        for k in list(self.kernels.values()):
             self.waves.add(k, backend.prepare(k))
+            if k.sliceable and not backend.sliceable(k):  # refused once compiled: run whole
+                self.kernels[k.name] = replace(k, sliceable=False)
         for t in tasks:
             self._add(t)
         self.metrics.start_ns = backend.now_ns()
