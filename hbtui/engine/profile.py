@@ -18,6 +18,7 @@ from typing import Any
 from hbtui.engine.atomic import write_atomic
 from hbtui.engine.backends.builtins import NativeError, builtin_launch_shape
 from hbtui.engine.backends.simparams import SimParams
+from hbtui.engine.checks import Checker, ProfileError
 from hbtui.engine.model import CLASSES, HP, LP, Arrival, KernelSpec, Step, Task
 from hbtui.engine.resources import shipped_profiles_dir
 from hbtui.engine.slicer.user import (
@@ -33,10 +34,6 @@ ARRIVAL_KINDS = ("poisson", "periodic", "closed", "trace")
 MAX_RATE_HZ = 1e6
 MIN_TRACE_SPAN_MS = 0.1
 BACKENDS = ("auto", "sim", "cuda")
-
-
-class ProfileError(ValueError):
-    """A profile problem, already formatted as ``file: key.path: what is wrong``."""
 
 
 class ProfileWarning(UserWarning):
@@ -97,93 +94,6 @@ def list_profiles() -> list[tuple[str, Path, str]]:
     return sorted(found.values())
 
 
-class _Checker:
-    """Typed getters that raise ProfileError naming file and key path."""
-
-    def __init__(self, file: str) -> None:
-        self.file = file
-
-    def fail(self, path: str, msg: str) -> ProfileError:
-        return ProfileError(f"{self.file}: {path}: {msg}")
-
-    def table(self, d: Any, path: str) -> dict[str, Any]:
-        if not isinstance(d, dict):
-            raise self.fail(path, "must be a table")
-        return d
-
-    def keys(self, d: dict[str, Any], path: str, allowed: set[str]) -> None:
-        for k in d:
-            if k not in allowed:
-                raise self.fail(f"{path}.{k}" if path else k, "unknown key")
-
-    def num(
-        self,
-        d: dict[str, Any],
-        key: str,
-        path: str,
-        default: Any = None,
-        *,
-        positive: bool = False,
-        minimum: float | None = None,
-        integer: bool = False,
-    ) -> Any:
-        p = f"{path}.{key}" if path else key
-        if key not in d:
-            if default is ...:
-                raise self.fail(p, "is required")
-            return default
-        v = d[key]
-        if (
-            isinstance(v, bool)
-            or not isinstance(v, int | float)
-            or (integer and not isinstance(v, int))
-        ):
-            raise self.fail(p, f"must be {'an integer' if integer else 'a number'}, got {v!r}")
-        if not math.isfinite(v):
-            raise self.fail(p, f"must be finite, got {v!r}")
-        if positive and v <= 0:
-            raise self.fail(p, f"must be > 0, got {v!r}")
-        if minimum is not None and v < minimum:
-            raise self.fail(p, f"must be >= {minimum}, got {v!r}")
-        return v
-
-    def str_(
-        self,
-        d: dict[str, Any],
-        key: str,
-        path: str,
-        default: Any = None,
-        choices: tuple[str, ...] | None = None,
-    ) -> Any:
-        p = f"{path}.{key}" if path else key
-        if key not in d:
-            if default is ...:
-                raise self.fail(p, "is required")
-            return default
-        v = d[key]
-        if not isinstance(v, str) or not v:
-            raise self.fail(p, f"must be a non-empty string, got {v!r}")
-        if choices and v not in choices:
-            raise self.fail(p, f"must be one of {', '.join(choices)}; got {v!r}")
-        return v
-
-    def dims(self, d: dict[str, Any], key: str, path: str, default: Any) -> tuple[int, int, int]:
-        p = f"{path}.{key}"
-        v = d.get(key, default)
-        if v is ...:
-            raise self.fail(p, "is required")
-        if isinstance(v, int) and not isinstance(v, bool):
-            v = [v]
-        if (
-            not isinstance(v, list)
-            or not 1 <= len(v) <= 3
-            or not all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in v)
-        ):
-            raise self.fail(p, f"must be a positive integer or a list of 1-3 of them, got {v!r}")
-        v = list(v) + [1] * (3 - len(v))
-        return (v[0], v[1], v[2])
-
-
 def load(path: str | os.PathLike[str]) -> Profile:
     p = Path(path)
     file = str(path)
@@ -203,7 +113,7 @@ def load(path: str | os.PathLike[str]) -> Profile:
 
 
 def parse(data: dict[str, Any], file: str = "<profile>", base_dir: Path | None = None) -> Profile:
-    c = _Checker(file)
+    c = Checker(file)
     c.keys(data, "", {"version", "name", "description", "engine", "kernels", "tasks"})
     if "version" not in data:
         raise c.fail("version", f"is required (this hbtui reads version = {VERSION})")
@@ -292,7 +202,7 @@ def parse(data: dict[str, Any], file: str = "<profile>", base_dir: Path | None =
     )
 
 
-def _user_kernel(c: _Checker, kt: dict[str, Any], path: str, base_dir: Path | None,
+def _user_kernel(c: Checker, kt: dict[str, Any], path: str, base_dir: Path | None,
                  sliceable: bool) -> dict[str, Any]:  # fmt: skip
     """Validate a user kernel (source, entry, args): the KernelSpec fields. Never compiles.
 
@@ -366,7 +276,7 @@ def _user_kernel(c: _Checker, kt: dict[str, Any], path: str, base_dir: Path | No
             "sliceable": sliceable, "cooperative": cooperative}  # fmt: skip
 
 
-def _task(c: _Checker, raw: Any, i: int, kernels: dict[str, KernelSpec],
+def _task(c: Checker, raw: Any, i: int, kernels: dict[str, KernelSpec],
           base_dir: Path | None) -> Task:  # fmt: skip
     path = f"tasks[{i}]"
     t = c.table(raw, path)
@@ -429,10 +339,10 @@ def parse_task(raw: Any, kernels: dict[str, KernelSpec], file: str = "<task>",
 
     Raises ProfileError naming ``file`` and the key path, exactly as ``parse`` would.
     """
-    return _task(_Checker(file), raw, 0, kernels, base_dir)
+    return _task(Checker(file), raw, 0, kernels, base_dir)
 
 
-def _arrival(c: _Checker, raw: Any, path: str, base_dir: Path | None) -> Arrival:
+def _arrival(c: Checker, raw: Any, path: str, base_dir: Path | None) -> Arrival:
     if raw is None:
         raise c.fail(path, "is required for hp tasks")
     a = c.table(raw, path)
