@@ -9,34 +9,27 @@ keys: the op shows as pending, then an acknowledgement toast or the engine's err
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
 import signal
 import time
-import traceback
 from collections.abc import Callable, Iterable
 from functools import partial
 from typing import Any
 
-from rich.text import Text
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
-from textual.content import Content
 from textual.screen import Screen
 from textual.widgets import Footer, Static, TabbedContent, TabPane
 
+from hbtui.console.chrome import HP_LP, RATES_HZ, ConsoleChrome, _key_text, intro_text, one_line  # noqa: F401
 from hbtui.console.limits import (
-    RATE_HZ_MAX,
-    RATE_HZ_MIN,
     clamp_slice,
     parse_priority,
     parse_slice,
     parse_slo,
 )
 from hbtui.console.link import EngineLink, Target
-from hbtui.console.model import DISCONNECTED, LIVE, STALE, EngineModel
+from hbtui.console.model import EngineModel
 from hbtui.console.pane import EnginePane
-from hbtui.console.paths import log_dir, screenshot_dir
 from hbtui.console.prefs import Prefs
 from hbtui.console.screens import EditModal, HelpScreen, PickerModal
 from hbtui.console.table import COLUMN_KEYS, TaskTable
@@ -46,7 +39,6 @@ from hbtui.engine.protocol import ProfileEntry
 _PROFILE_KEYS = tuple(ProfileEntry.__annotations__)  # a list_profiles entry: all str
 
 POLICIES = ("hummingbird", "temporal", "spatial", "exclusive")
-RATES_HZ = (1.0, 2.0, 5.0, 10.0, 20.0, 30.0)
 
 # Actions that change the engine: hidden and refused under --readonly.
 MUTATING = {
@@ -90,7 +82,7 @@ GROUPS = {
 }
 
 
-class ConsoleApp(App[int]):
+class ConsoleApp(ConsoleChrome, App[int]):
     TITLE = "hbtui"
     CSS = """
     Screen { layout: vertical; }
@@ -100,7 +92,7 @@ class ConsoleApp(App[int]):
         color: $warning;
     }
     """
-    MIN_SIZE = (80, 24)
+
     BINDINGS = [
         Binding("q", "quit", "Quit"),
         Binding("question_mark,f1", "help", "Help", key_display="?"),
@@ -201,13 +193,6 @@ class ConsoleApp(App[int]):
                 self.run_worker(link.run(), group="links", name=link.target.ctl)
         self._set_rate(self.rate_hz)
 
-    def _set_rate(self, hz: float) -> None:
-        hz = min(RATE_HZ_MAX, max(RATE_HZ_MIN, hz))  # the CLI refuses others; never 1/0 here
-        self.rate_hz = hz
-        if self._timer is not None:
-            self._timer.stop()
-        self._timer = self.set_interval(1.0 / hz, self.tick)
-
     def tick(self) -> None:
         pane = self.current_pane()
         if pane is not None:
@@ -233,74 +218,6 @@ class ConsoleApp(App[int]):
         bits.append(f"{self.rate_hz:g} Hz")
         return "  ".join(bits)
 
-    def on_resize(self) -> None:
-        self._check_size()
-
-    def _check_size(self) -> None:
-        """Below 80×24 the panes cannot show their figures: say so instead of cutting them."""
-        w, h = self.size
-        small = w < self.MIN_SIZE[0] or h < self.MIN_SIZE[1]
-        try:
-            note = self.query_one("#too-small", Static)
-        except Exception:  # noqa: BLE001 - not composed yet
-            return
-        need = f"{self.MIN_SIZE[0]}×{self.MIN_SIZE[1]}"
-        note.update(f"terminal too small (need {need}, have {w}×{h})\nenlarge it, or q to quit")
-        note.display = small
-        for w_ in self.query("EnginePane, TabbedContent"):
-            if w_.parent is self.screen:
-                w_.display = not small
-
-    def _want_baselines(self) -> None:
-        """Fetch the exclusive (HP alone) baseline from get_state once per engine: a console
-        that connects after calibration never sees the `calibrated` event."""
-        now = self.clock()
-        for i, (m, link) in enumerate(zip(self.models, self.links, strict=True)):
-            pane = self._pane(i)
-            if pane is None or pane.baseline_ms or m.connection != LIVE or m.phase != "running":
-                continue
-            if now < self._baseline_asked.get(i, -1e9) + 3.0:
-                continue
-            self._baseline_asked[i] = now
-            self.run_worker(self._fetch_baseline(pane, link), group="baseline")
-
-    async def _fetch_baseline(self, pane: EnginePane, link: EngineLink) -> None:
-        try:
-            st = await link.call("get_state", timeout=1.0)
-        except Exception:  # noqa: BLE001 - asked again later
-            return
-        b = st.get("baseline_p99_ms") if isinstance(st, dict) else None
-        if isinstance(b, dict):
-            pane.baseline_ms = {k: float(v) for k, v in b.items() if isinstance(v, int | float)}
-            pane.refresh_from_model(full=True)
-
-    def _pane(self, i: int) -> EnginePane | None:
-        try:
-            return self.query_one(f"#engine-{i}", EnginePane)
-        except Exception:  # noqa: BLE001
-            return None
-
-    def _tab_label(self, i: int) -> Content:
-        """A tab's label: the engine's endpoint, coloured by its link's health."""
-        conn = self.models[i].connection
-        style = {LIVE: "green", STALE: "yellow", DISCONNECTED: "red"}.get(conn, "dim")
-        return Content.from_rich_text(
-            Text.assemble(("● ", style), (self.targets[i].ctl, ""), (f" {conn}", "dim"))
-        )
-
-    def _update_tab_labels(self) -> None:
-        if len(self.targets) < 2:
-            return
-        try:
-            tabs = self.query_one(TabbedContent)
-        except Exception:  # noqa: BLE001 - not mounted yet
-            return
-        for i, m in enumerate(self.models):
-            if self._tab_states.get(i) != m.connection:
-                self._tab_states[i] = m.connection
-                with contextlib.suppress(Exception):
-                    tabs.get_tab(f"tab-{i}").label = self._tab_label(i)
-
     def current_index(self) -> int:
         if len(self.targets) == 1:
             return 0
@@ -321,11 +238,6 @@ class ConsoleApp(App[int]):
 
     def current_link(self) -> EngineLink:
         return self.links[self.current_index()]
-
-    def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
-        pane = self.current_pane()
-        if pane is not None:
-            pane.refresh_from_model(full=True)
 
     # -- readonly ------------------------------------------------------------------------------
     @property
@@ -367,60 +279,6 @@ class ConsoleApp(App[int]):
                 keys = " ".join(_key_text(b, full=True) for b in by_action[a])
                 rows.append((keys, by_action[a][0].description, group))
         return rows
-
-    def action_toggle_charts(self) -> None:
-        m = self.current_model()
-        m.charts_paused = not m.charts_paused
-        self.notify("charts paused" if m.charts_paused else "charts resumed", timeout=2)
-
-    def action_faster(self) -> None:
-        bigger = [r for r in RATES_HZ if r > self.rate_hz]
-        if bigger:
-            self._set_rate(bigger[0])
-
-    def action_slower(self) -> None:
-        smaller = [r for r in RATES_HZ if r < self.rate_hz]
-        if smaller:
-            self._set_rate(smaller[-1])
-
-    def action_sort_next(self) -> None:
-        pane = self.current_pane()
-        if pane is not None:
-            t = pane.query_one(TaskTable)
-            t.cycle_sort()
-            self.notify(f"sorted by {t.sort_label()}", timeout=2)
-            self._remember_sort(t)
-
-    def action_sort_reverse(self) -> None:
-        pane = self.current_pane()
-        if pane is not None:
-            t = pane.query_one(TaskTable)
-            if t.sort_column is None:
-                t.cycle_sort()
-            t.sort_reverse = not t.sort_reverse
-            t.apply_sort()
-            self.notify(f"sorted by {t.sort_label()}", timeout=2)
-            self._remember_sort(t)
-
-    def _remember_sort(self, t: TaskTable) -> None:
-        self.prefs.sort_column = t.sort_column or ""
-        self.prefs.sort_reverse = t.sort_reverse
-
-    def action_next_tab(self) -> None:
-        self._switch_tab(+1)
-
-    def action_prev_tab(self) -> None:
-        self._switch_tab(-1)
-
-    def _switch_tab(self, step: int) -> None:
-        if len(self.targets) < 2:
-            return
-        tabs = self.query_one(TabbedContent)
-        tabs.active = f"tab-{(self.current_index() + step) % len(self.targets)}"
-
-    def action_dismiss_intro(self) -> None:
-        for pane in self.query(EnginePane):
-            pane.hide_intro()
 
     # -- control -------------------------------------------------------------------------------
     def control(self, op: str, args: dict[str, Any], desc: str, task: str | None = None) -> None:
@@ -639,65 +497,10 @@ class ConsoleApp(App[int]):
                 )
         yield SystemCommand("Quit", "quit the console  [q or ctrl+c]", self.action_quit)
 
-    def deliver_screenshot(
-        self, filename: str | None = None, path: str | None = None, time_format: str | None = None
-    ) -> str | None:
-        """Save an SVG screenshot: ~/Downloads when it exists, else a writable dir; say where."""
-        where = path or str(screenshot_dir())
-        try:
-            saved = self.save_screenshot(filename, where, time_format)
-        except OSError as e:
-            self.notify(f"screenshot not saved: {e}", severity="error", timeout=8)
-            return None
-        self.notify(f"screenshot saved to {saved}", timeout=6)
-        return None
-
     def on_unmount(self) -> None:
         for link in self.links:
             link.close()
         self.save_prefs()
-
-    def save_prefs(self) -> None:
-        p = self.prefs
-        p.rate_hz = self.rate_hz
-        if self.theme != self._initial_theme:
-            p.theme = self.theme
-        try:
-            p.save()
-        except OSError:
-            pass  # preferences are a convenience: never an error on the way out
-
-    # -- ending on an error --------------------------------------------------------------------
-    def _fatal_error(self) -> None:
-        """An unhandled error ends the app: one line for the CLI to print (``fatal``), the
-        traceback to a file under the XDG state dir instead of over the operator's terminal."""
-        err = self._exception
-        self.fatal = one_line(err) if err is not None else "unexpected error"
-        try:
-            path = log_dir() / f"console-crash-{os.getpid()}.log"
-            tb = "".join(traceback.format_exception(err)) if err is not None else ""
-            path.write_text(tb)
-            self.fatal += f" (traceback in {path})"
-        except OSError:
-            pass
-        self._close_messages_no_wait()
-
-
-def one_line(err: BaseException) -> str:
-    msg = " ".join(str(err).split())
-    return f"{type(err).__name__}: {msg}" if msg else type(err).__name__
-
-
-HP_LP = (
-    "HP = latency-critical tasks with an SLO (e.g. inference requests); LP = best-effort "
-    "tasks (e.g. training) that fill the GPU time HP leaves idle."
-)
-
-
-def intro_text(description: str) -> str:
-    """The first screen's note (dismissed with Esc)."""
-    head = f"Profile: {description}\n" if description else ""
-    return head + HP_LP + "  [Esc] hides this, [?] lists the keys."
 
 
 def _kv(args: dict[str, Any]) -> str:
@@ -706,18 +509,3 @@ def _kv(args: dict[str, Any]) -> str:
         f"{v:g}{units[k]}" if k in units and isinstance(v, int | float) else f"{v}"
         for k, v in args.items()
     )
-
-
-def _key_text(b: Binding, full: bool = False) -> str:
-    """How a binding's keys read; ``full`` lists every key, not just the footer label."""
-    if b.key_display and not full:
-        return b.key_display
-    names = {
-        "question_mark": "?",
-        "plus": "+",
-        "minus": "-",
-        "right_square_bracket": "]",
-        "left_square_bracket": "[",
-        "equals_sign": "=",
-    }
-    return "/".join(names.get(k, k) for k in b.key.split(","))
