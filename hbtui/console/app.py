@@ -20,7 +20,15 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import Footer, Static, TabbedContent, TabPane
 
-from hbtui.console.chrome import HP_LP, RATES_HZ, ConsoleChrome, _key_text, intro_text, one_line  # noqa: F401
+from hbtui.console.chrome import (  # noqa: F401
+    HP_LP,
+    RATES_HZ,
+    ConsoleChrome,
+    _key_text,
+    _kv,
+    intro_text,
+    one_line,
+)
 from hbtui.console.limits import (
     clamp_slice,
     parse_priority,
@@ -210,13 +218,6 @@ class ConsoleApp(ConsoleChrome, App[int]):
                 severity="error",
                 timeout=30,
             )
-
-    def _extra_note(self) -> str:
-        bits = []
-        if self.current_model() and self.current_model().charts_paused:
-            bits.append("CHARTS PAUSED")
-        bits.append(f"{self.rate_hz:g} Hz")
-        return "  ".join(bits)
 
     def current_index(self) -> int:
         if len(self.targets) == 1:
@@ -496,16 +497,3 @@ class ConsoleApp(ConsoleChrome, App[int]):
                     partial(self.run_action, b.action),
                 )
         yield SystemCommand("Quit", "quit the console  [q or ctrl+c]", self.action_quit)
-
-    def on_unmount(self) -> None:
-        for link in self.links:
-            link.close()
-        self.save_prefs()
-
-
-def _kv(args: dict[str, Any]) -> str:
-    units = {"us": "µs", "ms": "ms", "blocks": " blocks", "factor": "x"}
-    return ", ".join(
-        f"{v:g}{units[k]}" if k in units and isinstance(v, int | float) else f"{v}"
-        for k, v in args.items()
-    )

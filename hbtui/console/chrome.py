@@ -148,6 +148,18 @@ class ConsoleChrome:
             pass
         self._close_messages_no_wait()
 
+    def _extra_note(self) -> str:
+        bits = []
+        if self.current_model() and self.current_model().charts_paused:
+            bits.append("CHARTS PAUSED")
+        bits.append(f"{self.rate_hz:g} Hz")
+        return "  ".join(bits)
+
+    def on_unmount(self) -> None:
+        for link in self.links:
+            link.close()
+        self.save_prefs()
+
     # -- view actions --------------------------------------------------------------------------
     def _set_rate(self, hz: float) -> None:
         hz = min(RATE_HZ_MAX, max(RATE_HZ_MIN, hz))  # the CLI refuses others; never 1/0 here
@@ -246,3 +258,11 @@ def _key_text(b: Binding, full: bool = False) -> str:
         "equals_sign": "=",
     }
     return "/".join(names.get(k, k) for k in b.key.split(","))
+
+
+def _kv(args: dict[str, Any]) -> str:
+    units = {"us": "µs", "ms": "ms", "blocks": " blocks", "factor": "x"}
+    return ", ".join(
+        f"{v:g}{units[k]}" if k in units and isinstance(v, int | float) else f"{v}"
+        for k, v in args.items()
+    )
