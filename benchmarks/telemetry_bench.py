@@ -11,7 +11,7 @@ and a mutating ``set_priority``) every ``--probe-ms``. Reports:
   simulated seconds per wall second;
 - control round-trip p50/p99/max under that load.
 
-    python benchmarks/telemetry_bench.py --seconds 10 --out docs/benchmarks/telemetry_cpu.json
+    python benchmarks/telemetry_bench.py --seconds 10 --out telemetry.json  # docs/benchmarks/sim.md
 """
 
 from __future__ import annotations
