@@ -35,7 +35,7 @@ SUBCOMMANDS = {
     "bench": "compare scheduling policies on identical arrivals (hbtui bench --help)",
     "slice": "make a PTX module sliceable (hbtui slice --help)",
     "keys": "generate CURVE keys for non-loopback engines (hbtui keys --help)",
-    "run": "run a job under hbtui (hbtui run --help)",
+    "run": "run an unmodified CUDA program under an engine as an HP or LP task (hbtui run --help)",
 }
 
 DESCRIPTION = """\

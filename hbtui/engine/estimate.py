@@ -4,7 +4,7 @@ The engine learns delays it cannot know in advance (launch latency, when a slice
 behind an HP kernel starts, how late slices end). On a real host these samples have heavy
 tails: a ms-long host or driver stall now and then. An EMA carries such a sample for many
 updates, and an EMA-plus-deviation margin balloons (141 µs on the H100 where the median
-lateness was 6 µs, docs/benchmarks/cuda_default_h100.md); a quantile of recent samples
+lateness was 6 µs, docs/benchmarks/h100.md); a quantile of recent samples
 moves only when most of them move.
 """
 

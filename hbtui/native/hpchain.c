@@ -7,7 +7,7 @@
 //
 // Why: the Python loop costs each HP kernel ~5 us to see a completion and ~5 us
 // more between its timer and cuLaunchKernel; near saturation Poisson queueing
-// multiplies that into +30 % HP p99 (docs/benchmarks/cuda_default_h100.md).
+// multiplies that into +30 % HP p99 (docs/benchmarks/h100.md).
 //
 // No CUDA headers: the driver entry points come in as function pointers (from
 // libcuda via ctypes in production, fakes in the CPU tests). Built at start-up with

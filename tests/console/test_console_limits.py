@@ -13,16 +13,16 @@ from hbtui.console import limits as L
 
 @pytest.mark.parametrize(
     "text",
-    ["99999999999999999999", "2147483648", "-2147483649", "1.5", "", "ten", "٣", "1e3", "9" * 5000],
+    ["99999999999999999999", "1000001", "-1000001", "1.5", "", "ten", "٣", "1e3", "9" * 5000],
 )
 def test_priority_refuses_out_of_range_and_non_integers(text: str) -> None:
     with pytest.raises(ValueError, match="priority"):
         L.parse_priority(text)
 
 
-def test_priority_bounds_are_32_bit() -> None:
-    assert L.parse_priority("2147483647") == {"priority": 2**31 - 1}
-    assert L.parse_priority(" -2147483648 ") == {"priority": -(2**31)}
+def test_priority_bounds_are_the_engines() -> None:
+    assert L.parse_priority("1000000") == {"priority": 1_000_000}
+    assert L.parse_priority(" -1000000 ") == {"priority": -1_000_000}
 
 
 @pytest.mark.parametrize(
@@ -51,7 +51,7 @@ def test_slo_refuses_out_of_range(text: str) -> None:
 def test_slo_accepts_ms_seconds_and_factors() -> None:
     assert L.parse_slo("5ms") == {"ms": 5.0}
     assert L.parse_slo("0.01") == {"ms": 0.01}
-    assert L.parse_slo("3600s") == {"ms": 3.6e6}
+    assert L.parse_slo("1000s") == {"ms": 1e6}
     assert L.parse_slo("1.2x") == {"factor": 1.2}
 
 

@@ -188,3 +188,19 @@ def test_window_lp_rate_from_marks() -> None:
     assert f["tasks"]["lp"]["throughput_norm"] == pytest.approx(0.5)
     assert f["gpu_busy"] == pytest.approx(0.75)
     assert f["harvest_ratio"] == pytest.approx(1.0 / 1.5)
+
+
+def test_slice_and_slo_ranges_keep_the_arithmetic_finite() -> None:
+    """A 0.0009-µs slice cap divided the policy by zero waves; 1e305 overflowed int()."""
+    from hbtui.engine.server.ops import _SLICE, _SLO
+
+    cases = [
+        (_SLICE, "us", 0.0009, 1.0),
+        (_SLICE, "us", 1e305, 1e6),
+        (_SLO, "ms", 0.001, 0.01),
+        (_SLO, "factor", 0.01, 0.1),
+    ]
+    for table, key, bad, good in cases:
+        with pytest.raises(ControlError, match=key):
+            table[key]("set_x", key, bad)
+        assert table[key]("set_x", key, good) == good

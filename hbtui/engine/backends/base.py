@@ -100,7 +100,7 @@ class Backend(ABC):
     # what LP costs HP that the slack model cannot see. On the H100 HP kernels run 5-8 %
     # slower for a while after LP ran (cache pollution; clocks stay at 1980 MHz), and near
     # saturation that compounds over the queue: 0.25 gave 97.73 % attainment against
-    # exclusive's 99.00 %, 0.35 gave 98.24 % (docs/benchmarks/cuda_default_h100.md).
+    # exclusive's 99.00 %, 0.35 gave 98.24 % (docs/benchmarks/h100.md).
     slo_reserve = 0.35
 
     def launch_latency_ns(self) -> int:

@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 from hbtui.engine import profile as profiles
+from hbtui.engine.backends.base import BackendError
+from hbtui.engine.backends.user_kernels import check_kernels
 from hbtui.engine.model import HP, LP, Task
 from hbtui.engine.policies import POLICIES
 from hbtui.engine.protocol import (
@@ -89,16 +91,15 @@ def integer(lo: int, hi: int) -> Check:
     return check
 
 
-def positive(hi: float) -> Check:
-    """A finite number in (0, hi], as a float."""
+def positive(hi: float, lo: float = 0.0) -> Check:
+    """A finite number in (0, hi] (``lo``: in [lo, hi]), as a float."""
 
     def check(op: str, key: str, v: Any) -> float:
         if isinstance(v, bool) or not isinstance(v, int | float):
             raise ControlError(BAD_ARGS, f"{op}: {key!r} must be a number, got {_show(v)}")
-        if not math.isfinite(v) or not 0 < v <= hi:
-            raise ControlError(
-                BAD_VALUE, f"{op}: {key!r} must be finite and in (0, {hi:g}], got {v}"
-            )
+        if not math.isfinite(v) or not 0 < v <= hi or v < lo:
+            span = f"[{lo:g}, {hi:g}]" if lo > 0 else f"(0, {hi:g}]"
+            raise ControlError(BAD_VALUE, f"{op}: {key!r} must be finite and in {span}, got {v}")
         return float(v)
 
     return check
@@ -296,7 +297,10 @@ def _load_profile(eng: Engine, c: Call) -> LoadProfileResult:
     p = c.args["path"] if "path" in c.args else profiles.resolve(c.args["name"])
     try:
         prof = profiles.load(p)
-    except profiles.ProfileError as e:
+        # user kernels compile in prepare, after the old scheduler is gone: a bad one must
+        # be an answer now, not a failed reload
+        check_kernels(prof.kernels)
+    except (profiles.ProfileError, BackendError) as e:
         raise ControlError(PROFILE_ERROR, f"{c.op}: {e}") from None
     eng.request_reload(prof)
     eng.tel.event("load_profile", profile=prof.name, path=str(p))
@@ -331,8 +335,10 @@ def _reset_stats(eng: Engine, c: Call) -> ResetStatsResult:
 # Fields: name -> type. Required ones first; values are checked in this order.
 _TASK: dict[str, Check] = {"task": text()}
 _PRIORITY = {"priority": integer(-1_000_000, 1_000_000)}
-_SLICE = {"us": positive(1e6), "blocks": integer(1, 2**31)}
-_SLO = {"ms": positive(1e6), "factor": positive(1000)}
+# Ranges that keep the policy's arithmetic finite (a 0.0009-µs slice cap divided by zero
+# waves); the console's hbtui.console.limits mirrors them.
+_SLICE = {"us": positive(1e6, lo=1.0), "blocks": integer(1, 2**31)}
+_SLO = {"ms": positive(1e6, lo=0.01), "factor": positive(1000, lo=0.1)}
 _LOAD = {"path": path, "name": profile_name}
 _SAVE = {"name": profile_name, "path": toml_path}
 

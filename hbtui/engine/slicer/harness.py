@@ -1,6 +1,6 @@
 """Small cuda.bindings.driver harness to run original vs sliced kernels on a GPU.
 
-Used by tests/test_slicer_gpu.py and benchmarks/slicer_overhead.py. Arguments follow
+Used by tests/gpu/test_slicer_gpu.py and benchmarks/slicer_overhead.py. Arguments follow
 the corpus manifest (tests/slicer_corpus/manifest.json): buffers {"buf": dtype, "count",
 "init": "random"|"zeros", "out", "skip_compare"} and scalars {"scalar": dtype, "value"}.
 """
