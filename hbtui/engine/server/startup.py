@@ -30,7 +30,7 @@ def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="hbtui engine", description="Run the headless engine (ZeroMQ telemetry + control)."
     )
-    ap.add_argument("--profile", required=True, help="profile name or path")
+    ap.add_argument("--profile", default="default", help="profile name or path (default: default)")
     ap.add_argument("--backend", choices=("auto", "sim", "cuda"), default="auto")
     ap.add_argument("--device", type=int, default=None, help="CUDA device index")
     ap.add_argument(
