@@ -278,7 +278,7 @@ class EnginePane(Vertical):
 
     def refresh_from_model(self, full: bool = False) -> None:
         tables = self.query(TaskTable)
-        if not self.is_attached or not tables:
+        if not self.is_attached or not tables or not self.query(StatusHeader):
             return  # the refresh tick can fire while the pane mounts or unmounts: keep changes
         table = tables.first()
         m = self.model
