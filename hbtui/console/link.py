@@ -112,6 +112,8 @@ class EngineLink:
                     return  # the console is shutting down and closed our sockets
                 self._open()  # a broken socket: start over with fresh ones
                 continue
+            if self.closing:
+                return  # closed while we waited: never reopen
             if got:
                 backoff = 0.2
                 continue
@@ -137,15 +139,18 @@ class EngineLink:
 
     async def _pump(self) -> bool:
         """Wait up to ~0.25 s for telemetry; fold in everything queued. True if any came."""
-        assert self.sub is not None
+        sub = self.sub
+        assert sub is not None
         try:
-            first = await asyncio.wait_for(self.sub.recv(), 0.25)
+            first = await asyncio.wait_for(sub.recv(), 0.25)
         except TimeoutError:
+            return False
+        if self.sub is not sub:  # closed (console quitting) or reopened while we waited
             return False
         now = self.clock()
         apply = self.model.apply
         apply(_env(first), now)
-        msgs = self.sub.recv_nowait()
+        msgs = sub.recv_nowait()
         for i, m in enumerate(msgs):
             apply(_env(m), now)
             if i % DRAIN_MAX == DRAIN_MAX - 1:
