@@ -180,3 +180,25 @@ def test_slice_blocks_is_an_exact_count_not_capped_by_slice_us() -> None:
     s.run_until(5 * MS)
     sizes = {x.blocks for x in be.launches if x.end_block != x.kernel.total_blocks}
     assert sizes == {2112}
+
+
+def test_remove_task_from_inside_the_loop_keeps_hp_timers() -> None:
+    """A control op runs in the loop's tick. remove_task used to rebind the timer heap the
+    loop holds: HP timers pushed after it were lost and stale ones fired twice
+    (IndexError on an empty request queue)."""
+    be = Recorder(PROFILE.sim, lambda s, x: None)
+    s = Scheduler(PROFILE.kernels, [replace(t) for t in PROFILE.tasks], be, "hummingbird",
+                  seed=3, baseline_p99_ms={"llm": 5.0})  # fmt: skip
+    be.sched = s
+    extra = replace(s.tasks["train"], name="train2")
+    s.add_task(extra)
+    done: list[int] = []
+
+    def tick() -> None:
+        if not done and be.now_ns() >= 50 * MS:
+            done.append(s.metrics.tasks["llm"].requests)
+            s.remove_task("train2")
+
+    s.run_until(300 * MS, max_wait_ns=MS, tick=tick)
+    assert done and "train2" not in s.tasks
+    assert s.metrics.tasks["llm"].requests > done[0] + 100  # HP kept being served
