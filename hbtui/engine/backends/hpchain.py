@@ -16,17 +16,12 @@ the host times of issue, launch-call return and end seen, and the two %globaltim
 from __future__ import annotations
 
 import ctypes
-import hashlib
-import os
-import platform
-import shlex
-import subprocess
-import tempfile
 import weakref
 from pathlib import Path
 from typing import Any
 
 from hbtui.engine.backends.native import NATIVE_DIR
+from hbtui.engine.ccbuild import BuildError, build_cached
 
 SOURCE = NATIVE_DIR / "hpchain.c"
 CFLAGS = ("-O2", "-std=gnu11", "-shared", "-fPIC", "-pthread")
@@ -91,57 +86,12 @@ class Done(ctypes.Structure):
     ]
 
 
-def cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "hbtui" / "host"
-
-
-def _compiler() -> list[str]:
-    return shlex.split(os.environ.get("CC") or "cc")
-
-
 def build(cache: Path | None = None) -> Path:
     """The shared library, compiled now or taken from the cache. Raises HpChainError."""
     try:
-        src = SOURCE.read_bytes()
-    except OSError as e:
-        raise HpChainError(f"cannot read {SOURCE}: {e}") from e
-    cc = _compiler()
-    try:
-        ver = subprocess.run(
-            [*cc, "--version"], capture_output=True, text=True, timeout=30, check=False
-        ).stdout.splitlines()[:1]
-    except (OSError, subprocess.SubprocessError) as e:
-        raise HpChainError(f"no C compiler ({' '.join(cc)}): {e}") from e
-    parts = [*cc, *CFLAGS, *ver, platform.machine()]  # a home shared across archs
-    key = hashlib.sha256(src + "\0".join(parts).encode()).hexdigest()[:24]
-    root = cache if cache is not None else cache_dir()
-    path = root / f"hpchain-{key}.so"
-    if path.is_file() and path.stat().st_size > 0:
-        return path
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".hpchain-", suffix=".so", dir=root)
-        os.close(fd)
-    except OSError as e:
-        raise HpChainError(f"cannot write the build cache {root}: {e}") from e
-    try:
-        r = subprocess.run(
-            [*cc, *CFLAGS, "-o", tmp, str(SOURCE)],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        if r.returncode != 0:
-            raise HpChainError(f"{' '.join(cc)} failed on {SOURCE}:\n{r.stderr.strip()}")
-        os.replace(tmp, path)  # atomic: concurrent engines never load half a file
-    except (OSError, subprocess.SubprocessError) as e:
-        raise HpChainError(f"cannot build {SOURCE}: {e}") from e
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+        return build_cached("hpchain", [SOURCE], CFLAGS, cache=cache)
+    except BuildError as e:
+        raise HpChainError(str(e)) from e
 
 
 def load(cache: Path | None = None) -> ctypes.CDLL:
