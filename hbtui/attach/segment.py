@@ -278,13 +278,17 @@ class Attachment:
         return self._done[launch.comp_slot] >= launch.seq
 
     def pending(self) -> list[L.Pending]:
-        """LP launches held now (at most PENDING_CAP listed), oldest seq first."""
+        """LP launches held and not yet granted (at most PENDING_CAP), oldest seq first.
+
+        A granted waiter stays in its slot until its thread wakes; listing it would
+        let a scheduling loop grant (and count) the same launch twice."""
         out = []
+        granted = self.h.granted_seq
         size = ctypes.sizeof(L.Pending)
         for i in range(L.PENDING_CAP):
             o = L.OFF_PENDING + i * size
             (s,) = struct.unpack_from("<Q", self._mm, o)
-            if s == 0 or s == 2**64 - 1:
+            if s == 0 or s == 2**64 - 1 or s <= granted:
                 continue
             rec = L.Pending.from_buffer_copy(self._mm, o)
             (s2,) = struct.unpack_from("<Q", self._mm, o)
