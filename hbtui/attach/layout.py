@@ -34,7 +34,8 @@ FLAG_NO_COMPLETION = 1
 COMP_UNSET, COMP_SETUP, COMP_WRITEVAL, COMP_HOSTFN, COMP_OFF = range(5)
 
 KIND_KERNEL, KIND_KERNEL_EX, KIND_COOP, KIND_GRAPH = 1, 2, 3, 4
-KIND_NAMES = {1: "kernel", 2: "kernel_ex", 3: "coop", 4: "graph"}
+KIND_REQ_BEGIN, KIND_REQ_END = 5, 6  # request markers (hbtui_request_begin/end): no launch
+KIND_NAMES = {1: "kernel", 2: "kernel_ex", 3: "coop", 4: "graph", 5: "req_begin", 6: "req_end"}
 LF_PTSZ, LF_HELD, LF_PREGRANTED, LF_UNGATED, LF_CAPTURED, LF_NO_SLOT = 1, 2, 4, 8, 16, 32
 COMP_NONE = 0xFFFF
 

@@ -181,9 +181,9 @@ def parse(data: dict[str, Any], file: str = "<profile>", base_dir: Path | None =
             sliceable=sliceable,
             **user,
         )
-    tasks_raw = data.get("tasks", [])
-    if not isinstance(tasks_raw, list) or not tasks_raw:
-        raise c.fail("tasks", "must be a non-empty array of tables ([[tasks]])")
+    tasks_raw = data.get("tasks", [])  # none: an engine for programs under `hbtui run` only
+    if not isinstance(tasks_raw, list):
+        raise c.fail("tasks", "must be an array of tables ([[tasks]])")
     tasks = [_task(c, t, i, kernels, base_dir) for i, t in enumerate(tasks_raw)]
     names = [t.name for t in tasks]
     for i, n in enumerate(names):

@@ -16,8 +16,8 @@ from typing import Any, NotRequired, TypedDict
 import msgpack
 
 PROTOCOL_VERSION = 1  # major: bumped only for incompatible changes
-PROTOCOL_MINOR = 2  # additive changes (new fields, ops, types); 1: state.pci_bus_id,
-# 2: the list_profiles op
+PROTOCOL_MINOR = 3  # additive changes (new fields, ops, types); 1: state.pci_bus_id,
+# 2: the list_profiles op, 3: attach/detach (hbtui run) and attached tasks in state/stats
 
 DEFAULT_PUB = "tcp://127.0.0.1:5555"
 DEFAULT_CTL = "tcp://127.0.0.1:5556"
@@ -35,6 +35,7 @@ MUTATING_OPS = frozenset(
     {
         "set_priority", "set_slice", "set_policy", "set_slo", "pause_task", "resume_task",
         "add_task", "remove_task", "load_profile", "save_profile", "reset_stats",
+        "attach", "detach",
     }
 )  # fmt: skip
 OPS = READ_OPS | MUTATING_OPS
@@ -115,8 +116,27 @@ TaskState = TypedDict(
         "slice_us": NotRequired[float | None],  # lp
         "slice_blocks": NotRequired[int | None],  # lp
         "slice_default_us": NotRequired[float],  # lp, once the scheduler runs
+        "attached": NotRequired["AttachedInfo"],  # a program under `hbtui run`
     },
 )
+
+
+class AttachedInfo(TypedDict):
+    """What an operator of a real program needs beside the task's own fields."""
+
+    pid: int  # the program's pid (0 until its first CUDA call); launcher_pid: hbtui run
+    launcher_pid: int
+    cmd: list[str]
+    shm: str
+    status: str  # "attached" | "detached"
+    gated: bool  # lp: launches wait for grants (False: spatial or detached)
+    ungated: bool  # lp: the program stopped waiting (heartbeat lost)
+    kernels_per_s: float  # launches per second over the last stats period
+    launches: int
+    held: int  # lp: launches waiting for a grant now
+    sliceable_share: float | None  # GPU time in kernels whose PTX is known / all (None: no data)
+    requests_from: str  # hp: "markers" (explicit) or "bursts" (inferred, idle_ms)
+    idle_ms: float
 
 
 class KernelState(TypedDict):
@@ -298,6 +318,15 @@ class LoadProfileResult(TypedDict):
 class SaveProfileResult(TypedDict):
     path: str
     name: str
+
+
+class AttachResult(TypedDict):
+    task: str
+    gated: bool
+
+
+class DetachResult(TypedDict):
+    task: str
 
 
 class ResetStatsResult(TypedDict):

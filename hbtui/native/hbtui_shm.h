@@ -58,6 +58,8 @@
 #define HB_KIND_KERNEL_EX 2u   // cuLaunchKernelEx
 #define HB_KIND_COOP 3u        // cuLaunchCooperativeKernel
 #define HB_KIND_GRAPH 4u       // cuGraphLaunch (func = the CUgraphExec)
+#define HB_KIND_REQ_BEGIN 5u   // hbtui_request_begin(): an HP request starts (no launch)
+#define HB_KIND_REQ_END 6u     // hbtui_request_end(): it ends once earlier launches complete
 // hb_launch.flags
 #define HB_LF_PTSZ 1u          // per-thread-default-stream entry point
 #define HB_LF_HELD 2u          // LP: waited for a grant

@@ -606,6 +606,35 @@ static inline void hb_after(const hb_call *c, CUresult r, hb_pre *p) {
   __atomic_store_n(&L->pub, i + 1, __ATOMIC_RELEASE);
 }
 
+// ---------------------------------------------------------------- request markers
+// The C API for explicit HP request boundaries (Python: hbtui.request()). A marker is a
+// launch-ring record of kind REQ_BEGIN/REQ_END with its own seq and no GPU work: the
+// engine closes the request once every launch recorded before the end marker completed.
+// Outside hbtui run (no segment) both are no-ops; cost: one clock read and one record.
+static void mark(uint8_t kind) {
+  if (!__atomic_load_n(&g_on, __ATOMIC_RELAXED)) return;
+  hb_call c = {0, 0, {0, 0, 0}, {0, 0, 0}, 0, kind, 0};
+  hb_pre p = {0, now_ns(), 0, HB_LF_NO_SLOT};
+  p.issue = p.enq;
+  p.seq = __atomic_add_fetch(&G.h->next_seq, 1, __ATOMIC_ACQ_REL);
+  hb_header *h = G.h;
+  uint64_t i = __atomic_fetch_add(&h->launch_head, 1, __ATOMIC_RELAXED);
+  hb_launch *L = &G.launch[i & (HB_LAUNCH_CAP - 1)];
+  __atomic_store_n(&L->pub, 0, __ATOMIC_RELAXED);
+  __atomic_thread_fence(__ATOMIC_RELEASE);
+  memset((char *)L + sizeof L->pub, 0, sizeof *L - sizeof L->pub);
+  L->seq = p.seq;
+  L->enqueue_ns = L->issue_ns = L->return_ns = p.enq;
+  L->kind = c.kind;
+  L->flags = p.flags;
+  L->comp_slot = HB_COMP_NONE;
+  L->tid = tid();
+  __atomic_store_n(&L->pub, i + 1, __ATOMIC_RELEASE);
+}
+
+HB_EXPORT void hbtui_request_begin(void) { mark(HB_KIND_REQ_BEGIN); }
+HB_EXPORT void hbtui_request_end(void) { mark(HB_KIND_REQ_END); }
+
 // ---------------------------------------------------------------- launch wrappers
 #define KERNEL_CALL(KIND, PTSZ)                                                           \
   hb_call c = {(uint64_t)(uintptr_t)f, (uint64_t)(uintptr_t)s, {gx, gy, gz}, {bx, by, bz}, \

@@ -115,9 +115,10 @@ def test_user_profiles_shadow_shipped(tmp_path: Path, monkeypatch: pytest.Monkey
     assert prof_mod.resolve("mine") == d / "mine.toml"
 
 
-def test_parse_requires_tasks() -> None:
-    with pytest.raises(ProfileError, match="tasks: must be a non-empty array"):
-        parse({"version": 1}, "p.toml")
+def test_tasks_may_be_empty_but_must_be_an_array() -> None:
+    assert parse({"version": 1}, "p.toml").tasks == []  # an engine for `hbtui run` only
+    with pytest.raises(ProfileError, match="tasks: must be an array of tables"):
+        parse({"version": 1, "tasks": {"a": 1}}, "p.toml")
 
 
 def test_bench_cli_reports_profile_errors_without_traceback(tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ from typing import Any
 import zmq
 
 from hbtui.engine import profile as profiles
+from hbtui.engine.attached import POLL_NS, AttachedSet
 from hbtui.engine.backends import make_backend
 from hbtui.engine.backends.base import Backend
 from hbtui.engine.calibrate import Calibration, calibrate, drain
@@ -84,6 +85,8 @@ class Engine:
         self.tel = TelemetryListener(self.pub, self.window)
         self.backend: Backend = self._new_backend(prof)
         self.sched: Scheduler | None = None
+        self.attached = AttachedSet(self.policy_name)  # programs under `hbtui run`
+        self.attached.listeners.append(self.tel)
         self.cal = Calibration()
         self.phase = "calibrating"
         self.stopping = False
@@ -110,6 +113,16 @@ class Engine:
         if note := getattr(be, "hp_issue_note", ""):
             log.warning("%s", note)
         return be
+
+    def policy_name(self) -> str:
+        return self.sched.policy.name if self.sched is not None else self.prof.policy
+
+    def task_names(self) -> set[str]:
+        """Every task name in use (profile, live and attached tasks share one namespace)."""
+        names = {t.name for t in self.prof.tasks} | set(self.attached.tasks)
+        if self.sched is not None:
+            names |= set(self.sched.tasks)
+        return names
 
     @property
     def paced(self) -> bool:
@@ -182,7 +195,9 @@ class Engine:
             sched = self.sched
             assert sched is not None
             now = self.backend.now_ns()
-            sched.run_until(now + CHUNK_NS, MAX_WAIT_NS, self.tick)
+            # attached programs are polled every tick: tick often while there are any
+            wait = POLL_NS if self.attached else MAX_WAIT_NS
+            sched.run_until(now + CHUNK_NS, wait, self.tick)
 
     def request_reload(self, prof: profiles.Profile) -> None:
         """Swap to ``prof`` once the current control batch is answered (see ``run``)."""
@@ -205,6 +220,7 @@ class Engine:
     def final(self) -> dict[str, Any]:
         """Flush everything and return the final summary (also published as stats)."""
         self.tel.event("stopping", engine_id=self.engine_id)
+        self.attached.close()  # attached LP programs run on, ungated
         stats = stats_body(self) if self.sched is not None else None
         self._flush_all(force_state=True)
         if stats is not None:
@@ -218,6 +234,8 @@ class Engine:
         self._last_tick = w
         if gap > self.gap_max:
             self.gap_max = gap
+        if self.attached:
+            self.attached.poll(w)
         if w >= self._next_ctl:
             self._next_ctl = w + CTL_POLL_NS
             self._serve_control()

@@ -50,6 +50,7 @@ from hbtui.engine.protocol import (
     TaskState,
 )
 from hbtui.engine.scheduler import ControlError, Scheduler
+from hbtui.engine.server import attach_ops
 from hbtui.engine.server.reports import state_body
 
 if TYPE_CHECKING:
@@ -161,6 +162,7 @@ class Op:
     optional: dict[str, Check] = field(default_factory=dict)
     one_of: tuple[str, str] | None = None  # exactly one of these two must be given
     task: str | None = None  # ANY, HP or LP: required "task" names a live task of that class
+    while_calibrating: bool = False  # a mutating op that need not wait for the scheduler
 
 
 def validate(eng: Engine, op: str, spec: Op, args: dict[str, Any]) -> Call:
@@ -187,7 +189,7 @@ def validate(eng: Engine, op: str, spec: Op, args: dict[str, Any]) -> Call:
 
 
 def _live_task(eng: Engine, op: str, name: str, cls: str) -> Task:
-    task = _sched(eng).tasks.get(name)
+    task = _sched(eng).tasks.get(name) or eng.attached.task(name)
     if task is None:
         raise ControlError(UNKNOWN_TASK, f"{op}: no task named {name!r}")
     if cls != ANY and task.cls != cls:
@@ -201,7 +203,8 @@ def run(eng: Engine, op: str, args: dict[str, Any]) -> Any:
     if spec.mutating:
         if eng.readonly:
             raise ControlError(READONLY, f"{op}: engine is read-only (--readonly)")
-        if eng.phase != "running" or eng.sched is None or eng.pending is not None:
+        busy = eng.phase != "running" or eng.sched is None or eng.pending is not None
+        if busy and not spec.while_calibrating:
             raise ControlError(BUSY, f"{op}: engine is calibrating; retry shortly")
     return spec.handler(eng, validate(eng, op, spec, args))
 
@@ -209,6 +212,12 @@ def run(eng: Engine, op: str, args: dict[str, Any]) -> Any:
 def _sched(eng: Engine) -> Scheduler:
     assert eng.sched is not None  # mutating ops only run once the scheduler does
     return eng.sched
+
+
+def _owner(eng: Engine, c: Call) -> Any:
+    """Who applies a task edit: the attached set for a program under ``hbtui run``."""
+    assert c.task is not None
+    return eng.attached if eng.attached.task(c.task.name) is not None else _sched(eng)
 
 
 # -- handlers ---------------------------------------------------------------------------
@@ -240,13 +249,13 @@ def _list_profiles(eng: Engine, c: Call) -> ListProfilesResult:
 
 def _set_priority(eng: Engine, c: Call) -> SetPriorityResult:
     assert c.task is not None
-    _sched(eng).set_priority(c.task.name, c.args["priority"])
+    _owner(eng, c).set_priority(c.task.name, c.args["priority"])
     return {"task": c.task.name, "priority": c.task.priority}
 
 
 def _set_slice(eng: Engine, c: Call) -> SetSliceResult:
     assert c.task is not None
-    _sched(eng).set_slice(c.task.name, us=c.args.get("us"), blocks=c.args.get("blocks"))
+    _owner(eng, c).set_slice(c.task.name, us=c.args.get("us"), blocks=c.args.get("blocks"))
     return {"task": c.task.name, "us": c.task.slice_us, "blocks": c.task.slice_blocks}
 
 
@@ -257,14 +266,14 @@ def _set_policy(eng: Engine, c: Call) -> SetPolicyResult:
 
 def _set_slo(eng: Engine, c: Call) -> SetSloResult:
     assert c.task is not None
-    _sched(eng).set_slo(c.task.name, ms=c.args.get("ms"), factor=c.args.get("factor"))
+    _owner(eng, c).set_slo(c.task.name, ms=c.args.get("ms"), factor=c.args.get("factor"))
     return {"task": c.task.name, "slo_ms": c.task.slo_ms, "slo_factor": c.task.slo_factor}
 
 
 def _pause(paused: bool) -> Handler:
     def handler(eng: Engine, c: Call) -> PausedResult:
         assert c.task is not None
-        _sched(eng).set_paused(c.task.name, paused)
+        _owner(eng, c).set_paused(c.task.name, paused)
         return {"task": c.task.name, "paused": paused}
 
     return handler
@@ -289,6 +298,9 @@ def _add_task(eng: Engine, c: Call) -> AddTaskResult:
 
 def _remove_task(eng: Engine, c: Call) -> RemoveTaskResult:
     assert c.task is not None
+    if eng.attached.task(c.task.name) is not None:
+        raise ControlError(BAD_TASK, f"{c.op}: {c.task.name!r} is a program under hbtui run; "
+                                     "it leaves when the program exits")  # fmt: skip
     _sched(eng).remove_task(c.task.name)
     return {"task": c.task.name}
 
@@ -342,6 +354,11 @@ _SLO = {"ms": positive(1e6, lo=0.01), "factor": positive(1000, lo=0.1)}
 _LOAD = {"path": path, "name": profile_name}
 _SAVE = {"name": profile_name, "path": toml_path}
 
+_ATTACH: dict[str, Check] = {
+    "task": attach_ops.task_name, "class": attach_ops.task_class, "shm": attach_ops.shm_name,
+    "pid": integer(1, 2**31), "cmd": attach_ops.command, "layout": integer(0, 2**31),
+}  # fmt: skip
+
 TABLE: dict[str, Op] = {
     "ping": Op(_ping, mutating=False),
     "get_state": Op(_get_state, mutating=False),
@@ -357,6 +374,20 @@ TABLE: dict[str, Op] = {
     "load_profile": Op(_load_profile, True, optional=_LOAD, one_of=("path", "name")),
     "save_profile": Op(_save_profile, True, optional=_SAVE),
     "reset_stats": Op(_reset_stats, mutating=True),
+    "attach": Op(
+        attach_ops.attach,
+        True,
+        _ATTACH,
+        {"slo_ms": _SLO["ms"], "idle_ms": positive(1e4, lo=0.01)},
+        while_calibrating=True,
+    ),
+    "detach": Op(
+        attach_ops.detach,
+        True,
+        {"shm": attach_ops.shm_name},
+        {"exit_code": integer(-(2**31), 2**31)},
+        while_calibrating=True,
+    ),
 }
 
 # The wire declares the op names and which mutate (clients read it); this table must agree.

@@ -43,6 +43,7 @@ def stats_body(eng: Engine) -> StatsBody:
     for name in list(tasks):
         if name not in sched.tasks:  # removed tasks keep metrics but leave stats
             del tasks[name]
+    tasks.update(eng.attached.stats())
     w = time.monotonic_ns()
     lag = (w - eng.pace0[0]) - (now - eng.pace0[1]) if eng.paced else 0
     w0, d0 = eng.stats_mark
@@ -84,6 +85,7 @@ def state_body(eng: Engine) -> StateBody:
     else:
         tasks = [static_task_state(t) for t in eng.prof.tasks]
         policy = eng.prof.policy
+    tasks += [cast(TaskState, d) for d in eng.attached.task_states()]
     be = eng.backend
     return {
         "engine_id": eng.engine_id,

@@ -1,0 +1,329 @@
+"""Programs under ``hbtui run`` as engine tasks (docs/attach.md, "Scheduler integration").
+
+``AttachedSet`` holds one ``AttachedTask`` per attached segment and is polled from the
+engine's loop (``poll``, every tick; the loop ticks every ``POLL_NS`` while programs are
+attached). Each poll: heartbeat every segment, read new launch/module/function records,
+update HP busy/requests from the completion counters, then let each LP program's
+launches go as the engine's policy says:
+
+- ``exclusive``: LP held entirely; ``spatial``: LP ungated (mode PASS, nothing waits);
+- ``temporal``: LP granted only while no HP request is in flight (and HP idle);
+- ``hummingbird``: as temporal, and inside HP requests a held LP kernel goes into a
+  bubble (HP GPU-idle) when its learned duration fits the predicted bubble.
+
+Between HP requests granted-but-unfinished LP work is kept within the task's budget
+(``slice_us``), which bounds how long an arriving HP request can wait behind LP
+(engine.attached.lp). HP programs are only observed (engine.attached.hp).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from hbtui.attach import layout as L
+from hbtui.attach.segment import Attachment, SegmentError
+from hbtui.engine.attached.hp import HpTracker
+from hbtui.engine.attached.lp import DEFAULT_BUDGET_US, LpGate
+from hbtui.engine.metrics import TaskStats
+from hbtui.engine.model import HP, LP, Task
+from hbtui.engine.scheduler import ControlError
+
+log = logging.getLogger("hbtui.engine")
+
+POLL_NS = 20_000  # loop tick while programs are attached
+MAX_ATTACHED = 32
+DEFAULT_IDLE_MS = 2.0  # burst rule: a request ends this long after HP went idle
+BUBBLE_MARGIN_NS = 30_000  # a bubble grant must fit with this much to spare (poll + launch)
+DEAD_CHECK_NS = 500_000_000  # how often a launcher's pid is checked
+
+
+class AttachError(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass
+class AttachedTask:
+    task: Task
+    att: Attachment
+    shm: str
+    launcher_pid: int
+    cmd: list[str]
+    idle_ms: float
+    hp: HpTracker | None = None
+    lp: LpGate | None = None
+    attached_ns: int = field(default_factory=time.monotonic_ns)
+    detached: bool = False
+    exit_code: int | None = None
+    stats: TaskStats | None = None
+    funcs: dict[int, int] = field(default_factory=dict)  # func -> module hash
+    ptx_modules: set[int] = field(default_factory=set)
+    sliceable: set[int] = field(default_factory=set)  # funcs whose module is PTX
+    rate_mark: tuple[int, int] = (0, 0)  # (ns, launches) at the last stats
+    kernels_per_s: float = 0.0
+
+    @property
+    def name(self) -> str:
+        return self.task.name
+
+    @property
+    def cls(self) -> str:
+        return self.task.cls
+
+    @property
+    def gated(self) -> bool:
+        return self.lp is not None and self.lp.gated
+
+    def launches(self) -> int:
+        if self.hp is not None:
+            return self.hp.launches
+        assert self.lp is not None
+        return self.lp.kernels
+
+
+class AttachedSet:
+    """The engine's attached programs (one scheduling thread calls everything here)."""
+
+    def __init__(self, policy: Any, baseline_p99_ms: Any = None) -> None:
+        self.policy = policy  # () -> the engine's current policy name
+        self.tasks: dict[str, AttachedTask] = {}
+        self.by_shm: dict[str, AttachedTask] = {}
+        self.listeners: list[Any] = []  # on_request(task, req, latency_ns, slo_ok)
+        self._dead_check = 0
+        self.polls = 0
+
+    def __bool__(self) -> bool:
+        return bool(self.tasks)
+
+    def task(self, name: str) -> Task | None:
+        t = self.tasks.get(name)
+        return t.task if t is not None else None
+
+    # -- attach / detach --------------------------------------------------------------
+    def attach(
+        self, *, task: str, cls: str, shm: str, launcher_pid: int, cmd: list[str], layout: int,
+        slo_ms: float | None, idle_ms: float | None, taken: set[str],
+    ) -> AttachedTask:  # fmt: skip
+        if layout != L.VERSION:
+            raise AttachError("bad_value", f"segment layout {layout}, this engine speaks "
+                                           f"{L.VERSION}: upgrade hbtui on one side")  # fmt: skip
+        if shm in self.by_shm:
+            raise AttachError("bad_value", f"segment {shm!r} is already attached")
+        if task in taken or task in self.tasks:
+            raise AttachError("bad_value", f"a task named {task!r} already exists")
+        if len(self.tasks) >= MAX_ATTACHED:
+            raise AttachError("bad_value", f"at most {MAX_ATTACHED} programs attached")
+        try:
+            att = Attachment(shm)
+        except SegmentError as e:
+            raise AttachError("bad_value", str(e)) from None
+        want = L.CLASS_HP if cls == HP else L.CLASS_LP
+        if att.h.cls != want:
+            att.close()
+            raise AttachError("bad_value", f"segment {shm!r} was made for the other class")
+        t = Task(task, cls, slo_ms=slo_ms)
+        if cls == LP:
+            t.slice_us = DEFAULT_BUDGET_US
+        at = AttachedTask(t, att, shm, launcher_pid, list(cmd), idle_ms or DEFAULT_IDLE_MS)
+        at.stats = TaskStats(task, cls)
+        if cls == HP:
+            at.hp = HpTracker(int(at.idle_ms * 1e6))
+            att.heartbeat()
+        else:
+            at.lp = LpGate(att)
+            at.lp.set_gated(self.policy() != "spatial")  # before the reply: the first launch waits
+        at.rate_mark = (time.monotonic_ns(), 0)
+        self.tasks[task] = at
+        self.by_shm[shm] = at
+        log.info("attached %s (%s) pid %d: %s", task, cls, launcher_pid, " ".join(cmd)[:200])
+        return at
+
+    def detach(self, shm: str, exit_code: int | None = None) -> AttachedTask | None:
+        at = self.by_shm.pop(shm, None)
+        if at is None:
+            return None
+        self.tasks.pop(at.name, None)
+        at.detached, at.exit_code = True, exit_code
+        try:
+            if at.lp is not None:
+                at.att.set_gated(False)  # anything still held goes now
+            at.att.close()
+        except (OSError, ValueError):
+            pass
+        log.info("detached %s (exit %s)", at.name, exit_code)
+        return at
+
+    def close(self) -> None:
+        for shm in list(self.by_shm):
+            self.detach(shm)
+
+    # -- live control (ops route edits of attached tasks here) -------------------------
+    def _get(self, name: str) -> AttachedTask:
+        at = self.tasks.get(name)
+        if at is None:
+            raise ControlError("unknown_task", f"no attached task named {name!r}")
+        return at
+
+    def set_priority(self, name: str, priority: int) -> None:
+        self._get(name).task.priority = int(priority)
+
+    def set_slice(self, name: str, us: float | None = None, blocks: int | None = None) -> None:
+        t = self._get(name).task
+        if blocks is not None:
+            raise ControlError("bad_value", f"set_slice: {name!r} runs whole kernels; give 'us' "
+                                            "(the budget of LP work in flight)")  # fmt: skip
+        t.slice_us = us
+
+    def set_slo(self, name: str, ms: float | None = None, factor: float | None = None) -> None:
+        t = self._get(name).task
+        if factor is not None:
+            raise ControlError("bad_value", f"set_slo: {name!r} has no exclusive baseline; "
+                                            "give 'ms'")  # fmt: skip
+        t.slo_ms = ms
+
+    def set_paused(self, name: str, paused: bool) -> None:
+        self._get(name).task.paused = paused
+
+    # -- the poll ---------------------------------------------------------------------
+    def poll(self, now_ns: int | None = None) -> None:
+        if not self.tasks:
+            return
+        now = time.monotonic_ns() if now_ns is None else now_ns
+        self.polls += 1
+        if now - self._dead_check > DEAD_CHECK_NS:
+            self._dead_check = now
+            self._drop_dead()
+        hps, lps = [], []
+        for at in self.tasks.values():
+            att = at.att
+            att.heartbeat(now)
+            self._read_names(at)
+            recs = att.launches()
+            if at.hp is not None:
+                hp = at.hp
+                for r in recs:
+                    hp.on_launch(r, now)
+                hp.poll(att._done, now)  # noqa: SLF001 - the counters, read in place
+                self._requests_done(at)
+                hps.append(hp)
+            else:
+                lp = at.lp
+                assert lp is not None
+                for r in recs:
+                    lp.on_launch(r)
+                lp.poll(now, at.sliceable)
+                lps.append(at)
+        if lps:
+            self._gate(lps, hps, now)
+
+    def _gate(self, lps: list[AttachedTask], hps: list[HpTracker], now: int) -> None:
+        policy = self.policy()
+        in_request = any(h.in_request for h in hps)
+        hp_busy = any(h.busy for h in hps)
+        for at in lps:
+            lp = at.lp
+            assert lp is not None
+            if policy == "spatial" and not at.task.paused:
+                lp.set_gated(False)
+                continue
+            lp.set_gated(True)
+            if policy == "exclusive" or at.task.paused:
+                continue
+            budget = (at.task.slice_us or DEFAULT_BUDGET_US) * 1e3
+            if not in_request:
+                lp.grant_within(budget)
+            elif policy == "hummingbird" and not hp_busy:
+                bubble = min(
+                    (h.predicted_bubble_ns() - (now - h.idle_since) for h in hps if h.open),
+                    default=0,
+                )
+                lp.grant_one_if(min(bubble, budget), BUBBLE_MARGIN_NS)
+
+    def _read_names(self, at: AttachedTask) -> None:
+        for m in at.att.modules():
+            if m.result == 0 and m.image_kind == L.IMG_PTX:
+                at.ptx_modules.add(m.hash)
+        for f in at.att.functions():
+            if f.result == 0:
+                at.funcs[f.func] = f.module_hash
+                if f.module_hash in at.ptx_modules:
+                    at.sliceable.add(f.func)
+
+    def _requests_done(self, at: AttachedTask) -> None:
+        assert at.hp is not None and at.stats is not None
+        done = at.hp.take_done()
+        if not done:
+            return
+        slo = at.task.slo_ns(None)
+        for req, lat in done:
+            ok = None if slo is None else lat <= slo
+            at.stats.requests += 1
+            at.stats.latency.add(lat)
+            if ok:
+                at.stats.slo_hits += 1
+            for listener in self.listeners:
+                listener.on_request(at.name, req, lat, ok)
+
+    def _drop_dead(self) -> None:
+        for at in list(self.tasks.values()):
+            try:
+                os.kill(at.launcher_pid, 0)
+            except ProcessLookupError:
+                log.warning("launcher %d of %s is gone: detaching", at.launcher_pid, at.name)
+                self.detach(at.shm)
+            except PermissionError:
+                pass
+
+    # -- reports ---------------------------------------------------------------------------
+    def task_state(self, at: AttachedTask) -> dict[str, Any]:
+        t = at.task
+        d: dict[str, Any] = {"name": t.name, "class": t.cls, "priority": t.priority,
+                             "paused": t.paused}  # fmt: skip
+        if t.cls == HP:
+            d.update(slo_ms=t.slo_ms, slo_factor=None, slo_effective_ms=t.slo_ms)
+        else:
+            d.update(slice_us=t.slice_us, slice_blocks=None, slice_default_us=DEFAULT_BUDGET_US)
+        lp = at.lp
+        busy = lp.busy_ns if lp is not None else 0.0
+        d["attached"] = {
+            "pid": int(at.att.h.intercept_pid),
+            "launcher_pid": at.launcher_pid,
+            "cmd": at.cmd[:16],
+            "shm": at.shm,
+            "status": "detached" if at.detached else "attached",
+            "gated": at.gated,
+            "ungated": bool(at.att.h.ungated) if not at.detached else False,
+            "kernels_per_s": round(at.kernels_per_s, 1),
+            "launches": at.launches(),
+            "held": len(at.att.pending()) if lp is not None and not at.detached else 0,
+            "sliceable_share": (lp.sliceable_ns / busy) if lp is not None and busy > 0 else None,
+            "requests_from": "markers" if at.hp is not None and at.hp.markers else "bursts",
+            "idle_ms": at.idle_ms,
+        }
+        return d
+
+    def task_states(self) -> list[dict[str, Any]]:
+        return [self.task_state(at) for at in self.tasks.values()]
+
+    def stats(self) -> dict[str, dict[str, Any]]:
+        """Per-task ``stats`` entries (the profile tasks' shape, plus ``attached``)."""
+        now = time.monotonic_ns()
+        out: dict[str, dict[str, Any]] = {}
+        for at in self.tasks.values():
+            t0, n0 = at.rate_mark
+            n = at.launches()
+            at.kernels_per_s = (n - n0) / max(1e-9, (now - t0) / 1e9)
+            at.rate_mark = (now, n)
+            assert at.stats is not None
+            wall = max(1, now - at.attached_ns)
+            s = at.stats.summary(at.task.slo_ns(None), wall, None, {})
+            if at.lp is not None:
+                s.update(work_per_s=at.lp.completed / (wall / 1e9), slices=at.lp.completed)
+            s["attached"] = self.task_state(at)["attached"]
+            out[at.name] = s
+        return out

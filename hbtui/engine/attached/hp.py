@@ -1,0 +1,122 @@
+"""An attached HP program, seen through its segment: GPU busy or idle, and its requests.
+
+HP launches are never held; the engine only reads what the interceptor recorded (launch
+records with their enqueue time, and GPU-written completion counters per stream) to know
+
+- whether the program has GPU work outstanding right now (the policies' "HP busy"),
+- its requests, from explicit markers (``hbtui.request()``, the C API
+  ``hbtui_request_begin/end``) when the program sends any, otherwise inferred from bursts:
+  a request begins with the first launch after the program was idle and ends when all
+  its launches completed and no new launch came for ``idle_ms`` (its latency runs from
+  the first launch's enqueue to the last completion the engine saw),
+- the bubbles inside requests (GPU idle while a request is open), from which the
+  ``hummingbird`` gate predicts how long the next one lasts.
+
+Completion times are the engine's poll times (a poll every ``POLL_NS`` while programs are
+attached), so latencies carry up to one poll period of error.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+from hbtui.attach import layout as L
+from hbtui.engine.metrics import Histogram
+
+KIND_REQ_BEGIN = L.KIND_REQ_BEGIN
+KIND_REQ_END = L.KIND_REQ_END
+GAPS_KEPT = 256  # in-request bubbles remembered for the prediction
+
+
+@dataclass(slots=True)
+class HpRequest:
+    id: int
+    arrival_ns: int
+    end_seq: int = 0  # markers: launches up to this seq belong to it (0: still open)
+
+
+class HpTracker:
+    """Outstanding work, requests and bubbles of one attached HP program."""
+
+    def __init__(self, idle_ns: int) -> None:
+        self.idle_ns = idle_ns
+        self.last_seq: dict[int, int] = {}  # completion slot -> highest seq launched on it
+        self.busy = False
+        self.idle_since = 0  # when the engine saw the last outstanding work complete
+        self.last_launch_ns = 0
+        self.markers = False  # the program sends request markers: no burst inference
+        self.open: deque[HpRequest] = deque()
+        self.next_id = 0
+        self.gaps: deque[int] = deque(maxlen=GAPS_KEPT)
+        self.launches = 0
+        self.untracked = 0  # launches without a completion counter (busy unknown)
+        self.latency = Histogram()
+        self.done: list[tuple[HpRequest, int]] = []  # (request, latency) since the last take
+
+    # -- feeding -------------------------------------------------------------------
+    def on_launch(self, rec: L.Launch, now_ns: int) -> None:
+        if rec.kind == KIND_REQ_BEGIN:
+            self.markers = True
+            self._begin(rec.enqueue_ns)
+            return
+        if rec.kind == KIND_REQ_END:
+            self.markers = True
+            for r in self.open:
+                if r.end_seq == 0:
+                    r.end_seq = rec.seq
+                    break
+            return
+        if rec.flags & L.LF_CAPTURED:
+            return  # recorded into a graph, not run
+        self.launches += 1
+        if not self.busy and self.open and self.idle_since:
+            self.gaps.append(max(0, rec.enqueue_ns - self.idle_since))
+        if rec.comp_slot == L.COMP_NONE:
+            self.untracked += 1
+        else:
+            s = rec.comp_slot
+            if rec.seq > self.last_seq.get(s, 0):
+                self.last_seq[s] = rec.seq
+            self.busy = True
+        self.last_launch_ns = max(self.last_launch_ns, rec.return_ns)
+        if not self.markers and not self.open:
+            self._begin(rec.enqueue_ns)
+
+    def _begin(self, t: int) -> None:
+        self.open.append(HpRequest(self.next_id, t))
+        self.next_id += 1
+
+    def poll(self, completed: list[int], now_ns: int) -> None:
+        """Update busy/idle from the completion counters; close finished requests."""
+        if self.busy and all(completed[s] >= q for s, q in self.last_seq.items()):
+            self.busy = False
+            self.idle_since = now_ns
+        if self.busy:
+            return
+        if self.markers:  # idle: every launch seen so far completed
+            while self.open and self.open[0].end_seq:
+                self._finish(self.open.popleft(), self.idle_since or now_ns)
+        elif self.open and now_ns - max(self.idle_since, self.last_launch_ns) >= self.idle_ns:
+            self._finish(self.open.popleft(), self.idle_since or now_ns)
+
+    def _finish(self, r: HpRequest, end_ns: int) -> None:
+        lat = max(0, end_ns - r.arrival_ns)
+        self.latency.add(lat)
+        self.done.append((r, lat))
+
+    # -- reading -------------------------------------------------------------------
+    @property
+    def in_request(self) -> bool:
+        return bool(self.open) or self.busy
+
+    def predicted_bubble_ns(self) -> int:
+        """A cautious guess of the current bubble's length: the 10th percentile of the
+        recent in-request gaps (0 with fewer than 16 seen)."""
+        if len(self.gaps) < 16:
+            return 0
+        return sorted(self.gaps)[len(self.gaps) // 10]
+
+    def take_done(self) -> list[tuple[HpRequest, int]]:
+        d, self.done = self.done, []
+        return d

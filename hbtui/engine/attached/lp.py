@@ -1,0 +1,125 @@
+"""An attached LP program's gate: which of its launches may go, and what is in flight.
+
+The interceptor holds every LP launch until ``granted_seq`` covers its seq. Grants are a
+watermark, so the engine can *pre-grant*: let the next k launches go without a round
+trip. What bounds an arriving HP request's wait is the LP work already queued on the GPU,
+so the gate keeps granted-but-unfinished LP work at or under a budget (the task's slice
+cap, ``slice_us``; default ``DEFAULT_BUDGET_US``), using a per-function duration learned
+online from the completion counters (the time between the engine seeing successive
+completions on a stream, split evenly among the launches completed in one poll; an
+estimate with one poll period of resolution). A kernel longer than the whole budget still
+runs, alone, when nothing else is in flight: LP never starves on a big kernel.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+from hbtui.attach import layout as L
+from hbtui.attach.segment import Attachment
+
+DEFAULT_BUDGET_US = 500.0
+FIRST_GUESS_NS = 20_000  # a kernel's duration before any was measured
+EWMA = 0.25
+MAX_AHEAD = 256  # pre-granted launches at most
+
+
+@dataclass(slots=True)
+class InFlight:
+    seq: int
+    slot: int
+    func: int
+    issue_ns: int
+
+
+class LpGate:
+    """Grants, in-flight accounting and learned durations of one attached LP program."""
+
+    def __init__(self, att: Attachment) -> None:
+        self.att = att
+        self.inflight: deque[InFlight] = deque()
+        self.dur: dict[int, float] = {}  # func -> EWMA duration (ns)
+        self.mean_ns = float(FIRST_GUESS_NS)
+        self.slot_seen: dict[int, int] = {}  # slot -> when the engine last saw progress
+        self.kernels = 0  # launches issued (recorded)
+        self.completed = 0
+        self.busy_ns = 0.0  # estimated GPU time of completed launches
+        self.sliceable_ns = 0.0  # of which in kernels whose PTX is known
+        self.granted_launches = 0
+        self.gated = False
+
+    def set_gated(self, gated: bool) -> None:
+        if gated != self.gated:
+            self.gated = gated
+            self.att.set_gated(gated)
+
+    def duration_ns(self, func: int) -> float:
+        return self.dur.get(func, self.mean_ns)
+
+    # -- feeding -------------------------------------------------------------------
+    def on_launch(self, rec: L.Launch) -> None:
+        if rec.kind not in L.KIND_NAMES or rec.kind >= L.KIND_REQ_BEGIN:
+            return
+        self.kernels += 1
+        if rec.flags & (L.LF_CAPTURED | L.LF_NO_SLOT) or rec.comp_slot == L.COMP_NONE:
+            return  # no completion to wait for: it cannot be accounted as in flight
+        self.inflight.append(InFlight(rec.seq, rec.comp_slot, rec.func, rec.issue_ns))
+
+    def poll(self, now_ns: int, sliceable: set[int]) -> None:
+        """Retire what the GPU completed (in seq order per stream) and learn durations."""
+        if not self.inflight:
+            return
+        done_by_slot: dict[int, list[InFlight]] = {}
+        keep: deque[InFlight] = deque()
+        att = self.att
+        for f in self.inflight:
+            if att.completed(f.slot) >= f.seq:
+                done_by_slot.setdefault(f.slot, []).append(f)
+            else:
+                keep.append(f)
+        self.inflight = keep
+        for slot, fs in done_by_slot.items():
+            start = max(fs[0].issue_ns, self.slot_seen.get(slot, 0))
+            share = max(0, now_ns - start) / len(fs)
+            self.slot_seen[slot] = now_ns
+            for f in fs:
+                old = self.dur.get(f.func)
+                self.dur[f.func] = share if old is None else old + EWMA * (share - old)
+                self.busy_ns += share
+                if f.func in sliceable:
+                    self.sliceable_ns += share
+            self.completed += len(fs)
+            self.mean_ns += EWMA * (share - self.mean_ns)
+
+    # -- granting ------------------------------------------------------------------
+    def inflight_ns(self) -> float:
+        return sum(self.duration_ns(f.func) for f in self.inflight)
+
+    def grant_within(self, budget_ns: float) -> None:
+        """HP is not in a request: keep granted LP work at or under ``budget_ns``."""
+        att = self.att
+        room = budget_ns - self.inflight_ns()
+        ahead = min(MAX_AHEAD, int(room // max(1.0, self.mean_ns)))
+        if ahead > 0:
+            self._grant(att.next_seq + ahead)
+        elif not self.inflight:  # one kernel bigger than the budget: alone, not never
+            pend = att.pending()
+            if pend:
+                self._grant(pend[0].seq)
+
+    def grant_one_if(self, bubble_ns: float, margin_ns: float) -> bool:
+        """In a bubble inside an HP request: the oldest held launch, if it fits."""
+        if self.inflight:
+            return False
+        pend = self.att.pending()
+        if pend and self.duration_ns(pend[0].func) + margin_ns <= bubble_ns:
+            self._grant(pend[0].seq)
+            return True
+        return False
+
+    def _grant(self, seq: int) -> None:
+        before = self.att.granted
+        if seq > before:
+            self.att.grant(seq)
+            self.granted_launches += seq - before
