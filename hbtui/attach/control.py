@@ -34,6 +34,7 @@ class AttachInfo:
     pid: int
     cmd: list[str]
     slo_ms: float | None = None
+    idle_ms: float | None = None
 
     def args(self) -> dict[str, Any]:
         a: dict[str, Any] = {"task": self.task, "class": self.cls, "shm": self.shm,
@@ -41,6 +42,8 @@ class AttachInfo:
                              "layout": layout.VERSION}  # fmt: skip
         if self.slo_ms is not None:
             a["slo_ms"] = float(self.slo_ms)
+        if self.idle_ms is not None:
+            a["idle_ms"] = float(self.idle_ms)
         return a
 
 

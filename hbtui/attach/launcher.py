@@ -42,6 +42,9 @@ def _parser() -> argparse.ArgumentParser:
     cls.add_argument("--lp", action="store_true", help="best effort: launches wait for grants")
     p.add_argument("--task", required=True, help="task name shown by the engine")
     p.add_argument("--slo", type=float, metavar="MS", help="latency SLO in ms (HP)")
+    p.add_argument("--idle-ms", type=float, metavar="MS",
+                   help="HP without request markers: a request ends when the program's GPU "
+                        "work is done and no launch came for MS (engine default 1)")  # fmt: skip
     p.add_argument("--engine", default=DEFAULT_ENDPOINT, metavar="ENDPOINT",
                    help=f"engine control endpoint (default {DEFAULT_ENDPOINT})")  # fmt: skip
     p.add_argument("--attach-timeout", type=float, default=1.0, metavar="S",
@@ -103,6 +106,7 @@ def run(
     cls: str,
     task: str,
     slo_ms: float | None = None,
+    idle_ms: float | None = None,
     link: EngineLink | None = None,
     env: dict[str, str] | None = None,
 ) -> int:
@@ -131,7 +135,7 @@ def run(
     attached = False
     code: int | None = None
     try:
-        res = link.attach(AttachInfo(task, cls, shm, os.getpid(), cmd, slo_ms))
+        res = link.attach(AttachInfo(task, cls, shm, os.getpid(), cmd, slo_ms, idle_ms))
         attached = res.attached
         if not attached and res.reason:
             _warn(f"warning: {res.reason}; running {cmd[0]} ungated (observed only)")
@@ -171,7 +175,11 @@ def main(argv: list[str]) -> int:
         _parser().error("--task: 1-63 characters")
     if ns.slo is not None and not 0 < ns.slo < 3.6e6:
         _parser().error("--slo: a positive number of ms")
+    if ns.idle_ms is not None and not 0.01 <= ns.idle_ms <= 1e4:
+        _parser().error("--idle-ms: a number of ms in 0.01..10000")
     link: EngineLink = (
         NoEngine() if ns.no_engine else ZmqEngineLink(ns.engine, timeout=ns.attach_timeout)
     )
-    return run(cmd, cls="lp" if ns.lp else "hp", task=ns.task, slo_ms=ns.slo, link=link)
+    return run(
+        cmd, cls="lp" if ns.lp else "hp", task=ns.task, slo_ms=ns.slo, idle_ms=ns.idle_ms, link=link
+    )

@@ -201,6 +201,8 @@ class Attachment:
         base = ctypes.addressof(self.h)
         self._gate_addr = base + L.Header.gate_word.offset
         self._done = (ctypes.c_uint64 * L.COMP_SLOTS).from_buffer(self._mm, L.OFF_COMP_DONE)
+        n = L.PENDING_CAP * ctypes.sizeof(L.Pending) // 8
+        self._pend_words = (ctypes.c_uint64 * n).from_buffer(self._mm, L.OFF_PENDING)
         self._rings = {k: _Ring(k) for k in L.RINGS}
         # what is already in the rings when the engine attaches is read too (from 0)
         self.h.engine_pid = os.getpid()
@@ -284,15 +286,15 @@ class Attachment:
         let a scheduling loop grant (and count) the same launch twice."""
         out = []
         granted = self.h.granted_seq
-        size = ctypes.sizeof(L.Pending)
+        words = self._pend_words  # the slots' seq words, read in place (this runs every poll)
+        stride = ctypes.sizeof(L.Pending) // 8
         for i in range(L.PENDING_CAP):
-            o = L.OFF_PENDING + i * size
-            (s,) = struct.unpack_from("<Q", self._mm, o)
+            s = words[i * stride]
             if s == 0 or s == 2**64 - 1 or s <= granted:
                 continue
+            o = L.OFF_PENDING + i * stride * 8
             rec = L.Pending.from_buffer_copy(self._mm, o)
-            (s2,) = struct.unpack_from("<Q", self._mm, o)
-            if s2 == s == rec.seq:
+            if words[i * stride] == s == rec.seq:
                 out.append(rec)
         out.sort(key=lambda p: p.seq)
         return out
@@ -315,7 +317,7 @@ class Attachment:
         if getattr(self, "h", None) is not None and self.h.magic == L.MAGIC:
             self.h.engine_pid = 0
         self.h = None  # type: ignore[assignment]
-        self._done = None  # type: ignore[assignment]
+        self._done = self._pend_words = None  # type: ignore[assignment]
         self._mm = None  # type: ignore[assignment]
         mm.close()
 

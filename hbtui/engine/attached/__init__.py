@@ -36,7 +36,7 @@ log = logging.getLogger("hbtui.engine")
 
 POLL_NS = 20_000  # loop tick while programs are attached
 MAX_ATTACHED = 32
-DEFAULT_IDLE_MS = 2.0  # burst rule: a request ends this long after HP went idle
+DEFAULT_IDLE_MS = 1.0  # burst rule: a request ends this long after HP went idle
 BUBBLE_MARGIN_NS = 30_000  # a bubble grant must fit with this much to spare (poll + launch)
 DEAD_CHECK_NS = 500_000_000  # how often a launcher's pid is checked
 

@@ -1,0 +1,168 @@
+"""Programs under ``hbtui run`` against a real engine process (``--profile programs``,
+sim backend) with the fake driver: the policy decides when LP launches go, attached
+tasks appear in state and stats and leave when the program exits, HP requests are
+measured from bursts and from explicit markers."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import Native, Prog
+
+from hbtui.engine.client import EngineClient, Subscriber
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from engines import start_engine, stop, wait_running  # noqa: E402
+
+RUN = [sys.executable, "-m", "hbtui", "run"]
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Iterator[tuple[EngineClient, str, str]]:
+    ctl, pub = f"ipc://{tmp_path}/ctl", f"ipc://{tmp_path}/pub"
+    proc = start_engine("--profile", "programs", "--backend", "sim", "--ctl", ctl, "--pub", pub)
+    c = wait_running(ctl)
+    try:
+        yield c, ctl, pub
+    finally:
+        c.close()
+        rc, err = stop(proc)
+        assert rc == 0, err
+        assert "Traceback" not in err, err
+
+
+@pytest.fixture
+def env(native: Native) -> dict:
+    e = {**os.environ, "XDG_CACHE_HOME": str(native.dir / "xdg"),
+         "HBTUI_REAL_LIBCUDA": str(native.fake), "LD_LIBRARY_PATH": str(native.dir),
+         "FAKE_KERNEL_US": "300"}  # fmt: skip
+    for k in ("HBTUI_SHM", "HBTUI_CLASS", "LD_PRELOAD"):
+        e.pop(k, None)
+    return e
+
+
+def _task(c: EngineClient, name: str) -> dict | None:
+    return next((t for t in c.call("get_state", {})["tasks"] if t["name"] == name), None)
+
+
+def _until(pred, timeout: float = 10.0) -> object:  # noqa: ANN001
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(0.02)
+    raise AssertionError(f"condition not met within {timeout} s")
+
+
+def test_exclusive_holds_lp_until_the_policy_lets_it_go(engine, env: dict, native: Native) -> None:
+    c, ctl, _ = engine
+    c.call("set_policy", {"policy": "exclusive"})
+    p = Prog([*RUN, "--lp", "--task", "train", "--engine", ctl, "--", str(native.prog),
+              "dlsym", "launch:3"], env)  # fmt: skip
+    t = _until(lambda: (s := _task(c, "train")) and s["attached"]["held"] == 1 and s)
+    assert t["class"] == "lp" and t["attached"]["status"] == "attached"
+    assert t["attached"]["gated"] and t["attached"]["cmd"][-1] == "launch:3"
+    assert p.quiet(0.4) == []  # exclusive: nothing of the LP runs
+    c.call("set_policy", {"policy": "temporal"})  # no HP program: LP may go
+    assert p.finish() == 0
+    assert p.lines[-2:] == ["launch 2", "done"]
+    _until(lambda: _task(c, "train") is None)  # gone once the program exited
+
+
+def test_spatial_runs_lp_ungated(engine, env: dict, native: Native) -> None:
+    c, ctl, _ = engine
+    c.call("set_policy", {"policy": "spatial"})
+    r = subprocess.run([*RUN, "--lp", "--task", "free", "--engine", ctl, "--",
+                        str(native.prog), "dlsym", "launch:5"], env=env, capture_output=True,
+                       text=True, timeout=30)  # fmt: skip
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    assert r.stdout.splitlines()[-2:] == ["launch 4", "done"]
+
+
+def test_edits_of_an_attached_task_and_refused_removal(engine, env: dict, native: Native) -> None:
+    c, ctl, _ = engine
+    c.call("set_policy", {"policy": "exclusive"})
+    p = Prog([*RUN, "--lp", "--task", "train", "--engine", ctl, "--", str(native.prog),
+              "dlsym", "launch:1"], env)  # fmt: skip
+    _until(lambda: _task(c, "train"))
+    assert c.call("set_slice", {"task": "train", "us": 250})["us"] == 250
+    assert c.call("set_priority", {"task": "train", "priority": 3})["priority"] == 3
+    with pytest.raises(Exception, match="hbtui run"):
+        c.call("remove_task", {"task": "train"})
+    st = _task(c, "train")
+    assert st is not None and st["slice_us"] == 250 and st["priority"] == 3
+    c.call("set_policy", {"policy": "hummingbird"})
+    assert p.finish() == 0
+
+
+def test_a_name_in_use_is_refused_and_the_program_still_runs(
+    engine, env: dict, native: Native
+) -> None:
+    c, ctl, _ = engine
+    c.call("set_policy", {"policy": "exclusive"})
+    first = Prog([*RUN, "--lp", "--task", "dup", "--engine", ctl, "--", str(native.prog),
+                  "dlsym", "launch:1"], env)  # fmt: skip
+    _until(lambda: _task(c, "dup"))
+    r = subprocess.run([*RUN, "--lp", "--task", "dup", "--engine", ctl, "--", str(native.prog),
+                        "dlsym", "launch:2"], env=env, capture_output=True, text=True,
+                       timeout=30)  # fmt: skip
+    assert r.returncode == 0 and "already exists" in r.stderr and "ungated" in r.stderr
+    c.call("set_policy", {"policy": "temporal"})
+    assert first.finish() == 0
+
+
+def _requests(pub: str, task: str, n: int, timeout: float) -> list[float]:
+    lat: list[float] = []
+    with Subscriber(pub, ["request"]) as sub:
+        deadline = time.monotonic() + timeout
+        while len(lat) < n and time.monotonic() < deadline:
+            m = sub.recv(0.2)
+            if m is not None:
+                b = m.body
+                lat += [x / 1e6 for t, x in zip(b["task"], b["latency_ns"], strict=True)
+                        if t == task]  # fmt: skip
+    return lat
+
+
+def test_hp_requests_inferred_from_bursts(engine, env: dict, native: Native) -> None:
+    c, ctl, pub = engine
+    steps = ["launch:4", "sleep:60"] * 3
+    p = Prog([*RUN, "--hp", "--task", "svc", "--slo", "50", "--engine", ctl, "--",
+              str(native.prog), "dlsym", "sleep:300", *steps, "sleep:1500"], env)  # fmt: skip
+    lat = _requests(pub, "svc", 3, timeout=15)
+    assert p.finish() == 0
+    assert len(lat) == 3
+    # four 300-us kernels run back to back on the fake GPU: ~1.2 ms, plus a poll or two
+    assert all(1.0 <= x <= 20.0 for x in lat), lat
+
+
+def test_hp_requests_from_markers(engine, env: dict, native: Native, tmp_path: Path) -> None:
+    c, ctl, pub = engine
+    code = (
+        "import ctypes, sys, time\n"
+        "import hbtui\n"
+        f"cu = ctypes.CDLL({str(native.fake)!r})\n"
+        "launch = cu.cuLaunchKernel\n"
+        "launch.argtypes = [ctypes.c_void_p] + [ctypes.c_uint] * 7 + [ctypes.c_void_p] * 3\n"
+        "time.sleep(0.3)\n"
+        "for i in range(2):\n"
+        "    with hbtui.request():\n"
+        "        for k in range(3):\n"
+        "            launch(0xF00, 1, 1, 1, 32, 1, 1, 0, 0x100, None, None)\n"
+        "            time.sleep(0.005)\n"  # host gaps longer than the burst rule's idle_ms
+        "    time.sleep(0.05)\n"
+        "time.sleep(1.5)\n"
+    )
+    p = Prog([*RUN, "--hp", "--task", "mk", "--engine", ctl, "--", sys.executable, "-c", code],
+             env)  # fmt: skip
+    lat = _requests(pub, "mk", 2, timeout=15)
+    assert p.finish() == 0, p.err
+    assert len(lat) == 2, lat  # bursts would have split each request into three
+    assert all(10.0 <= x <= 40.0 for x in lat), lat
