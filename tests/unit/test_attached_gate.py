@@ -1,0 +1,162 @@
+"""The engine's decisions for programs under ``hbtui run``, in simulated time: HP busy and
+requests from launch records and completion counters (bursts, markers), the LP gate's
+in-flight budget and learned durations, and what each policy lets through."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from hbtui.attach import layout as L
+from hbtui.engine.attached import AttachedSet, AttachedTask
+from hbtui.engine.attached.hp import HpTracker
+from hbtui.engine.attached.lp import LpGate
+from hbtui.engine.metrics import TaskStats
+from hbtui.engine.model import Task
+
+US = 1_000
+
+
+def rec(seq: int, t: int, slot: int = 1, kind: int = L.KIND_KERNEL, func: int = 0xF00,
+        flags: int = 0) -> SimpleNamespace:  # fmt: skip
+    return SimpleNamespace(seq=seq, kind=kind, flags=flags, comp_slot=slot, func=func,
+                           enqueue_ns=t, issue_ns=t, return_ns=t + 2 * US)  # fmt: skip
+
+
+class FakeAtt:
+    """The parts of ``Attachment`` the gate uses; ``done`` are the completion counters."""
+
+    def __init__(self) -> None:
+        self.next_seq = 0
+        self.granted = 0
+        self.gated = False
+        self.held: list[SimpleNamespace] = []
+        self._done = [0] * L.COMP_SLOTS
+
+    def completed(self, slot: int) -> int:
+        return self._done[slot]
+
+    def pending(self) -> list[SimpleNamespace]:
+        return [p for p in self.held if p.seq > self.granted]
+
+    def grant(self, seq: int) -> int:
+        self.granted = max(self.granted, seq)
+        return self.granted
+
+    def set_gated(self, gated: bool) -> None:
+        self.gated = gated
+
+
+def test_a_burst_is_one_request_closed_after_the_idle_threshold() -> None:
+    hp = HpTracker(idle_ns=1000 * US)
+    done = [0] * L.COMP_SLOTS
+    for i in range(1, 4):
+        hp.on_launch(rec(i, i * 10 * US), 0)
+    assert hp.busy and hp.in_request and len(hp.open) == 1
+    done[1] = 3
+    hp.poll(done, 100 * US)  # all done: idle, but the request stays open for idle_ms
+    assert not hp.busy and hp.in_request
+    hp.poll(done, 900 * US)
+    assert hp.take_done() == []
+    hp.poll(done, 1101 * US)
+    ((req, lat),) = hp.take_done()
+    assert req.arrival_ns == 10 * US and lat == 90 * US  # first enqueue -> completion seen
+    assert not hp.in_request
+
+
+def test_markers_make_one_request_of_launches_with_long_host_gaps() -> None:
+    hp = HpTracker(idle_ns=1000 * US)
+    done = [0] * L.COMP_SLOTS
+    hp.on_launch(rec(1, 0, kind=L.KIND_REQ_BEGIN, slot=L.COMP_NONE), 0)
+    hp.on_launch(rec(2, 10 * US), 0)
+    done[1] = 2
+    hp.poll(done, 50 * US)
+    hp.poll(done, 5000 * US)  # idle far beyond idle_ms: markers say it is not over
+    assert hp.take_done() == [] and hp.in_request
+    hp.on_launch(rec(3, 6000 * US), 0)
+    hp.on_launch(rec(4, 6001 * US, kind=L.KIND_REQ_END, slot=L.COMP_NONE), 0)
+    hp.poll(done, 6100 * US)
+    assert hp.take_done() == []  # seq 3 still running
+    done[1] = 3
+    hp.poll(done, 6200 * US)
+    ((req, lat),) = hp.take_done()
+    assert (req.arrival_ns, lat) == (0, 6200 * US)
+    assert len(hp.gaps) == 1 and hp.gaps[0] == 6000 * US - 50 * US  # the in-request bubble
+
+
+def test_lp_gate_keeps_granted_work_within_the_budget() -> None:
+    att = FakeAtt()
+    lp = LpGate(att)  # type: ignore[arg-type]
+    lp.mean_ns = 50 * US
+    lp.grant_within(500 * US)
+    assert att.granted == 10  # nothing in flight: 500 us of 50-us kernels pre-granted
+    for s in range(1, 11):
+        lp.on_launch(rec(s, 0))
+    att.next_seq = 10
+    lp.grant_within(500 * US)
+    assert att.granted == 10  # all ten in flight: no room
+    att._done[1] = 4
+    lp.poll(100 * US, set())  # four retired in one poll: 25 us each
+    assert lp.completed == 4 and lp.dur[0xF00] == 25 * US
+    lp.grant_within(500 * US)
+    assert att.granted > 10
+
+
+def test_a_kernel_longer_than_the_budget_runs_alone() -> None:
+    att = FakeAtt()
+    lp = LpGate(att)  # type: ignore[arg-type]
+    lp.mean_ns = 2000 * US
+    att.next_seq = 1
+    att.held = [SimpleNamespace(seq=1, func=0xF00)]
+    lp.grant_within(500 * US)
+    assert att.granted == 1
+    lp.on_launch(rec(1, 0))
+    att.next_seq = 2
+    att.held = [SimpleNamespace(seq=2, func=0xF00)]
+    lp.grant_within(500 * US)
+    assert att.granted == 1  # the first is still in flight
+
+
+def _set(policy: str) -> tuple[AttachedSet, FakeAtt, HpTracker, AttachedTask]:
+    s = AttachedSet(lambda: policy)
+    att = FakeAtt()
+    lp = LpGate(att)  # type: ignore[arg-type]
+    lp.mean_ns = 20 * US
+    at = AttachedTask(Task("train", "lp", slice_us=200.0), att, "/x", 1, ["train"], 1.0,  # type: ignore[arg-type]
+                      lp=lp, stats=TaskStats("train", "lp"))  # fmt: skip
+    hp = HpTracker(idle_ns=1000 * US)
+    return s, att, hp, at
+
+
+def test_policies_decide_what_lp_may_do() -> None:
+    cases = [("exclusive", True, 0), ("spatial", False, 0), ("temporal", True, 10),
+             ("hummingbird", True, 10)]  # fmt: skip
+    for policy, want_gated, want_grant in cases:
+        s, att, hp, at = _set(policy)
+        s._gate([at], [hp], 0)
+        assert (att.gated, att.granted) == (want_gated, want_grant), policy
+
+
+def test_temporal_holds_lp_during_a_request_hummingbird_uses_fitting_bubbles() -> None:
+    for policy in ("temporal", "hummingbird"):
+        s, att, hp, at = _set(policy)
+        done = [0] * L.COMP_SLOTS
+        t = 0
+        for i in range(1, 40):  # a request with 100-us bubbles between short kernels
+            hp.on_launch(rec(i, t), t)
+            done[1] = i
+            hp.poll(done, t + 5 * US)
+            t += 105 * US
+        assert hp.in_request and not hp.busy and len(hp.gaps) >= 16
+        att.next_seq = 1
+        att.held = [SimpleNamespace(seq=1, func=0xF00)]
+        s._gate([at], [hp], hp.idle_since + 1 * US)
+        # hummingbird: a 20-us kernel + 30-us margin fits a ~100-us bubble; temporal waits
+        assert att.granted == (1 if policy == "hummingbird" else 0), policy
+        lp = at.lp
+        assert lp is not None
+        lp.dur[0xF00] = 90 * US  # too long for what is left of the bubble
+        att.held = [SimpleNamespace(seq=2, func=0xF00)]
+        att.next_seq = 2
+        lp.inflight.clear()
+        s._gate([at], [hp], hp.idle_since + 1 * US)
+        assert att.granted <= 1, policy
