@@ -35,6 +35,7 @@ class AttachInfo:
     cmd: list[str]
     slo_ms: float | None = None
     idle_ms: float | None = None
+    mps: bool = False  # an MPS control daemon answers for this program (mps_serving())
 
     def args(self) -> dict[str, Any]:
         a: dict[str, Any] = {"task": self.task, "class": self.cls, "shm": self.shm,
@@ -44,7 +45,23 @@ class AttachInfo:
             a["slo_ms"] = float(self.slo_ms)
         if self.idle_ms is not None:
             a["idle_ms"] = float(self.idle_ms)
+        a["mps"] = self.mps
         return a
+
+
+def mps_serving(env: dict[str, str]) -> bool:
+    """Whether an NVIDIA MPS control daemon serves a program started with ``env``: its
+    pipe directory (``CUDA_MPS_PIPE_DIRECTORY``, default /tmp/nvidia-mps) holds the
+    daemon's ``control`` socket. With MPS, kernels of different processes run
+    concurrently; without it, the GPU time-slices between their contexts."""
+    import os
+    import stat
+
+    d = env.get("CUDA_MPS_PIPE_DIRECTORY") or "/tmp/nvidia-mps"
+    try:
+        return stat.S_ISSOCK(os.stat(os.path.join(d, "control")).st_mode)
+    except OSError:
+        return False
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,7 @@ import sys
 
 from hbtui.attach import layout
 from hbtui.attach.build import BuildError, build
-from hbtui.attach.control import AttachInfo, EngineLink, NoEngine, ZmqEngineLink
+from hbtui.attach.control import AttachInfo, EngineLink, NoEngine, ZmqEngineLink, mps_serving
 from hbtui.attach.segment import SegmentError, create_segment, sweep_stale, unlink_segment
 
 FORWARD = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -135,7 +135,9 @@ def run(
     attached = False
     code: int | None = None
     try:
-        res = link.attach(AttachInfo(task, cls, shm, os.getpid(), cmd, slo_ms, idle_ms))
+        res = link.attach(
+            AttachInfo(task, cls, shm, os.getpid(), cmd, slo_ms, idle_ms, mps_serving(base))
+        )
         attached = res.attached
         if not attached and res.reason:
             _warn(f"warning: {res.reason}; running {cmd[0]} ungated (observed only)")

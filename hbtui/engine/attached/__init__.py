@@ -78,6 +78,7 @@ class AttachedTask:
     sliceable: set[int] = field(default_factory=set)  # funcs whose module is PTX
     rate_mark: tuple[int, int] = (0, 0)  # (ns, launches) at the last stats
     kernels_per_s: float = 0.0
+    mps: bool = False  # an MPS daemon serves the program (else: time-sliced contexts)
 
     @property
     def name(self) -> str:
@@ -119,7 +120,7 @@ class AttachedSet:
     # -- attach / detach --------------------------------------------------------------
     def attach(
         self, *, task: str, cls: str, shm: str, launcher_pid: int, cmd: list[str], layout: int,
-        slo_ms: float | None, idle_ms: float | None, taken: set[str],
+        slo_ms: float | None, idle_ms: float | None, taken: set[str], mps: bool = False,
     ) -> AttachedTask:  # fmt: skip
         if layout != L.VERSION:
             raise AttachError("bad_value", f"segment layout {layout}, this engine speaks "
@@ -143,6 +144,7 @@ class AttachedSet:
             t.slice_us = DEFAULT_BUDGET_US
         at = AttachedTask(t, att, shm, launcher_pid, list(cmd), idle_ms or DEFAULT_IDLE_MS)
         at.stats = TaskStats(task, cls)
+        at.mps = mps
         if cls == HP:
             at.hp = HpTracker(int(at.idle_ms * 1e6))
             att.heartbeat()
@@ -154,7 +156,8 @@ class AttachedSet:
             _fine_timer_slack()
         self.tasks[task] = at
         self.by_shm[shm] = at
-        log.info("attached %s (%s) pid %d: %s", task, cls, launcher_pid, " ".join(cmd)[:200])
+        log.info("attached %s (%s) pid %d%s: %s", task, cls, launcher_pid,
+                 " under MPS" if mps else "", " ".join(cmd)[:200])  # fmt: skip
         return at
 
     def detach(self, shm: str, exit_code: int | None = None) -> AttachedTask | None:
@@ -318,6 +321,7 @@ class AttachedSet:
             "sliceable_share": (lp.sliceable_ns / busy) if lp is not None and busy > 0 else None,
             "requests_from": "markers" if at.hp is not None and at.hp.markers else "bursts",
             "idle_ms": at.idle_ms,
+            "mps": at.mps,
         }
         return d
 
