@@ -27,12 +27,21 @@ def free_port() -> int:
 
 
 def start_engine(
-    *args: str, cwd: Path | None = None, log: Path | None = None
+    *args: str,
+    cwd: Path | None = None,
+    log: Path | None = None,
+    env: dict[str, str] | None = None,
 ) -> subprocess.Popen[str]:
-    """``hbtui engine ARGS``; stderr is piped (read it with ``stop``) or appended to ``log``."""
+    """``hbtui engine ARGS``; stderr is piped (read it with ``stop``) or appended to ``log``;
+    ``env`` is added to the environment (e.g. a private ``XDG_CONFIG_HOME``)."""
     err = open(log, "a") if log is not None else subprocess.PIPE  # noqa: SIM115
     return subprocess.Popen(
-        [*ENGINE, *args], stderr=err, stdout=subprocess.DEVNULL, text=True, env=ENV, cwd=cwd
+        [*ENGINE, *args],
+        stderr=err,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        env={**ENV, **(env or {})},
+        cwd=cwd,
     )
 
 

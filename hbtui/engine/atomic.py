@@ -39,9 +39,11 @@ def _fsync_dir(d: Path) -> None:
         os.close(fd)
 
 
-def write_atomic(path: str | os.PathLike[str], data: bytes | str) -> Path:
+def write_atomic(path: str | os.PathLike[str], data: bytes | str, make_dirs: bool = True) -> Path:
+    """Write ``data`` to ``path`` atomically; ``make_dirs=False``: its directory must exist."""
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
+    if make_dirs:
+        p.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_temps(p)
     raw = data.encode("utf-8") if isinstance(data, str) else data
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)

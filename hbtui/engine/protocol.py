@@ -221,7 +221,8 @@ class WindowFigures(TypedDict):
 
 class TelemetryCounters(TypedDict):
     sent: int
-    dropped: int
+    dropped: int  # sends ZeroMQ refused (a subscriber's queue full) + messages not encodable
+    encode_errors: int  # messages not encodable (also in dropped); protocol minor 3
     dropped_records: int
     control_received: int
     control_errors: int
@@ -265,7 +266,7 @@ class PingResult(TypedDict):
 
 class ProfileEntry(TypedDict):
     name: str
-    origin: str  # "shipped" | "user"
+    origin: str  # "user" | "dir" (hbtui engine --profile-dir) | "shipped"
     path: str  # for display: the home directory shortened to "~"
 
 

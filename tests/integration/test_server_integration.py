@@ -76,17 +76,20 @@ def eng(tmp_path_factory: pytest.TempPathFactory):
     d = tmp_path_factory.mktemp("eng")
     pub, ctl, mport = f"ipc://{d}/pub", f"tcp://127.0.0.1:{free_port()}", free_port()
     summary = d / "summary.json"
+    cfg = d / "cfg"  # the engine's own user profile directory: saves go there
     proc = start_engine(
         "--profile", write_profile(d), "--backend", "sim", "--pub", pub, "--ctl", ctl,
-        "--calibrate", "0.4", "--duration", "120",
+        "--calibrate", "0.4", "--duration", "120", "--profile-dir", str(d),
         "--metrics", f"127.0.0.1:{mport}", "--summary-json", str(summary),
+        env={"XDG_CONFIG_HOME": str(cfg)},
     )  # fmt: skip
     try:
         client = wait_running(ctl)
     except AssertionError:
         proc.kill()
         raise AssertionError(proc.communicate()[1]) from None
-    info = {"pub": pub, "ctl": ctl, "mport": mport, "client": client, "dir": d}
+    info = {"pub": pub, "ctl": ctl, "mport": mport, "client": client, "dir": d,
+            "user": cfg / "hbtui" / "profiles"}  # fmt: skip
     yield info
     client.close()
     rc, err = stop(proc)
@@ -192,7 +195,8 @@ def test_every_op_round_trips_and_is_echoed(eng: dict) -> None:
         conforms(added["task"], P.TaskState)
         assert c.remove_task("lp2") == {"task": "lp2"}
         assert c.reset_stats() == {}
-        saved = c.save_profile(path=str(eng["dir"] / "saved.toml"))
+        saved = c.save_profile(name="saved")
+        assert saved["path"] == str(eng["user"] / "saved.toml")
         assert Path(saved["path"]).read_text().startswith("version = 1")
         conforms(saved, P.SaveProfileResult)
         kinds = []
@@ -397,11 +401,11 @@ def test_prometheus_serves_the_stats_figures(eng: dict) -> None:
 def test_load_profile_rebuilds_and_recalibrates(eng: dict) -> None:
     c: EngineClient = eng["client"]
     with pytest.raises(ClientError) as e:
-        c.load_profile(path=str(eng["dir"] / "missing.toml"))
+        c.load_profile(path=str(eng["dir"] / "missing.toml"))  # in a --profile-dir
     assert e.value.code == "profile_error" and "no such profile" in e.value.message
-    path = eng["dir"] / "saved.toml"
+    path = eng["user"] / "saved.toml"
     if not path.exists():
-        c.save_profile(path=str(path))
+        c.save_profile(name="saved")
     res = c.load_profile(path=str(path))
     assert set(res["tasks"]) >= {"llm", "train"}
     c.close()
@@ -423,7 +427,7 @@ def test_readonly_refuses_mutations(tmp_path: Path) -> None:
         c = wait_running(ctl)
         assert c.ping()["readonly"] is True
         for call in (lambda: c.set_priority("train", 1), c.reset_stats,
-                     lambda: c.save_profile(path=str(tmp_path / "x.toml"))):  # fmt: skip
+                     lambda: c.save_profile(name="x")):  # fmt: skip
             with pytest.raises(ClientError) as e:
                 call()
             assert e.value.code == "readonly"

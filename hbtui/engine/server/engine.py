@@ -15,6 +15,7 @@ import secrets
 import time
 import traceback
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import zmq
@@ -34,6 +35,7 @@ from hbtui.engine.protocol import (
     reply_ok,
 )
 from hbtui.engine.scheduler import ControlError, Scheduler
+from hbtui.engine.server.deferred import Deferred
 from hbtui.engine.server.ops import run as run_op
 from hbtui.engine.server.reports import final_summary, state_body, stats_body
 from hbtui.engine.telemetry import Publisher, TelemetryListener
@@ -93,6 +95,8 @@ class Engine:
         self.parent_pid: int | None = None  # stop when this process is gone (--exit-with-parent)
         self.orphaned = False
         self.pending: profiles.Profile | None = None  # load_profile: swapped in by run()
+        self.profile_dirs: list[Path] = []  # --profile-dir: where load_profile also looks
+        self.deferred: list[tuple[list[bytes], Deferred]] = []  # ops still on a worker
         self.started_wall = time.monotonic_ns()
         self.ctl_received = self.ctl_errors = self.ctl_dropped = 0
         now = time.monotonic_ns()
@@ -296,6 +300,10 @@ class Engine:
     # -- control -------------------------------------------------------------------
     def _serve_control(self) -> None:
         sock = self.ctl
+        if self.deferred:  # ops whose worker finished are answered first
+            for item in [x for x in self.deferred if x[1].done()]:
+                self.deferred.remove(item)
+                self._reply(item[0], self._finish(item[1]))
         for _ in range(CTL_BATCH):
             try:
                 frames = sock.recv_multipart(zmq.NOBLOCK)
@@ -309,22 +317,53 @@ class Engine:
                 self.ctl_dropped += 1
                 continue
             reply = self.handle_frame(frames[-1])
-            if not reply["ok"]:
-                self.ctl_errors += 1
-            try:
-                sock.send_multipart([*frames[:-1], encode(reply)], zmq.NOBLOCK)
-            except zmq.ZMQError:
-                self.ctl_dropped += 1
+            if isinstance(reply, Deferred):  # answered once its worker is done
+                self.deferred.append((frames[:-1], reply))
+                continue
+            self._reply(frames[:-1], reply)
 
-    def handle_frame(self, payload: bytes) -> dict[str, Any]:
-        """One control frame → its reply; never raises (a bug becomes ``internal``)."""
+    def _reply(self, route: list[bytes], reply: dict[str, Any]) -> None:
+        """Encode and send; a reply that cannot be encoded becomes an ``internal`` error."""
+        try:
+            data = encode(reply)
+        except (TypeError, ValueError, OverflowError) as e:
+            log.error("cannot encode a control reply (%s): sent an internal error instead", e)
+            reply = reply_err(reply.get("id"), INTERNAL, "internal error: reply not encodable")
+            data = encode(reply)
+        if not reply["ok"]:
+            self.ctl_errors += 1
+        try:
+            self.ctl.send_multipart([*route, data], zmq.NOBLOCK)
+        except zmq.ZMQError:
+            self.ctl_dropped += 1
+
+    def _finish(self, d: Deferred) -> dict[str, Any]:
+        """The reply of a deferred op whose worker is done (on the loop thread)."""
+        self.tel.request_id = d.request_id
+        try:
+            return reply_ok(d.request_id, d.result())
+        except ControlError as e:
+            return reply_err(d.request_id, e.code, str(e))
+        except Exception as e:  # a bug: report it, keep the engine alive
+            log.error("internal error in %s:\n%s", d.op, traceback.format_exc())
+            return reply_err(d.request_id, INTERNAL, f"{d.op}: internal error ({type(e).__name__})")
+        finally:
+            self.tel.request_id = None
+
+    def handle_frame(self, payload: bytes) -> dict[str, Any] | Deferred:
+        """One control frame → its reply, or the ``Deferred`` of an op still on a worker;
+        never raises (a bug becomes ``internal``)."""
         try:
             rid, op, args = parse_request(payload)
         except ProtocolError as e:
             return reply_err(getattr(e, "request_id", None), e.code, e.message)
         self.tel.request_id = rid  # events the op causes echo it
         try:
-            return reply_ok(rid, run_op(self, op, args))
+            res = run_op(self, op, args)
+            if isinstance(res, Deferred):
+                res.request_id = rid
+                return res
+            return reply_ok(rid, res)
         except ControlError as e:
             return reply_err(rid, e.code, str(e))
         except Exception as e:  # a bug: report it, keep the engine alive

@@ -9,16 +9,14 @@ already resolved, so the scheduler's own checks only ever see well-formed values
 from __future__ import annotations
 
 import math
-import os
-import re
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
+from hbtui.engine import limits
 from hbtui.engine import profile as profiles
-from hbtui.engine.backends.base import BackendError
-from hbtui.engine.backends.user_kernels import check_kernels
+from hbtui.engine.limits import MAX_TASKS, NAME_RE, RANGES
 from hbtui.engine.model import HP, LP, Task
 from hbtui.engine.policies import POLICIES
 from hbtui.engine.protocol import (
@@ -34,14 +32,10 @@ from hbtui.engine.protocol import (
     READONLY,
     UNKNOWN_TASK,
     AddTaskResult,
-    ListProfilesResult,
-    LoadProfileResult,
     PausedResult,
     PingResult,
-    ProfileEntry,
     RemoveTaskResult,
     ResetStatsResult,
-    SaveProfileResult,
     SetPolicyResult,
     SetPriorityResult,
     SetSliceResult,
@@ -50,14 +44,13 @@ from hbtui.engine.protocol import (
     TaskState,
 )
 from hbtui.engine.scheduler import ControlError, Scheduler
-from hbtui.engine.server import attach_ops
+from hbtui.engine.server import attach_ops, profile_ops
 from hbtui.engine.server.reports import state_body
 
 if TYPE_CHECKING:
     from hbtui.engine.server.engine import Engine
 
-MAX_TASKS = 64
-NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+__all__ = ["MAX_TASKS", "NAME_RE"]  # engine.limits' caps, as earlier callers import them
 
 # -- argument types: (op, key, value) -> the value checked and converted ----------------
 Check = Callable[[str, str, Any], Any]
@@ -104,6 +97,34 @@ def positive(hi: float, lo: float = 0.0) -> Check:
         return float(v)
 
     return check
+
+
+def ranged(key: str) -> Check:
+    """A number in ``limits.RANGES[key]`` (the range profiles use for the same field)."""
+    r = RANGES[key]
+
+    def check(op: str, k: str, v: Any) -> float | int:
+        if (
+            isinstance(v, bool)
+            or not isinstance(v, int | float)
+            or (r.integer and not isinstance(v, int))
+        ):
+            what = "an integer" if r.integer else "a number"
+            raise ControlError(BAD_ARGS, f"{op}: {k!r} must be {what}, got {_show(v)}")
+        why = r.problem(v)
+        if why is not None:
+            raise ControlError(
+                BAD_VALUE, f"{op}: {k!r} must be {why} (range {r.span()}), got {_show(v)}"
+            )
+        return v if r.integer else float(v)
+
+    return check
+
+
+def boolean(op: str, key: str, v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise ControlError(BAD_ARGS, f"{op}: {key!r} must be true or false, got {_show(v)}")
+    return v
 
 
 def profile_name(op: str, key: str, v: Any) -> str:
@@ -204,6 +225,8 @@ def run(eng: Engine, op: str, args: dict[str, Any]) -> Any:
         if eng.readonly:
             raise ControlError(READONLY, f"{op}: engine is read-only (--readonly)")
         busy = eng.phase != "running" or eng.sched is None or eng.pending is not None
+        # a load being parsed replaces the scheduler when done: edits now would be lost
+        busy = busy or any(d.op == "load_profile" for _, d in eng.deferred)
         if busy and not spec.while_calibrating:
             raise ControlError(BUSY, f"{op}: engine is calibrating; retry shortly")
     return spec.handler(eng, validate(eng, op, spec, args))
@@ -234,17 +257,6 @@ def _ping(eng: Engine, c: Call) -> PingResult:
 
 def _get_state(eng: Engine, c: Call) -> StateBody:
     return state_body(eng)
-
-
-def _list_profiles(eng: Engine, c: Call) -> ListProfilesResult:
-    home = Path(os.path.expanduser("~"))
-    out: list[ProfileEntry] = []
-    for name, p, origin in profiles.list_profiles():
-        shown = str(p)
-        if p.is_relative_to(home) and home != Path("/"):
-            shown = str(Path("~") / p.relative_to(home))
-        out.append({"name": name, "origin": origin, "path": shown})
-    return {"profiles": out}
 
 
 def _set_priority(eng: Engine, c: Call) -> SetPriorityResult:
@@ -292,7 +304,22 @@ def _add_task(eng: Engine, c: Call) -> AddTaskResult:
         task = profiles.parse_task(raw, sched.kernels, file=c.op)
     except profiles.ProfileError as e:
         raise ControlError(PROFILE_ERROR, str(e)) from None
-    sched.add_task(task)
+    rate = limits.hp_kernels_per_s([*sched.tasks.values(), task])
+    if rate > limits.MAX_HP_KERNELS_PER_S:
+        cap = limits.MAX_HP_KERNELS_PER_S
+        raise ControlError(
+            BAD_VALUE, f"{c.op}: open-loop hp tasks would ask for {rate:g} kernels/s; max {cap:g}"
+        )
+    if eng.attached.task(task.name) is not None:  # programs under hbtui run share names
+        raise ControlError("exists", f"{c.op}: a task named {task.name!r} exists")
+    try:
+        sched.add_task(task)
+    except ControlError:
+        raise
+    except Exception:  # a bug: take the half-added task out again, then report it
+        if task.name in sched.tasks:
+            sched.remove_task(task.name)
+        raise
     return {"task": cast(TaskState, sched.task_state(sched.tasks[task.name]))}
 
 
@@ -305,39 +332,6 @@ def _remove_task(eng: Engine, c: Call) -> RemoveTaskResult:
     return {"task": c.task.name}
 
 
-def _load_profile(eng: Engine, c: Call) -> LoadProfileResult:
-    p = c.args["path"] if "path" in c.args else profiles.resolve(c.args["name"])
-    try:
-        prof = profiles.load(p)
-        # user kernels compile in prepare, after the old scheduler is gone: a bad one must
-        # be an answer now, not a failed reload
-        check_kernels(prof.kernels)
-    except (profiles.ProfileError, BackendError) as e:
-        raise ControlError(PROFILE_ERROR, f"{c.op}: {e}") from None
-    eng.request_reload(prof)
-    eng.tel.event("load_profile", profile=prof.name, path=str(p))
-    return {"profile": prof.name, "path": str(p), "tasks": [t.name for t in prof.tasks]}
-
-
-def _save_profile(eng: Engine, c: Call) -> SaveProfileResult:
-    sched = _sched(eng)
-    name = c.args.get("name", eng.prof.name)
-    p = c.args["path"] if "path" in c.args else profiles.user_dir() / f"{name}.toml"
-    prof = replace(
-        eng.prof,
-        name=name,
-        kernels=dict(sched.kernels),
-        tasks=[replace(t) for t in sched.tasks.values()],
-        policy=sched.policy.name,
-    )
-    try:
-        written = profiles.save(prof, p)
-    except (profiles.ProfileError, OSError) as e:
-        raise ControlError(PROFILE_ERROR, f"{c.op}: {e}") from None
-    eng.tel.event("save_profile", path=str(written), name=name)
-    return {"path": str(written), "name": name}
-
-
 def _reset_stats(eng: Engine, c: Call) -> ResetStatsResult:
     _sched(eng).reset_stats()
     eng.window.clear(eng.backend.now_ns(), eng.mark())
@@ -346,13 +340,13 @@ def _reset_stats(eng: Engine, c: Call) -> ResetStatsResult:
 
 # Fields: name -> type. Required ones first; values are checked in this order.
 _TASK: dict[str, Check] = {"task": text()}
-_PRIORITY = {"priority": integer(-1_000_000, 1_000_000)}
-# Ranges that keep the policy's arithmetic finite (a 0.0009-µs slice cap divided by zero
-# waves); the console's hbtui.console.limits mirrors them.
-_SLICE = {"us": positive(1e6, lo=1.0), "blocks": integer(1, 2**31)}
-_SLO = {"ms": positive(1e6, lo=0.01), "factor": positive(1000, lo=0.1)}
+# Ranges (engine.limits, shared with profiles) keep the policy's arithmetic finite (a
+# 0.0009-us slice cap divided by zero waves); the console's hbtui.console.limits mirrors them.
+_PRIORITY = {"priority": ranged("priority")}
+_SLICE = {"us": ranged("slice_us"), "blocks": ranged("slice_blocks")}
+_SLO = {"ms": ranged("slo_ms"), "factor": ranged("slo_factor")}
 _LOAD = {"path": path, "name": profile_name}
-_SAVE = {"name": profile_name, "path": toml_path}
+_SAVE = {"name": profile_name, "path": toml_path, "shadow": boolean}
 
 _ATTACH: dict[str, Check] = {
     "task": attach_ops.task_name, "class": attach_ops.task_class, "shm": attach_ops.shm_name,
@@ -362,7 +356,7 @@ _ATTACH: dict[str, Check] = {
 TABLE: dict[str, Op] = {
     "ping": Op(_ping, mutating=False),
     "get_state": Op(_get_state, mutating=False),
-    "list_profiles": Op(_list_profiles, mutating=False),
+    "list_profiles": Op(profile_ops.list_profiles, mutating=False),
     "set_priority": Op(_set_priority, True, _TASK | _PRIORITY, task=ANY),
     "set_slice": Op(_set_slice, True, _TASK, _SLICE, one_of=("us", "blocks"), task=LP),
     "set_policy": Op(_set_policy, True, {"policy": policy}),
@@ -371,14 +365,14 @@ TABLE: dict[str, Op] = {
     "resume_task": Op(_pause(False), True, _TASK, task=ANY),
     "add_task": Op(_add_task, True, {"task": task_table}),
     "remove_task": Op(_remove_task, True, _TASK, task=ANY),
-    "load_profile": Op(_load_profile, True, optional=_LOAD, one_of=("path", "name")),
-    "save_profile": Op(_save_profile, True, optional=_SAVE),
+    "load_profile": Op(profile_ops.load_profile, True, optional=_LOAD, one_of=("path", "name")),
+    "save_profile": Op(profile_ops.save_profile, True, optional=_SAVE),
     "reset_stats": Op(_reset_stats, mutating=True),
     "attach": Op(
         attach_ops.attach,
         True,
         _ATTACH,
-        {"slo_ms": _SLO["ms"], "idle_ms": positive(1e4, lo=0.01)},
+        {"slo_ms": _SLO["ms"], "idle_ms": positive(1e4, lo=0.01), "mps": boolean},
         while_calibrating=True,
     ),
     "detach": Op(

@@ -58,6 +58,7 @@ def stats_body(eng: Engine) -> StatsBody:
         telemetry={
             "sent": eng.pub.sent,
             "dropped": eng.pub.dropped,
+            "encode_errors": eng.pub.encode_errors,
             "dropped_records": eng.tel.dropped_records,
             "control_received": eng.ctl_received,
             "control_errors": eng.ctl_errors,

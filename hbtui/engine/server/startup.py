@@ -10,6 +10,7 @@ import re
 import shutil
 import signal
 import sys
+from pathlib import Path
 from typing import Any
 
 import zmq
@@ -30,7 +31,20 @@ def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="hbtui engine", description="Run the headless engine (ZeroMQ telemetry + control)."
     )
-    ap.add_argument("--profile", default="default", help="profile name or path (default: default)")
+    ap.add_argument(
+        "--profile",
+        default="default",
+        help="profile name (looked up in the profile directories, never the current one) or "
+        "a path (with a / or ending in .toml); default: default",
+    )
+    ap.add_argument(
+        "--profile-dir",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="also find profiles by name in DIR (repeatable; after the user directory, "
+        "before the shipped one); load_profile over the wire reads only these directories",
+    )
     ap.add_argument("--backend", choices=("auto", "sim", "cuda"), default="auto")
     ap.add_argument("--device", type=int, default=None, help="CUDA device index")
     ap.add_argument(
@@ -165,8 +179,12 @@ def main(argv: list[str] | None = None) -> int:
     auth = prom = engine = None
     socks: list[zmq.Socket] = []
     try:
+        extra = [Path(d).resolve() for d in args.profile_dir]
+        for d, given in zip(extra, args.profile_dir, strict=True):
+            if not d.is_dir():
+                raise UsageError(f"--profile-dir {given}: not a directory")
         try:
-            prof = profiles.load(profiles.resolve(args.profile))
+            prof = profiles.load(profiles.resolve(args.profile, extra))
         except profiles.ProfileError as e:
             raise UsageError(str(e)) from None
         try:
@@ -198,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
             engine = Engine(prof, kind, device, pub, ctl, args.readonly, args.calibrate, prom)
         except (BackendError, ValueError) as e:
             raise UsageError(f"backend {kind}: {e}") from None
+        engine.profile_dirs = extra
         log.info(
             "engine %s: profile %s on %s (%s%s), pub %s, ctl %s%s",
             engine.engine_id,
