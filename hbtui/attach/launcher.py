@@ -66,6 +66,8 @@ def child_env(base: dict[str, str], so: str, shm: str, cls: str, task: str) -> d
     env["HBTUI_SHM"] = shm
     env["HBTUI_CLASS"] = cls
     env["HBTUI_TASK"] = task
+    if cls == "hp" and not env.get("NVTX_INJECTION64_PATH"):  # NVTX ranges -> requests
+        env["NVTX_INJECTION64_PATH"] = so  # (a profiler already named there keeps its place)
     return env
 
 

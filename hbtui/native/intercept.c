@@ -635,6 +635,93 @@ static void mark(uint8_t kind) {
 HB_EXPORT void hbtui_request_begin(void) { mark(HB_KIND_REQ_BEGIN); }
 HB_EXPORT void hbtui_request_end(void) { mark(HB_KIND_REQ_END); }
 
+// ---------------------------------------------------------------- NVTX ranges as markers
+// NVTX's tool-injection hook: an annotated program (torch.cuda.nvtx.range_push, the nvtx
+// package, C/C++ NVTX v3) loads the library named by NVTX_INJECTION64_PATH (hbtui run
+// points it here for HP programs) and calls InitializeInjectionNvtx2, which fills the
+// core module's function slots with ours. A top-level range of a thread (push at depth
+// 0, or a start/end range) whose message is HBTUI_NVTX_RANGE (any message when unset)
+// is one request. The types follow NVTX v3's nvtxDetail/nvtxTypes.h (binary ABI).
+typedef void (*nvtx_fn)(void);
+typedef int (*nvtx_get_table_t)(int module, nvtx_fn ***out_table, unsigned *out_size);
+typedef struct {
+  size_t struct_size;
+  nvtx_get_table_t get_module_function_table;
+} nvtx_callbacks;
+typedef const void *(*nvtx_export_t)(uint32_t id);
+enum { NVTX_MODULE_CORE = 1, NVTX_ETID_CALLBACKS = 1, NVTX_MSG_ASCII = 1 };
+enum { CB_START_EX = 4, CB_START_A = 5, CB_END = 7, CB_PUSH_EX = 8, CB_PUSH_A = 9, CB_POP = 11 };
+
+static const char *g_nvtx_name;   // HBTUI_NVTX_RANGE, or NULL: every top-level range
+static __thread int t_depth;      // push/pop nesting of this thread
+static __thread int t_req_depth;  // 1: the current top-level push range is a request
+static uint64_t g_range_ids;      // start/end ranges: ids we hand out (odd = a request)
+
+static int nvtx_match(const char *msg) {
+  return !g_nvtx_name || (msg && strcmp(msg, g_nvtx_name) == 0);
+}
+
+static const char *nvtx_attr_msg(const void *attr) {  // nvtxEventAttributes_t, v3 layout
+  if (!attr) return NULL;
+  const char *a = attr;
+  int32_t type;
+  const char *msg;
+  memcpy(&type, a + 32, sizeof type);
+  memcpy(&msg, a + 40, sizeof msg);
+  return type == NVTX_MSG_ASCII ? msg : NULL;
+}
+
+static int nvtx_push(const char *msg) {
+  if (t_depth == 0 && nvtx_match(msg)) {
+    t_req_depth = 1;
+    mark(HB_KIND_REQ_BEGIN);
+  }
+  return t_depth++;
+}
+static int nvtx_push_a(const char *msg) { return nvtx_push(msg); }
+static int nvtx_push_ex(const void *attr) { return nvtx_push(nvtx_attr_msg(attr)); }
+static int nvtx_pop(void) {
+  if (t_depth <= 0) return -1;
+  if (--t_depth == 0 && t_req_depth) {
+    t_req_depth = 0;
+    mark(HB_KIND_REQ_END);
+  }
+  return t_depth;
+}
+static uint64_t nvtx_start(const char *msg) {
+  uint64_t id = __atomic_add_fetch(&g_range_ids, 2, __ATOMIC_RELAXED);
+  if (nvtx_match(msg)) {
+    mark(HB_KIND_REQ_BEGIN);
+    return id | 1;
+  }
+  return id;
+}
+static uint64_t nvtx_start_a(const char *msg) { return nvtx_start(msg); }
+static uint64_t nvtx_start_ex(const void *attr) { return nvtx_start(nvtx_attr_msg(attr)); }
+static void nvtx_end(uint64_t id) {
+  if (id & 1) mark(HB_KIND_REQ_END);
+}
+
+HB_EXPORT int InitializeInjectionNvtx2(nvtx_export_t get_export_table) {
+  const nvtx_callbacks *cb = get_export_table ? get_export_table(NVTX_ETID_CALLBACKS) : NULL;
+  nvtx_fn **table = NULL;
+  unsigned size = 0;
+  if (!cb || cb->struct_size < sizeof *cb || !cb->get_module_function_table ||
+      !cb->get_module_function_table(NVTX_MODULE_CORE, &table, &size) || !table)
+    return 0;
+  const char *name = getenv("HBTUI_NVTX_RANGE");
+  g_nvtx_name = name && *name ? strdup(name) : NULL;
+  struct {
+    unsigned id;
+    nvtx_fn fn;
+  } slots[] = {{CB_START_EX, (nvtx_fn)nvtx_start_ex}, {CB_START_A, (nvtx_fn)nvtx_start_a},
+               {CB_END, (nvtx_fn)nvtx_end},           {CB_PUSH_EX, (nvtx_fn)nvtx_push_ex},
+               {CB_PUSH_A, (nvtx_fn)nvtx_push_a},     {CB_POP, (nvtx_fn)nvtx_pop}};
+  for (size_t i = 0; i < sizeof slots / sizeof *slots; i++)
+    if (slots[i].id < size && table[slots[i].id]) *table[slots[i].id] = slots[i].fn;
+  return 1;
+}
+
 // ---------------------------------------------------------------- launch wrappers
 #define KERNEL_CALL(KIND, PTSZ)                                                           \
   hb_call c = {(uint64_t)(uintptr_t)f, (uint64_t)(uintptr_t)s, {gx, gy, gz}, {bx, by, bz}, \
