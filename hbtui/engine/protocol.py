@@ -137,6 +137,7 @@ class AttachedInfo(TypedDict):
     sliceable_share: float | None  # GPU time in kernels whose PTX is known / all (None: no data)
     requests_from: str  # hp: "markers" (explicit) or "bursts" (inferred, idle_ms)
     idle_ms: float
+    mps: bool  # an MPS daemon serves the program (else the GPU time-slices contexts)
 
 
 class KernelState(TypedDict):
