@@ -38,13 +38,15 @@ from hbtui.console.limits import (
 from hbtui.console.link import EngineLink, Target
 from hbtui.console.model import EngineModel
 from hbtui.console.pane import EnginePane
+from hbtui.console.picker import ProfileActions
 from hbtui.console.prefs import Prefs
-from hbtui.console.screens import EditModal, HelpScreen, PickerModal
+from hbtui.console.screens import ConfirmModal, EditModal, HelpScreen, PickerModal
 from hbtui.console.table import COLUMN_KEYS, TaskTable
 from hbtui.engine.client import ClientError
-from hbtui.engine.protocol import ProfileEntry
 
-_PROFILE_KEYS = tuple(ProfileEntry.__annotations__)  # a list_profiles entry: all str
+# Ops whose success leaves the engine differing from the saved profile (● unsaved).
+CONFIG_OPS = {"set_priority", "set_slice", "set_policy", "set_slo", "pause_task",
+              "resume_task", "add_task", "remove_task"}  # fmt: skip
 
 POLICIES = ("hummingbird", "temporal", "spatial", "exclusive")
 
@@ -61,6 +63,7 @@ MUTATING = {
     "save_profile",
     "save_profile_as",
     "reset_stats",
+    "remove_task",
 }
 
 GROUPS = {
@@ -69,6 +72,7 @@ GROUPS = {
         "quit",
         "command_palette",
         "toggle_charts",
+        "zoom_charts",
         "faster",
         "slower",
         "sort_next",
@@ -83,6 +87,7 @@ GROUPS = {
         "edit_slo",
         "edit_priority",
         "toggle_pause",
+        "remove_task",
         "pick_policy",
         "reset_stats",
     ),
@@ -90,7 +95,7 @@ GROUPS = {
 }
 
 
-class ConsoleApp(ConsoleChrome, App[int]):
+class ConsoleApp(ProfileActions, ConsoleChrome, App[int]):
     TITLE = "hbtui"
     CSS = """
     Screen { layout: vertical; }
@@ -106,6 +111,7 @@ class ConsoleApp(ConsoleChrome, App[int]):
         Binding("question_mark,f1", "help", "Help", key_display="?"),
         Binding("ctrl+p", "command_palette", "Commands", show=False),
         Binding("space,p", "toggle_charts", "Freeze charts", key_display="space"),
+        Binding("z", "zoom_charts", "Zoom charts", show=False),
         Binding("plus,equals_sign", "faster", "Refresh rate +", key_display="+", show=False),
         Binding("minus", "slower", "Refresh rate -", key_display="-", show=False),
         Binding("s", "edit_slice", "Slice"),
@@ -114,6 +120,7 @@ class ConsoleApp(ConsoleChrome, App[int]):
         Binding("o", "edit_slo", "SLO"),
         Binding("i", "edit_priority", "Priority"),
         Binding("t", "toggle_pause", "Pause task"),
+        Binding("delete", "remove_task", "Remove task", key_display="del", show=False),
         Binding("m", "pick_policy", "Policy"),
         Binding("x", "reset_stats", "Reset stats", show=False),
         Binding("l", "load_profile", "Profiles"),
@@ -158,8 +165,8 @@ class ConsoleApp(ConsoleChrome, App[int]):
         self._initial_theme = ""
         self._engine_exit_reported = False
         self._tab_states: dict[int, str] = {}
-        self._baseline_asked: dict[int, float] = {}
         self.fatal: str | None = None  # why the app ended, when an error ended it
+        self.charts_zoomed = False
 
     # -- layout ------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -208,8 +215,6 @@ class ConsoleApp(ConsoleChrome, App[int]):
             pane.refresh_from_model()
         self._update_tab_labels()
         self._check_size()
-        if self.live:
-            self._want_baselines()
         emb = self.embedded
         if emb is not None and not self._engine_exit_reported and emb.exited() is not None:
             self._engine_exit_reported = True
@@ -282,15 +287,24 @@ class ConsoleApp(ConsoleChrome, App[int]):
         return rows
 
     # -- control -------------------------------------------------------------------------------
-    def control(self, op: str, args: dict[str, Any], desc: str, task: str | None = None) -> None:
-        """Send one op without blocking: pending now, toast or error when the reply comes."""
+    def control(
+        self,
+        op: str,
+        args: dict[str, Any],
+        desc: str,
+        task: str | None = None,
+        on_ok: Callable[[Any], str | None] | None = None,
+    ) -> None:
+        """Send one op without blocking: pending now, toast or error when the reply comes.
+        ``on_ok(result)`` runs on success and may return the toast's text."""
         if self.readonly:
             self.notify("read-only console: edits are disabled", severity="warning")
             return
         model, link = self.current_model(), self.current_link()
         model.set_pending(task, desc)
         self._redraw()  # show "pending" now, not at the next tick
-        self.run_worker(self._control(model, link, op, args, desc, task), group="control")
+        work = self._control(model, link, op, args, desc, task, on_ok)
+        self.run_worker(work, group="control")
 
     async def _control(
         self,
@@ -300,9 +314,10 @@ class ConsoleApp(ConsoleChrome, App[int]):
         args: dict[str, Any],
         desc: str,
         task: str | None,
+        on_ok: Callable[[Any], str | None] | None = None,
     ) -> None:
         try:
-            await link.call(op, args)
+            res = await link.call(op, args)
         except ClientError as e:
             self.notify(
                 f"{desc}: {e.message} [{e.code}]",
@@ -313,8 +328,12 @@ class ConsoleApp(ConsoleChrome, App[int]):
         except Exception as e:  # noqa: BLE001 - an op that cannot be sent never kills the console
             self.notify(f"{desc}: not sent ({type(e).__name__}: {e})", severity="error", timeout=8)
         else:
-            model.mark_dirty(op not in ("load_profile", "save_profile"))
-            self.notify(f"✓ {desc}", timeout=3)
+            if op in CONFIG_OPS:
+                model.mark_dirty(True)
+            elif op in ("load_profile", "save_profile"):
+                model.mark_dirty(False)
+            text = on_ok(res) if on_ok is not None else None
+            self.notify(text or f"✓ {desc}", timeout=5 if text else 3)
         finally:
             model.set_pending(task, "")
             self._redraw()  # the acknowledged value is in the model already: show it now
@@ -418,61 +437,35 @@ class ConsoleApp(ConsoleChrome, App[int]):
         self.push_screen(PickerModal("Scheduling policy", opts), done)
 
     def action_reset_stats(self) -> None:
-        self.control("reset_stats", {}, "reset stats")
+        model = self.current_model()
 
-    def action_load_profile(self) -> None:
-        # The engine lists what it can load: its machine's profiles, not this console's.
-        self.run_worker(self._pick_profile(self.current_link()), group="control")
+        def reset(_res: Any) -> str:
+            model.reset_figures()  # blank now; the next stats message refills them
+            return "✓ stats reset: figures and charts restart from now"
 
-    async def _pick_profile(self, link: EngineLink) -> None:
-        try:
-            res = await link.call("list_profiles", timeout=2.0)
-        except ClientError as e:  # e.g. unknown_op from an engine older than protocol 1.2
-            self.notify(f"list profiles: {e.message} [{e.code}]", severity="error", timeout=8)
+        self.control("reset_stats", {}, "reset stats", on_ok=reset)
+
+    def action_remove_task(self) -> None:
+        name = self._pick_task()
+        if name is None:
             return
-        except Exception as e:  # noqa: BLE001 - a failed call never kills the console
-            self.notify(f"list profiles: {type(e).__name__}: {e}", severity="error", timeout=8)
-            return
-        entries = res.get("profiles") if isinstance(res, dict) else None
-        opts = [
-            (e["name"], f"{e['name']}  [{e['origin']}]  {e['path']}")
-            for e in (entries if isinstance(entries, list) else [])
-            if isinstance(e, dict) and all(isinstance(e.get(k), str) for k in _PROFILE_KEYS)
-        ]
-        if not opts:
-            self.notify("no profiles found", severity="warning")
+        row = self.current_model().tasks[name]
+        if row.attached is not None:
+            pid = row.attached.get("pid")
+            self.notify(
+                f"{name} is a program under hbtui run (pid {pid}): it leaves the engine when "
+                "the program exits; stop the program to remove it",
+                severity="warning",
+                timeout=8,
+            )
             return
 
-        def done(name: str | None) -> None:
-            if name:
-                self.control("load_profile", {"name": name}, f"load profile {name}")
+        def answer(yes: bool | None) -> None:
+            if yes:
+                self.control("remove_task", {"task": name}, f"remove {name}", name)
 
-        hint = "Shipped and user profiles on the engine's machine."
-        self.push_screen(PickerModal("Load profile", opts, hint), done)
-
-    def action_save_profile(self) -> None:
-        self.control("save_profile", {}, "save profile")
-
-    def action_save_profile_as(self) -> None:
-        def parse(text: str) -> dict[str, Any]:
-            t = text.strip()
-            if not t:
-                raise ValueError("a profile name (saved as a user profile) or a .toml path")
-            return {"path": t} if t.endswith(".toml") or "/" in t else {"name": t}
-
-        def done(args: dict[str, Any] | None) -> None:
-            if args:
-                self.control("save_profile", args, f"save profile as {_kv(args)}")
-
-        self.push_screen(
-            EditModal(
-                "Save profile as",
-                self.current_model().profile,
-                "A name (user profile dir) or a path ending in .toml.",
-                parse,
-            ),
-            done,
-        )
+        q = f"Remove task {name!r} from the engine? (saved profiles are not changed)"
+        self.push_screen(ConfirmModal("Remove task?", q), answer)
 
     # -- command palette -----------------------------------------------------------------------
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:

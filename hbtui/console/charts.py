@@ -7,6 +7,7 @@ between ticks and draw the same thing for the same data (snapshot tests rely on 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from rich.text import Text
@@ -24,7 +25,9 @@ class HistoryChart(Widget):
     ``lo``/``hi`` fix the range where the metric has one (attainment 0–100 %); None
     means auto. ``limit`` draws a labelled dotted line at that value and colours bars on
     its bad side red; ``higher_is_better`` flips which side is bad. The height is set by
-    the layout (it grows with the terminal).
+    the layout (it grows with the terminal). ``marks`` are points where a profile was
+    loaded (a magenta │ before that point); ``zoomed`` scales a fixed-range chart to its
+    data (within the fixed range), for a 98–100 % wobble.
     """
 
     DEFAULT_CSS = """
@@ -57,10 +60,16 @@ class HistoryChart(Widget):
         self.sample_s = sample_s  # seconds between points (the engine's stats period)
         self.values: list[float] = []
         self.limit: float | None = None
+        self.marks: list[int] = []
+        self.zoomed = False
 
-    def set_data(self, values: Sequence[float], limit: float | None = None) -> None:
-        self.values = list(values)
-        self.limit = limit
+    def set_data(
+        self, values: Sequence[float], limit: float | None = None, marks: Sequence[int] = ()
+    ) -> None:
+        """``marks``: positions among ``values`` (0 = the oldest) where a profile loaded."""
+        self.values = [v for v in values if math.isfinite(v)]
+        self.limit = limit if limit is not None and math.isfinite(limit) else None
+        self.marks = list(marks)
         self.refresh()
 
     def _v(self, v: float) -> str:
@@ -68,6 +77,8 @@ class HistoryChart(Widget):
 
     def scale(self, vals: Sequence[float]) -> tuple[float, float]:
         """(bottom, top) of the y axis for these values."""
+        if self.zoomed and (self.lo is not None or self.hi is not None):
+            return self._zoom(vals)
         lo = self.lo
         if lo is None:  # auto range: leave a margin under the minimum so it shows as a bar
             vmin, vmax = min(vals), max(vals)
@@ -80,12 +91,28 @@ class HistoryChart(Widget):
             hi += 0.1 * (hi - lo)
         return lo, max(hi, lo + 1e-9)
 
+    def _zoom(self, vals: Sequence[float]) -> tuple[float, float]:
+        """The data's range (and the threshold) with a margin, inside the fixed range."""
+        pts = [*vals, *([self.limit] if self.limit is not None else [])]
+        vmin, vmax = min(pts), max(pts)
+        margin = max(0.1 * (vmax - vmin), abs(vmax) * 1e-3, 1e-6)
+        lo, hi = vmin - margin, vmax + margin
+        if self.lo is not None:
+            lo = max(lo, self.lo)
+        if self.hi is not None:
+            hi = min(hi, self.hi)
+        return lo, max(hi, lo + 1e-9)
+
     def render(self) -> Text:
         width = max(1, self.size.width - 2 - self.AXIS)
         rows = max(1, self.size.height - 1)
         vals = self.values[-width:]
         last = self._v(vals[-1]) if vals else "–"
         head = Text.assemble((self.title, "bold"), "  ", (last, "bold cyan"))
+        # a mark at i sits before point i; one after the newest point, on the last column
+        marks = (
+            {min(width - 1, max(0, width - len(vals) + i)) for i in self.marks} if vals else set()
+        )
         # What does not fit is left out whole, never cut: the value first, then the
         # threshold, then the span.
         extras = []
@@ -93,6 +120,10 @@ class HistoryChart(Widget):
             extras.append((f"  ┈ {self.limit_label} {self._v(self.limit)}", "yellow"))
         if vals:
             extras.append((f"  last {len(vals) * self.sample_s:g} s", "dim"))
+        if self.zoomed and (self.lo is not None or self.hi is not None):
+            extras.append(("  zoomed", "bold yellow"))
+        if marks:
+            extras.append(("  │ profile loaded", "magenta"))
         for text, style in extras:
             if head.cell_len + len(text) <= width + self.AXIS:
                 head.append(text, style=style)
@@ -119,13 +150,19 @@ class HistoryChart(Widget):
                 axis = self._axis(lo)
             out.append(axis.rjust(self.AXIS - 1)[: self.AXIS - 1] + "┤", style="dim")
             line_here = lim_level is not None and min(lim_level // 8, rows - 1) == r
-            out.append(("┈" if line_here else " ") * pad, style="yellow")
-            for h, v in zip(heights, vals, strict=True):
+            for x in range(pad):
+                if x in marks:
+                    out.append("│", style="magenta")
+                else:
+                    out.append("┈" if line_here else " ", style="yellow")
+            for i, (h, v) in enumerate(zip(heights, vals, strict=True)):
                 level = max(0, min(8, h - r * 8))
                 bad = False
                 if self.limit is not None:
                     bad = v < self.limit if self.higher_is_better else v > self.limit
-                if level == 0 and line_here:
+                if pad + i in marks and level < 8:
+                    out.append("│", style="bold magenta")
+                elif level == 0 and line_here:
                     out.append("┈", style="yellow")
                 else:
                     out.append(_BARS[level], style="red" if bad else "green")

@@ -1,6 +1,6 @@
 """The console's frame around the engine panes: tab labels, the too-small notice, the
-exclusive baseline fetch, the command palette, screenshots, preferences on the way out
-and ending on an error with one line. A mixin of ``ConsoleApp`` (kept apart so app.py
+command palette, screenshots, preferences on the way out and ending on an error with one
+line. A mixin of ``ConsoleApp`` (kept apart so app.py
 stays about keys and control ops)."""
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from textual.content import Content
 from textual.widgets import Static, TabbedContent
 
 from hbtui.console.limits import RATE_HZ_MAX, RATE_HZ_MIN
-from hbtui.console.link import EngineLink
 from hbtui.console.model import DISCONNECTED, LIVE, STALE
 from hbtui.console.pane import EnginePane
 from hbtui.console.paths import log_dir, screenshot_dir
@@ -36,9 +35,22 @@ class ConsoleChrome:
     clock: Any
     BINDINGS: Any
     _tab_states: dict[int, str]
-    _baseline_asked: dict[int, float]
     _initial_theme: str
     fatal: str | None
+    charts_zoomed: bool
+
+    def notify(
+        self,
+        message: str,
+        *,
+        title: str = "",
+        severity: Any = "information",
+        timeout: float | None = None,
+        markup: bool = False,
+    ) -> None:
+        """Toasts are plain text: they carry names and messages from the wire, and Rich
+        markup in them (``[/]``, ``[bold red]``) must show as sent, never style or raise."""
+        super().notify(message, title=title, severity=severity, timeout=timeout, markup=markup)
 
     def on_resize(self) -> None:
         self._check_size()
@@ -57,29 +69,6 @@ class ConsoleChrome:
         for w_ in self.query("EnginePane, TabbedContent"):
             if w_.parent is self.screen:
                 w_.display = not small
-
-    def _want_baselines(self) -> None:
-        """Fetch the exclusive (HP alone) baseline from get_state once per engine: a console
-        that connects after calibration never sees the `calibrated` event."""
-        now = self.clock()
-        for i, (m, link) in enumerate(zip(self.models, self.links, strict=True)):
-            pane = self._pane(i)
-            if pane is None or pane.baseline_ms or m.connection != LIVE or m.phase != "running":
-                continue
-            if now < self._baseline_asked.get(i, -1e9) + 3.0:
-                continue
-            self._baseline_asked[i] = now
-            self.run_worker(self._fetch_baseline(pane, link), group="baseline")
-
-    async def _fetch_baseline(self, pane: EnginePane, link: EngineLink) -> None:
-        try:
-            st = await link.call("get_state", timeout=1.0)
-        except Exception:  # noqa: BLE001 - asked again later
-            return
-        b = st.get("baseline_p99_ms") if isinstance(st, dict) else None
-        if isinstance(b, dict):
-            pane.baseline_ms = {k: float(v) for k, v in b.items() if isinstance(v, int | float)}
-            pane.refresh_from_model(full=True)
 
     def _pane(self, i: int) -> EnginePane | None:
         try:
@@ -177,6 +166,13 @@ class ConsoleChrome:
         m = self.current_model()
         m.charts_paused = not m.charts_paused
         self.notify("charts paused" if m.charts_paused else "charts resumed", timeout=2)
+
+    def action_zoom_charts(self) -> None:
+        self.charts_zoomed = not self.charts_zoomed
+        for pane in self.query(EnginePane):
+            pane.set_zoom(self.charts_zoomed)
+        what = "zoomed to the data" if self.charts_zoomed else "full range (0–100 %)"
+        self.notify(f"charts: {what}", timeout=2)
 
     def action_faster(self) -> None:
         bigger = [r for r in RATES_HZ if r > self.rate_hz]

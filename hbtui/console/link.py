@@ -63,6 +63,7 @@ class EngineLink:
         self.reconnects = 0
         self.closing = False
         self.next_retry_at: float | None = None
+        self._bad_closed = 0  # undecodable frames counted by subscribers since closed
 
     # -- sockets -----------------------------------------------------------------------------
     def _open(self) -> None:
@@ -72,6 +73,8 @@ class EngineLink:
         self.client = AsyncEngineClient(t.ctl, timeout=2.0, curve=t.curve)
 
     def _close(self) -> None:
+        if self.sub is not None:
+            self._bad_closed += self.sub.bad
         for s in (self.sub, self.client):
             if s is not None:
                 s.close()
@@ -144,6 +147,7 @@ class EngineLink:
         try:
             first = await asyncio.wait_for(sub.recv(), 0.25)
         except TimeoutError:
+            self.model.set_bad_frames(self._bad_closed + sub.bad)
             return False
         if self.sub is not sub:  # closed (console quitting) or reopened while we waited
             return False
@@ -155,6 +159,8 @@ class EngineLink:
             apply(_env(m), now)
             if i % DRAIN_MAX == DRAIN_MAX - 1:
                 await asyncio.sleep(0)  # let keys and the UI tick in
+        if self.sub is sub:
+            self.model.set_bad_frames(self._bad_closed + sub.bad)
         return True
 
     async def _alive(self) -> bool:

@@ -10,11 +10,11 @@ those rows and charts, so the cost of drawing is independent of the message rate
 from __future__ import annotations
 
 import math
-import re
 from collections import deque
-from dataclasses import dataclass, field
 from typing import Any
 
+from hbtui.console import wire
+from hbtui.console.rows import Changes, TaskRow
 from hbtui.engine.protocol import (
     EventBody,
     GpuBody,
@@ -29,84 +29,12 @@ from hbtui.engine.protocol import (
 HISTORY = 120  # chart points kept per series (one per stats message, ≥ 1 Hz)
 SLICE_BATCHES = 256  # recent slice batches kept for the timeline strip
 EVENTS = 50
+MARKS = 16  # profile-load markers kept for the charts
 
 # Chart series names, in display order.
 SERIES = ("attainment", "hp_p99_ms", "lp_norm", "harvest", "preempt_p99_us")
 
 CONNECTING, LIVE, STALE, DISCONNECTED = "connecting", "live", "stale", "disconnected"
-
-
-@dataclass
-class TaskRow:
-    """One task as the table shows it: configuration from `state`, figures from `stats`."""
-
-    name: str
-    cls: str = "?"
-    priority: int = 0
-    slo_ms: float | None = None
-    slo_factor: float | None = None
-    slo_effective_ms: float | None = None
-    slice_us: float | None = None
-    slice_blocks: int | None = None
-    paused: bool = False
-    requests: int | None = None
-    attainment: float | None = None
-    p50_ms: float | None = None
-    p99_ms: float | None = None
-    preempt_p99_us: float | None = None
-    work_per_s: float | None = None
-    throughput_norm: float | None = None
-    pending: str = ""  # a control op in flight for this task, shown in the state column
-
-    def slo_text(self) -> str:
-        if self.cls != "hp":
-            return "-"
-        if self.slo_ms is not None:
-            return f"{self.slo_ms:g} ms"
-        if self.slo_factor is not None:
-            eff = f" ({self.slo_effective_ms:.2f})" if self.slo_effective_ms else ""
-            return f"{self.slo_factor:g}x{eff}"
-        return "-"
-
-    def slice_text(self) -> str:
-        if self.cls != "lp":
-            return "-"
-        if self.slice_blocks is not None:
-            return f"{self.slice_blocks} blk"
-        if self.slice_us is not None:
-            return f"{self.slice_us:g} µs"
-        return "auto"
-
-    def state_text(self) -> str:
-        if self.pending:
-            return f"⧗ {self.pending}"
-        return "paused" if self.paused else "running"
-
-
-@dataclass
-class Changes:
-    """What changed since the last ``take_changes``: the UI touches only these."""
-
-    rows: set[str] = field(default_factory=set)  # task names whose cells changed
-    added: list[str] = field(default_factory=list)
-    removed: list[str] = field(default_factory=list)
-    header: bool = False
-    charts: bool = False
-    timeline: bool = False
-    gpu: bool = False
-    events: list[dict[str, Any]] = field(default_factory=list)
-
-    def __bool__(self) -> bool:
-        return bool(
-            self.rows
-            or self.added
-            or self.removed
-            or self.header
-            or self.charts
-            or self.timeline
-            or self.gpu
-            or self.events
-        )
 
 
 def _f(v: Any) -> float | None:
@@ -132,6 +60,13 @@ class EngineModel:
         self.gpu_busy: float | None = None
         self.harvest_ratio: float | None = None
         self.engine_dropped = 0  # drops the engine reports (publisher overload)
+        self.bad_messages = 0  # messages refused by hbtui.console.wire (not applied)
+        self.bad_frames = 0  # frames the subscriber could not decode (set by the link)
+        self.last_bad = ""  # why the latest bad message was refused
+        self.baseline_p99_ms: dict[str, float] = {}  # exclusive (HP alone) p99 per task
+        self.baseline_attainment: dict[str, float] = {}  # exclusive attainment, if sent
+        self.samples = 0  # chart points appended so far (the x of a profile-load marker)
+        self.marks: deque[int] = deque(maxlen=MARKS)  # samples at which a profile loaded
         self.history: dict[str, deque[float]] = {s: deque(maxlen=history) for s in SERIES}
         self.slo_line_ms: float | None = None
         self.slices: deque[SliceBody] = deque(maxlen=SLICE_BATCHES)
@@ -152,7 +87,37 @@ class EngineModel:
 
     # -- feeding -------------------------------------------------------------------------
     def apply(self, env: dict[str, Any], now: float) -> None:
-        """Fold one decoded envelope in. Unknown types are counted and ignored."""
+        """Fold one decoded envelope in. Unknown types are counted and ignored; a message
+        whose shape is wrong (``hbtui.console.wire``) is counted as bad and not applied."""
+        try:
+            wire.envelope(env)
+        except wire.BadMessage as e:
+            if isinstance(env.get("seq"), int) and isinstance(env.get("engine_id"), str):
+                self._arrived(env, now)  # it came from the engine: the link is alive
+            self.refuse(str(e))
+            return
+        self._arrived(env, now)
+        body = env.get("body")
+        if not isinstance(body, dict):
+            return
+        handler = getattr(self, f"_on_{env.get('type')}", None)
+        if handler is not None:
+            self._guarded(handler, body)
+
+    def refuse(self, why: str) -> None:
+        """Count one bad message and remember why (shown in the header)."""
+        self.bad_messages += 1
+        self.last_bad = why[:200]
+        self._changes.header = True
+
+    def _guarded(self, handler: Any, body: dict[str, Any]) -> None:
+        # wire checked the shape; this is the last net: a bad message is never fatal.
+        try:
+            handler(body)
+        except Exception as e:  # noqa: BLE001
+            self.refuse(f"{type(e).__name__}: {wire.short(str(e), 80)}")
+
+    def _arrived(self, env: dict[str, Any], now: float) -> None:
         seq = env.get("seq")
         eid = env.get("engine_id")
         if isinstance(eid, str) and eid and eid != self.engine_id:
@@ -174,17 +139,19 @@ class EngineModel:
         if self.connection != LIVE:
             self.connection = LIVE
             self._changes.header = True
-        body = env.get("body")
-        if not isinstance(body, dict):
-            return
-        handler = getattr(self, f"_on_{env.get('type')}", None)
-        if handler is not None:
-            handler(body)
 
     def apply_state(self, body: StateBody) -> None:
         """A state snapshot from a control reply (get_state): not telemetry, so it does not
         count as a received message or prove the telemetry link alive."""
-        self._on_state(body)
+        if not isinstance(body, dict):
+            self.refuse(f"get_state: {wire.short(body)} is not a map")
+            return
+        try:
+            wire.state(dict(body))
+        except wire.BadMessage as e:
+            self.refuse(f"get_state: {e}")
+            return
+        self._guarded(self._on_state, dict(body))
 
     # Handlers read exactly the names engine.protocol declares for each body; anything
     # missing or mistyped is skipped (a bad message never raises here).
@@ -217,6 +184,7 @@ class EngineModel:
         if isinstance(eid, str) and eid != self.engine_id:
             self.engine_id = eid
             self._changes.header = True
+        self._baselines(b)
         tasks = b.get("tasks")
         if not isinstance(tasks, list):
             return
@@ -247,8 +215,24 @@ class EngineModel:
             self._set(row, "slice_us", _f(t.get("slice_us")))
             blocks = t.get("slice_blocks")
             self._set(row, "slice_blocks", blocks if isinstance(blocks, int) else None)
+        self._attached(row, t.get("attached"))
+
+    def _attached(self, row: TaskRow, att: Any) -> None:
+        self._set(row, "attached", dict(att) if isinstance(att, dict) else None)
+
+    def _baselines(self, b: StateBody | StatsBody) -> None:
+        """The exclusive (HP alone) figures from calibration, when the body carries them."""
+        for key in ("baseline_p99_ms", "baseline_attainment"):
+            got = b.get(key)
+            if not isinstance(got, dict):
+                continue
+            vals = {k: float(v) for k, v in got.items() if _f(v) is not None}
+            if vals != getattr(self, key):
+                setattr(self, key, vals)
+                self._changes.header = True
 
     def _on_stats(self, b: StatsBody) -> None:
+        self._baselines(b)
         tasks = b.get("tasks")
         hp_att: float | None = None
         hp_p99: float | None = None
@@ -292,7 +276,31 @@ class EngineModel:
         ):
             if v is not None and math.isfinite(v):
                 self.history[key].append(v)
+        self.samples += 1
         self._changes.charts = True
+
+    def reset_figures(self) -> None:
+        """After reset_stats: every figure blank and the charts empty until the engine's
+        next `stats` (the table shows – at once: the reset is visible)."""
+        for row in self.tasks.values():
+            for attr in ("requests", "attainment", "p50_ms", "p99_ms", "preempt_p99_us",
+                         "work_per_s", "throughput_norm"):  # fmt: skip
+                self._set(row, attr, None)
+        for h in self.history.values():
+            h.clear()
+        self.marks.clear()
+        self._changes.charts = self._changes.header = True
+
+    def mark_profile_load(self) -> None:
+        """A profile was loaded now: the charts draw a marker at this point."""
+        if not self.marks or self.marks[-1] != self.samples:
+            self.marks.append(self.samples)
+            self._changes.charts = True
+
+    def marks_in_view(self, n: int) -> list[int]:
+        """Marker positions among the last ``n`` chart points (0 = the oldest shown)."""
+        first = self.samples - n
+        return [s - first for s in self.marks if first <= s <= self.samples]
 
     def _task_stats(self, name: str, s: TaskStats) -> TaskRow:
         row = self._row(name)
@@ -313,6 +321,8 @@ class EngineModel:
         self._set(row, "throughput_norm", _f(f.get("throughput_norm")))
         if _f(f.get("slo_ms")) is not None and row.cls == "hp":
             self._set(row, "slo_effective_ms", _f(f.get("slo_ms")))
+        if "attached" in s:
+            self._attached(row, s.get("attached"))
         return row
 
     def _on_slice(self, b: SliceBody) -> None:
@@ -341,6 +351,8 @@ class EngineModel:
         if b.get("kind") == "set_policy" and isinstance(policy, str):
             self.policy = policy
             self._changes.header = True
+        if b.get("kind") == "load_profile":
+            self.mark_profile_load()
 
     def _on_request(self, b: RequestBody) -> None:
         pass  # per-request records: stats already aggregates them
@@ -350,6 +362,15 @@ class EngineModel:
         if state != self.connection:
             self.connection = state
             self._changes.header = True
+
+    def set_bad_frames(self, n: int) -> None:
+        if n != self.bad_frames:
+            self.bad_frames = n
+            self._changes.header = True
+
+    def bad_total(self) -> int:
+        """Messages that reached the console but could not be used: undecodable + bad."""
+        return self.bad_frames + self.bad_messages
 
     def age(self, now: float) -> float | None:
         return None if self.last_msg_at is None else max(0.0, now - self.last_msg_at)
@@ -416,41 +437,3 @@ class EngineModel:
                     s = cell_end
                     i += 1
         return hp, lp
-
-
-# -- parsing operator input (modal fields) ---------------------------------------------------
-_NUM = r"([0-9]*\.?[0-9]+(?:e[-+]?[0-9]+)?)"
-
-
-def parse_slice(text: str) -> dict[str, float | int]:
-    """``"100"``/``"100us"``/``"100µs"`` → ``{"us": 100.0}``; ``"64b"``/``"64 blocks"`` →
-    ``{"blocks": 64}``. Raises ValueError with an operator-readable message."""
-    s = text.strip().lower().replace(" ", "")
-    m = re.fullmatch(_NUM + r"(us|µs|b|blk|blocks?)?", s)
-    if not m:
-        raise ValueError("slice: a number of µs (e.g. 50us) or of blocks (e.g. 264b)")
-    v, unit = float(m.group(1)), m.group(2) or "us"
-    if unit in ("us", "µs"):
-        if v <= 0:
-            raise ValueError("slice: must be > 0 µs")
-        return {"us": v}
-    if v != int(v) or v <= 0:
-        raise ValueError("slice: blocks must be a positive integer")
-    return {"blocks": int(v)}
-
-
-def parse_slo(text: str) -> dict[str, float]:
-    """``"5"``/``"5ms"`` → ``{"ms": 5.0}``; ``"1.2x"`` → ``{"factor": 1.2}``."""
-    s = text.strip().lower().replace(" ", "")
-    m = re.fullmatch(_NUM + r"(ms|x)?", s)
-    if not m or float(m.group(1)) <= 0:
-        raise ValueError("SLO: a positive number of ms (e.g. 5ms) or a factor (e.g. 1.2x)")
-    v = float(m.group(1))
-    return {"factor": v} if m.group(2) == "x" else {"ms": v}
-
-
-def parse_priority(text: str) -> dict[str, int]:
-    try:
-        return {"priority": int(text.strip())}
-    except ValueError:
-        raise ValueError("priority: an integer (larger is more important)") from None

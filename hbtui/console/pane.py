@@ -14,9 +14,11 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Static
 
+from hbtui.console import programs
 from hbtui.console.charts import HistoryChart, TimelineStrip
 from hbtui.console.model import DISCONNECTED, LIVE, STALE, EngineModel
 from hbtui.console.table import TaskTable
+from hbtui.console.wire import MAX_NUM
 
 
 def _fmt(v: Any, fmt: str, unit: str = "") -> str:
@@ -32,6 +34,7 @@ class StatusHeader(Static):
         age = m.age(now)
         conn_style = {LIVE: "bold green", STALE: "bold yellow", DISCONNECTED: "bold red"}
         t = Text.assemble(("engine ", "dim"), (m.engine_id or "?", "bold"), "  ")
+        t.no_wrap, t.overflow = True, "ellipsis"  # two lines, cut with … (never wrapped)
         if m.backend == "sim":
             t.append(" simulated GPU ", style="bold black on yellow")
         else:
@@ -61,6 +64,11 @@ class StatusHeader(Static):
         t.append(str(dropped), style="bold red" if dropped else "")
         if dropped:
             t.append(f" (seq gaps {m.gaps}, engine {m.engine_dropped})", style="dim")
+        bad = m.bad_total()
+        if bad:
+            t.append(f"  bad messages: {bad}", style="bold red")
+            if m.last_bad:
+                t.append(f" (last: {programs.cut(m.last_bad, 60)})", style="dim")
         t.append(f"  {label}", style="dim")
         if extra:
             t.append(f"  {extra}", style="bold yellow")
@@ -98,48 +106,65 @@ class GpuPanel(Static):
         self.update(t)
 
 
-def fmt_value(key: str, v: Any) -> str:
-    """An event field for people: units from the key's suffix, dicts as ``k v, k v``."""
+EVENT_ITEMS = 8  # entries of a list or map shown in an event line
+EVENT_TEXT = 80  # characters of one string shown in an event line
+EVENT_LINE = 240  # characters of one event line
+
+
+def fmt_value(key: str, v: Any, depth: int = 0) -> str:
+    """An event field for people: units from the key's suffix, dicts as ``k v, k v``.
+    Bounded whatever the engine sends: nesting, items and lengths are cut with …"""
+    if depth > 2:
+        return "…"
     unit = ""
     for suffix, u in (("_ms", " ms"), ("_us", " µs"), ("_ns", " ns"), ("_s", " s"), ("_pct", " %")):
         if key.endswith(suffix):
             unit = u
             break
-    if isinstance(v, dict):
-        return ", ".join(f"{k} {fmt_value(key, x)}" for k, x in v.items()) or "–"
-    if isinstance(v, list | tuple):
-        return ", ".join(fmt_value(key, x) for x in v) or "–"
+    if isinstance(v, dict | list | tuple):
+        items = list(v.items())[: EVENT_ITEMS + 1] if isinstance(v, dict) else list(v)
+        parts = [
+            f"{programs.cut(str(x[0]), EVENT_TEXT)} {fmt_value(key, x[1], depth + 1)}"
+            if isinstance(v, dict)
+            else fmt_value(key, x, depth + 1)
+            for x in items[:EVENT_ITEMS]
+        ]
+        if len(v) > EVENT_ITEMS:
+            parts.append("…")
+        return ", ".join(parts) or "–"
     if isinstance(v, bool):
         return "yes" if v else "no"
     if isinstance(v, float):
         return f"{v:.4g}{unit}"
     if isinstance(v, int):
-        return f"{v}{unit}"
-    return str(v)
+        return f"{v}{unit}" if abs(v) < 10**18 else f"{v:.4g}{unit}"
+    return programs.cut(str(v), EVENT_TEXT)
 
 
 def fmt_event(e: dict[str, Any]) -> Text:
     """One event line: ``kind  key value · key value`` (no Python reprs)."""
     level = e.get("level", "info")
     style = {"error": "bold red", "warning": "yellow"}.get(str(level), "bold")
-    t = Text(str(e.get("kind", "event")), style=style)
+    t = Text(programs.cut(str(e.get("kind", "event")), EVENT_TEXT), style=style)
     parts = []
-    for k, v in e.items():
+    for k, v in list(e.items())[:32]:
         if k in ("kind", "ts_ns", "level") or v is None:
             continue
+        k = programs.cut(str(k), EVENT_TEXT)
         name = k
         for suffix in ("_ms", "_us", "_ns", "_pct"):
             name = name.removesuffix(suffix)
         parts.append(f"{name.replace('_', ' ')} {fmt_value(k, v)}")
     if parts:
-        t.append("  " + " · ".join(parts))
+        t.append(programs.cut("  " + " · ".join(parts), EVENT_LINE))
     return t
 
 
 def value_line(m: EngineModel, baseline_ms: dict[str, float]) -> Text:
-    """What the scheduler buys, from live data: HP's SLO attainment (and its latency when
-    running alone, from the engine's calibration), LP's speed against running alone, and
-    how long HP waits for the GPU (preemption p99)."""
+    """What the scheduler buys, from live data: HP's SLO attainment next to what HP gets
+    running alone (the exclusive attainment when the engine reports it, else the
+    exclusive p99 from its calibration), LP's speed against running alone, and how long
+    HP waits for the GPU (preemption p99)."""
     hp = [r for r in m.tasks.values() if r.cls == "hp"]
     lp = [r for r in m.tasks.values() if r.cls == "lp"]
     t = Text()
@@ -160,8 +185,11 @@ def value_line(m: EngineModel, baseline_ms: dict[str, float]) -> Text:
         t.append(f"{top.attainment * 100:.1f} %", style=style)
         slo = top.slo_effective_ms or top.slo_ms
         t.append(" of requests within SLO" + (f" {slo:.3g} ms" if slo else ""))
+    alone_att = m.baseline_attainment.get(top.name)
     alone = baseline_ms.get(top.name)
-    if alone is not None:
+    if alone_att is not None:
+        t.append(f" (alone: {alone_att * 100:.1f} %)", style="dim")
+    elif alone is not None:
         t.append(f" (alone: p99 {alone:.3g} ms", style="dim")
         if top.p99_ms is not None:
             t.append(f", now {top.p99_ms:.3g} ms", style="dim")
@@ -183,10 +211,17 @@ def value_line(m: EngineModel, baseline_ms: dict[str, float]) -> Text:
 
 
 def baseline_from_events(m: EngineModel) -> dict[str, float]:
+    """The exclusive p99 per HP task: from state/stats, else the `calibrated` event."""
+    if m.baseline_p99_ms:
+        return m.baseline_p99_ms
     for e in reversed(m.events):
         b = e.get("baseline_p99_ms")
         if e.get("kind") == "calibrated" and isinstance(b, dict):
-            return {k: float(v) for k, v in b.items() if isinstance(v, int | float)}
+            return {
+                str(k): float(v)
+                for k, v in b.items()
+                if isinstance(v, int | float) and 0 <= v <= MAX_NUM
+            }
     return {}
 
 
@@ -196,6 +231,7 @@ class EnginePane(Vertical):
     DEFAULT_CSS = """
     EnginePane { height: 1fr; }
     EnginePane #value { height: auto; padding: 0 1; }
+    EnginePane #detail { height: 1; padding: 0 1; display: none; text-wrap: nowrap; }
     EnginePane #intro { height: auto; padding: 0 1; color: $text-muted; border: round $accent; }
     EnginePane #waiting {
         height: auto; padding: 1 2; border: heavy $warning; color: $warning; display: none;
@@ -230,6 +266,7 @@ class EnginePane(Vertical):
             yield Static(Text(self.intro), id="intro")
         yield Static(id="waiting")
         yield TaskTable(id="tasks")
+        yield Static(id="detail")
         with Horizontal(id="lower"):
             with Vertical(classes="chartcol"):
                 yield HistoryChart(
@@ -289,19 +326,13 @@ class EnginePane(Vertical):
         # The header shows a message age, so it changes every tick anyway.
         self.query_one(StatusHeader).show(m, self.clock(), self.label, self.extra)
         self._connection_view()
-        if full or ch.events:
+        if full or ch.events or ch.header:
             self.baseline_ms = baseline_from_events(m) or self.baseline_ms
-        if full or ch.charts or ch.rows or ch.events:
+        if full or ch.charts or ch.rows or ch.events or ch.header:
             self.query_one("#value", Static).update(value_line(m, self.baseline_ms))
+        self._detail_line(table)
         if full or ch.charts:
-            h = m.history
-            self.query_one("#c-att", HistoryChart).set_data(
-                [v * 100 for v in h["attainment"]], 99.0
-            )
-            self.query_one("#c-p99", HistoryChart).set_data(h["hp_p99_ms"], m.slo_line_ms)
-            self.query_one("#c-pre", HistoryChart).set_data(h["preempt_p99_us"])
-            self.query_one("#c-lp", HistoryChart).set_data(h["lp_norm"], 1.0)
-            self.query_one("#c-harvest", HistoryChart).set_data([v * 100 for v in h["harvest"]])
+            self._charts()
         if full or ch.gpu or ch.charts:
             self.query_one(GpuPanel).show(m)
         strip = self.query_one(TimelineStrip)
@@ -312,6 +343,41 @@ class EnginePane(Vertical):
         if full or ch.events:
             lines = Text("\n").join(fmt_event(e) for e in reversed(list(m.events)[-12:]))
             self.query_one("#events", Static).update(lines if m.events else "no events yet")
+
+    def _charts(self) -> None:
+        m, h = self.model, self.model.history
+        for cid, values, limit in (
+            ("#c-att", [v * 100 for v in h["attainment"]], 99.0),
+            ("#c-p99", list(h["hp_p99_ms"]), m.slo_line_ms),
+            ("#c-pre", list(h["preempt_p99_us"]), None),
+            ("#c-lp", list(h["lp_norm"]), 1.0),
+            ("#c-harvest", [v * 100 for v in h["harvest"]], None),
+        ):
+            self.query_one(cid, HistoryChart).set_data(
+                values, limit, marks=m.marks_in_view(len(values))
+            )
+
+    def set_zoom(self, zoomed: bool) -> None:
+        """Zoom: charts with a fixed range (attainment 0–100 %) scale to their data."""
+        for chart in self.query(HistoryChart):
+            chart.zoomed = zoomed
+            chart.refresh()
+
+    def _detail_line(self, table: TaskTable) -> None:
+        """Under the table: the selected program's pid, whole command and status; else
+        how many columns lie off to the right (← → scroll to them)."""
+        detail = self.query_one("#detail", Static)
+        name = table.selected_task()
+        row = self.model.tasks.get(name) if name is not None else None
+        if row is not None and row.attached is not None:
+            detail.update(programs.detail(row))
+            detail.display = True
+            return
+        hidden = table.hidden_columns()
+        if hidden:
+            cols = "column" if hidden == 1 else "columns"
+            detail.update(Text(f"→ {hidden} more {cols}: ← → scroll the table", style="dim"))
+        detail.display = bool(hidden)
 
     def selected_task(self) -> str | None:
         return self.query_one(TaskTable).selected_task()

@@ -1,4 +1,10 @@
-"""Modal screens: the edit dialog, pickers (policy, profile), save-as and the help screen."""
+"""Modal screens: the edit dialog, pickers (policy, profile), a yes/no confirmation and
+the help screen.
+
+Every string they show may come from the wire (task and profile names, paths, engine
+messages): each goes in as ``rich.text.Text``, never as markup, so ``[/]`` or
+``[bold red]`` in a name shows as typed and never raises MarkupError.
+"""
 
 from __future__ import annotations
 
@@ -47,10 +53,10 @@ class EditModal(ModalScreen[dict[str, Any] | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Label(self.title_text, classes="title")
+            yield Label(Text(self.title_text), classes="title")
             yield Input(value=self.current, id="value", select_on_focus=True)
             yield Static("", classes="error", id="error")
-            yield Label(self.hint + "\nEnter applies, Esc cancels.", classes="hint")
+            yield Label(Text(self.hint + "\nEnter applies, Esc cancels."), classes="hint")
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         try:
@@ -87,16 +93,40 @@ class PickerModal(ModalScreen[str | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Label(self.title_text, classes="title")
-            yield OptionList(*(Option(label, id=oid) for oid, label in self.options))
+            yield Label(Text(self.title_text), classes="title")
+            yield OptionList(*(Option(Text(label), id=oid) for oid, label in self.options))
             if self.hint:
-                yield Label(self.hint, classes="hint")
+                yield Label(Text(self.hint), classes="hint")
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
         self.dismiss(event.option.id)
 
     def action_cancel(self) -> None:
         self.dismiss(None)
+
+
+class ConfirmModal(ModalScreen[bool]):
+    """A yes/no question. Returns True for yes (y, Enter), False for no (n, Esc)."""
+
+    DEFAULT_CSS = _MODAL_CSS.replace("NAME", "ConfirmModal")
+    BINDINGS = [
+        Binding("y,enter", "answer(True)", "Yes"),
+        Binding("n,escape", "answer(False)", "No"),
+    ]
+
+    def __init__(self, title: str, question: str) -> None:
+        super().__init__()
+        self.title_text = title
+        self.question = question
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Label(Text(self.title_text), classes="title")
+            yield Label(Text(self.question))
+            yield Label(Text("y / Enter: yes    n / Esc: no"), classes="hint")
+
+    def action_answer(self, yes: bool) -> None:
+        self.dismiss(yes)
 
 
 class HelpScreen(ModalScreen[None]):
@@ -138,7 +168,7 @@ class HelpScreen(ModalScreen[None]):
             with VerticalScroll():
                 yield Static(table)
             if self.notes:
-                yield Label(self.notes, classes="hint")
+                yield Label(Text(self.notes), classes="hint")
 
     def action_close(self) -> None:
         self.dismiss(None)

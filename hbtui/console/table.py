@@ -2,7 +2,9 @@
 
 Columns size to their content as it changes (``update_width``), never to the first
 frame, so a value is never cut; every number carries its unit in the header or cell.
-The sorted column's header carries ▲/▼.
+The sorted column's header carries ▲/▼. Programs under ``hbtui run`` add their own
+columns (``hbtui.console.programs``) once an engine reports one. The task column stays
+put while the others scroll sideways (← →) in a narrow terminal.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import Any
 from rich.text import Text
 from textual.widgets import DataTable
 
+from hbtui.console import programs
 from hbtui.console.model import TaskRow
 
 # (column key, label); the key is also the sort key name.
@@ -28,8 +31,8 @@ COLUMNS = (
     ("slice", "slice"),
     ("state", "state"),
 )
-COLUMN_KEYS = tuple(k for k, _ in COLUMNS)
-LABELS = dict(COLUMNS)
+COLUMN_KEYS = tuple(k for k, _ in COLUMNS) + tuple(k for k, _ in programs.COLUMNS)
+LABELS = dict(COLUMNS) | dict(programs.COLUMNS)
 
 
 def slo_text(row: TaskRow) -> str:
@@ -85,8 +88,16 @@ def cells(row: TaskRow) -> dict[str, Text]:
     att = row.attainment * 100 if (hp and row.attainment is not None) else None
     norm = row.throughput_norm if not hp else None
     state_style = "yellow" if row.pending else "dim" if row.paused else "green"
+    state = row.state_text()
+    if row.attached is not None and not row.pending:
+        state = programs.status_text(row)
+        if row.attached.get("status") == "detached":
+            state_style = "dim"
+    name = programs.cut(row.name, programs.NAME_CELL)
     return {
-        "name": Text(row.name, style="bold"),
+        "name": Text(
+            f"{programs.MARK} {name}" if row.attached is not None else name, style="bold"
+        ),  # fmt: skip
         "cls": Text(row.cls.upper(), style="magenta" if hp else "cyan"),
         "priority": Text(str(row.priority), justify="right"),
         "slo": Text(slo_text(row), justify="right"),
@@ -98,7 +109,7 @@ def cells(row: TaskRow) -> dict[str, Text]:
         ),
         "lpnorm": _num(norm, "{:.2f}"),
         "slice": Text(slice_text(row), justify="right"),
-        "state": Text(row.state_text(), style=state_style),
+        "state": Text(state, style=state_style),
     }
 
 
@@ -115,13 +126,15 @@ class TaskTable(DataTable):
     """Tasks keyed by name. ``sync`` touches only the rows the model says changed."""
 
     DEFAULT_CSS = """
-    TaskTable { height: auto; max-height: 12; }
+    TaskTable { height: auto; max-height: 13; overflow-x: auto; scrollbar-size-horizontal: 1; }
     """
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id, cursor_type="row", zebra_stripes=True)
+        self.fixed_columns = 1  # the task name stays while the others scroll sideways
         self.sort_column: str | None = None
         self.sort_reverse = False
+        self.programs = False  # the program columns are shown
         self._shown: dict[str, dict[str, str]] = {}  # what each cell shows now
 
     def on_mount(self) -> None:
@@ -129,23 +142,57 @@ class TaskTable(DataTable):
             self.add_column(label, key=key)
         self._mark_sorted()
 
+    def keys(self) -> tuple[str, ...]:
+        """The keys of the columns shown now, in order."""
+        return tuple(k for k in COLUMN_KEYS if k in self.columns)
+
+    def _cells(self, row: TaskRow) -> dict[str, Text]:
+        c = cells(row)
+        if self.programs:
+            c |= programs.cells(row)
+        return c
+
+    def _add_program_columns(self, rows: dict[str, TaskRow]) -> None:
+        self.programs = True
+        for key, label in programs.COLUMNS:
+            self.add_column(label, key=key, default=Text("–"))
+        for name in self._shown:
+            if name in rows:
+                for key, cell in programs.cells(rows[name]).items():
+                    self.update_cell(name, key, cell, update_width=True)
+                    self._shown[name][key] = cell.markup
+
+    def hidden_columns(self) -> int:
+        """How many columns lie (partly) right of the visible area: ← → scroll to them."""
+        if self.max_scroll_x <= 0:
+            return 0
+        edge = self.scroll_x + self.scrollable_content_region.width
+        x, n = 0, 0
+        for col in self.ordered_columns:
+            x += col.get_render_width(self)
+            if x > edge:
+                n += 1
+        return n
+
     def sync(
         self, rows: dict[str, TaskRow], changed: set[str], added: list[str], removed: list[str]
     ) -> None:
+        if not self.programs and any(r.attached is not None for r in rows.values()):
+            self._add_program_columns(rows)
         for name in removed:
             if name in self._shown:
                 self.remove_row(name)
                 del self._shown[name]
         for name in added:
             if name in rows and name not in self._shown:
-                c = cells(rows[name])
-                self.add_row(*(c[k] for k, _ in COLUMNS), key=name)
+                c = self._cells(rows[name])
+                self.add_row(*(c[k] for k in self.keys()), key=name)
                 self._shown[name] = {k: v.markup for k, v in c.items()}
         for name in changed:
             if name not in rows or name not in self._shown:
                 continue
             shown = self._shown[name]
-            for key, cell in cells(rows[name]).items():
+            for key, cell in self._cells(rows[name]).items():
                 m = cell.markup
                 if shown.get(key) != m:  # skip identical cells: no redraw for them
                     self.update_cell(name, key, cell, update_width=True)
@@ -161,7 +208,7 @@ class TaskTable(DataTable):
     def _mark_sorted(self) -> None:
         """▲/▼ after the sorted column's label; the others plain."""
         changed = False
-        for key, label in COLUMNS:
+        for key, label in LABELS.items():
             col = self.columns.get(key)  # type: ignore[call-overload]
             if col is None:
                 continue
@@ -183,7 +230,7 @@ class TaskTable(DataTable):
         return f"{LABELS[self.sort_column]} ({order})"
 
     def cycle_sort(self) -> str:
-        keys = list(COLUMN_KEYS)
+        keys = list(self.keys())
         i = keys.index(self.sort_column) + 1 if self.sort_column in keys else 0
         self.sort_column = keys[i % len(keys)]
         self.apply_sort()

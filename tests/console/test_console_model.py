@@ -5,14 +5,8 @@ from __future__ import annotations
 import pytest
 from console_fixtures import slice_body, state_body, stats_body
 
-from hbtui.console.model import (
-    DISCONNECTED,
-    LIVE,
-    EngineModel,
-    parse_priority,
-    parse_slice,
-    parse_slo,
-)
+from hbtui.console.limits import parse_priority, parse_slice, parse_slo
+from hbtui.console.model import DISCONNECTED, LIVE, EngineModel
 from hbtui.engine import protocol as P
 
 
@@ -117,7 +111,7 @@ def test_parse_slice(text: str, want: dict) -> None:
     assert parse_slice(text) == want
 
 
-@pytest.mark.parametrize("text", ["", "-5", "0", "1.5b", "fast", "5ms"])
+@pytest.mark.parametrize("text", ["", "-5", "0", "1.5b", "fast", "5s"])
 def test_parse_slice_rejects(text: str) -> None:
     with pytest.raises(ValueError, match="slice"):
         parse_slice(text)
@@ -166,10 +160,14 @@ def test_header_names_which_gpu_of_the_box() -> None:
     hdr.update = shown.append  # type: ignore[method-assign]
     hdr.show(m, 1.0, "", "")
     assert "NVIDIA H200 #1 (00000000:2A:00.0)" in shown[-1].plain
-    # an older engine (protocol minor 0) sends no bus id; a bad index is ignored
+    # a bad index makes the message bad: counted, nothing of it applied
     m.apply(env("state", 2, dict(body, device_index=True)), 1.1)
+    assert (m.device_index, m.pci_bus_id) == (1, "00000000:2A:00.0")
+    assert m.bad_messages == 1 and "state.device_index" in m.last_bad
+    # an older engine (protocol minor 0) sends neither
+    m.apply(env("state", 3, body), 1.2)
     assert (m.device_index, m.pci_bus_id) == (None, "") and m.take_changes().header
-    hdr.show(m, 1.1, "", "")
+    hdr.show(m, 1.2, "", "")
     assert "#" not in shown[-1].plain.split("\n")[0]
 
 
@@ -187,26 +185,30 @@ def test_fixtures_use_only_declared_names() -> None:
 
 
 def test_alias_names_are_not_read() -> None:
-    """The console reads exactly the declared names; old alternatives are ignored."""
+    """The console reads exactly the declared names; old alternatives are ignored, and a
+    declared name with another shape (a bare-string profile, tasks as a map) makes the
+    message bad: counted, nothing of it applied."""
     m = EngineModel()
-    st = dict(state_body(), profile="default")  # a bare string, not {"name", "path"}
+    st = state_body()
     st["tasks"] = [dict(t) for t in st["tasks"]]
     st["tasks"][0]["cls"] = st["tasks"][0].pop("class")
     m.apply(env("state", 1, st), 0.0)
-    assert m.profile == "" and m.tasks["llm"].cls == "?" and m.tasks["chat"].cls == "hp"
-    m.apply(env("state", 2, dict(st, tasks={"x": {"class": "lp"}})), 0.0)  # a map: ignored
-    assert "x" not in m.tasks and "llm" in m.tasks
+    assert m.tasks["llm"].cls == "?" and m.tasks["chat"].cls == "hp" and m.bad_messages == 0
+    m.apply(env("state", 2, dict(st, profile="other")), 0.0)  # not {"name", "path"}
+    assert m.profile == "default" and m.bad_messages == 1 and "state.profile" in m.last_bad
+    m.apply(env("state", 3, dict(st, tasks={"x": {"class": "lp"}})), 0.0)  # a map
+    assert "x" not in m.tasks and "llm" in m.tasks and m.bad_messages == 2
     body = {
         "tasks": {"chat": {"class": "hp", "attainment": 0.5, "preemption_p99_us": 9.0}},
         "harvest_ratio": 0.4,  # cumulative: the console shows window.harvest_ratio
         "dropped": 5,  # not telemetry.dropped
     }
-    m.apply(env("stats", 3, body), 0.0)
+    m.apply(env("stats", 4, body), 0.0)
     chat = m.tasks["chat"]
     assert chat.attainment is None and chat.preempt_p99_us is None
-    assert m.harvest_ratio is None and m.engine_dropped == 0
-    m.apply(env("stats", 4, {"tasks": [{"name": "chat", "class": "lp"}]}), 0.0)  # a list
-    assert m.tasks["chat"].cls == "hp"
+    assert m.harvest_ratio is None and m.engine_dropped == 0 and m.bad_messages == 2
+    m.apply(env("stats", 5, {"tasks": [{"name": "chat", "class": "lp"}]}), 0.0)  # a list
+    assert m.tasks["chat"].cls == "hp" and m.bad_messages == 3
 
 
 BAD = [

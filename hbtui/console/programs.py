@@ -1,0 +1,117 @@
+"""How the console shows a program under ``hbtui run`` (an *attached* task).
+
+An attached task is a row like a profile task, plus: a ⚙ marker on its name, its pid and
+command (cut in the table, whole in the detail line under it), attached or detached,
+kernels per second, launches held for a grant (LP) and the share of its GPU time in
+kernels whose PTX is known, i.e. that the engine can slice ("PTX 35 %", "—" when there
+is no data yet). The fields are ``hbtui.engine.protocol.AttachedInfo``'s.
+"""
+
+from __future__ import annotations
+
+import shlex
+from typing import Any
+
+from rich.text import Text
+
+from hbtui.console.model import TaskRow
+
+MARK = "⚙"
+CMD_CELL = 24  # characters of the command shown in the table
+NAME_CELL = 40  # characters of a task name shown in the table (the key keeps it whole)
+
+# (column key, label), added to the table once an engine reports an attached task.
+COLUMNS = (
+    ("program", "program"),
+    ("kps", "kernels/s"),
+    ("held", "held"),
+    ("ptx", "PTX"),
+)
+
+
+def cut(s: str, n: int) -> str:
+    """``s`` in at most ``n`` characters, an ellipsis marking a cut."""
+    return s if len(s) <= n else s[: max(0, n - 1)] + "…"
+
+
+def command(att: dict[str, Any]) -> str:
+    """The command line as a shell would read it (arguments quoted where needed)."""
+    cmd = att.get("cmd")
+    if not isinstance(cmd, list) or not cmd:
+        return ""
+    return shlex.join(str(a) for a in cmd)
+
+
+def pid_text(att: dict[str, Any]) -> str:
+    pid = att.get("pid")
+    return f"{MARK} pid {pid}" if isinstance(pid, int) and pid > 0 else f"{MARK} starting"
+
+
+def status_text(row: TaskRow) -> str:
+    """attached / detached, and what else an operator must know (ungated, paused)."""
+    att = row.attached or {}
+    bits = [str(att.get("status") or "attached")]
+    if att.get("ungated"):
+        bits.append("ungated")
+    if row.paused:
+        bits.append("paused")
+    return ", ".join(bits)
+
+
+def ptx_text(att: dict[str, Any]) -> str:
+    share = att.get("sliceable_share")
+    if isinstance(share, int | float) and not isinstance(share, bool):
+        return f"PTX {min(1.0, max(0.0, share)) * 100:.0f} %"
+    return "—"
+
+
+def cells(row: TaskRow) -> dict[str, Text]:
+    """The program columns of one row ("–" for a profile task)."""
+    att = row.attached
+    if att is None:
+        return {k: Text("–", justify="right" if k != "program" else "left") for k, _ in COLUMNS}
+    kps = att.get("kernels_per_s")
+    held = att.get("held")
+    lp = row.cls == "lp"
+    return {
+        "program": Text.assemble(
+            (pid_text(att), "bold"), " ", (cut(command(att), CMD_CELL), "dim")
+        ),
+        "kps": Text(f"{kps:.0f}" if isinstance(kps, int | float) else "–", justify="right"),
+        "held": Text(
+            str(held) if lp and isinstance(held, int) else "–",
+            justify="right",
+            style="yellow" if lp and isinstance(held, int) and held > 0 else "",
+        ),
+        "ptx": Text(ptx_text(att) if lp else "–", justify="right"),
+    }
+
+
+def detail(row: TaskRow) -> Text:
+    """One line about the selected program: everything the table cuts or leaves out."""
+    att = row.attached or {}
+    t = Text.assemble((f"{pid_text(att)} ", "bold"), (row.name, "bold"))
+    launcher = att.get("launcher_pid")
+    if isinstance(launcher, int) and launcher > 0:
+        t.append(f" (hbtui run pid {launcher})", style="dim")
+    t.append("  ")
+    t.append(command(att) or "(command not known yet)")
+    t.append(f"  · {status_text(row)}")
+    if row.cls == "lp":
+        t.append(" · gated" if att.get("gated") else " · not gated")
+        t.append(f" · {ptx_text(att)} sliceable")
+    else:
+        src = att.get("requests_from")
+        if src == "bursts":
+            idle = att.get("idle_ms")
+            gap = f" (idle > {idle:g} ms)" if isinstance(idle, int | float) else ""
+            t.append(f" · requests inferred from bursts{gap}")
+        elif src == "markers":
+            t.append(" · requests from hbtui.request() markers")
+    launches = att.get("launches")
+    if isinstance(launches, int):
+        t.append(f" · {launches} launches")
+    shm = att.get("shm")
+    if isinstance(shm, str) and shm:
+        t.append(f" · shm {shm}", style="dim")
+    return t
