@@ -160,3 +160,12 @@ def test_temporal_holds_lp_during_a_request_hummingbird_uses_fitting_bubbles() -
         lp.inflight.clear()
         s._gate([at], [hp], hp.idle_since + 1 * US)
         assert att.granted <= 1, policy
+
+
+def test_a_bubble_that_outlasted_the_short_ones_is_used() -> None:
+    hp = HpTracker(idle_ns=10_000 * US)
+    hp.gaps.extend([5 * US] * 80 + [400 * US] * 20)  # kernel gaps, and host gaps
+    need = 50 * US
+    assert not hp.bubble_fits(1 * US, need)  # most bubbles end within 5 us
+    assert hp.bubble_fits(10 * US, need)  # past 5 us only the 400-us ones are left
+    assert not hp.bubble_fits(380 * US, need)  # too close to their end

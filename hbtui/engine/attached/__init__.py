@@ -9,7 +9,8 @@ launches go as the engine's policy says:
 - ``exclusive``: LP held entirely; ``spatial``: LP ungated (mode PASS, nothing waits);
 - ``temporal``: LP granted only while no HP request is in flight (and HP idle);
 - ``hummingbird``: as temporal, and inside HP requests a held LP kernel goes into a
-  bubble (HP GPU-idle) when its learned duration fits the predicted bubble.
+  bubble (HP GPU-idle) when, of the recent bubbles that lasted as long as this one has,
+  90 % also lasted its learned duration + a margin (engine.attached.hp.bubble_fits).
 
 Between HP requests granted-but-unfinished LP work is kept within the task's budget
 (``slice_us``), which bounds how long an arriving HP request can wait behind LP
@@ -24,6 +25,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from hbtui.attach import layout as L
@@ -51,6 +53,11 @@ def _fine_timer_slack() -> None:
             ctypes.CDLL(None, use_errno=True).prctl(29, 1000, 0, 0, 0)  # PR_SET_TIMERSLACK, 1 us
         except (OSError, AttributeError):
             pass
+
+
+def _fits_all(open_hps: list[HpTracker], now: int, duration_ns: float) -> bool:
+    need = duration_ns + BUBBLE_MARGIN_NS
+    return all(h.bubble_fits(now - h.idle_since, need) for h in open_hps)
 
 
 class AttachError(Exception):
@@ -255,11 +262,7 @@ class AttachedSet:
             if not in_request:
                 lp.grant_within(budget)
             elif policy == "hummingbird" and not hp_busy:
-                bubble = min(
-                    (h.predicted_bubble_ns() - (now - h.idle_since) for h in hps if h.open),
-                    default=0,
-                )
-                lp.grant_one_if(min(bubble, budget), BUBBLE_MARGIN_NS)
+                lp.grant_one_if(partial(_fits_all, [h for h in hps if h.open], now), budget)
 
     def _read_names(self, at: AttachedTask) -> None:
         for m in at.att.modules():

@@ -18,6 +18,7 @@ attached), so latencies carry up to one poll period of error.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import deque
 from dataclasses import dataclass
 
@@ -27,6 +28,7 @@ from hbtui.engine.metrics import Histogram
 KIND_REQ_BEGIN = L.KIND_REQ_BEGIN
 KIND_REQ_END = L.KIND_REQ_END
 GAPS_KEPT = 256  # in-request bubbles remembered for the prediction
+MIN_GAPS = 16  # no bubble prediction before this many were seen
 
 
 @dataclass(slots=True)
@@ -49,6 +51,7 @@ class HpTracker:
         self.open: deque[HpRequest] = deque()
         self.next_id = 0
         self.gaps: deque[int] = deque(maxlen=GAPS_KEPT)
+        self._sorted: list[int] | None = None  # gaps, sorted (rebuilt when they change)
         self.launches = 0
         self.untracked = 0  # launches without a completion counter (busy unknown)
         self.latency = Histogram()
@@ -72,6 +75,7 @@ class HpTracker:
         self.launches += 1
         if not self.busy and self.open and self.idle_since:
             self.gaps.append(max(0, rec.enqueue_ns - self.idle_since))
+            self._sorted = None
         if rec.comp_slot == L.COMP_NONE:
             self.untracked += 1
         else:
@@ -110,12 +114,24 @@ class HpTracker:
     def in_request(self) -> bool:
         return bool(self.open) or self.busy
 
-    def predicted_bubble_ns(self) -> int:
-        """A cautious guess of the current bubble's length: the 10th percentile of the
-        recent in-request gaps (0 with fewer than 16 seen)."""
-        if len(self.gaps) < 16:
-            return 0
-        return sorted(self.gaps)[len(self.gaps) // 10]
+    def bubble_fits(self, elapsed_ns: int, need_ns: float, confidence: float = 0.9) -> bool:
+        """Whether a bubble that has lasted ``elapsed_ns`` will last ``need_ns`` more, with
+        at least ``confidence``: among the recent in-request bubbles at least that long,
+        the share that also lasted ``elapsed_ns + need_ns`` (the empirical survival
+        function). Waiting through the short bubbles is what makes the long ones usable:
+        inter-kernel gaps of a few µs say nothing about a host gap that already lasted
+        100 µs."""
+        if len(self.gaps) < MIN_GAPS:
+            return False
+        if self._sorted is None:
+            self._sorted = sorted(self.gaps)
+        g = self._sorted
+        n = len(g)
+        alive = n - bisect_left(g, elapsed_ns)
+        if alive < MIN_GAPS // 2:
+            return False
+        last = n - bisect_left(g, elapsed_ns + need_ns)
+        return last >= confidence * alive
 
     def take_done(self) -> list[tuple[HpRequest, int]]:
         d, self.done = self.done, []

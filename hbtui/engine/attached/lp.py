@@ -14,6 +14,7 @@ runs, alone, when nothing else is in flight: LP never starves on a big kernel.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from hbtui.attach import layout as L
@@ -108,12 +109,16 @@ class LpGate:
             if pend:
                 self._grant(pend[0].seq)
 
-    def grant_one_if(self, bubble_ns: float, margin_ns: float) -> bool:
-        """In a bubble inside an HP request: the oldest held launch, if it fits."""
+    def grant_one_if(self, fits: Callable[[float], bool], cap_ns: float) -> bool:
+        """In a bubble inside an HP request: the oldest held launch, alone, if
+        ``fits(its learned duration)`` and the duration is within ``cap_ns``."""
         if self.inflight:
             return False
         pend = self.att.pending()
-        if pend and self.duration_ns(pend[0].func) + margin_ns <= bubble_ns:
+        if not pend:
+            return False
+        d = self.duration_ns(pend[0].func)
+        if d <= cap_ns and fits(d):
             self._grant(pend[0].seq)
             return True
         return False
