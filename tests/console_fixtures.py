@@ -159,3 +159,80 @@ def demo_model() -> EngineModel:
         T0 - 0.3,
     )
     return m
+
+
+def attached_state_body() -> dict:
+    """The demo state plus two programs under `hbtui run`: an HP server and an LP trainer
+    (``attached`` is ``hbtui.engine.protocol.AttachedInfo``)."""
+    st = state_body()
+    st["tasks"] = [t for t in st["tasks"] if t["name"] in ("llm", "train")] + [
+        {
+            "name": "serve",
+            "class": "hp",
+            "priority": 20,
+            "paused": False,
+            "slo_ms": 8.0,
+            "slo_factor": None,
+            "slo_effective_ms": 8.0,
+            "attached": {
+                "pid": 4242,
+                "launcher_pid": 4240,
+                "cmd": ["python", "serve.py", "--model", "llama-3-8b", "--port", "8000"],
+                "shm": "/hbtui-4240-serve",
+                "status": "attached",
+                "gated": False,
+                "ungated": False,
+                "kernels_per_s": 1520.4,
+                "launches": 91234,
+                "held": 0,
+                "sliceable_share": None,
+                "requests_from": "markers",
+                "idle_ms": 2.0,
+            },  # fmt: skip
+        },
+        {
+            "name": "finetune",
+            "class": "lp",
+            "priority": 0,
+            "paused": False,
+            "slice_us": None,
+            "slice_blocks": None,
+            "attached": {
+                "pid": 5151,
+                "launcher_pid": 5150,
+                "cmd": ["torchrun", "--nproc-per-node", "1", "train.py", "--epochs", "3"],
+                "shm": "/hbtui-5150-finetune",
+                "status": "attached",
+                "gated": True,
+                "ungated": False,
+                "kernels_per_s": 880.0,
+                "launches": 40211,
+                "held": 3,
+                "sliceable_share": 0.35,
+                "requests_from": "bursts",
+                "idle_ms": 2.0,
+            },  # fmt: skip
+        },
+    ]
+    return st
+
+
+def attached_stats_body(i: int) -> dict:
+    s = stats_body(i)
+    s["tasks"] = {k: v for k, v in s["tasks"].items() if k in ("llm", "train")}
+    s["tasks"]["serve"] = {"class": "hp", "requests": 800, "slo_ms": 8.0,
+                           "slo_attainment": 0.995, "p50_ms": 4.1, "p99_ms": 7.2,
+                           "preemption_us": {"p50": 30.0, "p99": 110.0}}  # fmt: skip
+    s["tasks"]["finetune"] = {"class": "lp", "work_per_s": 2e4, "throughput_norm": 0.41}
+    return s
+
+
+def attached_model() -> EngineModel:
+    m = EngineModel()
+    bodies = [("state", attached_state_body())]
+    bodies += [("stats", attached_stats_body(i)) for i in range(30)]
+    for seq, (kind, body) in enumerate(bodies, 1):
+        m.apply({"type": kind, "seq": seq, "engine_id": "sim-7f3a", "body": body}, T0 - 0.3)
+    last = {"type": "slice", "seq": len(bodies) + 1, "engine_id": "sim-7f3a", "body": slice_body()}
+    m.apply(last, T0 - 0.3)
+    return m

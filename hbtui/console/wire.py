@@ -259,7 +259,7 @@ _STATS: dict[str, Check] = {
 def stats(b: dict[str, Any]) -> None:
     fields("stats", b, _STATS)
     for name, t in mapping("stats.tasks", b.get("tasks")).items():
-        p = f"stats.tasks.{short(name, 32)}"
+        p = f"stats.tasks.{name[:32]}"
         fields(p, mapping(p, t), _TASK_STATS)
 
 
