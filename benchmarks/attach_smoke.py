@@ -7,6 +7,7 @@ HP: 8 bf16 2048x2048 matmul+relu per request, one request every 20 ms, synchroni
 LP: bf16 4096x4096 matmul+relu, synchronised every 10. Windows of 8 s. The full
 benchmark with real models is benchmarks/real_programs.py."""
 
+import argparse
 import json
 import os
 import subprocess
@@ -62,87 +63,98 @@ def out(p, t=120):
     return json.loads(lines[-1]) if lines else {"err": e[-500:]}
 
 
-res = {}
-D = 8
-res["hp_alone"] = out(run([PY, "-c", HP, str(D)]))
-res["lp_alone"] = out(run([PY, "-c", LP, str(D)]))
-lp = run([PY, "-c", LP, str(D + 4)])
-time.sleep(3)
-res["plain_hp"] = out(run([PY, "-c", HP, str(D)]))
-res["plain_lp"] = out(lp)
-d = tempfile.mkdtemp()
-for pol in ("temporal", "hummingbird"):
-    ctl = f"ipc://{d}/ctl-{pol}"
-    pub = f"ipc://{d}/pub-{pol}"
-    eng = run(
-        [
-            PY,
-            "-m",
-            "hbtui",
-            "engine",
-            "--profile",
-            "programs",
-            "--backend",
-            "sim",
-            "--ctl",
-            ctl,
-            "--pub",
-            pub,
-            "--summary-json",
-            f"{d}/{pol}.json",
-        ]
-    )
+def main() -> None:
+    ap = argparse.ArgumentParser(description="hbtui run smoke on a GPU (synthetic PyTorch HP + LP)")
+    ap.add_argument("--duration", type=float, default=8.0, help="seconds per window (8)")
+    ap.add_argument("--out", default=None, help="JSON result (default $OUT/smoke.json)")
+    a = ap.parse_args()
+    res: dict = {}
+    D = a.duration
+    res["hp_alone"] = out(run([PY, "-c", HP, str(D)]))
+    res["lp_alone"] = out(run([PY, "-c", LP, str(D)]))
+    lp = run([PY, "-c", LP, str(D + 4)])
     time.sleep(3)
-    from hbtui.engine.client import EngineClient
+    res["plain_hp"] = out(run([PY, "-c", HP, str(D)]))
+    res["plain_lp"] = out(lp)
+    d = tempfile.mkdtemp()
+    for pol in ("temporal", "hummingbird"):
+        ctl = f"ipc://{d}/ctl-{pol}"
+        pub = f"ipc://{d}/pub-{pol}"
+        eng = run(
+            [
+                PY,
+                "-m",
+                "hbtui",
+                "engine",
+                "--profile",
+                "programs",
+                "--backend",
+                "sim",
+                "--ctl",
+                ctl,
+                "--pub",
+                pub,
+                "--summary-json",
+                f"{d}/{pol}.json",
+            ]
+        )
+        time.sleep(3)
+        from hbtui.engine.client import EngineClient
 
-    c = EngineClient(ctl, timeout=3.0)
-    print(pol, c.call("set_policy", {"policy": pol}), flush=True)
-    lp = run(
-        [
-            PY,
-            "-m",
-            "hbtui",
-            "run",
-            "--lp",
-            "--task",
-            "train",
-            "--engine",
-            ctl,
-            "--",
-            PY,
-            "-c",
-            LP,
-            str(D + 4),
-        ]
-    )
-    time.sleep(3)
-    hp = run(
-        [
-            PY,
-            "-m",
-            "hbtui",
-            "run",
-            "--hp",
-            "--task",
-            "svc",
-            "--engine",
-            ctl,
-            "--",
-            PY,
-            "-c",
-            HP,
-            str(D),
-        ]
-    )
-    time.sleep(D - 1)
-    st = c.call("get_state", {})
-    res[f"{pol}_state"] = [t.get("attached") for t in st["tasks"]]
-    res[f"{pol}_hp"] = out(hp)
-    res[f"{pol}_lp"] = out(lp)
-    eng.terminate()
-    _, e = eng.communicate(timeout=20)
-    res[f"{pol}_engine_tail"] = e[-1500:]
-    c.close()
-print(json.dumps(res, indent=1))
-os.makedirs(os.environ.get("OUT", "/tmp/out"), exist_ok=True)
-json.dump(res, open(os.path.join(os.environ.get("OUT", "/tmp/out"), "smoke.json"), "w"), indent=1)
+        c = EngineClient(ctl, timeout=3.0)
+        print(pol, c.call("set_policy", {"policy": pol}), flush=True)
+        lp = run(
+            [
+                PY,
+                "-m",
+                "hbtui",
+                "run",
+                "--lp",
+                "--task",
+                "train",
+                "--engine",
+                ctl,
+                "--",
+                PY,
+                "-c",
+                LP,
+                str(D + 4),
+            ]
+        )
+        time.sleep(3)
+        hp = run(
+            [
+                PY,
+                "-m",
+                "hbtui",
+                "run",
+                "--hp",
+                "--task",
+                "svc",
+                "--engine",
+                ctl,
+                "--",
+                PY,
+                "-c",
+                HP,
+                str(D),
+            ]
+        )
+        time.sleep(D - 1)
+        st = c.call("get_state", {})
+        res[f"{pol}_state"] = [t.get("attached") for t in st["tasks"]]
+        res[f"{pol}_hp"] = out(hp)
+        res[f"{pol}_lp"] = out(lp)
+        eng.terminate()
+        _, e = eng.communicate(timeout=20)
+        res[f"{pol}_engine_tail"] = e[-1500:]
+        c.close()
+    print(json.dumps(res, indent=1))
+    path = a.out or os.path.join(os.environ.get("OUT", "/tmp/out"), "smoke.json")
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(res, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
