@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+from bisect import bisect_right
+from itertools import accumulate
 from typing import Any
 
 from hbtui.engine.model import HP, Launch
@@ -32,21 +34,26 @@ def _bucket_mid(i: int) -> float:
     return ((m << shift) + ((1 << shift) - 1) / 2) if shift else float(m)
 
 
+_MIDS = [_bucket_mid(i) for i in range(_NBUCKETS)]  # increasing
+
+
 class Histogram:
     """Fixed-size histogram of non-negative integer values (ns)."""
 
-    __slots__ = ("counts", "n", "max")
+    __slots__ = ("counts", "n", "max", "sum")
 
     def __init__(self) -> None:
         self.counts = [0] * _NBUCKETS
         self.n = 0
         self.max = 0
+        self.sum = 0  # of the values added (exact; a shifted copy's is from bucket midpoints)
 
     def add(self, v: int, count: int = 1) -> None:
         if v < 0:
             v = 0
         self.counts[_bucket(v)] += count
         self.n += count
+        self.sum += v * count
         if v > self.max:
             self.max = v
 
@@ -62,6 +69,7 @@ class Histogram:
     def merge(self, other: Histogram) -> None:
         self.counts = [a + b for a, b in zip(self.counts, other.counts, strict=True)]
         self.n += other.n
+        self.sum += other.sum
         self.max = max(self.max, other.max)
 
     def percentile(self, p: float) -> float:
@@ -84,6 +92,13 @@ class Histogram:
             return 0.0
         b = _bucket(v)
         return sum(self.counts[: b + 1]) / self.n
+
+    def cumulative_le(self, bounds_ns: list[int]) -> list[int]:
+        """Counts of values <= each bound (ascending), for Prometheus buckets: a bucket of
+        this histogram counts toward a bound when its midpoint is <= the bound, so only
+        values within half a bucket of a bound (< 0.8 % of it) can land on the wrong side."""
+        cum = list(accumulate(self.counts))
+        return [cum[k - 1] if k else 0 for k in (bisect_right(_MIDS, b) for b in bounds_ns)]
 
 
 class IntervalUnion:

@@ -384,15 +384,16 @@ def test_prometheus_serves_the_stats_figures(eng: dict) -> None:
             prom = _prom(eng["mport"])
             s = msg.body
             llm, train = s["tasks"]["llm"], s["tasks"]["train"]
+            hp, lp = '{class="hp",task="llm"}', '{class="lp",task="train"}'
             expect = {
-                'hbtui_hp_p99_ms{task="llm"}': llm["p99_ms"],
-                'hbtui_preemption_p99_us{task="llm"}': llm["preemption_us"]["p99"],
-                'hbtui_lp_throughput_norm{task="train"}': train["throughput_norm"],
+                f"hbtui_hp_latency_p99_seconds{hp}": llm["p99_ms"] / 1e3,
+                f"hbtui_hp_preemption_p99_seconds{hp}": llm["preemption_us"]["p99"] / 1e6,
+                f"hbtui_lp_throughput_normalized_ratio{lp}": train["throughput_norm"],
                 "hbtui_harvest_ratio": s["harvest_ratio"],
                 "hbtui_telemetry_dropped_total": s["telemetry"]["dropped"],
             }
             if llm["slo_attainment"] is not None:
-                expect['hbtui_slo_attainment{task="llm"}'] = llm["slo_attainment"]
+                expect[f"hbtui_hp_slo_attainment_ratio{hp}"] = llm["slo_attainment"]
             if all(prom.get(k) == pytest.approx(v) for k, v in expect.items()):
                 return
     raise AssertionError(f"prometheus {prom} != stats {expect}")

@@ -265,7 +265,7 @@ class Engine:
                 stats = stats_body(self)
                 self.pub.publish("stats", stats)
                 if self.metrics is not None:
-                    self.metrics.update(stats)
+                    self.metrics.update(stats, self)
             sample = self.backend.gpu_sample()
             if sample is not None:
                 self.pub.publish("gpu", sample)
