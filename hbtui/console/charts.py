@@ -113,17 +113,17 @@ class HistoryChart(Widget):
         marks = (
             {min(width - 1, max(0, width - len(vals) + i)) for i in self.marks} if vals else set()
         )
-        # What does not fit is left out whole, never cut: the value first, then the
-        # threshold, then the span.
+        # What does not fit is left out whole, never cut: the value first, then zoomed,
+        # the threshold, the profile-load legend and the span.
         extras = []
+        if self.zoomed and (self.lo is not None or self.hi is not None):
+            extras.append((" zoomed", "bold yellow"))  # the scale is not the fixed one
         if self.limit is not None:
             extras.append((f"  ┈ {self.limit_label} {self._v(self.limit)}", "yellow"))
-        if vals:
-            extras.append((f"  last {len(vals) * self.sample_s:g} s", "dim"))
-        if self.zoomed and (self.lo is not None or self.hi is not None):
-            extras.append(("  zoomed", "bold yellow"))
         if marks:
             extras.append(("  │ profile loaded", "magenta"))
+        if vals:
+            extras.append((f"  last {len(vals) * self.sample_s:g} s", "dim"))
         for text, style in extras:
             if head.cell_len + len(text) <= width + self.AXIS:
                 head.append(text, style=style)
@@ -160,8 +160,8 @@ class HistoryChart(Widget):
                 bad = False
                 if self.limit is not None:
                     bad = v < self.limit if self.higher_is_better else v > self.limit
-                if pad + i in marks and level < 8:
-                    out.append("│", style="bold magenta")
+                if pad + i in marks:  # the load's column: magenta, a line where no bar is
+                    out.append("│" if level == 0 else _BARS[level], style="bold magenta")
                 elif level == 0 and line_here:
                     out.append("┈", style="yellow")
                 else:

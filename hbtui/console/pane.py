@@ -369,15 +369,17 @@ class EnginePane(Vertical):
         detail = self.query_one("#detail", Static)
         name = table.selected_task()
         row = self.model.tasks.get(name) if name is not None else None
-        if row is not None and row.attached is not None:
-            detail.update(programs.detail(row))
-            detail.display = True
-            return
         hidden = table.hidden_columns()
+        line = Text(no_wrap=True, overflow="ellipsis")
         if hidden:
             cols = "column" if hidden == 1 else "columns"
-            detail.update(Text(f"→ {hidden} more {cols}: ← → scroll the table", style="dim"))
-        detail.display = bool(hidden)
+            line.append(f"→ {hidden} more {cols}: ← → scroll the table", style="dim")
+        if row is not None and row.attached is not None:
+            if hidden:
+                line.append("  │  ", style="dim")
+            line.append_text(programs.detail(row))
+        detail.update(line)
+        detail.display = bool(line.plain)
 
     def selected_task(self) -> str | None:
         return self.query_one(TaskTable).selected_task()

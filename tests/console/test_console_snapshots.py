@@ -8,7 +8,7 @@ tests/console/__snapshots__ with ``pytest tests/console/test_console_snapshots.p
 
 from __future__ import annotations
 
-from console_fixtures import T0, demo_model, frozen_clock
+from console_fixtures import T0, attached_model, demo_model, frozen_clock
 from textual.widgets import Input
 
 from hbtui.console.app import ConsoleApp
@@ -96,3 +96,17 @@ def test_two_engines_one_disconnected(snap_compare) -> None:
         live=False, models=[calibrated_model(), second], clock=frozen_clock,
     )  # fmt: skip
     assert snap_compare(app, terminal_size=SIZE, press=["escape", "tab"])
+
+
+def test_attached_programs(snap_compare) -> None:
+    """An attached HP server and LP trainer beside profile tasks; the LP one selected, so
+    the detail line under the table shows its whole command."""
+    app = ConsoleApp([Target("ipc:///run/hbtui/ctl", "ipc:///run/hbtui/pub")], live=False,
+                     models=[attached_model()], clock=frozen_clock)  # fmt: skip
+
+    async def select_finetune(pilot) -> None:  # noqa: ANN001
+        await pilot.press("escape", "down", "down", "down")  # cursor to 'finetune'
+        pilot.app.tick()
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=(160, 40), run_before=select_finetune)
