@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from itertools import accumulate
+from operator import mul
 from typing import Any
 
 from hbtui.engine.model import HP, Launch
@@ -97,8 +98,19 @@ class Histogram:
         """Counts of values <= each bound (ascending), for Prometheus buckets: a bucket of
         this histogram counts toward a bound when its midpoint is <= the bound, so only
         values within half a bucket of a bound (< 0.8 % of it) can land on the wrong side."""
-        cum = list(accumulate(self.counts))
-        return [cum[k - 1] if k else 0 for k in (bisect_right(_MIDS, b) for b in bounds_ns)]
+        top = _bucket(self.max) + 1  # no value above max: the buckets past it are empty
+        cum = list(accumulate(self.counts[:top]))
+        ks = (min(top, bisect_right(_MIDS, b)) for b in bounds_ns)
+        return [cum[k - 1] if k else 0 for k in ks]
+
+    def excess(self, by: int, bounds_ns: list[int]) -> tuple[list[int], float]:
+        """``shifted(by)``'s ``cumulative_le(bounds_ns)`` and sum without building the copy:
+        counts of max(0, v - by) <= each bound, and the sum of max(0, v - by) (from bucket
+        midpoints)."""
+        le = self.cumulative_le([b + by for b in bounds_ns])
+        k, top = bisect_right(_MIDS, by), _bucket(self.max) + 1
+        tail = self.counts[k:top]
+        return le, sum(map(mul, tail, _MIDS[k:top])) - by * sum(tail)
 
 
 class IntervalUnion:

@@ -55,6 +55,19 @@ def histogram(h: Histogram, bounds_ns: list[int]) -> tuple[float, ...]:
     return (*h.cumulative_le(bounds_ns), h.n, h.sum / 1e9)
 
 
+def preemption(ts: TaskStats, baseline_ns: dict[str, int]) -> tuple[float, ...]:
+    """As ``histogram(ts.preemption(baseline_ns), ...)``, in a tenth of the time: each
+    kernel's waits beyond its baseline, counted straight from its wait histogram."""
+    le = [0] * len(_PRE_NS)
+    n, total = 0, 0.0
+    for k, w in ts.waits.items():
+        counts, s = w.excess(baseline_ns.get(k, 0), _PRE_NS)
+        le = [a + b for a, b in zip(le, counts, strict=True)]
+        n += w.n
+        total += s
+    return (*le, n, total / 1e9)
+
+
 def _s(v: float | None, scale: float) -> float | None:
     return None if v is None else v * scale
 
@@ -90,9 +103,7 @@ def task_cumulative(
         out = {
             "hbtui_hp_requests_total": Cumulative(ts, (ts.requests,)),
             "hbtui_hp_request_latency_seconds": Cumulative(ts, histogram(ts.latency, _LAT_NS)),
-            "hbtui_hp_preemption_latency_seconds": Cumulative(
-                ts, histogram(ts.preemption(baseline_ns), _PRE_NS)
-            ),
+            "hbtui_hp_preemption_latency_seconds": Cumulative(ts, preemption(ts, baseline_ns)),
         }
         if t.get("slo_ms") is not None:
             out["hbtui_hp_slo_misses_total"] = Cumulative(ts, (ts.requests - ts.slo_hits,))
