@@ -30,6 +30,8 @@ from hbtui.console.chrome import (  # noqa: F401
     one_line,
 )
 from hbtui.console.limits import (
+    PRIORITY_MAX,
+    PRIORITY_MIN,
     clamp_slice,
     parse_priority,
     parse_slice,
@@ -407,7 +409,7 @@ class ConsoleApp(ProfileActions, ConsoleChrome, App[int]):
         cur = (
             f"{row.slo_ms:g}ms" if row.slo_ms else f"{row.slo_factor:g}x" if row.slo_factor else ""
         )
-        hint = "0.01 ms .. 1 h (e.g. 5ms) or 0.1x .. 100x the p99 of HP alone (e.g. 1.2x)."
+        hint = "0.01 ms .. 1000 s (e.g. 5ms) or 0.1x .. 100x the p99 of HP alone (e.g. 1.2x)."
         self._edit("set_slo", name, "SLO", "SLO", cur, hint, parse_slo)
 
     def action_edit_priority(self) -> None:
@@ -415,7 +417,7 @@ class ConsoleApp(ProfileActions, ConsoleChrome, App[int]):
         if name is None:
             return
         cur = str(self.current_model().tasks[name].priority)
-        hint = "A whole number, -2^31 .. 2^31-1; larger is more important."
+        hint = f"A whole number, {PRIORITY_MIN} .. {PRIORITY_MAX}; larger is more important."
         self._edit("set_priority", name, "Priority", "priority", cur, hint, parse_priority)
 
     def action_toggle_pause(self) -> None:

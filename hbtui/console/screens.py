@@ -26,8 +26,9 @@ NAME > Vertical {
     width: 64; height: auto; max-height: 90%; padding: 1 2;
     border: thick $accent; background: $surface;
 }
-NAME .title { text-style: bold; margin-bottom: 1; }
-NAME .hint { color: $text-muted; margin-top: 1; }
+NAME .title { text-style: bold; margin-bottom: 1; width: 100%; }
+NAME .hint { color: $text-muted; margin-top: 1; width: 100%; }
+NAME Label { width: 100%; }
 NAME .error { color: $error; height: auto; }
 """
 
