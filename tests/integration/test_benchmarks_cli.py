@@ -28,11 +28,14 @@ def run(script: str, *args: str, timeout: float = 60.0) -> subprocess.CompletedP
 
 def test_the_kept_scripts() -> None:
     assert SCRIPTS == [
+        "attach_launch_cost.py",
+        "attach_smoke.py",
         "calibrate_kernels.py",
         "console_bench.py",
         "cuda_dispatch.py",
         "engine_live.py",
         "hp_minimal.py",
+        "real_programs.py",
         "slicer_overhead.py",
         "telemetry_bench.py",
     ]

@@ -116,6 +116,7 @@ class AttachedSet:
         self.listeners: list[Any] = []  # on_request(task, req, latency_ns, slo_ok)
         self._dead_check = 0
         self.polls = 0
+        self.departed: dict[str, dict[str, Any]] = {}  # last stats of detached programs
 
     def __bool__(self) -> bool:
         return bool(self.tasks)
@@ -173,6 +174,11 @@ class AttachedSet:
             return None
         self.tasks.pop(at.name, None)
         at.detached, at.exit_code = True, exit_code
+        last = self._stats_of(at, time.monotonic_ns())
+        last["exit_code"] = exit_code
+        self.departed[at.name] = last
+        while len(self.departed) > MAX_ATTACHED:  # bounded: the oldest go first
+            self.departed.pop(next(iter(self.departed)))
         try:
             if at.lp is not None:
                 at.att.set_gated(False)  # anything still held goes now
@@ -340,11 +346,28 @@ class AttachedSet:
             n = at.launches()
             at.kernels_per_s = (n - n0) / max(1e-9, (now - t0) / 1e9)
             at.rate_mark = (now, n)
-            assert at.stats is not None
-            wall = max(1, now - at.attached_ns)
-            s = at.stats.summary(at.task.slo_ns(None), wall, None, {})
-            if at.lp is not None:
-                s.update(work_per_s=at.lp.completed / (wall / 1e9), slices=at.lp.completed)
-            s["attached"] = self.task_state(at)["attached"]
-            out[at.name] = s
+            out[at.name] = self._stats_of(at, now)
         return out
+
+    def _stats_of(self, at: AttachedTask, now: int) -> dict[str, Any]:
+        assert at.stats is not None
+        wall = max(1, now - at.attached_ns)
+        s = at.stats.summary(at.task.slo_ns(None), wall, None, {})
+        if at.lp is not None:
+            s.update(work_per_s=at.lp.completed / (wall / 1e9), slices=at.lp.completed)
+        else:  # the engine sees no HP kernel start times: no preemption figure
+            s.pop("preemption_us", None)
+        s["attached"] = self.task_state(at)["attached"]
+        return s
+
+    def reset_stats(self) -> None:
+        """``reset_stats``: attached programs' figures start over too."""
+        now = time.monotonic_ns()
+        for at in self.tasks.values():
+            at.stats = TaskStats(at.name, at.cls)
+            at.attached_ns = now
+            at.rate_mark = (now, at.launches())
+            if at.lp is not None:
+                at.lp.completed = 0
+                at.lp.busy_ns = at.lp.sliceable_ns = 0.0
+        self.departed.clear()

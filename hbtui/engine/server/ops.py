@@ -334,6 +334,7 @@ def _remove_task(eng: Engine, c: Call) -> RemoveTaskResult:
 
 def _reset_stats(eng: Engine, c: Call) -> ResetStatsResult:
     _sched(eng).reset_stats()
+    eng.attached.reset_stats()
     eng.window.clear(eng.backend.now_ns(), eng.mark())
     return {}
 

@@ -157,6 +157,7 @@ def final_summary(eng: Engine, stats: StatsBody | None) -> dict[str, Any]:
             "lp_alone_s": cal.lp_alone_s,
         },
         "stats": stats,
+        "attached_departed": eng.attached.departed,  # programs that left, their last figures
     }
 
 
