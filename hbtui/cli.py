@@ -21,11 +21,15 @@ import argparse
 import difflib
 import re
 import sys
-from typing import Any, NoReturn
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from hbtui.console.limits import parse_rate
 from hbtui.console.link import Target
 from hbtui.engine.protocol import DEFAULT_CTL, DEFAULT_PUB
+
+if TYPE_CHECKING:
+    from hbtui.engine.client import CurveKeys
 
 # Every subcommand of ``hbtui`` and its one line (``hbtui --help``); ``hbtui.__main__``
 # dispatches the engine-side ones before this parser ever sees them.
@@ -131,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--readonly", action="store_true", dest="c_readonly")
     c.add_argument("--curve-secret", help="client secret key file (CURVE, non-loopback engines)")
     c.add_argument("--server-key", help="the engine's public key file (CURVE)")
+    c.add_argument("--fleet", metavar="FILE", help="engines and keys from a TOML fleet file")
     c.add_argument("--rate", type=_rate, default=None, metavar="HZ", dest="c_rate",
                    help="UI refresh rate, 0.5..60 Hz")  # fmt: skip
     for name, line in SUBCOMMANDS.items():
@@ -151,9 +156,24 @@ def targets_from(args: argparse.Namespace) -> list[Target]:
     if args.ctl or args.pub:
         ctl = args.ctl or DEFAULT_CTL
         pairs.append((ctl, args.pub or pub_for(ctl)))
-    if not pairs:
+    fleet: list[Target] = []
+    if getattr(args, "fleet", None):
+        from hbtui.fleet import load
+
+        fleet = [Target(f.ctl, f.pub, _fleet_curve(f.curve_secret, f.server_key) or curve)
+                 for f in load(args.fleet)]  # fmt: skip
+    if not pairs and not fleet:
         pairs = [(DEFAULT_CTL, DEFAULT_PUB)]
-    return [Target(ctl, pub, curve) for ctl, pub in pairs]
+    return [Target(ctl, pub, curve) for ctl, pub in pairs] + fleet
+
+
+def _fleet_curve(secret: Path | None, server: Path | None) -> CurveKeys | None:
+    """CURVE keys of one fleet engine (both paths, or neither: hbtui.fleet checks)."""
+    if secret is None:
+        return None
+    from hbtui.engine.client import CurveKeys
+
+    return CurveKeys.from_files(str(secret), str(server or ""))
 
 
 def check_profile(name: str) -> tuple[str, str]:

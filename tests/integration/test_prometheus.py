@@ -5,6 +5,8 @@ counters that only go up, across a stats reset too."""
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -101,7 +103,7 @@ def eng(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     sub = Subscriber(pub, topics=["stats"])
     next_stats(sub)  # the exporter is fed from the same flush as this
     next_stats(sub)
-    yield {"client": client, "mport": mport, "sub": sub}
+    yield {"client": client, "mport": mport, "sub": sub, "ctl": ctl}
     sub.close()
     client.close()
     rc, err = stop(proc)
@@ -217,3 +219,18 @@ def test_a_removed_task_leaves_the_scrape(eng: dict[str, Any]) -> None:
     fams = scrape(eng["mport"])
     tasks = {s.labels.get("task") for f in fams.values() for s in f.samples}
     assert "batch" not in tasks and {"llm", "train"} <= tasks
+
+
+def _probe(*args: str) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "hbtui.engine.probe", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=20)
+
+
+def test_readiness_probe_pings_the_engine(eng: dict[str, Any]) -> None:
+    r = _probe("--ctl", eng["ctl"])
+    assert r.returncode == 0 and r.stdout.strip().endswith(": running"), r.stdout + r.stderr
+    dead = f"tcp://127.0.0.1:{free_port()}"
+    r = _probe("--ctl", dead, "--timeout", "0.3", "--alive")
+    assert r.returncode == 1 and r.stdout.startswith(f"no answer from {dead}")
+    r = _probe("--ctl", dead, "--curve-secret", "x")
+    assert r.returncode == 2 and "needs both" in r.stdout
