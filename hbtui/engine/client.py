@@ -33,6 +33,7 @@ import zmq.asyncio
 from hbtui.engine.protocol import (
     DEFAULT_CTL,
     DEFAULT_PUB,
+    MAX_TELEMETRY_BYTES,
     PROTOCOL_VERSION,
     TYPES,
     ProtocolError,
@@ -321,6 +322,7 @@ class _SubBase:
     def _setup(self, sock: zmq.Socket, endpoint: str, curve: CurveKeys | None, rcvhwm: int) -> None:
         sock.linger = 0
         sock.rcvhwm = rcvhwm
+        sock.maxmsgsize = MAX_TELEMETRY_BYTES  # a huge frame is dropped before it is read
         if curve is not None:
             curve.apply(sock)
         for t in self.topics or ("",):

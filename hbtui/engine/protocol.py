@@ -25,6 +25,9 @@ DEFAULT_CTL = "tcp://127.0.0.1:5556"
 # Control frames larger than this are refused by ZeroMQ itself (ZMQ_MAXMSGSIZE on the
 # ROUTER): the offending peer is disconnected before the engine sees a byte.
 MAX_CONTROL_BYTES = 64 * 1024
+# Telemetry frames larger than this are refused by a subscriber's ZeroMQ socket (the
+# engine's largest, a full slice batch of 4096 rows with 64-char names, is ~1.5 MB).
+MAX_TELEMETRY_BYTES = 16 * 1024 * 1024
 MAX_SLICE_BATCH = 4096  # records per `slice` message; bigger flushes are split
 MAX_REQUEST_BATCH = 4096  # records per `request` message
 
@@ -210,6 +213,7 @@ TaskStats = TypedDict(
         "throughput_norm": NotRequired[float | None],
         "slices": NotRequired[int],
         "window": NotRequired[TaskWindow],
+        "attached": NotRequired[AttachedInfo],  # a program under `hbtui run`
     },
 )
 
