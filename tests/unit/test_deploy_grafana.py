@@ -76,7 +76,7 @@ def test_queries_name_only_served_metrics_and_quantiles_come_from_histograms() -
     served = set()
     for m in METRICS:
         served |= {m.name, f"{m.name}_bucket", f"{m.name}_count", f"{m.name}_sum"}
-    names = {n for e in _exprs() for n in re.findall(r"\bhbtui_[a-z_]+", e)}
+    names = {n for e in _exprs() for n in re.findall(r"\bhbtui_[a-z0-9_]+", e)}
     assert names and names <= served, names - served
     quantiles = [e for e in _exprs() if "histogram_quantile" in e]
     assert len(quantiles) == 2
