@@ -88,6 +88,10 @@ def test_task_cumulative_hp_and_lp() -> None:
     assert lat[-1] == pytest.approx(0.005)
     assert lat[LATENCY_BOUNDS_S.index(0.001)] == 1 and lat[LATENCY_BOUNDS_S.index(0.002)] == 2
     assert "hbtui_hp_slo_misses_total" not in task_cumulative({"class": "hp"}, ts, {})
+    # a program under hbtui run: no preemption figure (the engine sees no kernel starts)
+    c = task_cumulative({"class": "hp", "slo_ms": 2.0, "attached": {}}, ts, {})
+    assert "hbtui_hp_preemption_latency_seconds" not in c
+    assert c["hbtui_hp_requests_total"].values == (3,)
     lp = TaskStats("train", "lp")
     lp.blocks, lp.slices = 1000, 7
     c = task_cumulative({"class": "lp", "slices": 7}, lp, {})

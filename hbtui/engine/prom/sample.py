@@ -103,8 +103,9 @@ def task_cumulative(
         out = {
             "hbtui_hp_requests_total": Cumulative(ts, (ts.requests,)),
             "hbtui_hp_request_latency_seconds": Cumulative(ts, histogram(ts.latency, _LAT_NS)),
-            "hbtui_hp_preemption_latency_seconds": Cumulative(ts, preemption(ts, baseline_ns)),
         }
+        if "attached" not in t:  # the engine sees no kernel starts of a program's HP work
+            out["hbtui_hp_preemption_latency_seconds"] = Cumulative(ts, preemption(ts, baseline_ns))
         if t.get("slo_ms") is not None:
             out["hbtui_hp_slo_misses_total"] = Cumulative(ts, (ts.requests - ts.slo_hits,))
         return out
