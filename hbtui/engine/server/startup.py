@@ -144,9 +144,7 @@ def _open_sockets(
     pub.linger = 200  # give the final summary a moment to leave on shutdown
     ctl.maxmsgsize = MAX_CONTROL_BYTES
     ctl.rcvhwm = 1000
-    # replies a peer has not read are queued per peer up to this many, then dropped: a
-    # client that never reads costs at most 64 replies (get_state of 64 tasks: ~100 KB each)
-    ctl.sndhwm = 64
+    ctl.sndhwm = 1000
     ctl.linger = 0
     for s in (pub, ctl):
         if keys is not None:
