@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from hbtui.engine.backends.base import Backend
+from hbtui.engine.metrics import Histogram
 from hbtui.engine.model import HP, LP
 from hbtui.engine.profile import Profile
 from hbtui.engine.scheduler import Scheduler
@@ -33,9 +34,21 @@ _MAX_WAIT_NS = 1_000_000
 class Calibration:
     baseline_p99_ms: dict[str, float] = field(default_factory=dict)
     wait_medians_ns: dict[str, int] = field(default_factory=dict)
+    # per HP task: the exclusive run's request latencies, so the share within *today's*
+    # SLO ("alone: 99.1 %") can be given after any set_slo
+    baseline_latency: dict[str, Histogram] = field(default_factory=dict)
     lp_alone: dict[str, float] = field(default_factory=dict)  # task -> blocks/s
     exclusive_s: float = 0.0
     lp_alone_s: float = 0.0
+
+    def attainment_alone(self, slo_ns: dict[str, int | None]) -> dict[str, float]:
+        """Per HP task: the share of the exclusive run's requests within ``slo_ns``."""
+        out = {}
+        for name, ns in slo_ns.items():
+            h = self.baseline_latency.get(name)
+            if h is not None and h.n and ns is not None:
+                out[name] = h.fraction_le(ns)
+        return out
 
 
 def run_for(
@@ -85,6 +98,7 @@ def calibrate(
         for name, ts in s.metrics.tasks.items():
             if ts.cls == HP and ts.requests:
                 cal.baseline_p99_ms[name] = ts.latency.percentile(99) / 1e6
+                cal.baseline_latency[name] = ts.latency
         cal.wait_medians_ns = s.metrics.wait_medians()
         cal.exclusive_s = s.summary()["wall_s"]
         drain(s, tick)

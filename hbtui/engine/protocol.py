@@ -174,6 +174,7 @@ class StateBody(TypedDict):
     kernels: dict[str, KernelState]
     policies: list[str]
     baseline_p99_ms: dict[str, float]
+    baseline_attainment: NotRequired[dict[str, float]]  # share of exclusive requests in SLO
     lp_alone: dict[str, float]
     backend_now_ns: int
     uptime_s: float
@@ -254,6 +255,7 @@ class StatsBody(TypedDict):
     tasks: dict[str, TaskStats]
     window: WindowFigures
     baseline_p99_ms: dict[str, float]
+    baseline_attainment: NotRequired[dict[str, float]]  # share of exclusive requests in SLO
     lp_alone: dict[str, float]
     telemetry: TelemetryCounters
     loop: LoopFigures

@@ -130,6 +130,7 @@ def test_stats_carry_window_loop_and_telemetry_figures(eng: dict) -> None:
     assert s["loop"]["decisions_per_s"] > 0
     assert set(s["telemetry"]) >= {"sent", "dropped", "dropped_records", "control_dropped"}
     assert s["baseline_p99_ms"]["llm"] > 0
+    assert 0 < s["baseline_attainment"]["llm"] <= 1  # the exclusive run, within today's SLO
 
 
 def conforms(body: object, td: type, where: str = "") -> None:

@@ -54,6 +54,7 @@ def stats_body(eng: Engine) -> StatsBody:
         policy=sched.policy.name,
         window=win,
         baseline_p99_ms=eng.cal.baseline_p99_ms,
+        baseline_attainment=baseline_attainment(eng),
         lp_alone=eng.cal.lp_alone,
         telemetry={
             "sent": eng.pub.sent,
@@ -73,6 +74,15 @@ def stats_body(eng: Engine) -> StatsBody:
     )
     eng.gap_max = 0
     return cast(StatsBody, s)
+
+
+def baseline_attainment(eng: Engine) -> dict[str, float]:
+    """Per HP task with an SLO: the share of its exclusive-run requests within that SLO."""
+    sched, cal = eng.sched, eng.cal
+    if sched is None or not cal.baseline_latency:
+        return {}
+    slo = {n: t.slo_ns(cal.baseline_p99_ms.get(n)) for n, t in sched.tasks.items() if t.cls == HP}
+    return cal.attainment_alone(slo)
 
 
 def state_body(eng: Engine) -> StateBody:
@@ -120,6 +130,7 @@ def state_body(eng: Engine) -> StateBody:
         },
         "policies": list(POLICIES),
         "baseline_p99_ms": eng.cal.baseline_p99_ms,
+        "baseline_attainment": baseline_attainment(eng),
         "lp_alone": eng.cal.lp_alone,
         "backend_now_ns": be.now_ns(),
         "uptime_s": (time.monotonic_ns() - eng.started_wall) / 1e9,
