@@ -160,8 +160,8 @@ def targets_from(args: argparse.Namespace) -> list[Target]:
     if getattr(args, "fleet", None):
         from hbtui.fleet import load
 
-        fleet = [Target(f.ctl, f.pub, _fleet_curve(f.curve_secret, f.server_key) or curve)
-                 for f in load(args.fleet)]  # fmt: skip
+        fleet = [Target(f.ctl, f.pub, _fleet_curve(f.curve_secret, f.server_key) or curve,
+                        f.name) for f in load(args.fleet)]  # fmt: skip
     if not pairs and not fleet:
         pairs = [(DEFAULT_CTL, DEFAULT_PUB)]
     return [Target(ctl, pub, curve) for ctl, pub in pairs] + fleet

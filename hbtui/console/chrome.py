@@ -81,7 +81,7 @@ class ConsoleChrome:
         conn = self.models[i].connection
         style = {LIVE: "green", STALE: "yellow", DISCONNECTED: "red"}.get(conn, "dim")
         return Content.from_rich_text(
-            Text.assemble(("● ", style), (self.targets[i].ctl, ""), (f" {conn}", "dim"))
+            Text.assemble(("● ", style), (self.targets[i].tab_name, ""), (f" {conn}", "dim"))
         )
 
     def _update_tab_labels(self) -> None:

@@ -35,6 +35,11 @@ class Target:
     ctl: str
     pub: str
     curve: CurveKeys | None = None
+    name: str = ""  # a fleet file's HOST/gpuN; tabs show the endpoint without one
+
+    @property
+    def tab_name(self) -> str:
+        return self.name or self.ctl
 
     @property
     def label(self) -> str:

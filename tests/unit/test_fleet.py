@@ -94,6 +94,7 @@ def test_connect_fleet_makes_one_target_per_engine_with_its_keys(tmp_path: Path)
         "tcp://lab:7001", "ipc:///run/hbtui/ctl",
     ]  # fmt: skip
     assert all(t.curve is not None for t in targets)
+    assert targets[0].tab_name == "node-a/gpu0" and targets[3].tab_name == "lab/a100"
     # endpoints on the command line come first, then the fleet's
     args = cli.parse_args(["connect", "tcp://x:5556", "--fleet", str(tmp_path / "fleet.toml")])
     assert [t.ctl for t in cli.targets_from(args)][:2] == ["tcp://x:5556", "tcp://10.0.0.5:5556"]
