@@ -37,6 +37,7 @@ KIND_KERNEL, KIND_KERNEL_EX, KIND_COOP, KIND_GRAPH = 1, 2, 3, 4
 KIND_REQ_BEGIN, KIND_REQ_END = 5, 6  # request markers (hbtui_request_begin/end): no launch
 KIND_NAMES = {1: "kernel", 2: "kernel_ex", 3: "coop", 4: "graph", 5: "req_begin", 6: "req_end"}
 LF_PTSZ, LF_HELD, LF_PREGRANTED, LF_UNGATED, LF_CAPTURED, LF_NO_SLOT = 1, 2, 4, 8, 16, 32
+LF_COALESCED = 64  # HP: no completion write of its own (HBTUI_COMP_EVERY_US)
 COMP_NONE = 0xFFFF
 
 API_MODULE_LOAD_DATA = 1

@@ -67,6 +67,7 @@
 #define HB_LF_UNGATED 8u       // LP: let go without a grant (mode PASS or heartbeat lost)
 #define HB_LF_CAPTURED 16u     // issued into a stream capture: not executed, no completion
 #define HB_LF_NO_SLOT 32u      // no completion write for this launch
+#define HB_LF_COALESCED 64u    // HP: no write of its own; a later write or a sync covers it
 #define HB_COMP_NONE 0xffffu   // hb_launch.comp_slot when there is no completion
 
 // module / function record api

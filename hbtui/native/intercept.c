@@ -94,6 +94,9 @@ typedef struct {  // CUlaunchConfig (cuda.h, CUDA >= 11.8)
   X(H_CAP2_PTSZ, cuStreamBeginCapture_v2_ptsz, 0)                \
   X(H_CAP_END, cuStreamEndCapture, 1)                            \
   X(H_CAP_END_PTSZ, cuStreamEndCapture_ptsz, 1)                  \
+  X(H_SSYNC, cuStreamSynchronize, 1)                             \
+  X(H_SSYNC_PTSZ, cuStreamSynchronize_ptsz, 1)                   \
+  X(H_CSYNC, cuCtxSynchronize, 0)                                \
   X(H_GPA, cuGetProcAddress, 0)                                  \
   X(H_GPA2, cuGetProcAddress_v2, 0)
 
@@ -243,6 +246,15 @@ static int g_on;                 // 1 once the segment is mapped and checked
 static uint32_t g_comp;          // HB_COMP_*: process-local (registration is per process)
 static CUdeviceptr g_comp_dev;   // device address of the completion page
 static int g_captures;           // stream captures in progress (>0: ask the driver)
+// HP completion coalescing (HBTUI_COMP_EVERY_US, 0 = off): a completion write is itself
+// a driver call (~1.8 us of host time per launch on an H200, measured), so an HP launch
+// gets one only when its stream had none for that long, or was quiet that long (the
+// first launch of a burst); the launches in between are covered by the next write
+// (seqs on a stream only grow) and by the program's own synchronisations, after which
+// the counters are advanced from the host. Per process, like the registration.
+static int64_t g_coalesce_ns;
+static int64_t g_slot_write_ns[HB_COMP_SLOTS], g_slot_launch_ns[HB_COMP_SLOTS];
+static uint64_t g_slot_seq[HB_COMP_SLOTS];  // highest seq this process launched per slot
 static __thread uint32_t t_tid;
 
 static inline uint32_t tid(void) {
@@ -337,6 +349,11 @@ __attribute__((constructor)) static void hb_init(void) {
     long g = strtol(grace, NULL, 10);
     if (g > 0 && g < INT_MAX) __atomic_store_n(&h->grace_ms, (uint32_t)g, __ATOMIC_RELAXED);
   }
+  const char *every = getenv("HBTUI_COMP_EVERY_US");
+  if (every && *every) {
+    long us = strtol(every, NULL, 10);
+    if (us > 0 && us <= 1000000) g_coalesce_ns = (int64_t)us * 1000;
+  }
   __atomic_store_n(&h->intercept_pid, (int32_t)getpid(), __ATOMIC_RELAXED);
   __atomic_store_n(&g_on, 1, __ATOMIC_RELEASE);
 }
@@ -418,6 +435,58 @@ static inline uint16_t complete(uint64_t stream, uint64_t seq) {
     return s;
   __atomic_fetch_add(&G.h->comp_errors, 1, __ATOMIC_RELAXED);
   return HB_COMP_NONE;
+}
+
+static inline void max_u64(uint64_t *p, uint64_t v) {
+  uint64_t cur = __atomic_load_n(p, __ATOMIC_RELAXED);
+  while (cur < v &&
+         !__atomic_compare_exchange_n(p, &cur, v, 1, __ATOMIC_RELEASE, __ATOMIC_RELAXED)) {
+  }
+}
+
+// HP with coalescing: a completion write only for the first launch of a burst on this
+// stream or when the last write is older than g_coalesce_ns; otherwise the launch is
+// marked COALESCED (its completion shows once a later write or a sync covers its seq).
+static inline uint16_t complete_coalesced(uint64_t stream, uint64_t seq, int64_t now,
+                                          uint8_t *flags) {
+  if (UNLIKELY(__atomic_load_n(&g_comp, __ATOMIC_ACQUIRE) < HB_COMP_WRITEVAL)) {
+    uint16_t s = complete(stream, seq);  // the first launch registers the page
+    if (s != HB_COMP_NONE) {
+      max_u64(&g_slot_seq[s], seq);
+      __atomic_store_n(&g_slot_launch_ns[s], now, __ATOMIC_RELAXED);
+      __atomic_store_n(&g_slot_write_ns[s], now, __ATOMIC_RELAXED);
+    }
+    return s;
+  }
+  if (__atomic_load_n(&g_comp, __ATOMIC_RELAXED) == HB_COMP_OFF) return HB_COMP_NONE;
+  uint16_t s = comp_slot(stream);
+  max_u64(&g_slot_seq[s], seq);
+  int64_t last_launch = __atomic_exchange_n(&g_slot_launch_ns[s], now, __ATOMIC_RELAXED);
+  int64_t last_write = __atomic_load_n(&g_slot_write_ns[s], __ATOMIC_RELAXED);
+  if (now - last_write >= g_coalesce_ns || now - last_launch >= g_coalesce_ns) {
+    __atomic_store_n(&g_slot_write_ns[s], now, __ATOMIC_RELAXED);
+    return complete(stream, seq);
+  }
+  *flags |= HB_LF_COALESCED;
+  return s;
+}
+
+// After a synchronisation returned, everything this process launched before it (on that
+// stream, or on all of them) is done: advance the counters from the host.
+static void synced(int all, uint64_t stream) {
+  if (!g_coalesce_ns || !__atomic_load_n(&g_on, __ATOMIC_RELAXED)) return;
+  uint32_t st = __atomic_load_n(&g_comp, __ATOMIC_RELAXED);
+  if (st != HB_COMP_WRITEVAL && st != HB_COMP_HOSTFN) return;
+  if (all) {
+    for (uint32_t s = 0; s < HB_COMP_SLOTS; s++) {
+      uint64_t q = __atomic_load_n(&g_slot_seq[s], __ATOMIC_RELAXED);
+      if (q) max_u64(&G.comp_done[s], q);
+    }
+  } else {
+    uint16_t s = comp_slot(stream);
+    uint64_t q = __atomic_load_n(&g_slot_seq[s], __ATOMIC_RELAXED);
+    if (q) max_u64(&G.comp_done[s], q);
+  }
 }
 
 static int capturing(uint64_t stream) {
@@ -581,7 +650,8 @@ static inline void hb_after(const hb_call *c, CUresult r, hb_pre *p) {
       p->flags |= HB_LF_CAPTURED;
       __atomic_fetch_add(&h->captured_launches, 1, __ATOMIC_RELAXED);
     } else if (!(__atomic_load_n(&h->flags, __ATOMIC_RELAXED) & HB_FLAG_NO_COMPLETION)) {
-      slot = complete(c->stream, p->seq);
+      slot = !G.lp && g_coalesce_ns ? complete_coalesced(c->stream, p->seq, ret, &p->flags)
+                                    : complete(c->stream, p->seq);
     }
   }
   if (slot == HB_COMP_NONE) p->flags |= HB_LF_NO_SLOT;
@@ -860,6 +930,29 @@ HB_EXPORT CUresult cuStreamEndCapture(CUstream s, void **graph) {
 }
 HB_EXPORT CUresult cuStreamEndCapture_ptsz(CUstream s, void **graph) {
   return capture_end(H_CAP_END_PTSZ, s, graph);
+}
+
+// ---------------------------------------------------------------- synchronisations
+typedef CUresult (*ssync_t)(CUstream);
+typedef CUresult (*csync_t)(void);
+
+static CUresult stream_sync(int hook, int ptsz, CUstream s) {
+  ssync_t fn = (ssync_t)real(hook);
+  if (UNLIKELY(!fn)) return missing(hook);
+  CUresult r = fn(s);
+  if (r == 0) synced(0, ptsz && !s ? CU_STREAM_PER_THREAD : (uint64_t)(uintptr_t)s);
+  return r;
+}
+HB_EXPORT CUresult cuStreamSynchronize(CUstream s) { return stream_sync(H_SSYNC, 0, s); }
+HB_EXPORT CUresult cuStreamSynchronize_ptsz(CUstream s) {
+  return stream_sync(H_SSYNC_PTSZ, 1, s);
+}
+HB_EXPORT CUresult cuCtxSynchronize(void) {
+  csync_t fn = (csync_t)real(H_CSYNC);
+  if (UNLIKELY(!fn)) return missing(H_CSYNC);
+  CUresult r = fn();
+  if (r == 0) synced(1, 0);
+  return r;
 }
 
 // ---------------------------------------------------------------- modules and names

@@ -39,9 +39,8 @@ def test_every_call_passes_through_and_is_recorded(native: Native, make_segment,
     assert bare.returncode == 0 and r.returncode == 0, r.stderr + bare.stderr
     assert r.stderr == ""
     # the wrappers were handed out however the program asked
-    for what in ("launch", "ex", "graph", "load"):
+    for what in ("launch", "ex", "graph", "load", "sync"):  # sync: for coalesced completions
         assert re.search(rf"^where {what} .*libhbtui-intercept-.*\.so$", r.stdout, re.M), what
-    assert re.search(r"^where sync .*libcuda\.so\.1$", r.stdout, re.M)  # not wrapped
     if mode in ("gpa", "gpa2"):
         assert re.search(r"^where gpa2? .*libhbtui-intercept", r.stdout, re.M)
     # the driver saw exactly the calls and arguments it sees without the interceptor
@@ -139,6 +138,23 @@ def test_hp_completions_per_stream(native: Native, make_segment) -> None:
     for stream, slot in slots.items():
         assert att.completed(slot) == max(x.seq for x in recs if x.stream == stream)
     assert _counts(r.stdout)["cuStreamWriteValue64_v2"] == 45
+
+
+def test_coalesced_hp_completions_and_sync_advance(native: Native, make_segment) -> None:
+    """HBTUI_COMP_EVERY_US: a burst gets one GPU write (its first launch); the others are
+    COALESCED and become done when the program's own cuCtxSynchronize returns."""
+    att = make_segment(L.CLASS_HP)
+    env = prog_env(native, att.name, FAKE_KERNEL_US="200", HBTUI_COMP_EVERY_US="1000000")
+    r = run_prog(_argv(native, "dlsym", "launch:6", "sync", "launch:2", "check"), env)
+    assert r.returncode == 0, r.stderr
+    recs = att.launches()
+    assert len(recs) == 8
+    coalesced = [bool(x.flags & L.LF_COALESCED) for x in recs]
+    assert coalesced == [False] + [True] * 7  # one write per second per stream at most
+    assert all(x.comp_slot == recs[0].comp_slot for x in recs)
+    assert _counts(r.stdout)["cuStreamWriteValue64_v2"] == 1
+    # the first six are covered by the sync (host-side advance), the last two by nothing
+    assert all(att.done(x) for x in recs[:6]) and att.completed(recs[0].comp_slot) == 6
 
 
 def test_completion_is_written_by_the_gpu_in_order(native: Native, make_segment) -> None:

@@ -169,3 +169,15 @@ def test_a_bubble_that_outlasted_the_short_ones_is_used() -> None:
     assert not hp.bubble_fits(1 * US, need)  # most bubbles end within 5 us
     assert hp.bubble_fits(10 * US, need)  # past 5 us only the 400-us ones are left
     assert not hp.bubble_fits(380 * US, need)  # too close to their end
+
+
+def test_coalesced_tail_counts_as_idle_once_the_program_is_quiet() -> None:
+    hp = HpTracker(idle_ns=1000 * US)
+    done = [0] * L.COMP_SLOTS
+    hp.on_launch(rec(1, 0), 0)  # written
+    hp.on_launch(rec(2, 10 * US, flags=L.LF_COALESCED), 0)  # covered by nothing yet
+    done[1] = 1
+    hp.poll(done, 500 * US)
+    assert hp.busy  # seq 2 unconfirmed and the program launched recently
+    hp.poll(done, 2000 * US)
+    assert not hp.busy  # quiet for idle_ms with every written launch done

@@ -44,6 +44,9 @@ class HpTracker:
     def __init__(self, idle_ns: int) -> None:
         self.idle_ns = idle_ns
         self.last_seq: dict[int, int] = {}  # completion slot -> highest seq launched on it
+        # -> highest seq with a completion write of its own (HBTUI_COMP_EVERY_US coalesces
+        # the others: they show done only after a later write or a program sync)
+        self.last_written: dict[int, int] = {}
         self.busy = False
         self.idle_since = 0  # when the engine saw the last outstanding work complete
         self.last_launch_ns = 0
@@ -82,6 +85,8 @@ class HpTracker:
             s = rec.comp_slot
             if rec.seq > self.last_seq.get(s, 0):
                 self.last_seq[s] = rec.seq
+            if not rec.flags & L.LF_COALESCED and rec.seq > self.last_written.get(s, 0):
+                self.last_written[s] = rec.seq
             self.busy = True
         self.last_launch_ns = max(self.last_launch_ns, rec.return_ns)
         if not self.markers and not self.open:
@@ -94,6 +99,13 @@ class HpTracker:
     def poll(self, completed: list[int], now_ns: int) -> None:
         """Update busy/idle from the completion counters; close finished requests."""
         if self.busy and all(completed[s] >= q for s, q in self.last_seq.items()):
+            self.busy = False
+            self.idle_since = now_ns
+        elif (
+            self.busy
+            and now_ns - self.last_launch_ns >= self.idle_ns
+            and all(completed[s] >= q for s, q in self.last_written.items())
+        ):  # only coalesced launches unconfirmed, and the program quiet for idle_ms
             self.busy = False
             self.idle_since = now_ns
         if self.busy:
