@@ -21,7 +21,7 @@ import shutil
 import signal
 import sys
 
-from hbtui.attach import layout
+from hbtui.attach import layout, modcache
 from hbtui.attach.build import BuildError, build
 from hbtui.attach.control import AttachInfo, EngineLink, NoEngine, ZmqEngineLink, mps_serving
 from hbtui.attach.segment import SegmentError, create_segment, sweep_stale, unlink_segment
@@ -59,7 +59,9 @@ def _warn(msg: str) -> None:
     print(f"hbtui run: {msg}", file=sys.stderr, flush=True)
 
 
-def child_env(base: dict[str, str], so: str, shm: str, cls: str, task: str) -> dict[str, str]:
+def child_env(
+    base: dict[str, str], so: str, shm: str, cls: str, task: str, module_dir: str | None = None
+) -> dict[str, str]:
     env = dict(base)
     pre = env.get("LD_PRELOAD", "").strip()
     env["LD_PRELOAD"] = f"{so} {pre}" if pre else so
@@ -68,7 +70,20 @@ def child_env(base: dict[str, str], so: str, shm: str, cls: str, task: str) -> d
     env["HBTUI_TASK"] = task
     if cls == "hp" and not env.get("NVTX_INJECTION64_PATH"):  # NVTX ranges -> requests
         env["NVTX_INJECTION64_PATH"] = so  # (a profiler already named there keeps its place)
+    if cls == "lp" and module_dir:  # the interceptor saves the PTX images it sees there
+        env[modcache.ENV] = module_dir
+    elif cls == "lp":
+        env.pop(modcache.ENV, None)
     return env
+
+
+def _module_dir(base: dict[str, str]) -> str | None:
+    """LP: the PTX image cache (made 0700), or None when it cannot be used."""
+    d = modcache.module_dir(base)
+    if not d.is_absolute() or not modcache.ensure_module_dir(d):
+        _warn(f"warning: cannot use {d} for PTX images; kernels will not be sliced")
+        return None
+    return str(d)
 
 
 def exit_code(status: int) -> int:
@@ -144,7 +159,8 @@ def run(
         if not attached and res.reason:
             _warn(f"warning: {res.reason}; running {cmd[0]} ungated (observed only)")
         try:
-            pid = _spawn(cmd, child_env(base, so, shm, cls, task))
+            mdir = _module_dir(base) if cls == "lp" else None
+            pid = _spawn(cmd, child_env(base, so, shm, cls, task, mdir))
         except FileNotFoundError:
             _warn(f"{cmd[0]}: command not found")
             code = 127

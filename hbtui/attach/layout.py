@@ -10,7 +10,7 @@ from __future__ import annotations
 import ctypes
 
 MAGIC = 0x314D485355544248  # "HBTUSHM1"
-VERSION = 1
+VERSION = 2  # 2: ptx_saved, ptx_save_errors
 
 LAUNCH_CAP = 4096
 MODULE_CAP = 512
@@ -100,7 +100,9 @@ class Header(ctypes.Structure):
         ("comp_errors", u64),
         ("comp_overflow", u64),
         ("pending_overflow", u64),
-        ("_pad3", u8 * 192),
+        ("ptx_saved", u64),
+        ("ptx_save_errors", u64),
+        ("_pad3", u8 * 176),
     ]
 
 

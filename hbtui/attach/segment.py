@@ -305,7 +305,7 @@ class Attachment:
             "next_seq", "granted_seq", "launch_head", "module_head", "func_head", "waiters",
             "ungated", "ungated_events", "held_launches", "held_ns", "ungated_launches",
             "captured_launches", "comp_state", "comp_errors", "comp_overflow",
-            "pending_overflow", "mode", "intercept_pid",
+            "pending_overflow", "mode", "intercept_pid", "ptx_saved", "ptx_save_errors",
         )  # fmt: skip
         return {k: int(getattr(h, k)) for k in keys}
 

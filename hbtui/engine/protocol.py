@@ -137,7 +137,9 @@ class AttachedInfo(TypedDict):
     kernels_per_s: float  # launches per second over the last stats period
     launches: int
     held: int  # lp: launches waiting for a grant now
-    sliceable_share: float | None  # GPU time in kernels whose PTX is known / all (None: no data)
+    sliceable_share: float | None  # lp: GPU time in kernels the slicer sliced / all (None: no data)
+    sliceable_kernels: NotRequired[int]  # lp: kernel handles the slicer sliced
+    modules: NotRequired[dict[str, int]]  # lp: modules by slicer status (ok, missing, pending, ...)
     requests_from: str  # hp: "markers" (explicit) or "bursts" (inferred, idle_ms)
     idle_ms: float
     mps: bool  # an MPS daemon serves the program (else the GPU time-slices contexts)

@@ -17,7 +17,7 @@
 #include <stdint.h>
 
 #define HB_SHM_MAGIC 0x314d485355544248ULL  // "HBTUSHM1" little-endian
-#define HB_SHM_VERSION 1u
+#define HB_SHM_VERSION 2u  // 2: ptx_saved, ptx_save_errors
 
 #define HB_LAUNCH_CAP 4096u  // launch records (power of two)
 #define HB_MODULE_CAP 512u   // module-load records (power of two)
@@ -126,7 +126,9 @@ typedef struct {
   uint64_t comp_errors;        // completion writes that failed (then: host func)
   uint64_t comp_overflow;      // launches whose stream got the shared slot 0
   uint64_t pending_overflow;   // held launches not listed (pending table full)
-  uint8_t _pad3[512 - 320];
+  uint64_t ptx_saved;          // LP: PTX images written to HBTUI_MODULE_DIR
+  uint64_t ptx_save_errors;    // LP: PTX images that could not be written (skipped)
+  uint8_t _pad3[512 - 336];
 } hb_header;
 
 // One launch (96 B). Ring of HB_LAUNCH_CAP at HB_OFF_LAUNCH, slot = index % cap.

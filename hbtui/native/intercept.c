@@ -23,7 +23,8 @@
 //    engine's granted_seq reaches it (spin, then futex wait with a bounded timeout),
 //    unless the segment is in PASS mode or the engine's heartbeat is older than the
 //    grace period (then: one warning line, ungated until the heartbeat returns).
-// Module loads and function lookups are recorded with the image hash and the name.
+// Module loads and function lookups are recorded with the image hash and the name; an LP
+// program's PTX images are also written once to HBTUI_MODULE_DIR for the engine's slicer.
 //
 // No CUDA headers: the few types needed are declared below.
 #define _GNU_SOURCE
@@ -256,6 +257,9 @@ static int64_t g_coalesce_ns;
 static int64_t g_slot_write_ns[HB_COMP_SLOTS], g_slot_launch_ns[HB_COMP_SLOTS];
 static uint64_t g_slot_seq[HB_COMP_SLOTS];  // highest seq this process launched per slot
 static __thread uint32_t t_tid;
+// LP only: where PTX module images are written for the engine's slicer (HBTUI_MODULE_DIR,
+// an absolute path; empty = do not write). Set once in hb_init.
+static char g_moddir[PATH_MAX - 64];
 
 static inline uint32_t tid(void) {
   if (UNLIKELY(!t_tid)) t_tid = (uint32_t)syscall(SYS_gettid);
@@ -354,6 +358,9 @@ __attribute__((constructor)) static void hb_init(void) {
     long us = strtol(every, NULL, 10);
     if (us > 0 && us <= 1000000) g_coalesce_ns = (int64_t)us * 1000;
   }
+  const char *moddir = getenv("HBTUI_MODULE_DIR");
+  if (G.lp && moddir && moddir[0] == '/' && strlen(moddir) < sizeof g_moddir)
+    memcpy(g_moddir, moddir, strlen(moddir) + 1);
   __atomic_store_n(&h->intercept_pid, (int32_t)getpid(), __ATOMIC_RELAXED);
   __atomic_store_n(&g_on, 1, __ATOMIC_RELEASE);
 }
@@ -1048,6 +1055,34 @@ static const void *image_bytes(const void *img, uint64_t *size, uint32_t *kind) 
     __atomic_store_n(&R->pub, i_ + 1, __ATOMIC_RELEASE);                 \
   } while (0)
 
+// LP: write a PTX image (n bytes, without its NUL) once to g_moddir/<hash>.ptx for the
+// engine's slicer. Module loads are rare and this runs in the loading thread, after the
+// real load: no allocation, the file appears whole (O_EXCL temp file + rename) or not at
+// all, an existing file is kept, and any failure only counts ptx_save_errors.
+#define PTX_SAVE_MAX (16u << 20)
+static void save_ptx(const char *text, uint64_t n, uint64_t hash) {
+  static uint32_t seq;
+  char path[PATH_MAX], tmp[PATH_MAX];
+  struct stat st;
+  if (n == 0 || n > PTX_SAVE_MAX) return;
+  snprintf(path, sizeof path, "%s/%016llx.ptx", g_moddir, (unsigned long long)hash);
+  if (stat(path, &st) == 0) return;  // another run (or process) wrote it already
+  snprintf(tmp, sizeof tmp, "%s/.%016llx.%d.%u.tmp", g_moddir, (unsigned long long)hash,
+           (int)getpid(), __atomic_add_fetch(&seq, 1, __ATOMIC_RELAXED));
+  int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+  int ok = fd >= 0;
+  for (uint64_t off = 0; ok && off < n;) {
+    ssize_t w = write(fd, text + off, (size_t)(n - off));
+    if (w > 0) off += (uint64_t)w;
+    else if (w < 0 && errno == EINTR) continue;
+    else ok = 0;
+  }
+  if (fd >= 0 && close(fd) != 0) ok = 0;
+  if (ok && rename(tmp, path) != 0) ok = 0;
+  if (!ok && fd >= 0) unlink(tmp);
+  __atomic_add_fetch(ok ? &G.h->ptx_saved : &G.h->ptx_save_errors, 1, __ATOMIC_RELAXED);
+}
+
 static void record_module(uint32_t api, CUresult r, void *handle, const void *image) {
   if (!__atomic_load_n(&g_on, __ATOMIC_ACQUIRE)) return;
   uint64_t size = 0, hash = 0;
@@ -1056,6 +1091,11 @@ static void record_module(uint32_t api, CUresult r, void *handle, const void *im
     const void *bytes = image_bytes(image, &size, &kind);
     if (bytes) hash = hash64(bytes, size);
     mod_put((uint64_t)(uintptr_t)handle, hash, NULL);
+    if (kind == HB_IMG_PTX && g_moddir[0] && bytes) {
+      int saved_errno = errno;  // the program never sees our file work
+      save_ptx(bytes, size - 1, hash);
+      errno = saved_errno;
+    }
   }
   int64_t t = now_ns();
   PUBLISH(module, HB_MODULE_CAP, module_head, {

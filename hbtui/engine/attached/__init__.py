@@ -29,9 +29,12 @@ from functools import partial
 from typing import Any
 
 from hbtui.attach import layout as L
+from hbtui.attach import modcache
 from hbtui.attach.segment import Attachment, SegmentError
 from hbtui.engine.attached.hp import HpTracker
 from hbtui.engine.attached.lp import DEFAULT_BUDGET_US, LpGate
+from hbtui.engine.attached.triton import triton_roots
+from hbtui.engine.attached.variants import Job, ModuleVariant, VariantWorker
 from hbtui.engine.metrics import TaskStats
 from hbtui.engine.model import HP, LP, Task
 from hbtui.engine.scheduler import ControlError
@@ -60,6 +63,29 @@ def _fits_all(open_hps: list[HpTracker], now: int, duration_ns: float) -> bool:
     return all(h.bubble_fits(now - h.idle_since, need) for h in open_hps)
 
 
+def program_dirs(pid: int) -> tuple[str, tuple[str, ...]]:
+    """Where an LP program's PTX images go and where its Triton cache is, from its own
+    environment (``/proc/PID/environ``; the engine's when that cannot be read)."""
+    env: dict[str, str] | None = None
+    if pid > 0:
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                raw = f.read(1 << 20)
+            pairs = (kv.split(b"=", 1) for kv in raw.split(b"\0") if b"=" in kv)
+            env = {k.decode(errors="replace"): v.decode(errors="replace") for k, v in pairs}
+        except OSError:
+            env = None
+    mdir = modcache.module_dir(env if env and env.get(modcache.ENV) else None)
+    return str(mdir), tuple(str(r) for r in triton_roots(env))
+
+
+def _count(values: Any) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for v in values:
+        out[v] = out.get(v, 0) + 1
+    return out
+
+
 class AttachError(Exception):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
@@ -81,8 +107,12 @@ class AttachedTask:
     exit_code: int | None = None
     stats: TaskStats | None = None
     funcs: dict[int, int] = field(default_factory=dict)  # func -> module hash
+    func_names: dict[int, int] = field(default_factory=dict)  # func -> hash64 of its name
     ptx_modules: set[int] = field(default_factory=set)
-    sliceable: set[int] = field(default_factory=set)  # funcs whose module is PTX
+    modules: dict[int, str] = field(default_factory=dict)  # LP: image hash -> slicer status
+    sliceable: set[int] = field(default_factory=set)  # funcs the slicer sliced
+    # LP: where the program's PTX images and Triton cache are (from its environment)
+    dirs: tuple[str, tuple[str, ...]] | None = None
     rate_mark: tuple[int, int] = (0, 0)  # (ns, launches) at the last stats
     kernels_per_s: float = 0.0
     mps: bool = False  # an MPS daemon serves the program (else: time-sliced contexts)
@@ -109,8 +139,14 @@ class AttachedTask:
 class AttachedSet:
     """The engine's attached programs (one scheduling thread calls everything here)."""
 
-    def __init__(self, policy: Any, baseline_p99_ms: Any = None) -> None:
+    def __init__(
+        self, policy: Any, baseline_p99_ms: Any = None, variants: VariantWorker | None = None
+    ) -> None:
         self.policy = policy  # () -> the engine's current policy name
+        # LP programs' modules are sliced in the background (engine.attached.variants)
+        self.variants = variants if variants is not None else VariantWorker()
+        self.variant_results: dict[int, ModuleVariant] = {}  # image hash -> result
+        self._sliced_names: dict[int, frozenset[int]] = {}  # image hash -> hash64(entry names)
         self.tasks: dict[str, AttachedTask] = {}
         self.by_shm: dict[str, AttachedTask] = {}
         self.listeners: list[Any] = []  # on_request(task, req, latency_ns, slo_ok)
@@ -191,6 +227,7 @@ class AttachedSet:
     def close(self) -> None:
         for shm in list(self.by_shm):
             self.detach(shm)
+        self.variants.close()
 
     # -- live control (ops route edits of attached tasks here) -------------------------
     def _get(self, name: str) -> AttachedTask:
@@ -228,6 +265,7 @@ class AttachedSet:
         if now - self._dead_check > DEAD_CHECK_NS:
             self._dead_check = now
             self._drop_dead()
+        self._take_variants()
         hps, lps = [], []
         for at in self.tasks.values():
             att = at.att
@@ -272,13 +310,41 @@ class AttachedSet:
 
     def _read_names(self, at: AttachedTask) -> None:
         for m in at.att.modules():
-            if m.result == 0 and m.image_kind == L.IMG_PTX:
+            if m.result != 0:
+                continue
+            if m.image_kind == L.IMG_PTX:
                 at.ptx_modules.add(m.hash)
+            if at.lp is not None and m.hash and m.hash not in at.modules:
+                self._want_variant(at, m)
         for f in at.att.functions():
             if f.result == 0:
                 at.funcs[f.func] = f.module_hash
-                if f.module_hash in at.ptx_modules:
+                at.func_names[f.func] = f.name_hash  # names in the ring may be truncated
+                if f.name_hash in self._sliced_names.get(f.module_hash, ()):
                     at.sliceable.add(f.func)
+
+    def _want_variant(self, at: AttachedTask, m: L.Module) -> None:
+        """An LP program loaded a module: have its sliceable variant made (or read)."""
+        known = self.variant_results.get(m.hash)
+        at.modules[m.hash] = known.status if known is not None else "pending"
+        if at.dirs is None:
+            at.dirs = program_dirs(int(at.att.h.intercept_pid))
+        mdir, roots = at.dirs
+        self.variants.request(Job(m.hash, m.image_kind, m.size, mdir, roots, time.monotonic_ns()))
+
+    def _take_variants(self) -> None:
+        """Finished slicer results: mark the functions they make sliceable."""
+        for v in self.variants.take():
+            self.variant_results[v.hash] = v
+            names = frozenset(L.hash64(n.encode()) for n in v.sliced_names())
+            self._sliced_names[v.hash] = names
+            for at in self.tasks.values():
+                if v.hash not in at.modules:
+                    continue
+                at.modules[v.hash] = v.status
+                for func, mh in at.funcs.items():
+                    if mh == v.hash and at.func_names.get(func) in names:
+                        at.sliceable.add(func)
 
     def _requests_done(self, at: AttachedTask) -> None:
         assert at.hp is not None and at.stats is not None
@@ -328,6 +394,8 @@ class AttachedSet:
             "launches": at.launches(),
             "held": len(at.att.pending()) if lp is not None and not at.detached else 0,
             "sliceable_share": (lp.sliceable_ns / busy) if lp is not None and busy > 0 else None,
+            "sliceable_kernels": len(at.sliceable),
+            "modules": _count(at.modules.values()),
             "requests_from": "markers" if at.hp is not None and at.hp.markers else "bursts",
             "idle_ms": at.idle_ms,
             "mps": at.mps,

@@ -46,7 +46,7 @@ class LpGate:
         self.kernels = 0  # launches issued (recorded)
         self.completed = 0
         self.busy_ns = 0.0  # estimated GPU time of completed launches
-        self.sliceable_ns = 0.0  # of which in kernels whose PTX is known
+        self.sliceable_ns = 0.0  # of which in kernels the slicer sliced (variants.py)
         self.granted_launches = 0
         self.gated = False
 

@@ -1,0 +1,169 @@
+"""The engine's attached set with slicer results: an LP program's modules are handed to
+the variants worker, and ``sliceable_share`` counts GPU time in kernels the slicer
+sliced (not in every kernel of a PTX module). Fakes for the segment and the worker."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from types import SimpleNamespace
+
+from hbtui.attach import layout as L
+from hbtui.engine.attached import AttachedSet, AttachedTask, program_dirs
+from hbtui.engine.attached import variants as V
+from hbtui.engine.attached.hp import HpTracker
+from hbtui.engine.attached.lp import LpGate
+from hbtui.engine.metrics import TaskStats
+from hbtui.engine.model import Task
+
+US = 1_000
+PTX_MOD, CUBIN_MOD = 0xA1, 0xB2
+
+
+class FakeAtt:
+    """The parts of ``Attachment`` the poll uses; tests append records to the lists."""
+
+    def __init__(self) -> None:
+        self.next_seq = self.granted = 0
+        self.mods: list[SimpleNamespace] = []
+        self.funcs: list[SimpleNamespace] = []
+        self.recs: list[SimpleNamespace] = []
+        self._done = [0] * L.COMP_SLOTS
+        self.h = SimpleNamespace(intercept_pid=0, ungated=0)
+
+    def _take(self, name: str) -> list[SimpleNamespace]:
+        out, self.__dict__[name] = self.__dict__[name], []
+        return out
+
+    def modules(self) -> list[SimpleNamespace]:
+        return self._take("mods")
+
+    def functions(self) -> list[SimpleNamespace]:
+        return self._take("funcs")
+
+    def launches(self) -> list[SimpleNamespace]:
+        return self._take("recs")
+
+    def heartbeat(self, now: int | None = None) -> None:
+        pass
+
+    def completed(self, slot: int) -> int:
+        return self._done[slot]
+
+    def pending(self) -> list[SimpleNamespace]:
+        return []
+
+    def grant(self, seq: int) -> int:
+        self.granted = max(self.granted, seq)
+        return self.granted
+
+    def set_gated(self, gated: bool) -> None:
+        pass
+
+
+class FakeWorker:
+    def __init__(self) -> None:
+        self.jobs: list[V.Job] = []
+        self.ready: list[V.ModuleVariant] = []
+
+    def request(self, job: V.Job) -> bool:
+        self.jobs.append(job)
+        return True
+
+    def take(self) -> list[V.ModuleVariant]:
+        out, self.ready = self.ready, []
+        return out
+
+    def close(self) -> None:
+        pass
+
+
+def mod(h: int, kind: int) -> SimpleNamespace:
+    return SimpleNamespace(hash=h, image_kind=kind, size=100, result=0)
+
+
+def fn(func: int, name: str, module_hash: int) -> SimpleNamespace:
+    return SimpleNamespace(func=func, name=name, module_hash=module_hash, result=0,
+                           name_hash=L.hash64(name.encode()))  # fmt: skip
+
+
+def launch(seq: int, func: int, t: int) -> SimpleNamespace:
+    return SimpleNamespace(seq=seq, kind=L.KIND_KERNEL, flags=0, comp_slot=1, func=func,
+                           enqueue_ns=t, issue_ns=t, return_ns=t + US)  # fmt: skip
+
+
+def _attach(s: AttachedSet, cls: str) -> tuple[AttachedTask, FakeAtt]:
+    att = FakeAtt()
+    at = AttachedTask(Task(f"t-{cls}", cls), att, f"/{cls}", os.getpid(), ["x"], 1.0,  # type: ignore[arg-type]
+                      stats=TaskStats(f"t-{cls}", cls), dirs=("/cache", ("/triton",)))  # fmt: skip
+    if cls == "lp":
+        at.lp = LpGate(att)  # type: ignore[arg-type]
+    else:
+        at.hp = HpTracker(idle_ns=1000 * US)
+    s.tasks[at.name] = at
+    s.by_shm[at.shm] = at
+    return at, att
+
+
+def test_sliceable_share_counts_only_kernels_the_slicer_sliced() -> None:
+    w = FakeWorker()
+    s = AttachedSet(lambda: "temporal", variants=w)  # type: ignore[arg-type]
+    at, att = _attach(s, "lp")
+    att.mods = [mod(PTX_MOD, L.IMG_PTX), mod(CUBIN_MOD, L.IMG_CUBIN)]
+    att.funcs = [fn(0xF1, "k_sliced", PTX_MOD), fn(0xF2, "k_refused", PTX_MOD),
+                 fn(0xF3, "k_triton", CUBIN_MOD)]  # fmt: skip
+    s.poll(0)
+    assert [(j.hash, j.kind, j.module_dir, j.triton_roots) for j in w.jobs] == [
+        (PTX_MOD, L.IMG_PTX, "/cache", ("/triton",)),
+        (CUBIN_MOD, L.IMG_CUBIN, "/cache", ("/triton",)),
+    ]
+    assert at.sliceable == set() and at.modules == {PTX_MOD: "pending", CUBIN_MOD: "pending"}
+    w.ready = [
+        V.ModuleVariant(PTX_MOD, V.OK, kind="ptx", entries=(
+            V.EntryInfo("k_sliced", "sliced", None, 3),
+            V.EntryInfo("k_refused", "refused", "grid-wide sync", 2))),
+        V.ModuleVariant(CUBIN_MOD, V.MISSING, "no .ptx", "cubin"),
+    ]  # fmt: skip
+    s.poll(1 * US)
+    assert at.sliceable == {0xF1}  # a PTX module's refused kernel is not sliceable
+    # a handle looked up after the result came (e.g. cuKernelGetFunction) is matched too
+    att.funcs = [fn(0xF4, "k_sliced", PTX_MOD)]
+    s.poll(2 * US)
+    assert at.sliceable == {0xF1, 0xF4}
+    # 100 us in the sliced kernel, then 300 us in the refused one
+    att.recs = [launch(1, 0xF1, 10 * US)]
+    s.poll(10 * US)
+    att._done[1] = 1
+    s.poll(110 * US)
+    att.recs = [launch(2, 0xF2, 110 * US)]
+    s.poll(110 * US)
+    att._done[1] = 2
+    s.poll(410 * US)
+    a = s.task_state(at)["attached"]
+    assert a["sliceable_share"] == 100 / 400
+    assert a["sliceable_kernels"] == 2 and a["modules"] == {"ok": 1, "missing": 1}
+    assert len(w.jobs) == 2  # nothing asked twice
+
+
+def test_hp_programs_are_never_sliced() -> None:
+    w = FakeWorker()
+    s = AttachedSet(lambda: "temporal", variants=w)  # type: ignore[arg-type]
+    at, att = _attach(s, "hp")
+    att.mods = [mod(PTX_MOD, L.IMG_PTX)]
+    att.funcs = [fn(0xF1, "k", PTX_MOD)]
+    s.poll(0)
+    assert w.jobs == [] and at.modules == {} and at.sliceable == set()
+
+
+def test_a_programs_directories_come_from_its_environment(tmp_path) -> None:  # noqa: ANN001
+    env = {"PATH": os.environ.get("PATH", ""), "HBTUI_MODULE_DIR": str(tmp_path / "m"),
+           "TRITON_CACHE_DIR": str(tmp_path / "t")}  # fmt: skip
+    p = subprocess.Popen(["sh", "-c", "echo up; exec sleep 10"], env=env, stdout=subprocess.PIPE)
+    try:
+        assert p.stdout is not None and p.stdout.readline() == b"up\n"  # exec'd with env
+        assert program_dirs(p.pid) == (str(tmp_path / "m"), (str(tmp_path / "t"),))
+    finally:
+        p.kill()
+        p.wait()
+    mdir, roots = program_dirs(0)  # unknown: the engine's own environment
+    assert mdir and len(roots) == 1
