@@ -158,9 +158,11 @@ def test_hp_programs_are_never_sliced() -> None:
 def test_a_programs_directories_come_from_its_environment(tmp_path) -> None:  # noqa: ANN001
     env = {"PATH": os.environ.get("PATH", ""), "HBTUI_MODULE_DIR": str(tmp_path / "m"),
            "TRITON_CACHE_DIR": str(tmp_path / "t")}  # fmt: skip
-    p = subprocess.Popen(["sh", "-c", "echo up; exec sleep 10"], env=env, stdout=subprocess.PIPE)
+    # no exec after "up": /proc/PID/environ reads empty while a process is mid-exec (a CI
+    # run read it then and fell back to the engine's own directories)
+    p = subprocess.Popen(["sh", "-c", "echo up; sleep 10; :"], env=env, stdout=subprocess.PIPE)
     try:
-        assert p.stdout is not None and p.stdout.readline() == b"up\n"  # exec'd with env
+        assert p.stdout is not None and p.stdout.readline() == b"up\n"
         assert program_dirs(p.pid) == (str(tmp_path / "m"), (str(tmp_path / "t"),))
     finally:
         p.kill()
