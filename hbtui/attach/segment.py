@@ -217,6 +217,9 @@ class Attachment:
         if gated:
             self.heartbeat()
         self.h.mode = L.MODE_GATED if gated else L.MODE_PASS
+        # bump the futex word too: a waiter that read the old mode but is not asleep yet
+        # then finds the word changed and re-checks at once (else up to its 50-ms timeout)
+        self.h.gate_word = (self.h.gate_word + 1) & 0xFFFFFFFF
         self._wake()
 
     def grant(self, seq: int) -> int:

@@ -304,11 +304,16 @@ static uint64_t hash64(const void *data, uint64_t n) {
   return h;
 }
 
-static void atfork_child(void) { t_tid = 0; }
+static uint64_t g_pid_key;  // this process in the completion-slot keys (see comp_slot)
+static void atfork_child(void) {
+  t_tid = 0;
+  g_pid_key = (uint64_t)getpid() << 40;
+}
 
 __attribute__((constructor)) static void hb_init(void) {
   if (!g_dlsym) init_dlsym();
   pthread_atfork(NULL, NULL, atfork_child);
+  g_pid_key = (uint64_t)getpid() << 40;
   const char *name = getenv("HBTUI_SHM");
   if (!name || !*name) return;  // not under `hbtui run`: pure pass-through
   char path[256];
@@ -407,7 +412,10 @@ static uint32_t comp_setup(void) {
 // The completion counter of a stream: open addressing on the stream handle (key + 1;
 // 0 = free); slot 0 is shared by streams that find no slot.
 static inline uint16_t comp_slot(uint64_t stream) {
-  uint64_t k = stream + 1;
+  // keyed by process and stream: processes sharing a segment (exec'd or forked children)
+  // reuse stream handle values (0, the per-thread stream, allocator addresses), and a
+  // counter written by two processes out of seq order would go backwards
+  uint64_t k = (stream + 1) ^ g_pid_key;
   uint32_t s = (uint32_t)((k * 0x9E3779B97F4A7C15ULL) >> 56);
   for (int n = 0; n < 16; n++, s = (s + 1) & (HB_COMP_SLOTS - 1)) {
     if (s == 0) continue;
@@ -478,21 +486,37 @@ static inline uint16_t complete_coalesced(uint64_t stream, uint64_t seq, int64_t
   return s;
 }
 
-// After a synchronisation returned, everything this process launched before it (on that
-// stream, or on all of them) is done: advance the counters from the host.
-static void synced(int all, uint64_t stream) {
-  if (!g_coalesce_ns || !__atomic_load_n(&g_on, __ATOMIC_RELAXED)) return;
+// A synchronisation is about to run: what this process launched so far (on that stream,
+// or on all of them) will be done when it returns. Snapshot first: a launch another
+// thread makes during the sync is not covered by it.
+typedef struct {
+  int all;
+  uint16_t slot;
+  uint64_t seq[HB_COMP_SLOTS];
+} hb_sync_snap;
+
+static int sync_snapshot(hb_sync_snap *sn, int all, uint64_t stream) {
+  if (!g_coalesce_ns || !__atomic_load_n(&g_on, __ATOMIC_RELAXED)) return 0;
   uint32_t st = __atomic_load_n(&g_comp, __ATOMIC_RELAXED);
-  if (st != HB_COMP_WRITEVAL && st != HB_COMP_HOSTFN) return;
+  if (st != HB_COMP_WRITEVAL && st != HB_COMP_HOSTFN) return 0;
+  sn->all = all;
   if (all) {
-    for (uint32_t s = 0; s < HB_COMP_SLOTS; s++) {
-      uint64_t q = __atomic_load_n(&g_slot_seq[s], __ATOMIC_RELAXED);
-      if (q) max_u64(&G.comp_done[s], q);
-    }
+    for (uint32_t s = 0; s < HB_COMP_SLOTS; s++)
+      sn->seq[s] = __atomic_load_n(&g_slot_seq[s], __ATOMIC_RELAXED);
   } else {
-    uint16_t s = comp_slot(stream);
-    uint64_t q = __atomic_load_n(&g_slot_seq[s], __ATOMIC_RELAXED);
-    if (q) max_u64(&G.comp_done[s], q);
+    sn->slot = comp_slot(stream);
+    sn->seq[0] = __atomic_load_n(&g_slot_seq[sn->slot], __ATOMIC_RELAXED);
+  }
+  return 1;
+}
+
+// ... and it returned: advance the counters from the host to the snapshot.
+static void synced(const hb_sync_snap *sn) {
+  if (sn->all) {
+    for (uint32_t s = 0; s < HB_COMP_SLOTS; s++)
+      if (sn->seq[s]) max_u64(&G.comp_done[s], sn->seq[s]);
+  } else if (sn->seq[0]) {
+    max_u64(&G.comp_done[sn->slot], sn->seq[0]);
   }
 }
 
@@ -946,8 +970,10 @@ typedef CUresult (*csync_t)(void);
 static CUresult stream_sync(int hook, int ptsz, CUstream s) {
   ssync_t fn = (ssync_t)real(hook);
   if (UNLIKELY(!fn)) return missing(hook);
+  hb_sync_snap sn;
+  int snap = sync_snapshot(&sn, 0, ptsz && !s ? CU_STREAM_PER_THREAD : (uint64_t)(uintptr_t)s);
   CUresult r = fn(s);
-  if (r == 0) synced(0, ptsz && !s ? CU_STREAM_PER_THREAD : (uint64_t)(uintptr_t)s);
+  if (r == 0 && snap) synced(&sn);
   return r;
 }
 HB_EXPORT CUresult cuStreamSynchronize(CUstream s) { return stream_sync(H_SSYNC, 0, s); }
@@ -957,8 +983,10 @@ HB_EXPORT CUresult cuStreamSynchronize_ptsz(CUstream s) {
 HB_EXPORT CUresult cuCtxSynchronize(void) {
   csync_t fn = (csync_t)real(H_CSYNC);
   if (UNLIKELY(!fn)) return missing(H_CSYNC);
+  hb_sync_snap sn;  // (2 KB of stack; the current context's work only is waited for, but
+  int snap = sync_snapshot(&sn, 1, 0);  // slots are not per context: a documented limit)
   CUresult r = fn();
-  if (r == 0) synced(1, 0);
+  if (r == 0 && snap) synced(&sn);
   return r;
 }
 

@@ -18,7 +18,7 @@ US = 1_000
 
 def rec(seq: int, t: int, slot: int = 1, kind: int = L.KIND_KERNEL, func: int = 0xF00,
         flags: int = 0) -> SimpleNamespace:  # fmt: skip
-    return SimpleNamespace(seq=seq, kind=kind, flags=flags, comp_slot=slot, func=func,
+    return SimpleNamespace(seq=seq, kind=kind, flags=flags, comp_slot=slot, func=func, tid=0,
                            enqueue_ns=t, issue_ns=t, return_ns=t + 2 * US)  # fmt: skip
 
 
@@ -181,3 +181,61 @@ def test_coalesced_tail_counts_as_idle_once_the_program_is_quiet() -> None:
     assert hp.busy  # seq 2 unconfirmed and the program launched recently
     hp.poll(done, 2000 * US)
     assert not hp.busy  # quiet for idle_ms with every written launch done
+
+
+def test_stuck_counters_never_hold_lp_or_hp_forever() -> None:
+    from hbtui.engine.attached import hp as hp_mod
+    from hbtui.engine.attached import lp as lp_mod
+
+    att = FakeAtt()
+    lp = LpGate(att)  # type: ignore[arg-type]
+    lp.mean_ns = 2000 * US  # longer than the budget: only one at a time
+    lp.on_launch(rec(1, 0))
+    att.next_seq, att.held = 2, [SimpleNamespace(seq=2, func=0xF00)]
+    lp.poll(500 * US, set())
+    lp.grant_within(500 * US)
+    assert att.granted == 0  # seq 1 in flight, its counter never moves
+    lp.poll(lp_mod.STALE_NS + 3 * US, set())
+    lp.grant_within(500 * US)
+    assert lp.stale == 1 and att.granted == 2  # given up on: the held one goes
+    hp = HpTracker(idle_ns=1000 * US)
+    done = [0] * L.COMP_SLOTS
+    hp.on_launch(rec(1, 0), 0)
+    hp.poll(done, 100 * US)
+    assert hp.busy
+    hp.poll(done, hp_mod.STALE_NS + 200 * US)
+    assert not hp.busy and hp.stale == 1
+
+
+def test_marker_requests_end_with_their_own_launches_and_time_out() -> None:
+    from hbtui.engine.attached import hp as hp_mod
+
+    hp = HpTracker(idle_ns=1000 * US)
+    done = [0] * L.COMP_SLOTS
+    hp.on_launch(rec(1, 0, kind=L.KIND_REQ_BEGIN, slot=L.COMP_NONE), 0)
+    hp.on_launch(rec(2, 10 * US), 0)
+    hp.on_launch(rec(3, 20 * US, kind=L.KIND_REQ_END, slot=L.COMP_NONE), 0)
+    hp.on_launch(rec(4, 30 * US, kind=L.KIND_REQ_BEGIN, slot=L.COMP_NONE), 0)
+    hp.on_launch(rec(5, 40 * US), 0)  # the next request keeps the GPU busy
+    done[1] = 2
+    hp.poll(done, 300 * US)
+    ((req, lat),) = hp.take_done()  # closed by its own launches, HP still busy
+    assert req.arrival_ns == 0 and lat == 300 * US and hp.busy
+    hp.poll(done, hp_mod.MAX_REQUEST_NS + 100 * US)  # the second never gets its end
+    assert hp.timed_out == 1 and not hp.markers  # back to burst inference
+
+
+def test_markers_that_stop_coming_give_the_burst_rule_back() -> None:
+    from hbtui.engine.attached import hp as hp_mod
+
+    hp = HpTracker(idle_ns=1000 * US)
+    done = [0] * L.COMP_SLOTS
+    hp.on_launch(rec(1, 0, kind=L.KIND_REQ_BEGIN, slot=L.COMP_NONE), 0)
+    hp.on_launch(rec(2, 1 * US, kind=L.KIND_REQ_END, slot=L.COMP_NONE), 0)
+    hp.poll(done, 10 * US)
+    assert hp.markers and hp.take_done()
+    t = hp_mod.MARKER_QUIET_NS + 1000 * US
+    hp.on_launch(rec(3, t), t)  # launching long after the last marker
+    done[1] = 3
+    hp.poll(done, t + 100 * US)
+    assert not hp.markers

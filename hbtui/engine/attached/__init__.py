@@ -365,7 +365,7 @@ class AttachedSet:
         for at in list(self.tasks.values()):
             try:
                 os.kill(at.launcher_pid, 0)
-            except ProcessLookupError:
+            except (ProcessLookupError, OverflowError, ValueError):  # gone, or never a pid
                 log.warning("launcher %d of %s is gone: detaching", at.launcher_pid, at.name)
                 self.detach(at.shm)
             except PermissionError:

@@ -29,13 +29,27 @@ KIND_REQ_BEGIN = L.KIND_REQ_BEGIN
 KIND_REQ_END = L.KIND_REQ_END
 GAPS_KEPT = 256  # in-request bubbles remembered for the prediction
 MIN_GAPS = 16  # no bubble prediction before this many were seen
+# A marker request open this long is closed (its latency recorded as is); a program whose
+# markers stop pairing (an outer NVTX range, an exception that skipped the pop) falls
+# back to burst inference after one such: LP must not be held forever by a lost end.
+MAX_REQUEST_NS = 30_000_000_000
+# Counters that stop advancing while launches are outstanding (a counter overwritten out
+# of seq order, a kernel waiting on a held LP kernel) are given up on after this long
+# with no launch: HP then counts as idle rather than busy forever.
+STALE_NS = 200_000_000
+# Markers that stop coming (a program that marked one range at start-up, then none) leave
+# the burst rule off: after this long without a marker while it launches, it is back on.
+MARKER_QUIET_NS = 10_000_000_000
 
 
 @dataclass(slots=True)
 class HpRequest:
     id: int
     arrival_ns: int
-    end_seq: int = 0  # markers: launches up to this seq belong to it (0: still open)
+    tid: int = 0
+    end_seq: int = 0  # markers: the end marker's seq (0: still open)
+    # markers: per completion slot, the highest seq launched before the end marker
+    need: dict[int, int] | None = None
 
 
 class HpTracker:
@@ -51,6 +65,7 @@ class HpTracker:
         self.idle_since = 0  # when the engine saw the last outstanding work complete
         self.last_launch_ns = 0
         self.markers = False  # the program sends request markers: no burst inference
+        self.last_marker_ns = 0
         self.open: deque[HpRequest] = deque()
         self.next_id = 0
         self.gaps: deque[int] = deque(maxlen=GAPS_KEPT)
@@ -59,19 +74,26 @@ class HpTracker:
         self.untracked = 0  # launches without a completion counter (busy unknown)
         self.latency = Histogram()
         self.done: list[tuple[HpRequest, int]] = []  # (request, latency) since the last take
+        self.written_done_at = 0  # when every launch with a write of its own was seen done
+        self.progress_at = 0  # when a counter last advanced or a launch last came
+        self._seen_done: dict[int, int] = {}
+        self.timed_out = 0  # marker requests closed by MAX_REQUEST_NS
+        self.stale = 0  # times outstanding work was given up on (STALE_NS)
 
     # -- feeding -------------------------------------------------------------------
     def on_launch(self, rec: L.Launch, now_ns: int) -> None:
+        if rec.kind in (KIND_REQ_BEGIN, KIND_REQ_END):
+            self.last_marker_ns = max(self.last_marker_ns, rec.enqueue_ns)
         if rec.kind == KIND_REQ_BEGIN:
             self.markers = True
-            self._begin(rec.enqueue_ns)
+            self._begin(rec.enqueue_ns, rec.tid)
             return
         if rec.kind == KIND_REQ_END:
             self.markers = True
-            for r in self.open:
-                if r.end_seq == 0:
-                    r.end_seq = rec.seq
-                    break
+            mine = [r for r in self.open if r.end_seq == 0 and r.tid == rec.tid]
+            for r in mine or [r for r in self.open if r.end_seq == 0]:
+                r.end_seq, r.need = rec.seq, dict(self.last_seq)  # the thread's own first
+                break
             return
         if rec.flags & L.LF_CAPTURED:
             return  # recorded into a graph, not run
@@ -89,32 +111,64 @@ class HpTracker:
                 self.last_written[s] = rec.seq
             self.busy = True
         self.last_launch_ns = max(self.last_launch_ns, rec.return_ns)
+        self.progress_at = max(self.progress_at, now_ns)
         if not self.markers and not self.open:
             self._begin(rec.enqueue_ns)
 
-    def _begin(self, t: int) -> None:
-        self.open.append(HpRequest(self.next_id, t))
+    def _begin(self, t: int, tid: int = 0) -> None:
+        self.open.append(HpRequest(self.next_id, t, tid))
         self.next_id += 1
 
     def poll(self, completed: list[int], now_ns: int) -> None:
         """Update busy/idle from the completion counters; close finished requests."""
-        if self.busy and all(completed[s] >= q for s, q in self.last_seq.items()):
-            self.busy = False
-            self.idle_since = now_ns
-        elif (
-            self.busy
-            and now_ns - self.last_launch_ns >= self.idle_ns
-            and all(completed[s] >= q for s, q in self.last_written.items())
-        ):  # only coalesced launches unconfirmed, and the program quiet for idle_ms
-            self.busy = False
-            self.idle_since = now_ns
+        for s in self.last_seq:
+            if completed[s] != self._seen_done.get(s):
+                self._seen_done[s] = completed[s]
+                self.progress_at = now_ns
+        if self.last_written and all(completed[s] >= q for s, q in self.last_written.items()):
+            if not self.written_done_at:
+                self.written_done_at = now_ns
+        else:
+            self.written_done_at = 0
         if self.busy:
-            return
-        if self.markers:  # idle: every launch seen so far completed
-            while self.open and self.open[0].end_seq:
+            quiet = now_ns - self.last_launch_ns
+            if all(completed[s] >= q for s, q in self.last_seq.items()):
+                self._idle(now_ns)
+            elif quiet >= self.idle_ns and self.written_done_at:
+                # only coalesced launches unconfirmed and the program quiet: the work
+                # ended about when the last launch with a write of its own completed
+                self._idle(self.written_done_at)
+            elif quiet >= STALE_NS and now_ns - self.progress_at >= STALE_NS:
+                self.stale += 1  # counters stuck: give up rather than hold LP forever
+                self._idle(now_ns)
+        if self.markers:
+            self._close_marked(completed, now_ns)
+            quiet = self.last_launch_ns - self.last_marker_ns
+            if not self.open and quiet >= MARKER_QUIET_NS:
+                self.markers = False  # launching, no markers for long: infer from bursts
+        elif not self.busy and self.open:
+            if now_ns - max(self.idle_since, self.last_launch_ns) >= self.idle_ns:
                 self._finish(self.open.popleft(), self.idle_since or now_ns)
-        elif self.open and now_ns - max(self.idle_since, self.last_launch_ns) >= self.idle_ns:
-            self._finish(self.open.popleft(), self.idle_since or now_ns)
+
+    def _idle(self, at_ns: int) -> None:
+        self.busy = False
+        self.idle_since = at_ns
+
+    def _close_marked(self, completed: list[int], now_ns: int) -> None:
+        keep: deque[HpRequest] = deque()
+        for r in self.open:
+            if r.need is not None and (
+                not self.busy or all(completed[s] >= q for s, q in r.need.items())
+            ):
+                self._finish(r, now_ns if self.busy else (self.idle_since or now_ns))
+            elif now_ns - r.arrival_ns >= MAX_REQUEST_NS:
+                self.timed_out += 1
+                self._finish(r, now_ns)
+                if r.need is None:  # an end marker that never came: infer from bursts
+                    self.markers = False
+            else:
+                keep.append(r)
+        self.open = keep
 
     def _finish(self, r: HpRequest, end_ns: int) -> None:
         lat = max(0, end_ns - r.arrival_ns)

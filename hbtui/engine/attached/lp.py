@@ -24,6 +24,11 @@ DEFAULT_BUDGET_US = 500.0
 FIRST_GUESS_NS = 20_000  # a kernel's duration before any was measured
 EWMA = 0.25
 MAX_AHEAD = 256  # pre-granted launches at most
+# In-flight launches whose counters do not move for this long are given up on (a counter
+# overwritten out of order, or a kernel that waits on one still held, e.g. a collective):
+# the gate then grants again instead of waiting forever. A genuinely longer LP kernel only
+# lets more LP work in early.
+STALE_NS = 1_000_000_000
 
 
 @dataclass(slots=True)
@@ -49,6 +54,8 @@ class LpGate:
         self.sliceable_ns = 0.0  # of which in kernels the slicer sliced (variants.py)
         self.granted_launches = 0
         self.gated = False
+        self.progress_at = 0  # when a launch last entered or left the in-flight list
+        self.stale = 0  # in-flight launches given up on (STALE_NS)
 
     def set_gated(self, gated: bool) -> None:
         if gated != self.gated:
@@ -66,6 +73,7 @@ class LpGate:
         if rec.flags & (L.LF_CAPTURED | L.LF_NO_SLOT) or rec.comp_slot == L.COMP_NONE:
             return  # no completion to wait for: it cannot be accounted as in flight
         self.inflight.append(InFlight(rec.seq, rec.comp_slot, rec.func, rec.issue_ns))
+        self.progress_at = max(self.progress_at, rec.return_ns)
 
     def poll(self, now_ns: int, sliceable: set[int]) -> None:
         """Retire what the GPU completed (in seq order per stream) and learn durations."""
@@ -79,6 +87,11 @@ class LpGate:
                 done_by_slot.setdefault(f.slot, []).append(f)
             else:
                 keep.append(f)
+        if not done_by_slot and now_ns - self.progress_at >= STALE_NS:
+            self.stale += len(keep)  # nothing moved for a second: stop counting them
+            keep.clear()
+        elif done_by_slot:
+            self.progress_at = now_ns
         self.inflight = keep
         for slot, fs in done_by_slot.items():
             start = max(fs[0].issue_ns, self.slot_seen.get(slot, 0))

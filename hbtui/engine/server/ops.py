@@ -351,7 +351,7 @@ _SAVE = {"name": profile_name, "path": toml_path, "shadow": boolean}
 
 _ATTACH: dict[str, Check] = {
     "task": attach_ops.task_name, "class": attach_ops.task_class, "shm": attach_ops.shm_name,
-    "pid": integer(1, 2**31), "cmd": attach_ops.command, "layout": integer(0, 2**31),
+    "pid": integer(1, 2**31 - 1), "cmd": attach_ops.command, "layout": integer(0, 2**31),
 }  # fmt: skip
 
 TABLE: dict[str, Op] = {
