@@ -166,3 +166,15 @@ def test_hp_requests_from_markers(engine, env: dict, native: Native, tmp_path: P
     assert p.finish() == 0, p.err
     assert len(lat) == 2, lat  # bursts would have split each request into three
     assert all(10.0 <= x <= 40.0 for x in lat), lat
+
+
+def test_attach_with_an_impossible_pid_is_refused_and_the_engine_lives(engine) -> None:
+    from hbtui.engine.client import ClientError
+
+    c, _, _ = engine
+    args = {"task": "x", "class": "lp", "shm": "/hbtui-0-1-ab", "pid": 2**31,
+            "cmd": ["x"], "layout": 2}  # fmt: skip
+    with pytest.raises(ClientError) as e:
+        c.call("attach", args)
+    assert e.value.code == "bad_value" and "'pid'" in e.value.message
+    assert c.ping()["phase"] == "running"
