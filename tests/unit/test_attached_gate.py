@@ -239,3 +239,23 @@ def test_markers_that_stop_coming_give_the_burst_rule_back() -> None:
     done[1] = 3
     hp.poll(done, t + 100 * US)
     assert not hp.markers
+
+
+def test_the_engine_ticks_fast_only_while_a_program_is_active() -> None:
+    from hbtui.engine import attached as A
+
+    s, att, _, at = _set("temporal")
+    att.heartbeat = lambda now=None: None  # type: ignore[attr-defined]
+    att.modules = att.functions = lambda: []  # type: ignore[attr-defined]
+    queued: list = []
+    att.launches = lambda: [queued.pop() for _ in range(len(queued))]  # type: ignore[attr-defined]
+    s.tasks["train"] = at
+    s.poll(1_000 * US)
+    assert s.poll_ns == A.IDLE_POLL_NS  # nothing launched, nothing in flight
+    queued.append(rec(1, 0))
+    s.poll(1_100 * US)
+    assert s.poll_ns == A.POLL_NS  # a launch in flight on the GPU
+    att._done[1] = 1
+    s.poll(1_200 * US)
+    s.poll(1_300 * US)
+    assert s.poll_ns == A.IDLE_POLL_NS  # it finished and nothing new came

@@ -21,7 +21,7 @@ from typing import Any
 import zmq
 
 from hbtui.engine import profile as profiles
-from hbtui.engine.attached import POLL_NS, AttachedSet
+from hbtui.engine.attached import AttachedSet
 from hbtui.engine.backends import make_backend
 from hbtui.engine.backends.base import Backend
 from hbtui.engine.calibrate import Calibration, calibrate, drain
@@ -49,6 +49,7 @@ FLUSH_NS = 20_000_000  # telemetry flush period (50 Hz)
 STATS_NS = 1_000_000_000
 STATE_NS = 1_000_000_000
 CHUNK_NS = 50_000_000  # run_until horizon: stop/reload requests are seen within 50 ms
+ATTACHED_CHUNK_NS = 2_000_000  # with programs attached: the tick period adapts this often
 MAX_WAIT_NS = 1_000_000
 
 
@@ -199,9 +200,11 @@ class Engine:
             sched = self.sched
             assert sched is not None
             now = self.backend.now_ns()
-            # attached programs are polled every tick: tick often while there are any
-            wait = POLL_NS if self.attached else MAX_WAIT_NS
-            sched.run_until(now + CHUNK_NS, wait, self.tick)
+            # attached programs are polled every tick: tick often while one is active
+            if self.attached:
+                sched.run_until(now + ATTACHED_CHUNK_NS, self.attached.poll_ns, self.tick)
+            else:
+                sched.run_until(now + CHUNK_NS, MAX_WAIT_NS, self.tick)
 
     def request_reload(self, prof: profiles.Profile) -> None:
         """Swap to ``prof`` once the current control batch is answered (see ``run``)."""
