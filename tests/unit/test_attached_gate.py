@@ -259,3 +259,13 @@ def test_the_engine_ticks_fast_only_while_a_program_is_active() -> None:
     s.poll(1_200 * US)
     s.poll(1_300 * US)
     assert s.poll_ns == A.IDLE_POLL_NS  # it finished and nothing new came
+
+
+def test_many_waiting_threads_are_let_go_only_as_far_as_the_budget() -> None:
+    att = FakeAtt()
+    lp = LpGate(att)  # type: ignore[arg-type]
+    lp.mean_ns = 100 * US  # 500-us budget: five fit
+    att.next_seq = 12
+    att.held = [SimpleNamespace(seq=s, func=0xF00) for s in range(1, 13)]  # 12 threads wait
+    lp.grant_within(500 * US)
+    assert att.granted == 5  # the five oldest, not all twelve

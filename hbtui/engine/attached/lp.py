@@ -111,16 +111,22 @@ class LpGate:
         return sum(self.duration_ns(f.func) for f in self.inflight)
 
     def grant_within(self, budget_ns: float) -> None:
-        """HP is not in a request: keep granted LP work at or under ``budget_ns``."""
+        """HP is not in a request: keep granted LP work at or under ``budget_ns``.
+
+        Held launches (threads already waiting) count against the room like the ones to
+        come: with more held than fit, only the oldest that fit are let go (a watermark
+        at the next seq would release every waiting thread at once)."""
         att = self.att
         room = budget_ns - self.inflight_ns()
         ahead = min(MAX_AHEAD, int(room // max(1.0, self.mean_ns)))
+        held = att.pending() if att.next_seq > att.granted else []  # cheap when none wait
         if ahead > 0:
-            self._grant(att.next_seq + ahead)
-        elif not self.inflight:  # one kernel bigger than the budget: alone, not never
-            pend = att.pending()
-            if pend:
-                self._grant(pend[0].seq)
+            if len(held) >= ahead:
+                self._grant(held[ahead - 1].seq)
+            else:
+                self._grant(att.next_seq + ahead - len(held))
+        elif not self.inflight and held:  # one kernel bigger than the budget: alone
+            self._grant(held[0].seq)
 
     def grant_one_if(self, fits: Callable[[float], bool], cap_ns: float) -> bool:
         """In a bubble inside an HP request: the oldest held launch, alone, if
