@@ -178,3 +178,45 @@ def test_attach_with_an_impossible_pid_is_refused_and_the_engine_lives(engine) -
         c.call("attach", args)
     assert e.value.code == "bad_value" and "'pid'" in e.value.message
     assert c.ping()["phase"] == "running"
+
+
+def test_programs_appear_in_the_prometheus_scrape(env: dict, native: Native, tmp_path) -> None:
+    import urllib.request
+
+    from engines import free_port
+    from prometheus_client.parser import text_string_to_metric_families
+
+    ctl, pub, port = f"ipc://{tmp_path}/ctl", f"ipc://{tmp_path}/pub", free_port()
+    proc = start_engine("--profile", "programs", "--backend", "sim", "--ctl", ctl, "--pub", pub,
+                        "--metrics", f"127.0.0.1:{port}")  # fmt: skip
+    c = wait_running(ctl)
+    try:
+        c.call("set_policy", {"policy": "temporal"})
+        lp = Prog([*RUN, "--lp", "--task", "train", "--engine", ctl, "--", str(native.prog),
+                   "dlsym", "launch:20", "sleep:4000"], env)  # fmt: skip
+        hp = Prog([*RUN, "--hp", "--task", "svc", "--engine", ctl, "--", str(native.prog),
+                   "dlsym", *["launch:3", "sleep:50"] * 3, "sleep:4000"], env)  # fmt: skip
+
+        def scrape() -> dict[tuple[str, str], float]:
+            text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read()
+            out = {}
+            for fam in text_string_to_metric_families(text.decode()):
+                for smp in fam.samples:
+                    if "task" in smp.labels:
+                        out[(smp.name, smp.labels["task"])] = smp.value
+            return out
+
+        def enough() -> dict | None:
+            m = scrape()
+            lp_ok = m.get(("hbtui_lp_slices_total", "train"), 0) >= 20
+            return m if lp_ok and m.get(("hbtui_hp_requests_total", "svc"), 0) >= 3 else None
+
+        got = _until(enough, timeout=15)
+        assert got[("hbtui_lp_work_total", "train")] >= 20  # kernels, for programs
+        for p in (lp, hp):
+            p.p.terminate()
+            p.finish()
+    finally:
+        c.close()
+        rc, err = stop(proc)
+        assert rc == 0, err
