@@ -35,7 +35,20 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="hbtui run",
         description="Run an unmodified CUDA program under an hbtui engine.",
-        epilog="Example: hbtui run --lp --task train -- python train.py",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="""examples:
+  hbtui run --hp --task svc --slo 25 -- python serve.py
+  hbtui run --lp --task train -- python train.py
+
+HP requests come from markers when the program sends any: `with hbtui.request():`,
+hbtui_request_begin()/hbtui_request_end() (C), or NVTX ranges (top-level ones; with
+HBTUI_NVTX_RANGE=NAME only those named NAME); otherwise from bursts (--idle-ms).
+
+environment:
+  HBTUI_GRACE_MS       LP runs ungated once the engine's heartbeat is older (2000)
+  HBTUI_COMP_EVERY_US  HP: at most one completion write per stream per N us (off)
+
+details: docs/attach.md""",
     )
     cls = p.add_mutually_exclusive_group(required=True)
     cls.add_argument("--hp", action="store_true", help="latency-critical: observed, never held")
