@@ -272,6 +272,11 @@ class Attachment:
         """Records overwritten before they were read, per ring."""
         return {k: r.lost for k, r in self._rings.items()}
 
+    @property
+    def counters(self) -> ctypes.Array:
+        """The completion counters, read in place (index = ``Launch.comp_slot``)."""
+        return self._done
+
     def completed(self, slot: int) -> int:
         """The latest seq the GPU completed on the stream of completion ``slot``."""
         return self._done[slot]

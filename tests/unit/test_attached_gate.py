@@ -31,6 +31,7 @@ class FakeAtt:
         self.gated = False
         self.held: list[SimpleNamespace] = []
         self._done = [0] * L.COMP_SLOTS
+        self.counters = self._done  # Attachment.counters: read in place
 
     def completed(self, slot: int) -> int:
         return self._done[slot]

@@ -29,6 +29,7 @@ class FakeAtt:
         self.funcs: list[SimpleNamespace] = []
         self.recs: list[SimpleNamespace] = []
         self._done = [0] * L.COMP_SLOTS
+        self.counters = self._done  # Attachment.counters: read in place
         self.h = SimpleNamespace(intercept_pid=0, ungated=0)
 
     def _take(self, name: str) -> list[SimpleNamespace]:

@@ -112,7 +112,6 @@ class AttachedTask:
     stats: TaskStats | None = None
     funcs: dict[int, int] = field(default_factory=dict)  # func -> module hash
     func_names: dict[int, int] = field(default_factory=dict)  # func -> hash64 of its name
-    ptx_modules: set[int] = field(default_factory=set)
     modules: dict[int, str] = field(default_factory=dict)  # LP: image hash -> slicer status
     sliceable: set[int] = field(default_factory=set)  # funcs the slicer sliced
     # LP: where the program's PTX images and Triton cache are (from its environment)
@@ -155,7 +154,6 @@ class AttachedSet:
         self.by_shm: dict[str, AttachedTask] = {}
         self.listeners: list[Any] = []  # on_request(task, req, latency_ns, slo_ok)
         self._dead_check = 0
-        self.polls = 0
         self.departed: dict[str, dict[str, Any]] = {}  # last stats of detached programs
         self.hot = False  # some program is active: the engine ticks every POLL_NS
 
@@ -266,7 +264,6 @@ class AttachedSet:
         if not self.tasks:
             return
         now = time.monotonic_ns() if now_ns is None else now_ns
-        self.polls += 1
         if now - self._dead_check > DEAD_CHECK_NS:
             self._dead_check = now
             self._drop_dead()
@@ -283,7 +280,7 @@ class AttachedSet:
                 hp = at.hp
                 for r in recs:
                     hp.on_launch(r, now)
-                hp.poll(att._done, now)  # noqa: SLF001 - the counters, read in place
+                hp.poll(att.counters, now)
                 self._requests_done(at)
                 hps.append(hp)
             else:
@@ -329,8 +326,6 @@ class AttachedSet:
         for m in at.att.modules():
             if m.result != 0:
                 continue
-            if m.image_kind == L.IMG_PTX:
-                at.ptx_modules.add(m.hash)
             if at.lp is not None and m.hash and m.hash not in at.modules:
                 self._want_variant(at, m)
         for f in at.att.functions():
@@ -397,9 +392,14 @@ class AttachedSet:
             d.update(slo_ms=t.slo_ms, slo_factor=None, slo_effective_ms=t.slo_ms)
         else:
             d.update(slice_us=t.slice_us, slice_blocks=None, slice_default_us=DEFAULT_BUDGET_US)
+        d["attached"] = self._attached_info(at)
+        return d
+
+    def _attached_info(self, at: AttachedTask) -> dict[str, Any]:
+        """The ``attached`` map (protocol.AttachedInfo) of ``state`` and ``stats``."""
         lp = at.lp
         busy = lp.busy_ns if lp is not None else 0.0
-        d["attached"] = {
+        return {
             "pid": int(at.att.h.intercept_pid),
             "launcher_pid": at.launcher_pid,
             "cmd": at.cmd[:16],
@@ -417,7 +417,6 @@ class AttachedSet:
             "idle_ms": at.idle_ms,
             "mps": at.mps,
         }
-        return d
 
     def task_states(self) -> list[dict[str, Any]]:
         return [self.task_state(at) for at in self.tasks.values()]
@@ -442,7 +441,7 @@ class AttachedSet:
             s.update(work_per_s=at.lp.completed / (wall / 1e9), slices=at.lp.completed)
         else:  # the engine sees no HP kernel start times: no preemption figure
             s.pop("preemption_us", None)
-        s["attached"] = self.task_state(at)["attached"]
+        s["attached"] = self._attached_info(at)
         return s
 
     def reset_stats(self) -> None:

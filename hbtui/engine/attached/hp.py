@@ -71,7 +71,6 @@ class HpTracker:
         self.gaps: deque[int] = deque(maxlen=GAPS_KEPT)
         self._sorted: list[int] | None = None  # gaps, sorted (rebuilt when they change)
         self.launches = 0
-        self.untracked = 0  # launches without a completion counter (busy unknown)
         self.latency = Histogram()
         self.done: list[tuple[HpRequest, int]] = []  # (request, latency) since the last take
         self.written_done_at = 0  # when every launch with a write of its own was seen done
@@ -101,9 +100,7 @@ class HpTracker:
         if not self.busy and self.open and self.idle_since:
             self.gaps.append(max(0, rec.enqueue_ns - self.idle_since))
             self._sorted = None
-        if rec.comp_slot == L.COMP_NONE:
-            self.untracked += 1
-        else:
+        if rec.comp_slot != L.COMP_NONE:  # (without a counter, busy cannot be known)
             s = rec.comp_slot
             if rec.seq > self.last_seq.get(s, 0):
                 self.last_seq[s] = rec.seq

@@ -52,7 +52,6 @@ class LpGate:
         self.completed = 0
         self.busy_ns = 0.0  # estimated GPU time of completed launches
         self.sliceable_ns = 0.0  # of which in kernels the slicer sliced (variants.py)
-        self.granted_launches = 0
         self.gated = False
         self.progress_at = 0  # when a launch last entered or left the in-flight list
         self.stale = 0  # in-flight launches given up on (STALE_NS)
@@ -143,7 +142,5 @@ class LpGate:
         return False
 
     def _grant(self, seq: int) -> None:
-        before = self.att.granted
-        if seq > before:
+        if seq > self.att.granted:
             self.att.grant(seq)
-            self.granted_launches += seq - before

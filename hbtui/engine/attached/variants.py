@@ -25,9 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import queue
-import tempfile
 import threading
 import time
 from collections.abc import Sequence
@@ -37,6 +35,7 @@ from typing import Any
 
 from hbtui.attach import layout as L
 from hbtui.attach.modcache import ensure_module_dir, ptx_name
+from hbtui.engine.atomic import write_atomic
 
 log = logging.getLogger("hbtui.engine")
 
@@ -116,20 +115,6 @@ def read_cached(module_dir: str | Path, image_hash: int) -> ModuleVariant | None
     if v.sliced_ptx is not None and not Path(v.sliced_ptx).is_file():
         return None
     return v
-
-
-def _write_atomic(path: Path, data: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 _TRITON: dict[tuple[str, ...], Any] = {}  # roots -> TritonIndex (one per worker process)
@@ -216,8 +201,10 @@ def _store(out: Path, v: ModuleVariant, sliced_text: str | None) -> None:
         return  # still a result, just not cached
     try:
         if sliced_text is not None and v.sliced_ptx is not None:
-            _write_atomic(Path(v.sliced_ptx), sliced_text)
-        _write_atomic(json_path(out, v.hash), json.dumps(v.to_json(), indent=1) + "\n")
+            write_atomic(v.sliced_ptx, sliced_text, make_dirs=False)
+        write_atomic(
+            json_path(out, v.hash), json.dumps(v.to_json(), indent=1) + "\n", make_dirs=False
+        )
     except OSError as e:
         log.warning("cannot cache the slicer's result in %s: %s", out, e)
 

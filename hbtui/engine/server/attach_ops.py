@@ -12,6 +12,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from hbtui.engine.attached import AttachError
+from hbtui.engine.limits import NAME_RE
 from hbtui.engine.protocol import BAD_ARGS, BAD_VALUE, AttachResult, DetachResult
 from hbtui.engine.scheduler import ControlError
 
@@ -19,16 +20,14 @@ if TYPE_CHECKING:
     from hbtui.engine.server.engine import Engine
     from hbtui.engine.server.ops import Call
 
-ATTACH_CODE = "attach_error"
 _SHM_RE = re.compile(r"^/hbtui-[0-9]+-[0-9]+-[0-9a-f]{1,16}$")
-_TASK_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 MAX_CMD_ARGS = 64
 MAX_ARG_CHARS = 1024
 
 
 def task_name(op: str, key: str, v: Any) -> str:
-    if not isinstance(v, str) or not _TASK_RE.match(v):
-        raise ControlError(BAD_VALUE, f"{op}: {key!r} must match {_TASK_RE.pattern}")
+    if not isinstance(v, str) or not NAME_RE.match(v):  # the names profile tasks may have
+        raise ControlError(BAD_VALUE, f"{op}: {key!r} must match {NAME_RE.pattern}")
     return v
 
 
@@ -75,7 +74,3 @@ def detach(eng: Engine, c: Call) -> DetachResult:
     eng.tel.event("detach", task=t.name, exit_code=c.args.get("exit_code"))
     eng.tel.state_dirty = True
     return {"task": t.name}
-
-
-__all__ = ["ATTACH_CODE", "BAD_ARGS", "attach", "command", "detach", "shm_name",
-           "task_class", "task_name"]  # fmt: skip
