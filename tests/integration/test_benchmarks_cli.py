@@ -28,6 +28,7 @@ def run(script: str, *args: str, timeout: float = 60.0) -> subprocess.CompletedP
 
 def test_the_kept_scripts() -> None:
     assert SCRIPTS == [
+        "attach_engine_cpu.py",
         "attach_launch_cost.py",
         "attach_smoke.py",
         "calibrate_kernels.py",
