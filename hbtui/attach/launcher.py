@@ -46,7 +46,7 @@ HBTUI_NVTX_RANGE=NAME only those named NAME); otherwise from bursts (--idle-ms).
 
 environment:
   HBTUI_GRACE_MS       LP runs ungated once the engine's heartbeat is older (2000)
-  HBTUI_COMP_EVERY_US  HP: at most one completion write per stream per N us (off)
+  HBTUI_COMP_EVERY_US  HP: at most one completion write per stream per N us (100; 0: each)
 
 details: docs/attach.md""",
     )

@@ -90,7 +90,8 @@ class Header(ctypes.Structure):
         ("comp_state", u32),
         ("intercept_pid", i32),
         ("comp_dev", u64),
-        ("_pad2", u8 * 8),
+        ("syncing", u32),  # HP: threads inside a wrapped sync now (their tail is covered)
+        ("_pad2", u8 * 4),
         # interceptor counters
         ("ungated_events", u64),
         ("held_launches", u64),

@@ -277,6 +277,11 @@ class Attachment:
         """The completion counters, read in place (index = ``Launch.comp_slot``)."""
         return self._done
 
+    @property
+    def syncing(self) -> bool:
+        """Whether an HP program thread is inside a wrapped sync now (coalesced tails)."""
+        return self.h.syncing > 0
+
     def completed(self, slot: int) -> int:
         """The latest seq the GPU completed on the stream of completion ``slot``."""
         return self._done[slot]

@@ -116,7 +116,8 @@ typedef struct {
   uint32_t comp_state;         // HB_COMP_*
   int32_t intercept_pid;       // last process that mapped the segment
   uint64_t comp_dev;           // device address of the completion page (WRITEVAL)
-  uint8_t _pad2[64 - 56];
+  uint32_t syncing;            // HP: threads inside a wrapped sync now (coalesced tails)
+  uint8_t _pad2[64 - 60];
   // --- interceptor counters (I, atomics) -------------------------------- 256
   uint64_t ungated_events;     // times gating stopped for a stale heartbeat
   uint64_t held_launches;      // LP launches that waited

@@ -59,6 +59,9 @@ def prog_env(native: Native, shm: str | None = None, cls: str = "hp", **extra: s
     env = {**os.environ, "LD_PRELOAD": str(native.so), "HBTUI_REAL_LIBCUDA": str(native.fake),
            "LD_LIBRARY_PATH": str(native.dir), "HBTUI_CLASS": cls}  # fmt: skip
     env.pop("HBTUI_SHM", None)
+    # a completion write per launch, unless a test asks for the default (coalesced) or
+    # another period: most tests count the writes
+    env["HBTUI_COMP_EVERY_US"] = "0"
     if shm:
         env["HBTUI_SHM"] = shm
     env.update(extra)

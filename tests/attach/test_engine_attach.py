@@ -131,11 +131,19 @@ def _requests(pub: str, task: str, n: int, timeout: float) -> list[float]:
     return lat
 
 
-def test_hp_requests_inferred_from_bursts(engine, env: dict, native: Native) -> None:
+@pytest.mark.parametrize("every_us", ["0", None])
+def test_hp_requests_inferred_from_bursts(
+    engine, env: dict, native: Native, every_us: str | None
+) -> None:
+    """A completion write per launch (HBTUI_COMP_EVERY_US=0), or the default (coalesced
+    to 100 us: only each burst's first launch gets a write; the program's sync after the
+    burst covers the rest): either way the engine sees each burst end when it ends."""
     c, ctl, pub = engine
-    steps = ["launch:4", "sleep:60"] * 3
+    if every_us is not None:
+        env = {**env, "HBTUI_COMP_EVERY_US": every_us}
+    steps = ["launch:4", "sync", "sleep:60"] if every_us is None else ["launch:4", "sleep:60"]
     p = Prog([*RUN, "--hp", "--task", "svc", "--slo", "50", "--engine", ctl, "--",
-              str(native.prog), "dlsym", "sleep:300", *steps, "sleep:1500"], env)  # fmt: skip
+              str(native.prog), "dlsym", "sleep:300", *steps * 3, "sleep:1500"], env)  # fmt: skip
     lat = _requests(pub, "svc", 3, timeout=15)
     assert p.finish() == 0
     assert len(lat) == 3

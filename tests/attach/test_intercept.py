@@ -157,6 +157,29 @@ def test_coalesced_hp_completions_and_sync_advance(native: Native, make_segment)
     assert all(att.done(x) for x in recs[:6]) and att.completed(recs[0].comp_slot) == 6
 
 
+def test_coalescing_is_the_default_for_hp(native: Native, make_segment) -> None:
+    """Without HBTUI_COMP_EVERY_US an HP burst is coalesced to 100 us (launches of a
+    back-to-back burst after the first carry no write of their own); LP is never."""
+    for cls in (L.CLASS_HP, L.CLASS_LP):
+        att = make_segment(cls)
+        if cls == L.CLASS_LP:
+            att.set_gated(True)
+            att.grant(2**40)
+        env = prog_env(native, att.name, "lp" if cls == L.CLASS_LP else "hp")
+        del env["HBTUI_COMP_EVERY_US"]
+        r = run_prog(_argv(native, "dlsym", "launch:50", "sync", "check"), env)
+        assert r.returncode == 0, r.stderr
+        writes = _counts(r.stdout)["cuStreamWriteValue64_v2"]
+        recs = att.launches()
+        coalesced = sum(bool(x.flags & L.LF_COALESCED) for x in recs)
+        if cls == L.CLASS_HP:  # (launches a few us apart: all but a few share a write)
+            assert writes + coalesced == 50 and writes < 25, (writes, coalesced)
+        else:
+            assert (writes, coalesced) == (50, 0)
+        assert all(att.done(x) for x in recs)  # the sync covers the tail
+        assert att.h.syncing == 0  # the sync left the count
+
+
 def test_completion_is_written_by_the_gpu_in_order(native: Native, make_segment) -> None:
     """With slow kernels the counter trails the launches and reaches each seq in turn."""
     att = make_segment(L.CLASS_HP)

@@ -280,7 +280,7 @@ class AttachedSet:
                 hp = at.hp
                 for r in recs:
                     hp.on_launch(r, now)
-                hp.poll(att.counters, now)
+                hp.poll(att.counters, now, syncing=att.syncing)
                 self._requests_done(at)
                 hps.append(hp)
             else:

@@ -116,8 +116,11 @@ class HpTracker:
         self.open.append(HpRequest(self.next_id, t, tid))
         self.next_id += 1
 
-    def poll(self, completed: list[int], now_ns: int) -> None:
-        """Update busy/idle from the completion counters; close finished requests."""
+    def poll(self, completed: list[int], now_ns: int, syncing: bool = False) -> None:
+        """Update busy/idle from the completion counters; close finished requests.
+
+        ``syncing``: a program thread is inside a wrapped synchronisation, whose return
+        advances the counters over the coalesced tail: the tail is not guessed done."""
         for s in self.last_seq:
             if completed[s] != self._seen_done.get(s):
                 self._seen_done[s] = completed[s]
@@ -131,7 +134,7 @@ class HpTracker:
             quiet = now_ns - self.last_launch_ns
             if all(completed[s] >= q for s, q in self.last_seq.items()):
                 self._idle(now_ns)
-            elif quiet >= self.idle_ns and self.written_done_at:
+            elif quiet >= self.idle_ns and self.written_done_at and not syncing:
                 # only coalesced launches unconfirmed and the program quiet: the work
                 # ended about when the last launch with a write of its own completed
                 self._idle(self.written_done_at)
