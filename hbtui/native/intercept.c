@@ -688,8 +688,18 @@ static inline void hb_after(const hb_call *c, CUresult r, hb_pre *p) {
       p->flags |= HB_LF_CAPTURED;
       __atomic_fetch_add(&h->captured_launches, 1, __ATOMIC_RELAXED);
     } else if (!(__atomic_load_n(&h->flags, __ATOMIC_RELAXED) & HB_FLAG_NO_COMPLETION)) {
-      slot = !G.lp && g_coalesce_ns ? complete_coalesced(c->stream, p->seq, ret, &p->flags)
-                                    : complete(c->stream, p->seq);
+      // graph launches always get their own write: a graph is long GPU work launched
+      // back to back (a request of 4 replays was seen done after the first, measured)
+      if (!G.lp && g_coalesce_ns && c->kind != HB_KIND_GRAPH) {
+        slot = complete_coalesced(c->stream, p->seq, ret, &p->flags);
+      } else {
+        slot = complete(c->stream, p->seq);
+        if (!G.lp && g_coalesce_ns && slot != HB_COMP_NONE) {  // a write like any other
+          max_u64(&g_slot_seq[slot], p->seq);
+          __atomic_store_n(&g_slot_launch_ns[slot], ret, __ATOMIC_RELAXED);
+          __atomic_store_n(&g_slot_write_ns[slot], ret, __ATOMIC_RELAXED);
+        }
+      }
     }
   }
   if (slot == HB_COMP_NONE) p->flags |= HB_LF_NO_SLOT;

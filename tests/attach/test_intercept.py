@@ -180,6 +180,21 @@ def test_coalescing_is_the_default_for_hp(native: Native, make_segment) -> None:
         assert att.h.syncing == 0  # the sync left the count
 
 
+def test_graph_launches_always_get_a_write(native: Native, make_segment) -> None:
+    """Coalescing (the default) leaves graph launches alone: each is long GPU work, and
+    a burst of replays must not look done after its first."""
+    att = make_segment(L.CLASS_HP)
+    env = prog_env(native, att.name, FAKE_KERNEL_US="200")
+    del env["HBTUI_COMP_EVERY_US"]
+    r = run_prog(_argv(native, "dlsym", "graph:4", "launch:3", "sync", "check"), env)
+    assert r.returncode == 0, r.stderr
+    recs = att.launches()
+    flags = [(x.kind, bool(x.flags & L.LF_COALESCED)) for x in recs]
+    assert flags[:4] == [(L.KIND_GRAPH, False)] * 4, flags
+    assert _counts(r.stdout)["cuStreamWriteValue64_v2"] >= 4
+    assert all(att.done(x) for x in recs)
+
+
 def test_completion_is_written_by_the_gpu_in_order(native: Native, make_segment) -> None:
     """With slow kernels the counter trails the launches and reaches each seq in turn."""
     att = make_segment(L.CLASS_HP)
