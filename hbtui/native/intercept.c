@@ -248,8 +248,8 @@ static uint32_t g_comp;          // HB_COMP_*: process-local (registration is pe
 static CUdeviceptr g_comp_dev;   // device address of the completion page
 static int g_captures;           // stream captures in progress (>0: ask the driver)
 // HP completion coalescing (HBTUI_COMP_EVERY_US, default 100, 0 = off): a completion
-// write is itself a driver call (+1.06 us median per launch on an H200 with a write each,
-// +0.64 us coalesced to 100 us, measured), so an HP launch
+// write is itself a driver call (+0.89 us median per launch on an H200 with a write each,
+// +0.14 us coalesced to 100 us, measured), so an HP kernel launch
 // gets one only when its stream had none for that long, or was quiet that long (the
 // first launch of a burst); the launches in between are covered by the next write
 // (seqs on a stream only grow) and by the program's own synchronisations, after which
