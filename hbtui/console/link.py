@@ -26,6 +26,7 @@ from hbtui.engine.client import AsyncEngineClient, AsyncSubscriber, ClientError,
 from hbtui.engine.protocol import MUTATING_OPS
 
 DRAIN_MAX = 256  # messages folded per wake-up before yielding to the UI
+REPORT_EVERY_S = 5.0  # how often the console tells the engine its seq gaps (ping args)
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,8 @@ class EngineLink:
         self.closing = False
         self.next_retry_at: float | None = None
         self._bad_closed = 0  # undecodable frames counted by subscribers since closed
+        self._reported_at = float("-inf")
+        self._report: asyncio.Future[None] | None = None
 
     # -- sockets -----------------------------------------------------------------------------
     def _open(self) -> None:
@@ -124,6 +127,7 @@ class EngineLink:
                 return  # closed while we waited: never reopen
             if got:
                 backoff = 0.2
+                self._report_drops()
                 continue
             # Silence: stale, then ask the control socket whether the engine is alive.
             age = self.model.age(self.clock())
@@ -167,6 +171,25 @@ class EngineLink:
         if self.sub is sub:
             self.model.set_bad_frames(self._bad_closed + sub.bad)
         return True
+
+    def _report_drops(self) -> None:
+        """Every ``REPORT_EVERY_S``, tell the engine what this subscriber missed: a PUB
+        socket cannot count per-subscriber drops (``stats.telemetry.subscriber_gaps``).
+        In the background: the pump never waits for the reply."""
+        now = self.clock()
+        if self.sub is None or self.client is None or now - self._reported_at < REPORT_EVERY_S:
+            return
+        if self._report is not None and not self._report.done():
+            return
+        self._reported_at = now
+        self._report = asyncio.ensure_future(self._send_report(self.client, self.sub.report()))
+
+    @staticmethod
+    async def _send_report(client: AsyncEngineClient, args: dict[str, Any]) -> None:
+        try:
+            await client.call("ping", args, timeout=0.5)
+        except (ClientError, zmq.ZMQError):
+            pass  # only a report: the next one comes in REPORT_EVERY_S
 
     async def _alive(self) -> bool:
         if self.client is None:

@@ -301,6 +301,9 @@ class AsyncEngineClient(_Ops):
         self.close()
 
 
+_SUB_IDS = itertools.count(1)
+
+
 class _SubBase:
     """Envelope decoding and drop counting shared by both subscribers.
 
@@ -318,6 +321,13 @@ class _SubBase:
         self.bad = 0  # undecodable or foreign-version messages (skipped)
         self.engine_id: str | None = None
         self._last_seq: int | None = None
+        self.sub_id = f"{os.uname().nodename[:40]}:{os.getpid()}:{next(_SUB_IDS)}"
+
+    def report(self) -> dict[str, Any]:
+        """``ping`` arguments that tell the engine what this subscriber missed (PUB
+        cannot count per-subscriber drops itself; ``stats.telemetry.subscriber_gaps``)."""
+        return {"subscriber": self.sub_id, "received": self.received,
+                "gaps": min(self.dropped, 2**62)}  # fmt: skip
 
     def _setup(self, sock: zmq.Socket, endpoint: str, curve: CurveKeys | None, rcvhwm: int) -> None:
         sock.linger = 0

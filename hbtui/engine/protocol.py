@@ -16,8 +16,9 @@ from typing import Any, NotRequired, TypedDict
 import msgpack
 
 PROTOCOL_VERSION = 1  # major: bumped only for incompatible changes
-PROTOCOL_MINOR = 3  # additive changes (new fields, ops, types); 1: state.pci_bus_id,
-# 2: the list_profiles op, 3: attach/detach (hbtui run) and attached tasks in state/stats
+PROTOCOL_MINOR = 4  # additive changes (new fields, ops, types); 1: state.pci_bus_id,
+# 2: the list_profiles op, 3: attach/detach (hbtui run) and attached tasks in state/stats,
+# 4: ping's optional subscriber/received/gaps and stats.telemetry.subscriber_* (drops)
 
 DEFAULT_PUB = "tcp://127.0.0.1:5555"
 DEFAULT_CTL = "tcp://127.0.0.1:5556"
@@ -235,6 +236,10 @@ class TelemetryCounters(TypedDict):
     control_received: int
     control_errors: int
     control_dropped: int
+    # per-subscriber drops, as subscribers report them with ping (protocol minor 4)
+    subscribers_reporting: int
+    subscriber_received: int
+    subscriber_gaps: int
 
 
 class LoopFigures(TypedDict):

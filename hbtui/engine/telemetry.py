@@ -61,6 +61,32 @@ class Publisher:
             self.dropped += 1
 
 
+MAX_REPORTERS = 64  # subscribers whose drop reports are kept (the oldest report goes)
+REPORT_TTL_NS = 60_000_000_000  # a subscriber silent this long no longer counts
+
+
+class SubscriberReports:
+    """What subscribers say they missed. A PUB socket drops per slow subscriber without
+    telling the sender (and XPUB_NODROP would let one stalled subscriber hold back all),
+    so each subscriber counts its own ``seq`` gaps and reports them with its ``ping``
+    (``subscriber``, ``received``, ``gaps``); ``stats.telemetry`` sums the live reports.
+    Bounded: ``MAX_REPORTERS`` entries, each dropped ``REPORT_TTL_NS`` after its last."""
+
+    def __init__(self) -> None:
+        self._by_id: dict[str, tuple[int, int, int]] = {}  # id -> (received, gaps, at_ns)
+
+    def report(self, sub_id: str, received: int, gaps: int, now_ns: int) -> None:
+        self._by_id.pop(sub_id, None)
+        if len(self._by_id) >= MAX_REPORTERS:
+            del self._by_id[next(iter(self._by_id))]  # insertion order = report order
+        self._by_id[sub_id] = (received, gaps, now_ns)
+
+    def totals(self, now_ns: int) -> tuple[int, int, int]:
+        """(live reporters, their received, their gaps)."""
+        live = [v for v in self._by_id.values() if now_ns - v[2] < REPORT_TTL_NS]
+        return len(live), sum(v[0] for v in live), sum(v[1] for v in live)
+
+
 class TelemetryListener:
     """A scheduler ``Listener``: O(1) appends only; ``flush`` publishes the batches."""
 

@@ -570,3 +570,33 @@ def test_list_profiles_names_what_the_engine_can_load(
     finally:
         rc, err = stop(proc)
     assert rc == 0, err
+
+
+def test_subscriber_drops_reported_with_ping_show_in_stats(eng: dict) -> None:
+    """PUB cannot count per-subscriber drops: subscribers report their seq gaps with
+    ping and the engine's stats sum them; a bad report is refused naming the field."""
+    c = eng["client"]
+    c.call("ping", {"subscriber": "itest-a", "received": 100, "gaps": 7})
+    c.call("ping", {"subscriber": "itest-b", "received": 50, "gaps": 2})
+    c.call("ping", {"subscriber": "itest-a", "received": 120, "gaps": 9})  # replaces a's
+    with pytest.raises(ClientError, match="gaps"):
+        c.call("ping", {"subscriber": "itest-c", "gaps": -1})
+    with pytest.raises(ClientError, match="unknown argument"):
+        c.call("ping", {"subscriber": "itest-c", "lost": 1})
+    with sub_of(eng, topics=["stats"]) as sub:
+        msg = sub.wait_for("stats", 2.5)
+    assert msg is not None
+    tel = msg.body["telemetry"]
+    assert tel["subscribers_reporting"] >= 2
+    assert tel["subscriber_gaps"] >= 11 and tel["subscriber_received"] >= 170
+
+
+def test_subscriber_report_counts_its_own_seq_gaps() -> None:
+    from hbtui.engine.client import _SubBase
+    from hbtui.engine.protocol import encode, envelope
+
+    s = _SubBase(None)
+    for seq in (1, 2, 5, 6, 10):
+        assert s._decode([b"event", encode(envelope("event", seq, 0, "e1", {}))]) is not None
+    r = s.report()
+    assert (r["received"], r["gaps"]) == (5, 5) and r["subscriber"] == s.sub_id

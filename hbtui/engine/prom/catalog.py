@@ -69,6 +69,8 @@ METRICS: tuple[Metric, ...] = (
     _m("hbtui_control_requests_total", "counter", (), "Control requests received"),
     _m("hbtui_control_errors_total", "counter", (), "Control requests answered with an error"),
     _m("hbtui_control_dropped_total", "counter", (), "Control frames dropped (malformed)"),
+    _m("hbtui_subscriber_gaps", "gauge", (),
+       "Telemetry messages missed, as reporting subscribers count them (last 60 s)"),
     # histograms
     _m("hbtui_hp_request_latency_seconds", "histogram", TASK,
        "HP request latency, arrival to last kernel's end"),

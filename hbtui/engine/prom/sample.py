@@ -148,6 +148,7 @@ def take(eng: Engine, stats: StatsBody, state: dict[str, Any]) -> Sample:
     gauges = {
         "hbtui_window_harvest_ratio": win.get("harvest_ratio"),
         "hbtui_harvest_ratio": stats["harvest_ratio"],
+        "hbtui_subscriber_gaps": tel["subscriber_gaps"],
         "hbtui_window_gpu_busy_ratio": win.get("gpu_busy"),
         "hbtui_gpu_busy_ratio": stats["gpu_busy"],
         "hbtui_loop_lag_seconds": stats["loop"]["lag_ms"] / 1e3,

@@ -38,7 +38,7 @@ from hbtui.engine.scheduler import ControlError, Scheduler
 from hbtui.engine.server.deferred import Deferred
 from hbtui.engine.server.ops import run as run_op
 from hbtui.engine.server.reports import final_summary, state_body, stats_body
-from hbtui.engine.telemetry import Publisher, TelemetryListener
+from hbtui.engine.telemetry import Publisher, SubscriberReports, TelemetryListener
 from hbtui.engine.window import Window
 
 log = logging.getLogger("hbtui.engine")
@@ -86,6 +86,7 @@ class Engine:
         self.pub = Publisher(pub, self.engine_id)
         self.window = Window()
         self.tel = TelemetryListener(self.pub, self.window)
+        self.sub_reports = SubscriberReports()
         self.backend: Backend = self._new_backend(prof)
         self.sched: Scheduler | None = None
         self.attached = AttachedSet(self.policy_name)  # programs under `hbtui run`

@@ -9,6 +9,7 @@ already resolved, so the scheduler's own checks only ever see well-formed values
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -245,6 +246,10 @@ def _owner(eng: Engine, c: Call) -> Any:
 
 # -- handlers ---------------------------------------------------------------------------
 def _ping(eng: Engine, c: Call) -> PingResult:
+    a = c.args
+    if "subscriber" in a:  # a subscriber's own count of what it missed (seq gaps)
+        eng.sub_reports.report(a["subscriber"], a.get("received", 0), a.get("gaps", 0),
+                               time.monotonic_ns())  # fmt: skip
     return {
         "engine_version": eng.version,
         "protocol": PROTOCOL_VERSION,
@@ -349,13 +354,15 @@ _SLO = {"ms": ranged("slo_ms"), "factor": ranged("slo_factor")}
 _LOAD = {"path": path, "name": profile_name}
 _SAVE = {"name": profile_name, "path": toml_path, "shadow": boolean}
 
+_PING = {"subscriber": text(64), "received": integer(0, 2**62), "gaps": integer(0, 2**62)}
+
 _ATTACH: dict[str, Check] = {
     "task": attach_ops.task_name, "class": attach_ops.task_class, "shm": attach_ops.shm_name,
     "pid": integer(1, 2**31 - 1), "cmd": attach_ops.command, "layout": integer(0, 2**31),
 }  # fmt: skip
 
 TABLE: dict[str, Op] = {
-    "ping": Op(_ping, mutating=False),
+    "ping": Op(_ping, mutating=False, optional=_PING),
     "get_state": Op(_get_state, mutating=False),
     "list_profiles": Op(profile_ops.list_profiles, mutating=False),
     "set_priority": Op(_set_priority, True, _TASK | _PRIORITY, task=ANY),

@@ -64,6 +64,7 @@ def stats_body(eng: Engine) -> StatsBody:
             "control_received": eng.ctl_received,
             "control_errors": eng.ctl_errors,
             "control_dropped": eng.ctl_dropped,
+            **_subscriber_drops(eng),
         },
         loop={
             "lag_ms": max(0, lag) / 1e6,
@@ -74,6 +75,11 @@ def stats_body(eng: Engine) -> StatsBody:
     )
     eng.gap_max = 0
     return cast(StatsBody, s)
+
+
+def _subscriber_drops(eng: Engine) -> dict[str, int]:
+    n, received, gaps = eng.sub_reports.totals(time.monotonic_ns())
+    return {"subscribers_reporting": n, "subscriber_received": received, "subscriber_gaps": gaps}
 
 
 def baseline_attainment(eng: Engine) -> dict[str, float]:
