@@ -17,6 +17,13 @@ _BARS = " ▁▂▃▄▅▆▇█"
 _SHADE = " ░▒▓█"
 
 
+def _level(v: float, lo: float, hi: float, levels: int) -> int:
+    """v's bar height in eighths of a row, 0..levels; 0 where the scale is degenerate
+    (hi - lo zero, or overflowing to inf for values near ±1e308)."""
+    frac = (min(max(v, lo), hi) - lo) / (hi - lo) if hi > lo else 0.0
+    return round(frac * levels) if math.isfinite(frac) else 0
+
+
 class HistoryChart(Widget):
     """A labelled bar chart of the last N values, newest on the right.
 
@@ -94,6 +101,11 @@ class HistoryChart(Widget):
     def _zoom(self, vals: Sequence[float]) -> tuple[float, float]:
         """The data's range (and the threshold) with a margin, inside the fixed range."""
         pts = [*vals, *([self.limit] if self.limit is not None else [])]
+        # clamped into the fixed range first: data wholly above (or below) it zoom to that edge
+        if self.lo is not None:
+            pts = [max(p, self.lo) for p in pts]
+        if self.hi is not None:
+            pts = [min(p, self.hi) for p in pts]
         vmin, vmax = min(pts), max(pts)
         margin = max(0.1 * (vmax - vmin), abs(vmax) * 1e-3, 1e-6)
         lo, hi = vmin - margin, vmax + margin
@@ -134,10 +146,10 @@ class HistoryChart(Widget):
             return out
         lo, hi = self.scale(vals)
         levels = rows * 8
-        heights = [round((min(max(v, lo), hi) - lo) / (hi - lo) * levels) for v in vals]
+        heights = [_level(v, lo, hi, levels) for v in vals]
         lim_level = None
         if self.limit is not None and lo <= self.limit <= hi:
-            lim_level = round((self.limit - lo) / (hi - lo) * levels)
+            lim_level = _level(self.limit, lo, hi, levels)
         out = Text(no_wrap=True, overflow="ellipsis")  # a narrow chart cuts its head line with …
         out.append_text(head)
         pad = width - len(vals)
