@@ -23,14 +23,15 @@ def native_dir() -> Path:
     return Path(str(resources.files("hbtui.native")))
 
 
-def sources() -> tuple[Path, Path]:
+def sources() -> tuple[Path, Path, Path]:
+    """The translation unit, the segment layout and the slicing part it includes."""
     d = native_dir()
-    return d / "intercept.c", d / "hbtui_shm.h"
+    return d / "intercept.c", d / "hbtui_shm.h", d / "intercept_slices.h"
 
 
 def build(cache: Path | None = None) -> Path:
     """The interceptor's shared library, built now or taken from the cache."""
-    src, hdr = sources()
+    src, hdr, slices = sources()
     hint = "; `hbtui run` builds its interceptor with cc (set $CC to another one)"
     return build_cached("libhbtui-intercept", [src], (*CFLAGS, f"-I{hdr.parent}"), LIBS,
-                        extra=[hdr], cache=cache, hint=hint)  # fmt: skip
+                        extra=[hdr, slices], cache=cache, hint=hint)  # fmt: skip

@@ -10,7 +10,7 @@ from __future__ import annotations
 import ctypes
 
 MAGIC = 0x314D485355544248  # "HBTUSHM1"
-VERSION = 2  # 2: ptx_saved, ptx_save_errors
+VERSION = 3  # 2: ptx_saved, ptx_save_errors; 3: slices (variant table)
 
 LAUNCH_CAP = 4096
 MODULE_CAP = 512
@@ -18,14 +18,16 @@ FUNC_CAP = 4096
 PENDING_CAP = 64
 COMP_SLOTS = 256
 NAME_MAX = 192
+VARIANT_CAP = 1024
 
 OFF_COMP_KEY = 512
 OFF_COMP_DONE = 4096
 OFF_PENDING = 8192
 OFF_LAUNCH = 12288
-OFF_MODULE = OFF_LAUNCH + LAUNCH_CAP * 96
+OFF_MODULE = OFF_LAUNCH + LAUNCH_CAP * 128
 OFF_FUNC = OFF_MODULE + MODULE_CAP * 64
-SHM_SIZE = OFF_FUNC + FUNC_CAP * 256
+OFF_VARIANT = OFF_FUNC + FUNC_CAP * 256
+SHM_SIZE = OFF_VARIANT + VARIANT_CAP * 256
 COMP_PAGE = 4096
 
 CLASS_HP, CLASS_LP = 0, 1
@@ -38,6 +40,7 @@ KIND_REQ_BEGIN, KIND_REQ_END = 5, 6  # request markers (hbtui_request_begin/end)
 KIND_NAMES = {1: "kernel", 2: "kernel_ex", 3: "coop", 4: "graph", 5: "req_begin", 6: "req_end"}
 LF_PTSZ, LF_HELD, LF_PREGRANTED, LF_UNGATED, LF_CAPTURED, LF_NO_SLOT = 1, 2, 4, 8, 16, 32
 LF_COALESCED = 64  # HP: no completion write of its own (HBTUI_COMP_EVERY_US)
+LF_SLICE = 128  # LP: one slice of a launch (slice_start, slice_blocks)
 COMP_NONE = 0xFFFF
 
 API_MODULE_LOAD_DATA = 1
@@ -48,6 +51,7 @@ API_MODULE_GET_FUNCTION = 5
 API_LIBRARY_GET_KERNEL = 6
 API_KERNEL_GET_FUNCTION = 7
 IMG_UNKNOWN, IMG_CUBIN, IMG_FATBIN, IMG_PTX = 0, 1, 2, 3
+VAR_UNTRIED, VAR_READY, VAR_FAILED = 0, 1, 2
 
 u8, u16, u32, i32 = ctypes.c_uint8, ctypes.c_uint16, ctypes.c_uint32, ctypes.c_int32
 u64, i64 = ctypes.c_uint64, ctypes.c_int64
@@ -79,7 +83,8 @@ class Header(ctypes.Structure):
         ("spin_us", u32),
         ("flags", u32),
         ("engine_pid", i32),
-        ("_pad1", u8 * 24),
+        ("slice_on", u32),  # LP: launches of functions with a variant run as slices
+        ("_pad1", u8 * 20),
         # interceptor line
         ("next_seq", u64),
         ("launch_head", u64),
@@ -103,7 +108,10 @@ class Header(ctypes.Structure):
         ("pending_overflow", u64),
         ("ptx_saved", u64),
         ("ptx_save_errors", u64),
-        ("_pad3", u8 * 176),
+        ("sliced_launches", u64),
+        ("slice_launches", u64),
+        ("slice_fallbacks", u64),
+        ("_pad3", u8 * 152),
     ]
 
 
@@ -124,6 +132,10 @@ class Launch(ctypes.Structure):
         ("flags", u8),
         ("comp_slot", u16),
         ("tid", u32),
+        ("slice_start", u64),
+        ("slice_blocks", u32),
+        ("slice_parts", u32),
+        ("_pad", u8 * 16),
     ]
 
 
@@ -172,6 +184,29 @@ class Func(ctypes.Structure):
     ]
 
 
+class Variant(ctypes.Structure):
+    _fields_ = [
+        ("func", u64),
+        ("module_hash", u64),
+        ("name_hash", u64),
+        ("nparams", u32),
+        ("param_bytes", u32),
+        ("slice_blocks", u32),
+        ("state", u32),
+        ("wave_blocks", u32),
+        ("result", i32),
+        ("name", ctypes.c_char * NAME_MAX),
+        ("_pad", u8 * 16),
+    ]
+
+
+def variant_slot(func: int) -> int:
+    """``hb_variant_slot``: where the probe for ``func`` starts in the variant table."""
+    return (((func * 0x9E3779B97F4A7C15) & _M_FULL) >> 54) & (VARIANT_CAP - 1)
+
+
+_M_FULL = (1 << 64) - 1
+
 RINGS = {  # name: (record class, offset, capacity, header head field)
     "launch": (Launch, OFF_LAUNCH, LAUNCH_CAP, "launch_head"),
     "module": (Module, OFF_MODULE, MODULE_CAP, "module_head"),
@@ -203,7 +238,7 @@ def _words(b: bytes):  # noqa: ANN202
 
 def check_sizes() -> None:
     """The ctypes mirror has the C sizes (a cheap self-check at import)."""
-    sizes = {Header: 512, Launch: 96, Pending: 64, Module: 64, Func: 256}
+    sizes = {Header: 512, Launch: 128, Pending: 64, Module: 64, Func: 256, Variant: 256}
     for cls, n in sizes.items():
         if ctypes.sizeof(cls) != n:
             raise AssertionError(f"{cls.__name__}: {ctypes.sizeof(cls)} B, C has {n} B")

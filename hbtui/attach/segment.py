@@ -175,6 +175,9 @@ class _Ring:
         return out
 
 
+_VAR_SIZE = ctypes.sizeof(L.Variant)
+
+
 class Attachment:
     """The engine's view of one attached program's segment (see the module docstring)."""
 
@@ -312,6 +315,59 @@ class Attachment:
         out.sort(key=lambda p: p.seq)
         return out
 
+    # -- sliced variants (hbtui/native/intercept_slices.h) ------------------------------
+    def set_slicing(self, on: bool) -> None:
+        """Whether launches of functions with a published variant run as slices."""
+        self.h.slice_on = 1 if on else 0
+
+    def _variant_slot(self, func: int) -> tuple[int, int]:
+        """(slot, its func) where ``func`` is or would go; (-1, 0) when the table is full."""
+        i = L.variant_slot(func)
+        for _ in range(L.VARIANT_CAP):
+            (k,) = struct.unpack_from("<Q", self._mm, L.OFF_VARIANT + i * _VAR_SIZE)
+            if k in (func, 0):
+                return i, k
+            i = (i + 1) & (L.VARIANT_CAP - 1)
+        return -1, 0
+
+    def variant(self, func: int) -> L.Variant | None:
+        """A copy of the published variant entry of ``func``, or None."""
+        i, k = self._variant_slot(func)
+        if i < 0 or k != func:
+            return None
+        return L.Variant.from_buffer_copy(self._mm, L.OFF_VARIANT + i * _VAR_SIZE)
+
+    def publish_variant(
+        self, func: int, module_hash: int, name: str, nparams: int, param_bytes: int | None,
+        slice_blocks: int = 0,
+    ) -> int | None:  # fmt: skip
+        """Let launches of ``func`` run as slices of the entry ``name`` of
+        ``<module_hash>.sliced.ptx`` (its own ``nparams`` params, packed in ``param_bytes``;
+        None: unknown, the packed-buffer form then runs whole). Returns the entry's slot
+        (for ``set_slice_blocks``), or None when the table is full or the name too long
+        (the function then runs whole)."""
+        enc = name.encode()
+        if not func or len(enc) >= L.NAME_MAX:
+            return None
+        i, k = self._variant_slot(func)
+        if i < 0:
+            return None
+        if k == 0:
+            v = L.Variant(0, module_hash, L.hash64(enc), nparams,
+                          0xFFFFFFFF if param_bytes is None else param_bytes, slice_blocks, 0, 0,
+                          0, enc)  # fmt: skip
+            off = L.OFF_VARIANT + i * _VAR_SIZE
+            self._mm[off + 8 : off + _VAR_SIZE] = bytes(v)[8:]
+            # the key last: the interceptor takes the entry once it sees it (x86-64 keeps
+            # the order of plain stores)
+            struct.pack_into("<Q", self._mm, off, func)
+        return i
+
+    def set_slice_blocks(self, slot: int, blocks: int) -> None:
+        """The live slice size (blocks) of the variant in ``slot``."""
+        off = L.OFF_VARIANT + slot * _VAR_SIZE + L.Variant.slice_blocks.offset
+        struct.pack_into("<I", self._mm, off, max(0, min(int(blocks), 0xFFFFFFFF)))
+
     def stats(self) -> dict[str, int]:
         h = self.h
         keys = (
@@ -319,6 +375,7 @@ class Attachment:
             "ungated", "ungated_events", "held_launches", "held_ns", "ungated_launches",
             "captured_launches", "comp_state", "comp_errors", "comp_overflow",
             "pending_overflow", "mode", "intercept_pid", "ptx_saved", "ptx_save_errors",
+            "slice_on", "sliced_launches", "slice_launches", "slice_fallbacks",
         )  # fmt: skip
         return {k: int(getattr(h, k)) for k in keys}
 

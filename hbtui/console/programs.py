@@ -4,7 +4,8 @@ An attached task is a row like a profile task, plus: a ⚙ marker on its name, i
 command (cut in the table, whole in the detail line under it), attached or detached,
 kernels per second, launches held for a grant (LP) and the share of its GPU time in
 kernels whose PTX is known, i.e. that the engine can slice ("PTX 35 %", "—" when there
-is no data yet). The fields are ``hbtui.engine.protocol.AttachedInfo``'s.
+is no data yet), and while its launches run as slices the share that did ("PTX 80 % ✂ 75").
+The fields are ``hbtui.engine.protocol.AttachedInfo``'s.
 """
 
 from __future__ import annotations
@@ -58,11 +59,17 @@ def status_text(row: TaskRow) -> str:
     return ", ".join(bits)
 
 
+def _pct(v: Any) -> str | None:
+    if isinstance(v, int | float) and not isinstance(v, bool):
+        return f"{min(1.0, max(0.0, v)) * 100:.0f}"
+    return None
+
+
 def ptx_text(att: dict[str, Any]) -> str:
-    share = att.get("sliceable_share")
-    if isinstance(share, int | float) and not isinstance(share, bool):
-        return f"PTX {min(1.0, max(0.0, share)) * 100:.0f} %"
-    return "—"
+    share, sliced = _pct(att.get("sliceable_share")), _pct(att.get("sliced_share"))
+    if share is None:
+        return "—"
+    return f"PTX {share} %" + (f" ✂ {sliced}" if sliced is not None and att.get("slicing") else "")
 
 
 def cells(row: TaskRow) -> dict[str, Text]:

@@ -168,6 +168,8 @@ _ATTACHED: dict[str, Check] = {
     "launches": integer,
     "held": integer,
     "sliceable_share": _nums(*FRACTION),
+    "sliced_share": _nums(*FRACTION),
+    "slicing": flag,
     "requests_from": text,
     "idle_ms": num,
 }

@@ -140,6 +140,8 @@ class AttachedInfo(TypedDict):
     held: int  # lp: launches waiting for a grant now
     sliceable_share: float | None  # lp: GPU time in kernels the slicer sliced / all (None: no data)
     sliceable_kernels: NotRequired[int]  # lp: kernel handles the slicer sliced
+    sliced_share: NotRequired[float | None]  # lp: GPU time that ran as slices / all
+    slicing: NotRequired[bool]  # lp: sliceable launches run as slices now (hummingbird)
     modules: NotRequired[dict[str, int]]  # lp: modules by slicer status (ok, missing, pending, ...)
     requests_from: str  # hp: "markers" (explicit) or "bursts" (inferred, idle_ms)
     idle_ms: float

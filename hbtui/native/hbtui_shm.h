@@ -17,7 +17,7 @@
 #include <stdint.h>
 
 #define HB_SHM_MAGIC 0x314d485355544248ULL  // "HBTUSHM1" little-endian
-#define HB_SHM_VERSION 2u  // 2: ptx_saved, ptx_save_errors
+#define HB_SHM_VERSION 3u  // 2: ptx_saved, ptx_save_errors; 3: slices (variant table)
 
 #define HB_LAUNCH_CAP 4096u  // launch records (power of two)
 #define HB_MODULE_CAP 512u   // module-load records (power of two)
@@ -25,6 +25,7 @@
 #define HB_PENDING_CAP 64u   // LP launches listed while held (one per waiting thread)
 #define HB_COMP_SLOTS 256u   // completion counters: one per stream, slot 0 = overflow
 #define HB_NAME_MAX 192u     // function name bytes kept (NUL-terminated, truncated)
+#define HB_VARIANT_CAP 1024u // sliced variants of LP functions (power of two)
 
 // Fixed offsets (bytes from the segment start). The completion page is page-aligned:
 // it is the only part registered with the driver (cuMemHostRegister).
@@ -32,9 +33,10 @@
 #define HB_OFF_COMP_DONE 4096u
 #define HB_OFF_PENDING 8192u
 #define HB_OFF_LAUNCH 12288u
-#define HB_OFF_MODULE (HB_OFF_LAUNCH + HB_LAUNCH_CAP * 96u)
+#define HB_OFF_MODULE (HB_OFF_LAUNCH + HB_LAUNCH_CAP * 128u)
 #define HB_OFF_FUNC (HB_OFF_MODULE + HB_MODULE_CAP * 64u)
-#define HB_SHM_SIZE (HB_OFF_FUNC + HB_FUNC_CAP * 256u)
+#define HB_OFF_VARIANT (HB_OFF_FUNC + HB_FUNC_CAP * 256u)
+#define HB_SHM_SIZE (HB_OFF_VARIANT + HB_VARIANT_CAP * 256u)
 #define HB_COMP_PAGE 4096u  // bytes registered at HB_OFF_COMP_DONE
 
 // header.cls
@@ -68,6 +70,7 @@
 #define HB_LF_CAPTURED 16u     // issued into a stream capture: not executed, no completion
 #define HB_LF_NO_SLOT 32u      // no completion write for this launch
 #define HB_LF_COALESCED 64u    // HP: no write of its own; a later write or a sync covers it
+#define HB_LF_SLICE 128u       // LP: one slice of a launch (slice_start, slice_blocks)
 #define HB_COMP_NONE 0xffffu   // hb_launch.comp_slot when there is no completion
 
 // module / function record api
@@ -83,6 +86,10 @@
 #define HB_IMG_CUBIN 1u   // ELF
 #define HB_IMG_FATBIN 2u  // fatbinary (or its wrapper)
 #define HB_IMG_PTX 3u     // NUL-terminated text
+// hb_variant.state (I; informational)
+#define HB_VAR_UNTRIED 0u  // not launched since the engine published it
+#define HB_VAR_READY 1u    // the sliced module is loaded: launches run as slices
+#define HB_VAR_FAILED 2u   // loading or launching it failed (result): launches run whole
 
 typedef struct {
   // --- identity (L) ---------------------------------------------------- 0
@@ -105,7 +112,8 @@ typedef struct {
   uint32_t spin_us;            // I spins this long before the futex wait
   uint32_t flags;              // HB_FLAG_*
   int32_t engine_pid;          // 0: no engine attached
-  uint8_t _pad1[64 - 40];
+  uint32_t slice_on;           // LP: run launches of functions with a variant as slices
+  uint8_t _pad1[64 - 44];
   // --- interceptor line (I, atomics) ------------------------------------ 192
   uint64_t next_seq;           // last seq handed out (launch seqs start at 1)
   uint64_t launch_head;        // launch records claimed so far
@@ -129,10 +137,13 @@ typedef struct {
   uint64_t pending_overflow;   // held launches not listed (pending table full)
   uint64_t ptx_saved;          // LP: PTX images written to HBTUI_MODULE_DIR
   uint64_t ptx_save_errors;    // LP: PTX images that could not be written (skipped)
-  uint8_t _pad3[512 - 336];
+  uint64_t sliced_launches;    // LP: launches that ran as slices
+  uint64_t slice_launches;     // LP: sub-grid launches those took (1-3 per slice)
+  uint64_t slice_fallbacks;    // LP: launches run whole because their variant failed
+  uint8_t _pad3[512 - 360];
 } hb_header;
 
-// One launch (96 B). Ring of HB_LAUNCH_CAP at HB_OFF_LAUNCH, slot = index % cap.
+// One launch (128 B). Ring of HB_LAUNCH_CAP at HB_OFF_LAUNCH, slot = index % cap.
 // Multi-producer: a thread claims index i = launch_head++ (atomic), sets pub = 0, writes
 // the fields and stores pub = i + 1 last (release). A reader at index i takes the record
 // iff pub == i + 1 before and after copying it (else: not yet written, or overwritten).
@@ -152,6 +163,10 @@ typedef struct {
   uint8_t flags;               // HB_LF_*
   uint16_t comp_slot;          // completion counter this launch's seq is written to
   uint32_t tid;
+  uint64_t slice_start;        // HB_LF_SLICE: first block (linear, x fastest) of the slice
+  uint32_t slice_blocks;       // HB_LF_SLICE: its blocks (grid[] is the whole launch's)
+  uint32_t slice_parts;        // HB_LF_SLICE: sub-grid launches it took (1-3)
+  uint8_t _pad[128 - 112];
 } hb_launch;
 
 // A held LP launch (64 B). HB_PENDING_CAP at HB_OFF_PENDING. seq == 0: free;
@@ -197,13 +212,38 @@ typedef struct {
   char name[HB_NAME_MAX];      // NUL-terminated, truncated to HB_NAME_MAX - 1
 } hb_func;
 
+// A sliced variant of one LP function (256 B). Table of HB_VARIANT_CAP at HB_OFF_VARIANT,
+// open addressing on the CUfunction (hb_variant_slot, linear probing). The engine writes
+// every field, then `func` (release); an entry is never removed while the segment lives;
+// `slice_blocks` changes live. The interceptor checks module_hash and name_hash against
+// its own record of the function (a handle value reused after an unload never matches).
+typedef struct {
+  uint64_t func;               // E: the program's CUfunction; 0 = free slot
+  uint64_t module_hash;        // E: its module image hash: <moddir>/<16 hex>.sliced.ptx
+  uint64_t name_hash;          // E: hash64 of the full entry name
+  uint32_t nparams;            // E: the kernel's own params (kernelParams entries)
+  uint32_t param_bytes;        // E: where the six appended u32 start in a packed buffer
+  uint32_t slice_blocks;       // E (live): blocks per slice, rounded down to whole waves
+                               //   (at least one); 0 = one wave
+  uint32_t state;              // I: HB_VAR_*
+  uint32_t wave_blocks;        // I: SMs x resident blocks per SM at its last launch
+  int32_t result;              // I: CUresult of the step that failed (HB_VAR_FAILED)
+  char name[HB_NAME_MAX];      // E: the entry's name in the sliced module
+  uint8_t _pad[256 - 240];
+} hb_variant;
+
+static inline uint32_t hb_variant_slot(uint64_t func) {
+  return (uint32_t)((func * 0x9E3779B97F4A7C15ULL) >> 54) & (HB_VARIANT_CAP - 1);
+}
+
 #ifdef __cplusplus
 #define HB_STATIC_ASSERT static_assert
 #else
 #define HB_STATIC_ASSERT _Static_assert
 #endif
 HB_STATIC_ASSERT(sizeof(hb_header) == 512, "hb_header");
-HB_STATIC_ASSERT(sizeof(hb_launch) == 96, "hb_launch");
+HB_STATIC_ASSERT(sizeof(hb_launch) == 128, "hb_launch");
+HB_STATIC_ASSERT(sizeof(hb_variant) == 256, "hb_variant");
 HB_STATIC_ASSERT(sizeof(hb_pending) == 64, "hb_pending");
 HB_STATIC_ASSERT(sizeof(hb_module) == 64, "hb_module");
 HB_STATIC_ASSERT(sizeof(hb_func) == 256, "hb_func");

@@ -112,13 +112,28 @@ static void *volatile g_real[H_COUNT];
 static int g_real_done[H_COUNT];  // looked up (found or not)
 
 // other real entry points we call ourselves
-enum { R_IS_CAPTURING, R_HOST_REGISTER, R_HOST_DEVPTR, R_WRITE64, R_HOST_FUNC, R_COUNT };
+enum {
+  R_IS_CAPTURING,
+  R_HOST_REGISTER,
+  R_HOST_DEVPTR,
+  R_WRITE64,
+  R_HOST_FUNC,
+  R_FUNC_SET_ATTR,
+  R_OCCUPANCY,
+  R_CTX_GET_DEVICE,
+  R_DEV_ATTR,
+  R_COUNT
+};
 static const char *const extra_name[R_COUNT][2] = {
     {"cuStreamIsCapturing", NULL},
     {"cuMemHostRegister_v2", "cuMemHostRegister"},
     {"cuMemHostGetDevicePointer_v2", "cuMemHostGetDevicePointer"},
     {"cuStreamWriteValue64_v2", "cuStreamWriteValue64"},
     {"cuLaunchHostFunc", NULL},
+    {"cuFuncSetAttribute", NULL},
+    {"cuOccupancyMaxActiveBlocksPerMultiprocessor", NULL},
+    {"cuCtxGetDevice", NULL},
+    {"cuDeviceGetAttribute", NULL},
 };
 static void *volatile g_extra[R_COUNT];
 static int g_extra_done[R_COUNT];
@@ -564,6 +579,8 @@ typedef struct {
   uint64_t func, stream;
   uint32_t grid[3], block[3], smem;
   uint8_t kind, ptsz;
+  uint64_t slice_start;  // a slice (intercept_slices.h): its blocks; 0 blocks: whole
+  uint32_t slice_blocks, slice_parts;
 } hb_call;
 
 typedef struct {
@@ -721,6 +738,10 @@ static inline void hb_after(const hb_call *c, CUresult r, hb_pre *p) {
   L->flags = p->flags;
   L->comp_slot = slot;
   L->tid = tid();
+  L->slice_start = c->slice_start;
+  L->slice_blocks = c->slice_blocks;
+  L->slice_parts = c->slice_parts;
+  if (c->slice_blocks) L->flags |= HB_LF_SLICE;
   __atomic_store_n(&L->pub, i + 1, __ATOMIC_RELEASE);
 }
 
@@ -840,6 +861,9 @@ HB_EXPORT int InitializeInjectionNvtx2(nvtx_export_t get_export_table) {
   return 1;
 }
 
+#define PTX_SAVE_MAX (16u << 20)
+#include "intercept_slices.h"
+
 // ---------------------------------------------------------------- launch wrappers
 #define KERNEL_CALL(KIND, PTSZ)                                                           \
   hb_call c = {(uint64_t)(uintptr_t)f, (uint64_t)(uintptr_t)s, {gx, gy, gz}, {bx, by, bz}, \
@@ -855,8 +879,16 @@ HB_EXPORT int InitializeInjectionNvtx2(nvtx_export_t get_export_table) {
 static inline CUresult launch_kernel(int hook, int ptsz, KERNEL_ARGS, void **ex) {
   launch_t fn = (launch_t)real(hook);
   if (UNLIKELY(!fn)) return missing(hook);
-  KERNEL_CALL(HB_KIND_KERNEL, ptsz);
-  CUresult r = fn(f, gx, gy, gz, bx, by, bz, smem, s, params, ex);
+  hb_call c = {(uint64_t)(uintptr_t)f, (uint64_t)(uintptr_t)s, {gx, gy, gz}, {bx, by, bz},
+               smem, HB_KIND_KERNEL, (uint8_t)ptsz, 0, 0, 0};
+  if (ptsz && !s) c.stream = CU_STREAM_PER_THREAD;
+  CUresult r;
+  if (G.lp && __atomic_load_n(&g_on, __ATOMIC_RELAXED) &&
+      launch_sliced(&c, f, s, params, ex, (void *)fn, NULL, &r))
+    return r;
+  hb_pre pre;
+  hb_before(&c, &pre);
+  r = fn(f, gx, gy, gz, bx, by, bz, smem, s, params, ex);
   hb_after(&c, r, &pre);
   return r;
 }
@@ -893,9 +925,13 @@ static inline CUresult launch_ex(int hook, int ptsz, const hb_cu_launch_config *
                {cfg->gx, cfg->gy, cfg->gz}, {cfg->bx, cfg->by, cfg->bz}, cfg->smem,
                HB_KIND_KERNEL_EX, (uint8_t)ptsz};
   if (ptsz && !cfg->stream) c.stream = CU_STREAM_PER_THREAD;
+  CUresult r;
+  if (G.lp && __atomic_load_n(&g_on, __ATOMIC_RELAXED) &&
+      launch_sliced(&c, f, cfg->stream, params, ex, (void *)fn, cfg, &r))
+    return r;
   hb_pre pre;
   hb_before(&c, &pre);
-  CUresult r = fn(cfg, f, params, ex);
+  r = fn(cfg, f, params, ex);
   hb_after(&c, r, &pre);
   return r;
 }
@@ -1100,17 +1136,17 @@ static const void *image_bytes(const void *img, uint64_t *size, uint32_t *kind) 
     __atomic_store_n(&R->pub, i_ + 1, __ATOMIC_RELEASE);                 \
   } while (0)
 
-// LP: write a PTX image (n bytes, without its NUL) once to g_moddir/<hash>.ptx for the
-// engine's slicer. Module loads are rare and this runs in the loading thread, after the
-// real load: no allocation, the file appears whole (O_EXCL temp file + rename) or not at
-// all, an existing file is kept, and any failure only counts ptx_save_errors.
-#define PTX_SAVE_MAX (16u << 20)
-static void save_ptx(const char *text, uint64_t n, uint64_t hash) {
+// LP: write a PTX image (n bytes, without its NUL) or a fat binary once to
+// g_moddir/<hash>.ptx|.fatbin for the engine's slicer. Module loads are rare and this
+// runs in the loading thread, after the real load: no allocation, the file appears whole
+// (O_EXCL temp file + rename) or not at all, an existing file is kept, and any failure
+// only counts ptx_save_errors.
+static void save_image(const char *text, uint64_t n, uint64_t hash, const char *ext) {
   static uint32_t seq;
   char path[PATH_MAX], tmp[PATH_MAX];
   struct stat st;
   if (n == 0 || n > PTX_SAVE_MAX) return;
-  snprintf(path, sizeof path, "%s/%016llx.ptx", g_moddir, (unsigned long long)hash);
+  snprintf(path, sizeof path, "%s/%016llx.%s", g_moddir, (unsigned long long)hash, ext);
   if (stat(path, &st) == 0) return;  // another run (or process) wrote it already
   snprintf(tmp, sizeof tmp, "%s/.%016llx.%d.%u.tmp", g_moddir, (unsigned long long)hash,
            (int)getpid(), __atomic_add_fetch(&seq, 1, __ATOMIC_RELAXED));
@@ -1136,9 +1172,10 @@ static void record_module(uint32_t api, CUresult r, void *handle, const void *im
     const void *bytes = image_bytes(image, &size, &kind);
     if (bytes) hash = hash64(bytes, size);
     mod_put((uint64_t)(uintptr_t)handle, hash, NULL);
-    if (kind == HB_IMG_PTX && g_moddir[0] && bytes) {
+    if ((kind == HB_IMG_PTX || kind == HB_IMG_FATBIN) && g_moddir[0] && bytes) {
       int saved_errno = errno;  // the program never sees our file work
-      save_ptx(bytes, size - 1, hash);
+      if (kind == HB_IMG_PTX) save_image(bytes, size - 1, hash, "ptx");
+      else save_image(bytes, size, hash, "fatbin");
       errno = saved_errno;
     }
   }
@@ -1164,6 +1201,8 @@ static void record_func(uint32_t api, CUresult r, void *func, void *module, cons
   if (api == HB_API_LIBRARY_GET_KERNEL && r == 0) mod_put((uint64_t)(uintptr_t)func, mhash, name);
   size_t len = name ? strlen(name) : 0;
   uint64_t nhash = name ? hash64(name, len) : 0;
+  if (r == 0 && api != HB_API_LIBRARY_GET_KERNEL)  // CUfunctions only (CUkernel: a handle)
+    slice_note_func((uint64_t)(uintptr_t)func, mhash, nhash);
   int64_t t = now_ns();
   PUBLISH(func, HB_FUNC_CAP, func_head, {
     R->func = (uint64_t)(uintptr_t)func;

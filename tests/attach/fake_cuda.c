@@ -7,7 +7,11 @@
 //
 // Knobs (environment): FAKE_GPU=inline, FAKE_KERNEL_US=N (each kernel runs N us on the
 // worker), FAKE_NO_WRITEVALUE=1 (cuStreamWriteValue64 fails: NOT_SUPPORTED),
-// FAKE_NO_REGISTER=1 (cuMemHostRegister fails).
+// FAKE_NO_REGISTER=1 (cuMemHostRegister fails), FAKE_SMS / FAKE_OCC (multiprocessors and
+// resident blocks per SM the occupancy calls report: 4 and 2), FAKE_LOG=1 (every kernel
+// launch goes to a log, fake_log(), with its params read as u32 up to a NULL pointer or,
+// for the `extra` form, its packed buffer: test programs NULL-terminate their arrays),
+// FAKE_FAIL_FUNC=0xHANDLE (launches of that function fail with 701, too many resources).
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <stdint.h>
@@ -40,7 +44,8 @@ typedef struct {
   X(cuStreamEndCapture) X(cuStreamEndCapture_ptsz) X(cuStreamIsCapturing)                \
   X(cuMemHostRegister) X(cuMemHostRegister_v2) X(cuMemHostGetDevicePointer)              \
   X(cuMemHostGetDevicePointer_v2) X(cuStreamWriteValue64) X(cuStreamWriteValue64_v2)     \
-  X(cuLaunchHostFunc) X(cuStreamSynchronize) X(cuCtxSynchronize)
+  X(cuLaunchHostFunc) X(cuStreamSynchronize) X(cuCtxSynchronize) X(cuFuncSetAttribute)      \
+  X(cuOccupancyMaxActiveBlocksPerMultiprocessor) X(cuCtxGetDevice) X(cuDeviceGetAttribute)
 
 #define X_ENUM(n) C_##n,
 enum { NAMES(X_ENUM) C_COUNT };
@@ -152,6 +157,61 @@ static void drain(void) {
 static CUstream cap_stream;
 static int cap_on;
 
+// ------------------------------------------------------------------ launch log (FAKE_LOG)
+typedef struct {
+  uint64_t func, stream;
+  uint32_t grid[3], block[3], smem, nvals, extra_size;
+  uint32_t vals[24];  // params as u32 (kernelParams form), or the packed buffer's words
+} fake_launch;
+#define LOG_CAP 65536
+static fake_launch *flog;
+static long flog_n;
+static uint64_t fail_func;
+E(long fake_log_count(void)) { return __atomic_load_n(&flog_n, __ATOMIC_ACQUIRE); }
+E(int fake_log(long i, fake_launch *out)) {
+  if (i < 0 || i >= fake_log_count() || i >= LOG_CAP) return -1;
+  *out = flog[i];
+  return 0;
+}
+static void log_launch(uint64_t f, const unsigned g[3], const unsigned b[3], unsigned smem,
+                       CUstream s, void **p, void **ex) {
+  static int on = -1;
+  if (on < 0) {
+    const char *l = getenv("FAKE_LOG");
+    on = l && *l == '1';
+    if (on) flog = calloc(LOG_CAP, sizeof *flog);
+  }
+  static pthread_mutex_t logmu = PTHREAD_MUTEX_INITIALIZER;
+  if (!on || !flog) return;
+  pthread_mutex_lock(&logmu);
+  long i = flog_n;
+  if (i >= LOG_CAP) {
+    pthread_mutex_unlock(&logmu);
+    return;
+  }
+  fake_launch *L = &flog[i];
+  memset(L, 0, sizeof *L);
+  L->func = f;
+  L->stream = (uint64_t)(uintptr_t)s;
+  memcpy(L->grid, g, sizeof L->grid);
+  memcpy(L->block, b, sizeof L->block);
+  L->smem = smem;
+  if (p) {
+    for (uint32_t k = 0; k < 24 && p[k]; k++) L->vals[L->nvals++] = *(uint32_t *)p[k];
+  } else if (ex) {
+    const char *buf = NULL;
+    size_t n = 0;
+    for (int k = 0; k < 8 && ex[k]; k += 2) {
+      if ((uintptr_t)ex[k] == 1) buf = ex[k + 1];
+      if ((uintptr_t)ex[k] == 2) n = *(size_t *)ex[k + 1];
+    }
+    L->extra_size = (uint32_t)n;
+    for (uint32_t k = 0; buf && k < 24 && 4 * (k + 1) <= n; k++) memcpy(&L->vals[L->nvals++], buf + 4 * k, 4);
+  }
+  __atomic_store_n(&flog_n, i + 1, __ATOMIC_RELEASE);
+  pthread_mutex_unlock(&logmu);
+}
+
 static int in_capture(CUstream s) { return __atomic_load_n(&cap_on, __ATOMIC_ACQUIRE) && s == cap_stream; }
 
 // ------------------------------------------------------------------ launches
@@ -160,6 +220,10 @@ static void note(uint64_t f, unsigned gx, unsigned gy, unsigned gz, unsigned bx,
   uint64_t v[12] = {f, gx, gy, gz, bx, by, bz, smem, (uint64_t)(uintptr_t)s,
                     (uint64_t)(uintptr_t)p, (uint64_t)(uintptr_t)ex, kind};
   memcpy(last, v, sizeof v);
+  if (kind != 4 && kind != 14) {
+    unsigned g[3] = {gx, gy, gz}, b[3] = {bx, by, bz};
+    log_launch(f, g, b, smem, s, p, ex);
+  }
   if (in_capture(s)) __atomic_fetch_add(&captured, 1, __ATOMIC_RELAXED);
   else submit(0, NULL, 0, NULL, NULL);
 }
@@ -169,13 +233,33 @@ static void note(uint64_t f, unsigned gx, unsigned gy, unsigned gz, unsigned bx,
       unsigned smem, CUstream s, void **p
 #define KNOTE(kind, ex) note((uint64_t)(uintptr_t)f, gx, gy, gz, bx, by, bz, smem, s, p, ex, kind)
 
-E(CUresult cuLaunchKernel(KARGS, void **ex)) { COUNT(cuLaunchKernel); KNOTE(1, ex); return 0; }
-E(CUresult cuLaunchKernel_ptsz(KARGS, void **ex)) { COUNT(cuLaunchKernel_ptsz); KNOTE(11, ex); return 0; }
+static int failing(void *f) {
+  static int init;
+  if (!init) {
+    const char *x = getenv("FAKE_FAIL_FUNC");
+    fail_func = x ? strtoull(x, NULL, 0) : 0;
+    init = 1;
+  }
+  return fail_func && (uint64_t)(uintptr_t)f == fail_func;
+}
+E(CUresult cuLaunchKernel(KARGS, void **ex)) {
+  COUNT(cuLaunchKernel);
+  if (failing(f)) return 701;
+  KNOTE(1, ex);
+  return 0;
+}
+E(CUresult cuLaunchKernel_ptsz(KARGS, void **ex)) {
+  COUNT(cuLaunchKernel_ptsz);
+  if (failing(f)) return 701;
+  KNOTE(11, ex);
+  return 0;
+}
 E(CUresult cuLaunchCooperativeKernel(KARGS)) { COUNT(cuLaunchCooperativeKernel); KNOTE(3, NULL); return 0; }
 E(CUresult cuLaunchCooperativeKernel_ptsz(KARGS)) { COUNT(cuLaunchCooperativeKernel_ptsz); KNOTE(13, NULL); return 0; }
 
 static CUresult ex_launch(const launch_config *c, void *f, void **p, void **ex, uint64_t kind) {
   if (!c) return 1;
+  if (failing(f)) return 701;
   note((uint64_t)(uintptr_t)f, c->gx, c->gy, c->gz, c->bx, c->by, c->bz, c->smem, c->stream, p,
        ex, kind);
   return 0;
@@ -248,6 +332,35 @@ E(CUresult cuKernelGetFunction(void **f, void *k)) {
   COUNT(cuKernelGetFunction);
   if (!f || !k) return 1;
   *f = handle(0x20000);
+  return 0;
+}
+
+// ------------------------------------------------------------------ occupancy, attributes
+static int env_int(const char *name, int dflt) {
+  const char *v = getenv(name);
+  return v && *v ? atoi(v) : dflt;
+}
+E(CUresult cuFuncSetAttribute(void *f, int attr, int value)) {
+  COUNT(cuFuncSetAttribute);
+  return f && attr >= 0 && value >= 0 ? 0 : 1;
+}
+E(CUresult cuOccupancyMaxActiveBlocksPerMultiprocessor(int *n, void *f, int threads, size_t smem)) {
+  COUNT(cuOccupancyMaxActiveBlocksPerMultiprocessor);
+  (void)smem;
+  if (!n || !f || threads <= 0) return 1;
+  *n = env_int("FAKE_OCC", 2);
+  return 0;
+}
+E(CUresult cuCtxGetDevice(int *d)) {
+  COUNT(cuCtxGetDevice);
+  if (!d) return 1;
+  *d = 0;
+  return 0;
+}
+E(CUresult cuDeviceGetAttribute(int *v, int attr, int dev)) {
+  COUNT(cuDeviceGetAttribute);
+  if (!v || dev != 0) return 1;
+  *v = attr == 16 ? env_int("FAKE_SMS", 4) : 0;
   return 0;
 }
 

@@ -13,7 +13,7 @@ from hbtui.attach import build
 from hbtui.attach import layout as L
 
 STRUCTS = {"hb_header": L.Header, "hb_launch": L.Launch, "hb_pending": L.Pending,
-           "hb_module": L.Module, "hb_func": L.Func}  # fmt: skip
+           "hb_module": L.Module, "hb_func": L.Func, "hb_variant": L.Variant}  # fmt: skip
 CONSTANTS = {
     "HB_SHM_MAGIC": L.MAGIC, "HB_SHM_VERSION": L.VERSION, "HB_LAUNCH_CAP": L.LAUNCH_CAP,
     "HB_MODULE_CAP": L.MODULE_CAP, "HB_FUNC_CAP": L.FUNC_CAP, "HB_PENDING_CAP": L.PENDING_CAP,
@@ -38,6 +38,11 @@ CONSTANTS = {
     "HB_API_LIBRARY_GET_KERNEL": L.API_LIBRARY_GET_KERNEL,
     "HB_API_KERNEL_GET_FUNCTION": L.API_KERNEL_GET_FUNCTION, "HB_IMG_UNKNOWN": L.IMG_UNKNOWN,
     "HB_IMG_CUBIN": L.IMG_CUBIN, "HB_IMG_FATBIN": L.IMG_FATBIN, "HB_IMG_PTX": L.IMG_PTX,
+    "HB_VARIANT_CAP": L.VARIANT_CAP, "HB_OFF_VARIANT": L.OFF_VARIANT, "HB_LF_SLICE": L.LF_SLICE,
+    "HB_LF_COALESCED": L.LF_COALESCED, "HB_VAR_UNTRIED": L.VAR_UNTRIED,
+    "HB_VAR_READY": L.VAR_READY, "HB_VAR_FAILED": L.VAR_FAILED,
+    "hb_variant_slot(0x123456789abcdefULL)": L.variant_slot(0x123456789ABCDEF),
+    "hb_variant_slot(0xffffffffffff0000ULL)": L.variant_slot(0xFFFFFFFFFFFF0000),
 }  # fmt: skip
 
 

@@ -41,14 +41,17 @@ def test_lp_program_writes_each_ptx_image_once(native: Native, make_segment, tmp
     assert len(ptx_hashes) == 1  # cuModuleLoadData and cuLibraryLoadData, same image
     (h,) = ptx_hashes
     assert h == PTX_HASH
-    assert sorted(p.name for p in d.iterdir()) == [ptx_name(h)]  # no temp file left
+    (fat,) = {m.hash for m in mods if m.image_kind == L.IMG_FATBIN}
+    names = [ptx_name(h), f"{fat:016x}.fatbin"]  # the fat binary is kept for its PTX too
+    assert sorted(p.name for p in d.iterdir()) == sorted(names)  # no temp file left
     f = d / ptx_name(h)
     assert f.read_bytes() == PTX and stat.S_IMODE(f.stat().st_mode) == 0o600
+    assert L.hash64((d / names[1]).read_bytes()) == fat  # the bytes the record hashed
     st = att.stats()
-    assert (st["ptx_saved"], st["ptx_save_errors"]) == (1, 0)  # the second load found it
+    assert (st["ptx_saved"], st["ptx_save_errors"]) == (2, 0)  # the second load found it
     mtime = f.stat().st_mtime_ns
     _mod(native, env)  # a second run of the same program writes nothing
-    assert f.stat().st_mtime_ns == mtime and att.stats()["ptx_saved"] == 1
+    assert f.stat().st_mtime_ns == mtime and att.stats()["ptx_saved"] == 2
 
 
 def test_hp_program_writes_nothing(native: Native, make_segment, tmp_path) -> None:
@@ -63,7 +66,8 @@ def test_unwritable_directory_only_counts_errors(native: Native, make_segment, t
     missing = tmp_path / "no" / "such"
     r = _mod(native, prog_env(native, att.name, cls="lp", HBTUI_MODULE_DIR=str(missing)))
     assert r.stdout.startswith("mod m1=")  # the program ran as usual, and said nothing else
-    assert att.stats()["ptx_save_errors"] == 2 and att.stats()["ptx_saved"] == 0
+    # two PTX loads (the same image, no file found either time) and the fat binary
+    assert att.stats()["ptx_save_errors"] == 3 and att.stats()["ptx_saved"] == 0
     assert not missing.exists()
 
 
@@ -73,7 +77,8 @@ def test_concurrent_programs_leave_one_whole_file(native: Native, make_segment, 
     ps = [subprocess.Popen([str(native.prog), "dlsym", "mod"], env=env,
                            stdout=subprocess.DEVNULL) for _ in range(6)]  # fmt: skip
     assert [p.wait(20) for p in ps] == [0] * 6
-    assert [p.read_bytes() for p in tmp_path.iterdir()] == [PTX]
+    files = {p.suffix: p.read_bytes() for p in tmp_path.iterdir()}
+    assert sorted(files) == [".fatbin", ".ptx"] and files[".ptx"] == PTX  # one whole file each
     assert att.stats()["ptx_save_errors"] == 0 and att.stats()["ptx_saved"] >= 1
 
 
@@ -90,7 +95,7 @@ def test_hbtui_run_lp_makes_the_private_module_dir(native: Native, tmp_path: Pat
     r = subprocess.run([*run, "--lp", *prog], env=env, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and r.stderr == "", r.stderr
     assert stat.S_IMODE(d.stat().st_mode) == 0o700
-    assert [p.read_bytes() for p in d.iterdir()] == [PTX]
+    assert {p.suffix: p.read_bytes() for p in d.iterdir()}[".ptx"] == PTX
 
 
 def test_the_engine_slices_what_an_lp_program_loaded(native: Native, make_segment, tmp_path,
@@ -112,7 +117,8 @@ def test_the_engine_slices_what_an_lp_program_loaded(native: Native, make_segmen
             s.poll()
             time.sleep(0.005)
         s.poll()
-        assert sorted(at.modules.values()) == ["missing", "ok", "unsupported"]  # ELF, PTX, fat
+        # ELF (no Triton cache), PTX, and prog.c's fat binary (a header over 48 junk bytes)
+        assert sorted(at.modules.values()) == ["error", "missing", "ok"]
         assert h["func"] in at.sliceable  # k_add, an entry of the PTX image
         assert h["kernel"] not in at.sliceable  # "k_lib" is no entry of it (fake driver)
         assert (tmp_path / "m" / f"{PTX_HASH:016x}.json").is_file()

@@ -46,6 +46,9 @@ class FakeAtt:
     def set_gated(self, gated: bool) -> None:
         self.gated = gated
 
+    def set_slicing(self, on: bool) -> None:  # no variants published in these tests
+        self.slicing = on
+
 
 def test_a_burst_is_one_request_closed_after_the_idle_threshold() -> None:
     hp = HpTracker(idle_ns=1000 * US)

@@ -62,6 +62,27 @@ class FakeAtt:
     def set_gated(self, gated: bool) -> None:
         pass
 
+    # the variant table (Attachment.publish_variant and friends), as a dict
+    variants: dict[int, SimpleNamespace]
+    slicing = False
+
+    def set_slicing(self, on: bool) -> None:
+        self.slicing = on
+
+    def publish_variant(self, func: int, module_hash: int, name: str, nparams: int,
+                        param_bytes: int | None) -> int:  # fmt: skip
+        self.__dict__.setdefault("variants", {})
+        self.variants[func] = SimpleNamespace(func=func, module_hash=module_hash, name=name,
+                                              nparams=nparams, param_bytes=param_bytes,
+                                              slice_blocks=0, state=1, wave_blocks=264)  # fmt: skip
+        return func  # the "slot"
+
+    def variant(self, func: int) -> SimpleNamespace | None:
+        return self.__dict__.get("variants", {}).get(func)
+
+    def set_slice_blocks(self, slot: int, blocks: int) -> None:
+        self.variants[slot].slice_blocks = blocks
+
 
 class FakeWorker:
     def __init__(self) -> None:
@@ -145,6 +166,49 @@ def test_sliceable_share_counts_only_kernels_the_slicer_sliced() -> None:
     assert a["sliceable_share"] == 100 / 400
     assert a["sliceable_kernels"] == 2 and a["modules"] == {"ok": 1, "missing": 1}
     assert len(w.jobs) == 2  # nothing asked twice
+
+
+def test_hummingbird_publishes_sliced_kernels_and_sizes_their_slices() -> None:
+    """Published for the interceptor with the entry's name and params; slicing on only
+    under hummingbird; block time learned from slice records; slice_blocks written for
+    half the in-flight budget (100 us once the program's kernels are sliced)."""
+    w = FakeWorker()
+    policy = ["temporal"]
+    s = AttachedSet(lambda: policy[0], variants=w)  # type: ignore[arg-type]
+    at, att = _attach(s, "lp")
+    att.mods = [mod(PTX_MOD, L.IMG_PTX)]
+    att.funcs = [fn(0xF1, "k_sliced", PTX_MOD), fn(0xF2, "k_refused", PTX_MOD)]
+    s.poll(0)
+    w.ready = [V.ModuleVariant(PTX_MOD, V.OK, kind="ptx", entries=(
+        V.EntryInfo("k_sliced", "sliced", None, 3, 24),
+        V.EntryInfo("k_refused", "refused", "grid-wide sync", 2, 16)))]  # fmt: skip
+    s.poll(1 * US)
+    v = att.variant(0xF1)
+    assert (v.name, v.nparams, v.param_bytes, v.module_hash) == ("k_sliced", 3, 24, PTX_MOD)
+    assert att.variant(0xF2) is None  # refused: runs whole
+    assert not att.slicing and s.default_budget_us(at) == 500.0  # temporal: whole kernels
+    policy[0] = "hummingbird"
+    s.poll(2 * US)
+    assert att.slicing and s.default_budget_us(at) == 100.0
+    # two slices of 528 blocks (two waves), 40 us each: 40/528 us per block
+    for seq, t in ((1, 10), (2, 50)):
+        att.recs = [SimpleNamespace(seq=seq, kind=L.KIND_KERNEL, flags=L.LF_SLICE, comp_slot=1,
+                                    func=0xF1, enqueue_ns=t * US, issue_ns=t * US,
+                                    return_ns=t * US + 1, slice_blocks=528)]  # fmt: skip
+        s.poll(t * US)
+        att._done[1] = seq
+        s.poll((t + 40) * US)
+    assert at.lp is not None
+    assert abs(at.lp.slices.ns_per_block[0xF1] - 40_000 / 528) < 1
+    s.poll(30_000 * US)  # the plan runs every 20 ms: 50-us slices = 660 blocks
+    assert att.variants[0xF1].slice_blocks == 660
+    # the gate's estimate for the next slice: whole waves of 264 (the interceptor rounds)
+    assert abs(at.lp.duration_ns(0xF1) - 528 * 40_000 / 528) < 1
+    a = s.task_state(at)["attached"]
+    assert a["slicing"] and a["sliced_share"] == 1.0
+    policy[0] = "temporal"
+    s.poll(31_000 * US)
+    assert not att.slicing
 
 
 def test_hp_programs_are_never_sliced() -> None:

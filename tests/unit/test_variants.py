@@ -56,11 +56,13 @@ def test_modules_are_sliced_once_and_read_from_the_cache_after(tmp_path: Path) -
     assert sync.sliced_names() == frozenset() and sync.sliced_ptx is None
     assert all(e.status == "refused" and "grid-wide sync" in (e.reason or "")
                for e in sync.entries)  # fmt: skip
-    # the files: the JSON names the entries with their own parameter counts
+    # the files: the JSON names the entries with their own parameter counts and packed
+    # size (3 pointers, a u32, then a pointer aligned to 8: 40 bytes; .ptr's .align 1 is
+    # the pointee's)
     doc = json.loads(V.json_path(tmp_path, jobs[0].hash).read_text())
     orig = parse_module(ADD2D.decode()).entries()[0]
     assert doc["entries"] == [{"name": "add2d_kernel", "status": "sliced", "reason": None,
-                               "params": len(orig.params)}]  # fmt: skip
+                               "params": len(orig.params), "param_bytes": 40}]  # fmt: skip
     sliced = Path(add.sliced_ptx or "").read_text()
     fn = parse_module(sliced).entries()[0]
     assert [p.name for p in fn.params] == [p.name for p in orig.params] + list(PARAM_NAMES)
@@ -113,8 +115,8 @@ def test_failures_are_statuses_and_only_stable_ones_are_cached(tmp_path: Path) -
     assert V.read_cached(tmp_path, 0x1234) is None
     gone = V.Job(0x99, L.IMG_PTX, 10, str(tmp_path))
     assert V.build_variant(gone).status == V.MISSING
-    fat = V.Job(0x77, L.IMG_FATBIN, 64, str(tmp_path))
-    assert V.build_variant(fat).status == V.UNSUPPORTED
+    fat = V.Job(0x77, L.IMG_FATBIN, 64, str(tmp_path))  # its .fatbin was not written
+    assert V.build_variant(fat).status == V.MISSING
     big = _put_ptx(tmp_path, ADD2D)
     assert V.build_variant(big, max_bytes=1000).status == V.TOO_BIG
     assert not V.json_path(tmp_path, big.hash).exists()

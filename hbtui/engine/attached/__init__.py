@@ -33,6 +33,7 @@ from hbtui.attach import modcache
 from hbtui.attach.segment import Attachment, SegmentError
 from hbtui.engine.attached.hp import HpTracker
 from hbtui.engine.attached.lp import DEFAULT_BUDGET_US, LpGate
+from hbtui.engine.attached.slices import SLICED_BUDGET_US
 from hbtui.engine.attached.triton import triton_roots
 from hbtui.engine.attached.variants import Job, ModuleVariant, VariantWorker
 from hbtui.engine.metrics import TaskStats
@@ -149,7 +150,8 @@ class AttachedSet:
         # LP programs' modules are sliced in the background (engine.attached.variants)
         self.variants = variants if variants is not None else VariantWorker()
         self.variant_results: dict[int, ModuleVariant] = {}  # image hash -> result
-        self._sliced_names: dict[int, frozenset[int]] = {}  # image hash -> hash64(entry names)
+        self._sliced_names: dict[int, dict[int, Any]] = {}  # image hash -> hash64(name) -> entry
+        self.slicing = True  # hummingbird runs sliceable LP kernels as slices (--slice-programs)
         self.tasks: dict[str, AttachedTask] = {}
         self.by_shm: dict[str, AttachedTask] = {}
         self.listeners: list[Any] = []  # on_request(task, req, latency_ns, slo_ok)
@@ -314,13 +316,33 @@ class AttachedSet:
                 lp.set_gated(False)
                 continue
             lp.set_gated(True)
+            if policy != "hummingbird":
+                lp.slices.set_on(False)
             if policy == "exclusive" or at.task.paused:
                 continue
-            budget = (at.task.slice_us or DEFAULT_BUDGET_US) * 1e3
+            lp.slices.set_on(policy == "hummingbird" and self.slicing)
+            budget = (at.task.slice_us or self.default_budget_us(at)) * 1e3
+            lp.slices.plan(now, budget / 2)  # a slice running and one queued fit the budget
             if not in_request:
                 lp.grant_within(budget)
             elif policy == "hummingbird" and not hp_busy:
                 lp.grant_one_if(partial(_fits_all, [h for h in hps if h.open], now), budget)
+
+    @staticmethod
+    def default_budget_us(at: AttachedTask) -> float:
+        """LP work in flight when the operator set none: small once kernels run as slices
+        (an arriving HP request waits for it), larger for whole kernels (throughput)."""
+        sl = at.lp.slices if at.lp is not None else None
+        return SLICED_BUDGET_US if sl is not None and sl.on and sl.slots else DEFAULT_BUDGET_US
+
+    def _publish(self, at: AttachedTask, func: int, module_hash: int) -> None:
+        """A function the slicer sliced: the program may run it as slices."""
+        entry = self._sliced_names.get(module_hash, {}).get(at.func_names.get(func))
+        if entry is None:
+            return
+        at.sliceable.add(func)
+        if at.lp is not None:
+            at.lp.slices.publish(func, module_hash, entry)
 
     def _read_names(self, at: AttachedTask) -> None:
         for m in at.att.modules():
@@ -333,7 +355,7 @@ class AttachedSet:
                 at.funcs[f.func] = f.module_hash
                 at.func_names[f.func] = f.name_hash  # names in the ring may be truncated
                 if f.name_hash in self._sliced_names.get(f.module_hash, ()):
-                    at.sliceable.add(f.func)
+                    self._publish(at, f.func, f.module_hash)
 
     def _want_variant(self, at: AttachedTask, m: L.Module) -> None:
         """An LP program loaded a module: have its sliceable variant made (or read)."""
@@ -348,7 +370,7 @@ class AttachedSet:
         """Finished slicer results: mark the functions they make sliceable."""
         for v in self.variants.take():
             self.variant_results[v.hash] = v
-            names = frozenset(L.hash64(n.encode()) for n in v.sliced_names())
+            names = {L.hash64(e.name.encode()): e for e in v.entries if e.status == "sliced"}
             self._sliced_names[v.hash] = names
             for at in self.tasks.values():
                 if v.hash not in at.modules:
@@ -356,7 +378,7 @@ class AttachedSet:
                 at.modules[v.hash] = v.status
                 for func, mh in at.funcs.items():
                     if mh == v.hash and at.func_names.get(func) in names:
-                        at.sliceable.add(func)
+                        self._publish(at, func, mh)
 
     def _requests_done(self, at: AttachedTask) -> None:
         assert at.hp is not None and at.stats is not None
@@ -412,6 +434,8 @@ class AttachedSet:
             "held": len(at.att.pending()) if lp is not None and not at.detached else 0,
             "sliceable_share": (lp.sliceable_ns / busy) if lp is not None and busy > 0 else None,
             "sliceable_kernels": len(at.sliceable),
+            "sliced_share": (lp.slices.sliced_ns / busy) if lp is not None and busy > 0 else None,
+            "slicing": bool(lp is not None and lp.slices.on),
             "modules": _count(at.modules.values()),
             "requests_from": "markers" if at.hp is not None and at.hp.markers else "bursts",
             "idle_ms": at.idle_ms,

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from hbtui.attach import layout as L
 from hbtui.attach.segment import Attachment
+from hbtui.engine.attached.slices import Slices
 
 DEFAULT_BUDGET_US = 500.0
 FIRST_GUESS_NS = 20_000  # a kernel's duration before any was measured
@@ -37,6 +38,7 @@ class InFlight:
     slot: int
     func: int
     issue_ns: int
+    blocks: int = 0  # a slice's blocks (0: a whole launch)
 
 
 class LpGate:
@@ -55,6 +57,7 @@ class LpGate:
         self.gated = False
         self.progress_at = 0  # when a launch last entered or left the in-flight list
         self.stale = 0  # in-flight launches given up on (STALE_NS)
+        self.slices = Slices(att)  # launches run as slices (engine.attached.slices)
 
     def set_gated(self, gated: bool) -> None:
         if gated != self.gated:
@@ -62,7 +65,8 @@ class LpGate:
             self.att.set_gated(gated)
 
     def duration_ns(self, func: int) -> float:
-        return self.dur.get(func, self.mean_ns)
+        d = self.slices.duration_ns(func)  # a sliced function's next slice
+        return d if d is not None else self.dur.get(func, self.mean_ns)
 
     # -- feeding -------------------------------------------------------------------
     def on_launch(self, rec: L.Launch) -> None:
@@ -71,7 +75,8 @@ class LpGate:
         self.kernels += 1
         if rec.flags & (L.LF_CAPTURED | L.LF_NO_SLOT) or rec.comp_slot == L.COMP_NONE:
             return  # no completion to wait for: it cannot be accounted as in flight
-        self.inflight.append(InFlight(rec.seq, rec.comp_slot, rec.func, rec.issue_ns))
+        blocks = rec.slice_blocks if rec.flags & L.LF_SLICE else 0
+        self.inflight.append(InFlight(rec.seq, rec.comp_slot, rec.func, rec.issue_ns, blocks))
         self.progress_at = max(self.progress_at, rec.return_ns)
 
     def poll(self, now_ns: int, sliceable: set[int]) -> None:
@@ -97,8 +102,11 @@ class LpGate:
             share = max(0, now_ns - start) / len(fs)
             self.slot_seen[slot] = now_ns
             for f in fs:
-                old = self.dur.get(f.func)
-                self.dur[f.func] = share if old is None else old + EWMA * (share - old)
+                if f.blocks:  # a slice: its function's block time (whole launches: below)
+                    self.slices.learn(f.func, f.blocks, share)
+                else:
+                    old = self.dur.get(f.func)
+                    self.dur[f.func] = share if old is None else old + EWMA * (share - old)
                 self.busy_ns += share
                 if f.func in sliceable:
                     self.sliceable_ns += share

@@ -9,7 +9,8 @@ the images:
 - ``<hash>.sliced.ptx``: the module with every sliceable entry rewritten (only when at
   least one entry was sliced; docs/slicer.md for the six appended params);
 - ``<hash>.json``: ``{format, hash, kind, status, reason, source, sliced_ptx, entries:
-  [{name, status, reason, params}]}`` (``params``: the entry's own parameter count).
+  [{name, status, reason, params, param_bytes}]}`` (``params``: the entry's own parameter
+  count; ``param_bytes``: where the six slice params start in a packed parameter buffer).
 
 Both appear whole (temp file + rename), the JSON last; a module whose JSON exists is
 never sliced again (a second run of the same program compiles nothing). Results that
@@ -39,7 +40,7 @@ from hbtui.engine.atomic import write_atomic
 
 log = logging.getLogger("hbtui.engine")
 
-FORMAT = 1  # of the JSON; another value is ignored (sliced again)
+FORMAT = 2  # of the JSON; another value is ignored (sliced again). 2: param_bytes
 MAX_BYTES = 16 << 20  # PTX larger than this is not sliced
 MAX_QUEUED = 256  # modules waiting for the worker; beyond: status "skipped"
 JOB_TIMEOUT_S = 300.0
@@ -56,6 +57,7 @@ class EntryInfo:
     status: str  # "sliced" | "refused" (the slicer's verdict)
     reason: str | None = None
     params: int | None = None  # the entry's own params (the slice params come after)
+    param_bytes: int | None = None  # offset of the first slice param in a packed buffer
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,12 +81,14 @@ class ModuleVariant:
                 "status": self.status, "reason": self.reason, "source": self.source,
                 "sliced_ptx": self.sliced_ptx,
                 "entries": [{"name": e.name, "status": e.status, "reason": e.reason,
-                             "params": e.params} for e in self.entries]}  # fmt: skip
+                             "params": e.params, "param_bytes": e.param_bytes}
+                            for e in self.entries]}  # fmt: skip
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> ModuleVariant:
         entries = tuple(EntryInfo(str(e["name"]), str(e["status"]), e.get("reason"),
-                                  e.get("params")) for e in d["entries"])  # fmt: skip
+                                  e.get("params"), e.get("param_bytes"))
+                        for e in d["entries"])  # fmt: skip
         return cls(int(d["hash"], 16), str(d["status"]), d.get("reason"), str(d["kind"]),
                    entries, d.get("source"), d.get("sliced_ptx"))  # fmt: skip
 
@@ -185,8 +189,8 @@ def _slice_and_store(job: Job, kind: str, src: Path, data: bytes) -> ModuleVaria
                           None, True)  # fmt: skip
         _store(out, v, None)  # the same bytes fail the same way next run
         return v
-    params = {f.name: len(f.params) for f in module.entries()}
-    entries = tuple(EntryInfo(e.name, e.status, e.reason, params.get(e.name))
+    params = {f.name: (len(f.params), packed_bytes(f.params)) for f in module.entries()}
+    entries = tuple(EntryInfo(e.name, e.status, e.reason, *params.get(e.name, (None, None)))
                     for e in res.entries)  # fmt: skip
     sliced = any(e.status == "sliced" for e in entries)
     spath = out / f"{job.hash:016x}.sliced.ptx"
@@ -194,6 +198,31 @@ def _slice_and_store(job: Job, kind: str, src: Path, data: bytes) -> ModuleVaria
                       str(spath) if sliced else None, True)  # fmt: skip
     _store(out, v, res.ptx if sliced else None)
     return v
+
+
+def packed_bytes(params: Sequence[Any]) -> int | None:
+    """Where the first appended ``.u32`` slice param lands when the entry's own params are
+    packed (each at its alignment: ``.align N``, else its element size; a ``.ptr``'s
+    ``.align`` is its pointee's): the end of the
+    last one, rounded up to 4. None when a param's type is unknown."""
+    from hbtui.engine.slicer.user import UserKernelError, param_info
+
+    off = 0
+    for p in params:
+        try:
+            info = param_info(p)
+        except UserKernelError:
+            return None
+        texts = [t.text for t in p.tokens]
+        align = info.nbytes if "[" not in texts else 1
+        if ".align" in texts and ".ptr" not in texts:  # `.ptr .align N`: the pointee's
+            try:
+                align = int(texts[texts.index(".align") + 1])
+            except (IndexError, ValueError):
+                return None
+        align = max(1, align)
+        off = (off + align - 1) // align * align + info.nbytes
+    return (off + 3) // 4 * 4
 
 
 def _store(out: Path, v: ModuleVariant, sliced_text: str | None) -> None:

@@ -79,6 +79,13 @@ def _parser() -> argparse.ArgumentParser:
         help="exclusive calibration seconds (LP alone runs S/2); 0 skips it",
     )
     ap.add_argument(
+        "--slice-programs",
+        choices=("on", "off"),
+        default="on",
+        help="under hummingbird, run sliceable kernels of `hbtui run --lp` programs as "
+        "slices (off: whole kernels, for comparison)",
+    )
+    ap.add_argument(
         "--exit-with-parent",
         type=int,
         default=None,
@@ -214,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
 
         try:
             engine = Engine(prof, kind, device, pub, ctl, args.readonly, args.calibrate, prom)
+            engine.attached.slicing = args.slice_programs == "on"
         except (BackendError, ValueError) as e:
             raise UsageError(f"backend {kind}: {e}") from None
         engine.profile_dirs = extra

@@ -1,0 +1,110 @@
+"""Slices of an attached LP program's kernels (issue 16; docs/attach.md, "Slices").
+
+For every function of the program whose module the slicer rewrote, the engine publishes
+a variant entry in the segment (``Attachment.publish_variant``); while the engine's
+policy is ``hummingbird`` (and slicing is on) the interceptor then runs each launch of
+it as consecutive slices, every slice gated and recorded like a launch of its own.
+
+The slice size is the engine's: per function, the GPU time of one block is learned
+online from the completed slices (the same completion timing the gate uses for whole
+kernels), and ``slice_blocks`` is written so that a slice lasts about the target (half
+the task's in-flight budget: one slice running and one queued fit in it). The
+interceptor rounds it down to whole waves (SMs x resident blocks per SM, which it asks
+the driver for), at least one wave; until a block time is known a slice is one wave.
+"""
+
+from __future__ import annotations
+
+from hbtui.attach.segment import Attachment
+from hbtui.engine.attached.variants import EntryInfo
+
+SLICED_BUDGET_US = 100.0  # the default in-flight budget of a program whose kernels are sliced
+EWMA = 0.25
+PLAN_EVERY_NS = 20_000_000  # slice sizes are revisited this often
+REWRITE_RATIO = 0.1  # ... and written when they move by more than this
+
+
+class Slices:
+    """The sliced functions of one attached LP program and their slice sizes."""
+
+    def __init__(self, att: Attachment) -> None:
+        self.att = att
+        self.slots: dict[int, int] = {}  # func -> its variant's slot in the segment
+        self.ns_per_block: dict[int, float] = {}  # func -> learned GPU time of one block
+        self.blocks: dict[int, int] = {}  # func -> slice_blocks written
+        self.wave: dict[int, int] = {}  # func -> blocks per wave (the interceptor's figure)
+        self.on = False
+        self.unpublished = 0  # functions that could not be published (table full, long name)
+        self.sliced_ns = 0.0  # GPU time of completed slices
+        self.slices = 0
+        self._planned_at = -PLAN_EVERY_NS
+
+    def publish(self, func: int, module_hash: int, entry: EntryInfo) -> bool:
+        """Let ``func`` (the program's handle of ``entry`` in module ``module_hash``) run
+        as slices from its next launch on."""
+        if func in self.slots:
+            return True
+        if entry.params is None:
+            return False
+        slot = self.att.publish_variant(func, module_hash, entry.name, entry.params,
+                                        entry.param_bytes)  # fmt: skip
+        if slot is None:
+            self.unpublished += 1
+            return False
+        self.slots[func] = slot
+        return True
+
+    def set_on(self, on: bool) -> None:
+        if on != self.on:
+            self.on = on
+            self.att.set_slicing(on)
+
+    def learn(self, func: int, blocks: int, share_ns: float) -> None:
+        """A slice of ``blocks`` blocks of ``func`` took about ``share_ns`` on the GPU."""
+        self.sliced_ns += share_ns
+        self.slices += 1
+        if blocks <= 0:
+            return
+        x = share_ns / blocks
+        old = self.ns_per_block.get(func)
+        self.ns_per_block[func] = x if old is None else old + EWMA * (x - old)
+
+    def duration_ns(self, func: int) -> float | None:
+        """The predicted GPU time of the next slice of ``func``; None: not sliced or
+        nothing learned yet (the gate then uses its whole-kernel estimate)."""
+        if not self.on or func not in self.slots:
+            return None
+        per = self.ns_per_block.get(func)
+        wave = self.wave.get(func, 0)
+        if per is None or wave <= 0:
+            return None
+        want = self.blocks.get(func, 0)
+        return per * max(wave, want // wave * wave)
+
+    def plan(self, now_ns: int, target_ns: float) -> None:
+        """Write each sliced function's slice size for ``target_ns`` slices."""
+        if not self.on or now_ns - self._planned_at < PLAN_EVERY_NS:
+            return
+        self._planned_at = now_ns
+        for func, slot in self.slots.items():
+            v = self.att.variant(func)
+            if v is not None and v.wave_blocks:
+                self.wave[func] = int(v.wave_blocks)
+            per = self.ns_per_block.get(func)
+            if per is None or per <= 0:
+                continue
+            want = max(1, int(target_ns / per))
+            old = self.blocks.get(func, 0)
+            if not old or abs(want - old) > REWRITE_RATIO * old:
+                self.att.set_slice_blocks(slot, want)
+                self.blocks[func] = want
+
+    def states(self) -> dict[str, int]:
+        """Published variants by the interceptor's state (``ready``/``failed``/``untried``)."""
+        names = {0: "untried", 1: "ready", 2: "failed"}
+        out: dict[str, int] = {}
+        for func in self.slots:
+            v = self.att.variant(func)
+            k = names.get(int(v.state), "untried") if v is not None else "untried"
+            out[k] = out.get(k, 0) + 1
+        return out

@@ -1,0 +1,214 @@
+"""LP launches run as slices (hbtui/native/intercept_slices.h) with the fake driver: every
+block of the program's grid runs exactly once, in order, on the program's stream, with
+the program's own params followed by the six slice params (block offset, full grid), in
+the ``kernelParams``, packed ``extra`` and ``cuLaunchKernelEx`` forms; each slice is
+gated and recorded like a launch of its own; whatever cannot be sliced runs whole."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import HERE, Native, Prog, _cc, prog_env
+
+from hbtui.attach import layout as L
+
+A, B = 0x1111222233334444, 55
+PTX = (b".version 8.0\n.target sm_90\n.address_size 64\n"
+       b".visible .entry k_slice(.param .u64 a, .param .u32 b) { ret; }\n"
+       b".visible .entry k_other(.param .u64 a, .param .u32 b) { ret; }\n")  # fmt: skip
+PTX_HASH = L.hash64(PTX + b"\0")
+WAVE = 4 * 2  # FAKE_SMS x FAKE_OCC (the fake's defaults)
+
+
+@dataclass
+class Logged:
+    func: int
+    grid: tuple[int, int, int]
+    stream: int
+    smem: int
+    extra_size: int
+    vals: list[int]
+
+
+@pytest.fixture(scope="module")
+def slice_prog(native: Native) -> Path:
+    exe = native.dir / "slice_prog"
+    if not exe.exists():
+        _cc("-O2", "-std=gnu11", "-o", str(exe), str(HERE / "slice_prog.c"), "-ldl")
+    return exe
+
+
+def _run(native: Native, exe: Path, att: Any, tmp: Path, steps: list[str], publish: dict | None,
+         slicing: bool = True) -> tuple[Prog, dict[str, int]]:  # fmt: skip
+    mdir = tmp / "modules"
+    mdir.mkdir(parents=True, exist_ok=True)
+    go = tmp / "go"
+    e = prog_env(native, att.name, cls="lp", HBTUI_MODULE_DIR=str(mdir), FAKE_LOG="1")
+    p = Prog([str(exe), "load", f"wait:{go}", *steps, "sync", "log"], e)
+    p.expect("done load")
+    funcs = {f.name: f for f in att.functions()}
+    assert funcs["k_slice"].module_hash == PTX_HASH
+    if publish is not None:
+        (mdir / f"{PTX_HASH:016x}.sliced.ptx").write_bytes(PTX)  # the fake loads anything
+        f = funcs["k_slice"]
+        slot = att.publish_variant(f.func, f.module_hash, "k_slice", 2, 12, **publish)
+        assert slot is not None
+    att.set_slicing(slicing)
+    go.touch()
+    return p, {n: f.func for n, f in funcs.items()}
+
+
+def _log(p: Prog) -> list[Logged]:
+    out = []
+    for line in p.lines:
+        if line.startswith("L "):
+            w = line.split()
+            out.append(Logged(int(w[1], 16), (int(w[2]), int(w[3]), int(w[4])), int(w[5], 16),
+                              int(w[6]), int(w[7]), [int(x) for x in w[8:]]))  # fmt: skip
+    return out
+
+
+def _blocks(logs: list[Logged], n_own: int) -> list[int]:
+    """The linear block ids the sub-grid launches ran, in launch order, checking that each
+    carries the full grid in its slice params."""
+    out: list[int] = []
+    for g in logs:
+        ox, oy, oz, gx, gy, gz = g.vals[n_own : n_own + 6]
+        for z in range(g.grid[2]):
+            for y in range(g.grid[1]):
+                for x in range(g.grid[0]):
+                    out.append(((oz + z) * gy + oy + y) * gx + ox + x)
+    return out
+
+
+def _finish(p: Prog) -> list[Logged]:
+    p.expect("done log", timeout=20)
+    assert p.finish() == 0, p.err
+    assert not [ln for ln in p.lines if ln.startswith("error")], p.lines
+    return _log(p)
+
+
+@pytest.mark.parametrize("form", ["kp", "ex", "lex"])
+@pytest.mark.parametrize("grid,blocks", [((1000, 1, 1), 100), ((64, 4, 3), 300), ((7, 5, 1), 1)])
+def test_slices_cover_the_grid_once_in_order(native, slice_prog, make_segment, tmp_path, form,
+                                             grid, blocks) -> None:  # fmt: skip
+    att = make_segment(L.CLASS_LP)  # PASS mode: nothing waits
+    step = f"{form}:{grid[0]}:{grid[1]}:{grid[2]}"
+    p, funcs = _run(native, slice_prog, att, tmp_path, [step, "other:50"], {"slice_blocks": blocks})
+    logs = _finish(p)
+    *sliced, other = logs
+    assert other.func == funcs["k_other"] and other.grid == (50, 1, 1)  # no variant: whole
+    assert other.vals == [A & 0xFFFFFFFF, B]
+    total = grid[0] * grid[1] * grid[2]
+    assert all(g.func not in funcs.values() for g in sliced)  # the variant's function
+    assert all(g.stream == 0x100 for g in sliced)
+    if form == "ex":  # packed: u64 A, u32 B, then the six u32 at param_bytes = 12
+        assert all(g.extra_size == 36 for g in sliced)
+        assert all(g.vals[:3] == [A & 0xFFFFFFFF, A >> 32, B] for g in sliced)
+        ran = _blocks(sliced, 3)
+    else:
+        assert all(g.vals[:2] == [A & 0xFFFFFFFF, B] and len(g.vals) == 8 for g in sliced)
+        ran = _blocks(sliced, 2)
+    assert ran == list(range(total))  # every block once, in order
+    recs = [r for r in att.launches() if r.flags & L.LF_SLICE]
+    assert [r.seq for r in recs] == sorted(r.seq for r in recs)
+    assert recs[0].slice_start == 0 and sum(r.slice_blocks for r in recs) == total
+    for a, b in zip(recs, recs[1:], strict=False):
+        assert b.slice_start == a.slice_start + a.slice_blocks
+    assert all(tuple(r.grid) == grid for r in recs)  # the whole launch's grid
+    assert sum(r.slice_parts for r in recs) == len(sliced)
+    per = max(WAVE, blocks // WAVE * WAVE)  # whole waves, at least one
+    if grid[1] * grid[2] > 1:
+        per = -(-per // grid[0]) * grid[0]  # whole rows
+    assert max(r.slice_blocks for r in recs) <= per + WAVE // 2
+    st = att.stats()
+    assert st["sliced_launches"] == 1 and st["slice_launches"] == len(sliced)
+    v = att.variant(funcs["k_slice"])
+    assert v is not None and v.state == L.VAR_READY and v.wave_blocks == WAVE
+
+
+def test_each_slice_waits_for_its_own_grant(native, slice_prog, engine, tmp_path) -> None:
+    eng = engine()  # GATED, heart-beating
+    att = eng.att
+    p, funcs = _run(native, slice_prog, att, tmp_path, ["kp:64:1:1"], {"slice_blocks": 16})
+    seen: list[L.Launch] = []
+    for k in range(4):  # 64 blocks in slices of 16: four grants, one slice each
+        (held,) = eng.wait_pending(1)
+        time.sleep(0.05)
+        seen += [r for r in att.launches() if r.flags & L.LF_SLICE]
+        assert len(seen) == k and len(att.pending()) == 1  # nothing goes before its grant
+        eng.grant(held.seq)
+        deadline = time.monotonic() + 10
+        while len(seen) == k and time.monotonic() < deadline:
+            seen += [r for r in att.launches() if r.flags & L.LF_SLICE]
+            time.sleep(0.002)
+    logs = _finish(p)
+    assert _blocks(logs, 2) == list(range(64)) and len(logs) == 4
+    assert [r.slice_start for r in seen] == [0, 16, 32, 48]
+    assert all(r.flags & L.LF_HELD for r in seen) and att.stats()["held_launches"] == 4
+
+
+def test_slicing_off_or_a_grid_of_one_slice_runs_whole(
+    native, slice_prog, make_segment, tmp_path
+) -> None:
+    att = make_segment(L.CLASS_LP)
+    p, funcs = _run(native, slice_prog, att, tmp_path / "a", ["kp:1000:1:1"], {"slice_blocks": 64},
+             slicing=False)  # fmt: skip
+    (whole,) = _finish(p)
+    assert whole.grid == (1000, 1, 1) and whole.vals == [A & 0xFFFFFFFF, B]
+    att = make_segment(L.CLASS_LP)
+    p, funcs = _run(native, slice_prog, att, tmp_path / "b", ["kp:10:1:1"], {"slice_blocks": 64})
+    (whole,) = _finish(p)
+    assert whole.grid == (10, 1, 1) and len(whole.vals) == 2
+    assert att.stats()["sliced_launches"] == 0
+
+
+def test_a_failing_variant_falls_back_to_the_whole_kernel(
+    native, slice_prog, make_segment, tmp_path
+) -> None:
+    att = make_segment(L.CLASS_LP)
+    mdir = tmp_path / "modules"
+    mdir.mkdir()
+    go = tmp_path / "go"
+    e = prog_env(native, att.name, cls="lp", HBTUI_MODULE_DIR=str(mdir), FAKE_LOG="1")
+    p = Prog([str(slice_prog), "load", f"wait:{go}", "kp:1000:1:1", "kp:1000:1:1", "sync", "log"],
+             e)  # fmt: skip
+    p.expect("done load")
+    f = {x.name: x for x in att.functions()}["k_slice"]
+    # no <hash>.sliced.ptx: loading the variant fails
+    assert att.publish_variant(f.func, f.module_hash, "k_slice", 2, 12, slice_blocks=64) is not None
+    att.set_slicing(True)
+    go.touch()
+    logs = _finish(p)
+    assert [g.grid for g in logs] == [(1000, 1, 1)] * 2 and all(len(g.vals) == 2 for g in logs)
+    v = att.variant(f.func)
+    assert v is not None and v.state == L.VAR_FAILED and v.result != 0
+    # a handle whose name or module does not match the entry is never sliced
+    att2 = make_segment(L.CLASS_LP)
+    mdir2 = tmp_path / "x" / "modules"
+    mdir2.mkdir(parents=True)
+    (mdir2 / f"{PTX_HASH:016x}.sliced.ptx").write_bytes(PTX)
+    go2 = tmp_path / "x" / "go"
+    e2 = prog_env(native, att2.name, cls="lp", HBTUI_MODULE_DIR=str(mdir2), FAKE_LOG="1")
+    p = Prog([str(slice_prog), "load", f"wait:{go2}", "kp:1000:1:1", "sync", "log"], e2)
+    p.expect("done load")
+    f2 = {x.name: x for x in att2.functions()}["k_slice"]
+    assert att2.publish_variant(f2.func, f2.module_hash ^ 1, "k_slice", 2, 12) is not None
+    att2.set_slicing(True)
+    go2.touch()
+    (whole,) = _finish(p)
+    assert whole.grid == (1000, 1, 1) and att2.variant(f2.func).state == L.VAR_FAILED
+
+
+def test_big_dynamic_shared_memory_is_set_on_the_variant(
+    native, slice_prog, make_segment, tmp_path
+) -> None:
+    att = make_segment(L.CLASS_LP)
+    p, funcs = _run(native, slice_prog, att, tmp_path, ["big:100"], {"slice_blocks": 16})
+    logs = _finish(p)
+    assert all(g.smem == 100 * 1024 for g in logs) and len(logs) > 1
+    assert _blocks(logs, 2) == list(range(100))
