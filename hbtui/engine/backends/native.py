@@ -117,20 +117,20 @@ def compile_source(
         opts = [f"--gpu-architecture={target}".encode(), *(o.encode() for o in options)]
         (err,) = nvrtc.nvrtcCompileProgram(prog, len(opts), opts)
         size = _nv_check(nvrtc, nvrtc.nvrtcGetProgramLogSize(prog), "nvrtcGetProgramLogSize")
-        log = b" " * size
+        log = bytearray(size)  # not b" " * size: a 1-byte bytes object is shared
         _nv_check(nvrtc, nvrtc.nvrtcGetProgramLog(prog, log), "nvrtcGetProgramLog")
         log_s = log.rstrip(b"\x00 ").decode(errors="replace")
         if err != nvrtc.nvrtcResult.NVRTC_SUCCESS:
             raise NativeError(f"NVRTC failed to compile {name} for {target}:\n{log_s}")
         if target.startswith("sm_"):
             size = _nv_check(nvrtc, nvrtc.nvrtcGetCUBINSize(prog), "nvrtcGetCUBINSize")
-            image = b" " * size
-            _nv_check(nvrtc, nvrtc.nvrtcGetCUBIN(prog, image), "nvrtcGetCUBIN")
+            buf = bytearray(size)
+            _nv_check(nvrtc, nvrtc.nvrtcGetCUBIN(prog, buf), "nvrtcGetCUBIN")
         else:
             size = _nv_check(nvrtc, nvrtc.nvrtcGetPTXSize(prog), "nvrtcGetPTXSize")
-            image = b" " * size
-            _nv_check(nvrtc, nvrtc.nvrtcGetPTX(prog, image), "nvrtcGetPTX")
-        return image, log_s
+            buf = bytearray(size)
+            _nv_check(nvrtc, nvrtc.nvrtcGetPTX(prog, buf), "nvrtcGetPTX")
+        return bytes(buf), log_s
     finally:
         nvrtc.nvrtcDestroyProgram(prog)
 

@@ -25,15 +25,15 @@ def compile_cuda(
         opts = [f"--gpu-architecture={arch}".encode(), *(o.encode() for o in options)]
         (err,) = nvrtc.nvrtcCompileProgram(prog, len(opts), opts)
         _, size = nvrtc.nvrtcGetProgramLogSize(prog)
-        log = b" " * size
+        log = bytearray(size)  # not b" " * size: a 1-byte bytes object is shared
         nvrtc.nvrtcGetProgramLog(prog, log)
         if err != nvrtc.nvrtcResult.NVRTC_SUCCESS:
             text = log.rstrip(b"\0").decode(errors="replace").strip()
             raise ToolchainError(f"NVRTC failed to compile {name}:\n{text}")
         _, size = nvrtc.nvrtcGetPTXSize(prog)
-        ptx = b" " * size
+        ptx = bytearray(size)
         nvrtc.nvrtcGetPTX(prog, ptx)
-        return ptx.rstrip(b"\0").decode()
+        return bytes(ptx).rstrip(b"\0").decode()
     finally:
         nvrtc.nvrtcDestroyProgram(prog)
 
