@@ -2,9 +2,10 @@
 
 For each module an LP program loads (by image hash), a background worker finds its PTX
 (PTX images: ``<hash>.ptx`` written by the interceptor into the module directory,
-``hbtui.attach.modcache``; cubins: the ``.ptx`` beside the matching ``.cubin`` in
-Triton's cache, ``engine.attached.triton``), runs the slicer on it and writes, beside
-the images:
+``hbtui.attach.modcache``; fat binaries: ``<hash>.fatbin`` there, whose PTX entry for the
+device's arch or the newest older one is taken, ``engine.attached.fatbin``; cubins: the
+``.ptx`` beside the matching ``.cubin`` in Triton's cache, ``engine.attached.triton``),
+runs the slicer on it and writes, beside the images:
 
 - ``<hash>.sliced.ptx``: the module with every sliceable entry rewritten (only when at
   least one entry was sliced; docs/slicer.md for the six appended params);
@@ -42,6 +43,7 @@ log = logging.getLogger("hbtui.engine")
 
 FORMAT = 2  # of the JSON; another value is ignored (sliced again). 2: param_bytes
 MAX_BYTES = 16 << 20  # PTX larger than this is not sliced
+MAX_FATBIN_BYTES = 256 << 20  # fat binaries larger than this are not read (nor hashed)
 MAX_QUEUED = 256  # modules waiting for the worker; beyond: status "skipped"
 JOB_TIMEOUT_S = 300.0
 
@@ -72,6 +74,7 @@ class ModuleVariant:
     source: str | None = None  # the PTX file sliced
     sliced_ptx: str | None = None  # <hash>.sliced.ptx; None when no entry was sliced
     compiled: bool = False  # the slicer ran for this result (False: from the disk cache)
+    arch: int | None = None  # fatbin: the device arch its PTX entry was chosen for
 
     def sliced_names(self) -> frozenset[str]:
         return frozenset(e.name for e in self.entries if e.status == "sliced")
@@ -79,7 +82,7 @@ class ModuleVariant:
     def to_json(self) -> dict[str, Any]:
         return {"format": FORMAT, "hash": f"{self.hash:016x}", "kind": self.kind,
                 "status": self.status, "reason": self.reason, "source": self.source,
-                "sliced_ptx": self.sliced_ptx,
+                "sliced_ptx": self.sliced_ptx, "arch": self.arch,
                 "entries": [{"name": e.name, "status": e.status, "reason": e.reason,
                              "params": e.params, "param_bytes": e.param_bytes}
                             for e in self.entries]}  # fmt: skip
@@ -89,8 +92,10 @@ class ModuleVariant:
         entries = tuple(EntryInfo(str(e["name"]), str(e["status"]), e.get("reason"),
                                   e.get("params"), e.get("param_bytes"))
                         for e in d["entries"])  # fmt: skip
+        arch = d.get("arch")
         return cls(int(d["hash"], 16), str(d["status"]), d.get("reason"), str(d["kind"]),
-                   entries, d.get("source"), d.get("sliced_ptx"))  # fmt: skip
+                   entries, d.get("source"), d.get("sliced_ptx"), False,
+                   int(arch) if arch is not None else None)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,14 +106,24 @@ class Job:
     module_dir: str
     triton_roots: tuple[str, ...] = ()
     seen_ns: int = 0  # when the module record was read (CLOCK_MONOTONIC)
+    arch: int = 90  # the device's compute capability (90: sm_90), to pick a fatbin's PTX
+
+
+def fatbin_name(image_hash: int) -> str:
+    """The file name the interceptor gives the fat binary image with this hash."""
+    return f"{image_hash & 0xFFFFFFFFFFFFFFFF:016x}.fatbin"
 
 
 def json_path(module_dir: str | Path, image_hash: int) -> Path:
     return Path(module_dir) / f"{image_hash:016x}.json"
 
 
-def read_cached(module_dir: str | Path, image_hash: int) -> ModuleVariant | None:
-    """The cached result for this module, if a complete one of this FORMAT is there."""
+def read_cached(
+    module_dir: str | Path, image_hash: int, arch: int | None = None
+) -> ModuleVariant | None:
+    """The cached result for this module, if a complete one of this FORMAT is there (and,
+    given ``arch``, a fat binary's was chosen for that device arch: a module directory in
+    a shared home may serve GPUs of several archs)."""
     try:
         d = json.loads(json_path(module_dir, image_hash).read_text())
         if d.get("format") != FORMAT or int(d["hash"], 16) != image_hash:
@@ -117,6 +132,8 @@ def read_cached(module_dir: str | Path, image_hash: int) -> ModuleVariant | None
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
     if v.sliced_ptx is not None and not Path(v.sliced_ptx).is_file():
+        return None
+    if arch is not None and v.arch is not None and v.arch != arch:
         return None
     return v
 
@@ -136,7 +153,7 @@ def _triton_ptx(job: Job) -> Path | None:
 def build_variant(job: Job, max_bytes: int = MAX_BYTES) -> ModuleVariant:
     """Find, slice and cache one module (the worker runs this, in its child process).
     Returns a status for every failure."""
-    cached = read_cached(job.module_dir, job.hash)
+    cached = read_cached(job.module_dir, job.hash, job.arch)
     if cached is not None:
         return cached
     kind = KINDS.get(job.kind, "unknown")
@@ -145,7 +162,7 @@ def build_variant(job: Job, max_bytes: int = MAX_BYTES) -> ModuleVariant:
         return ModuleVariant(job.hash, status, reason, kind)
 
     if job.kind == L.IMG_FATBIN:
-        return fail(UNSUPPORTED, "fat binary: extracting its PTX is not done yet")
+        return _from_fatbin(job, max_bytes)
     if job.kind not in (L.IMG_PTX, L.IMG_CUBIN):
         return fail(UNSUPPORTED, "unknown image kind")
     if job.kind == L.IMG_PTX and job.size > max_bytes + 1:
@@ -173,10 +190,58 @@ def _nothing_to_slice(job: Job) -> bool:
     """``build_variant`` will return at once (no PTX to read): no need for the child."""
     if job.kind == L.IMG_PTX:
         return not (Path(job.module_dir) / ptx_name(job.hash)).is_file()
+    if job.kind == L.IMG_FATBIN:
+        return not (Path(job.module_dir) / fatbin_name(job.hash)).is_file()
     return job.kind != L.IMG_CUBIN or not any(Path(r).is_dir() for r in job.triton_roots)
 
 
-def _slice_and_store(job: Job, kind: str, src: Path, data: bytes) -> ModuleVariant:
+def _from_fatbin(job: Job, max_bytes: int) -> ModuleVariant:
+    """The PTX entry of ``<hash>.fatbin`` to JIT on ``job.arch``, sliced. The file is the
+    whole fat binary (header and entries) the interceptor hashed for the module record."""
+    from hbtui.engine.attached import fatbin as F
+
+    def fail(status: str, reason: str, store: bool = False) -> ModuleVariant:
+        v = ModuleVariant(job.hash, status, reason, "fatbin", (), str(src), arch=job.arch)
+        if store:  # a property of these (verified) bytes: the same next run
+            _store(Path(job.module_dir), v, None)
+        return v
+
+    src = Path(job.module_dir) / fatbin_name(job.hash)
+    if job.size > MAX_FATBIN_BYTES:
+        return fail(TOO_BIG, f"fat binary of {job.size} bytes (limit {MAX_FATBIN_BYTES})")
+    if not src.is_file():
+        return fail(MISSING, f"{src} not written (the interceptor saves LP programs' fatbins)")
+    try:
+        if src.stat().st_size != job.size:
+            return fail(ERROR, f"{src} is not the {job.size} bytes the module record says")
+        data = src.read_bytes()
+    except OSError as e:
+        return fail(ERROR, f"cannot read {src}: {e.strerror}")
+    if len(data) != job.size or L.hash64(data) != job.hash:
+        return fail(ERROR, f"{src} does not hash to its name")
+    try:
+        found = [e for e in F.entries(data) if e.is_ptx]
+        if not found:
+            return fail(UNSUPPORTED, "no PTX in the fat binary (SASS only)", store=True)
+        entry = F.select_ptx(found, job.arch)
+        if entry is None:
+            have = ", ".join(sorted({e.target for e in found}))
+            return fail(UNSUPPORTED, f"no PTX the JIT can use on sm_{job.arch} in the fat "
+                                     f"binary (it has {have})", store=True)  # fmt: skip
+        text = F.ptx_text(data, entry, max_bytes)
+    except F.UnsupportedCompression as e:
+        return fail(UNSUPPORTED, str(e))  # not stored: another host may have the codec
+    except F.PtxTooBig as e:
+        return fail(TOO_BIG, str(e))
+    except F.FatbinError as e:
+        return fail(ERROR, f"malformed fat binary: {e}", store=True)
+    source = f"{src} ({entry.target} PTX at byte {entry.offset})"
+    return _slice_and_store(job, "fatbin", src, text.encode(), source, job.arch)
+
+
+def _slice_and_store(
+    job: Job, kind: str, src: Path, data: bytes, source: str | None = None, arch: int | None = None
+) -> ModuleVariant:
     from hbtui.engine.slicer import PtxParseError, parse_module
     from hbtui.engine.slicer.rewrite import slice_module
 
@@ -185,8 +250,8 @@ def _slice_and_store(job: Job, kind: str, src: Path, data: bytes) -> ModuleVaria
         module = parse_module(data.decode("utf-8"))
         res = slice_module(module)
     except (PtxParseError, UnicodeDecodeError) as e:
-        v = ModuleVariant(job.hash, ERROR, f"cannot parse the PTX: {e}", kind, (), str(src),
-                          None, True)  # fmt: skip
+        v = ModuleVariant(job.hash, ERROR, f"cannot parse the PTX: {e}", kind, (),
+                          source or str(src), None, True, arch)  # fmt: skip
         _store(out, v, None)  # the same bytes fail the same way next run
         return v
     params = {f.name: (len(f.params), packed_bytes(f.params)) for f in module.entries()}
@@ -194,8 +259,8 @@ def _slice_and_store(job: Job, kind: str, src: Path, data: bytes) -> ModuleVaria
                     for e in res.entries)  # fmt: skip
     sliced = any(e.status == "sliced" for e in entries)
     spath = out / f"{job.hash:016x}.sliced.ptx"
-    v = ModuleVariant(job.hash, OK, None, kind, entries, str(src),
-                      str(spath) if sliced else None, True)  # fmt: skip
+    v = ModuleVariant(job.hash, OK, None, kind, entries, source or str(src),
+                      str(spath) if sliced else None, True, arch)  # fmt: skip
     _store(out, v, res.ptx if sliced else None)
     return v
 
@@ -311,7 +376,7 @@ class VariantWorker:
                 return
             self.busy = True
             try:
-                v = read_cached(job.module_dir, job.hash)
+                v = read_cached(job.module_dir, job.hash, job.arch)
                 if v is not None:
                     self.cached += 1
                 else:
