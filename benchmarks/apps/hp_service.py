@@ -29,11 +29,22 @@ orchestrator can line other processes' timestamps up with the measured window.
 ``--profile-requests N`` (after the window, so the measurement is not disturbed) runs N
 requests under torch.profiler and sums the GPU time of their kernels: the per-request GPU
 busy time and GPU-idle fraction (``gpu``), and the GPU-busy share of the window it implies.
+
+Closed loop (``--closed N``, instead of ``--load``): no arrivals and no queue; after the
+warm-up, ``--blocks`` blocks of ``--block-warmup`` unmeasured then N measured requests,
+each started as soon as the one before returned (or ``--gap-ms`` later). A request's
+figure is its service time. After each block one line ``block {json}`` goes to stdout
+(index, monotonic start/end, every service time in ms). With ``--gate`` the service
+prints ``ready`` and then waits for a line ``go`` on stdin before each block (``quit`` or
+end of input ends it), so an orchestrator can alternate blocks between processes
+(``benchmarks/hp_overhead_ab.py``). ``--cpus LIST`` pins the process (all its threads)
+to those CPUs before torch is imported.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import inspect
 import json
 import math
@@ -56,7 +67,21 @@ def log(msg: str) -> None:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--mode", choices=("graph", "eager"), required=True)
-    ap.add_argument("--load", type=float, required=True, help="fraction of capacity (0-1]")
+    ap.add_argument("--load", type=float, default=None,
+                    help="fraction of capacity (0-1.5]; required unless --closed")  # fmt: skip
+    ap.add_argument("--closed", type=int, default=None, metavar="N",
+                    help="closed loop: N measured requests per block, back to back, no "
+                         "arrivals (instead of --load)")  # fmt: skip
+    ap.add_argument("--blocks", type=int, default=1, help="closed: number of blocks")
+    ap.add_argument("--block-warmup", type=int, default=0,
+                    help="closed: unmeasured requests at the start of each block")  # fmt: skip
+    ap.add_argument("--gap-ms", type=float, default=0.0,
+                    help="closed: idle time between requests (0: back to back)")  # fmt: skip
+    ap.add_argument("--gate", action="store_true",
+                    help="closed: wait for a line 'go' on stdin before each block")  # fmt: skip
+    ap.add_argument("--cpus", default=None,
+                    help="pin the process to these CPUs (e.g. 4-7 or 4,6), before torch "
+                         "is imported")  # fmt: skip
     ap.add_argument("--duration", type=float, default=15.0, help="seconds of arrivals")
     ap.add_argument("--drain", type=float, default=10.0, help="max seconds to drain after")
     ap.add_argument("--seed", type=int, default=1)
@@ -83,8 +108,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--prefill", type=int, default=64, help="eager: prompt tokens")
     ap.add_argument("--decode-steps", type=int, default=4, help="eager: decode steps")
     a = ap.parse_args(argv)
-    if not 0 < a.load <= 1.5:
+    if a.closed is not None:
+        if a.load is not None:
+            ap.error("--closed and --load exclude each other")
+        if a.closed < 1 or a.blocks < 1 or a.block_warmup < 0:
+            ap.error("--closed and --blocks must be >= 1, --block-warmup >= 0")
+        if not (a.gap_ms >= 0 and math.isfinite(a.gap_ms)):
+            ap.error(f"--gap-ms must be >= 0, got {a.gap_ms}")
+    elif a.load is None:
+        ap.error("one of --load (open loop) or --closed (closed loop) is required")
+    elif not 0 < a.load <= 1.5:
         ap.error(f"--load must be in (0, 1.5], got {a.load}")
+    if a.cpus is not None:
+        try:
+            a.cpus = parse_cpus(a.cpus)
+        except ValueError as e:
+            ap.error(f"--cpus: {e}")
     if a.duration <= 0 or a.drain < 0:
         ap.error("--duration must be > 0 and --drain >= 0")
     if a.service_ms is not None and not (a.service_ms > 0 and math.isfinite(a.service_ms)):
@@ -92,6 +131,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if a.batch is None:
         a.batch = 4 if a.mode == "graph" else 1
     return a
+
+
+def parse_cpus(spec: str) -> list[int]:
+    """``"4-7,9"`` -> [4, 5, 6, 7, 9] (sorted, unique); ValueError when malformed."""
+    out: set[int] = set()
+    for part in [x.strip() for x in spec.split(",") if x.strip()]:
+        lo, _, hi = part.partition("-")
+        if not lo.isdigit() or (hi and not hi.isdigit()):
+            raise ValueError(f"bad CPU list {spec!r}")
+        a, b = int(lo), int(hi or lo)
+        if b < a:
+            raise ValueError(f"bad CPU range {part!r}")
+        out.update(range(a, b + 1))
+    if not out:
+        raise ValueError(f"empty CPU list {spec!r}")
+    return sorted(out)
 
 
 def arrival_offsets(seed: int, load: float, service_ms: float, duration_s: float) -> list[float]:
@@ -321,20 +376,120 @@ class Service:
         }
 
 
+def _markers(a: argparse.Namespace) -> tuple[Callable[[], Any], str]:
+    if not a.markers:
+        return nullcontext, "off"
+    try:
+        import hbtui  # optional: only with --markers
+
+        return hbtui.request, "on"
+    except Exception as e:  # noqa: BLE001
+        log(f"warning: --markers but hbtui is not importable ({e}); no markers")
+        return nullcontext, "unavailable"
+
+
+def _model_info(a: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "layers": a.layers,
+        "hidden": a.hidden,
+        "intermediate": a.intermediate,
+        "heads": a.heads,
+        "vocab": a.vocab,
+        "batch": a.batch,
+        **(
+            {"seq": a.seq, "replays": a.replays}
+            if a.mode == "graph"
+            else {"prefill": a.prefill, "decode_steps": a.decode_steps}
+        ),
+    }
+
+
+def _process_info(a: argparse.Namespace) -> dict[str, Any]:
+    """Where and how this process ran: under hbtui or not, CPUs, threads."""
+    pre = os.environ.get("LD_PRELOAD", "")
+    out: dict[str, Any] = {
+        "pid": os.getpid(),
+        "under_hbtui": os.environ.get("HBTUI_CLASS"),
+        "hbtui_task": os.environ.get("HBTUI_TASK"),
+        "hbtui_shm": bool(os.environ.get("HBTUI_SHM")),
+        "ld_preload": pre or None,
+        "cpus": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "threads_arg": a.threads,
+    }
+    with contextlib.suppress(Exception):
+        import torch
+
+        out["torch_threads"] = torch.get_num_threads()
+    return out
+
+
+def run_closed(a: argparse.Namespace, svc: Service, t_start: float) -> dict[str, Any]:
+    """Closed loop: blocks of back-to-back requests (see the module docstring)."""
+    markers, marker_state = _markers(a)
+    for _ in range(a.warmup_requests):
+        svc.serve()
+    gap = a.gap_ms / 1e3
+    print("ready", flush=True)
+    t_ready = time.monotonic()
+    blocks: list[dict[str, Any]] = []
+    for i in range(a.blocks):
+        if a.gate:
+            line = sys.stdin.readline()
+            if not line or line.strip() == "quit":
+                break
+            if line.strip() != "go":
+                raise SystemExit(f"hp_service: error: expected 'go' or 'quit', got {line!r}")
+        for _ in range(a.block_warmup):
+            svc.serve()
+            if gap:
+                time.sleep(gap)
+        times: list[float] = []
+        t0 = time.monotonic()
+        for _ in range(a.closed):
+            s = time.monotonic()
+            with markers():
+                svc.serve()
+            times.append((time.monotonic() - s) * 1e3)
+            if gap:
+                time.sleep(gap)
+        t1 = time.monotonic()
+        blk = {"index": i, "start_mono": t0, "end_mono": t1, "n": len(times),
+               "median_ms": statistics.median(times), "mean_ms": statistics.fmean(times),
+               "service_ms": [round(x, 5) for x in times]}  # fmt: skip
+        blocks.append(blk)
+        print("block " + json.dumps(blk), flush=True)
+    every = [x for b in blocks for x in b["service_ms"]]
+    res: dict[str, Any] = {
+        "mode": a.mode,
+        "closed": a.closed,
+        "seed": a.seed,
+        "gap_ms": a.gap_ms,
+        "block_warmup": a.block_warmup,
+        "blocks": blocks,
+        "count": len(every),
+        "service_p50_ms": pct(every, 50),
+        "service_p99_ms": pct(every, 99),
+        "service_mean_ms": statistics.fmean(every) if every else None,
+        "startup_s": round(t_ready - t_start, 2),
+        "markers": marker_state,
+        "mps_pipe": os.environ.get("CUDA_MPS_PIPE_DIRECTORY"),
+        "device": a.device,
+        "device_name": svc.torch.cuda.get_device_name(svc.dev) if svc.cuda else None,
+        "dtype": a.dtype,
+        "model": _model_info(a),
+        **svc.info,
+        **_process_info(a),
+    }
+    res["gpu"] = svc.gpu_profile(a.profile_requests)
+    return res
+
+
 def run(a: argparse.Namespace) -> dict[str, Any]:
     t_start = time.monotonic()
     svc = Service(a)
-    markers = nullcontext
-    marker_state = "off"
-    if a.markers:
-        try:
-            import hbtui  # optional: only with --markers
-
-            markers = hbtui.request
-            marker_state = "on"
-        except Exception as e:  # noqa: BLE001
-            log(f"warning: --markers but hbtui is not importable ({e}); no markers")
-            marker_state = "unavailable"
+    if a.closed is not None:
+        return run_closed(a, svc, t_start)
+    markers, marker_state = _markers(a)
     for _ in range(a.warmup_requests):
         svc.serve()
     if a.service_ms is None:
@@ -413,19 +568,7 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
         "device": a.device,
         "device_name": None,
         "dtype": a.dtype,
-        "model": {
-            "layers": a.layers,
-            "hidden": a.hidden,
-            "intermediate": a.intermediate,
-            "heads": a.heads,
-            "vocab": a.vocab,
-            "batch": a.batch,
-            **(
-                {"seq": a.seq, "replays": a.replays}
-                if a.mode == "graph"
-                else {"prefill": a.prefill, "decode_steps": a.decode_steps}
-            ),
-        },  # fmt: skip
+        "model": _model_info(a),
         **svc.info,
     }
     if svc.cuda:
@@ -445,6 +588,11 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run finally blocks, exit 143
+    if a.cpus is not None:  # before torch starts its thread pools
+        try:
+            os.sched_setaffinity(0, a.cpus)
+        except (OSError, AttributeError) as e:
+            raise SystemExit(f"hp_service: error: --cpus {a.cpus}: {e}") from None
     try:
         res = run(a)
     except SystemExit:
@@ -457,9 +605,15 @@ def main(argv: list[str] | None = None) -> int:
     with open(tmp, "w") as f:
         json.dump(res, f)
     os.replace(tmp, a.out)
-    log(f"{res['completed']}/{res['count']} requests, p50 {res['p50_ms']:.3f} ms, "
-        f"p99 {res['p99_ms']:.3f} ms, service {res['service_ms']:.3f} ms ({res['mode']} "
-        f"@ {res['load']}); wrote {a.out}")  # fmt: skip
+    if a.closed is not None:
+        p50 = res["service_p50_ms"]
+        log(f"closed loop: {len(res['blocks'])} blocks, {res['count']} requests, service "
+            f"p50 {'-' if p50 is None else f'{p50:.3f}'} ms ({res['mode']}); "
+            f"wrote {a.out}")  # fmt: skip
+    else:
+        log(f"{res['completed']}/{res['count']} requests, p50 {res['p50_ms']:.3f} ms, "
+            f"p99 {res['p99_ms']:.3f} ms, service {res['service_ms']:.3f} ms ({res['mode']} "
+            f"@ {res['load']}); wrote {a.out}")  # fmt: skip
     if a.linger > 0:
         time.sleep(a.linger)  # lets an engine's once-a-second stats see the last requests
     return 0

@@ -36,6 +36,7 @@ def test_the_kept_scripts() -> None:
         "cuda_dispatch.py",
         "engine_live.py",
         "hp_minimal.py",
+        "hp_overhead_ab.py",
         "real_programs.py",
         "slicer_overhead.py",
         "telemetry_bench.py",
@@ -104,3 +105,34 @@ def test_console_bench_sim(tmp_path: Path) -> None:
     doc = _result(out, "console_bench.py")
     assert doc["key_to_screen_ms"]["n"] == 2
     assert doc["engine_steady"]["messages_received"] > 0
+
+
+def test_hp_overhead_ab_smoke(tmp_path: Path) -> None:
+    """The A/B's whole plumbing on the CPU: a real engine, the service alone and under
+    ``hbtui run --hp`` (the real interceptor; the tiny CPU model touches no CUDA),
+    alternating blocks, the summary. Needs torch + transformers (skipped without)."""
+    probe = subprocess.run([sys.executable, "-c", "import torch, transformers"],
+                           capture_output=True, timeout=120)  # fmt: skip
+    if probe.returncode != 0:
+        pytest.skip("torch + transformers not importable (the service builds a Llama)")
+    out = tmp_path / "ab.json"
+    r = run("hp_overhead_ab.py", "--smoke", "--rounds", "1", "--cycles", "2", "--requests",
+            "3", "--out", str(out), timeout=300)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    doc = _result(out, "hp_overhead_ab.py")
+    assert doc["benchmark"] == "hp-overhead-ab" and doc["smoke"]
+    assert [(x["mode"], len(x["cycles"])) for x in doc["rounds"]] == [("eager", 2), ("graph", 2)]
+    for rec in doc["rounds"]:
+        assert not rec["errors"] and not rec["checks"]
+        assert rec["engine_before"]["status"] == "attached"
+        assert rec["procs"]["hbtui"]["result"]["under_hbtui"] == "hp"
+        assert rec["procs"]["hbtui"]["result"]["ld_preload"]
+        assert rec["procs"]["alone"]["result"]["under_hbtui"] is None
+        for cyc in rec["cycles"]:
+            assert set(cyc["blocks"]) == {"alone", "hbtui", "alone2"}
+            assert all(len(b["service_ms"]) == 3 for b in cyc["blocks"].values())
+    for mode in ("eager", "graph"):
+        s = doc["summary"][mode]
+        assert s["cycles"] == 2 and s["primary"] == "hbtui/alones"
+        assert s["verdict"] in ("PASS", "FAIL", "UNDECIDED")
+    assert "within 2 % of alone" in r.stdout
