@@ -138,6 +138,7 @@ class Env:
     policy: str | None  # None: no hbtui; else the engine's policy
     mps: bool
     lp: bool = True
+    whole: bool = False  # hummingbird with slicing off (--slice-programs off): whole kernels
 
 
 def parse_scenarios(s: str) -> list[str]:
@@ -145,11 +146,12 @@ def parse_scenarios(s: str) -> list[str]:
     for n in names:
         if n in ("hp-alone", "lp-alone", "plain", "mps", "hp-hbtui"):
             continue
-        m = re.fullmatch(r"hbtui-([a-z]+)(\+mps)?", n)
-        if not m or m.group(1) not in POLICIES:
+        m = re.fullmatch(r"hbtui-([a-z]+)(-whole)?(\+mps)?", n)
+        if not m or m.group(1) not in POLICIES or (m.group(2) and m.group(1) != "hummingbird"):
             raise argparse.ArgumentTypeError(
                 f"unknown scenario {n!r}: hp-alone, lp-alone, plain, mps, hp-hbtui, "
-                f"hbtui-POLICY[+mps] with POLICY in {', '.join(POLICIES)}"
+                f"hbtui-POLICY[+mps] with POLICY in {', '.join(POLICIES)}, "
+                "hbtui-hummingbird-whole[+mps] (no slicing)"
             )
     if not names:
         raise argparse.ArgumentTypeError("no scenarios")
@@ -163,9 +165,9 @@ def env_of(name: str) -> Env:
         return Env(name, None, True)
     if name == "hp-hbtui":
         return Env(name, "hummingbird", False, lp=False)
-    m = re.fullmatch(r"hbtui-([a-z]+)(\+mps)?", name)
+    m = re.fullmatch(r"hbtui-([a-z]+)(-whole)?(\+mps)?", name)
     assert m, name
-    return Env(name, m.group(1), bool(m.group(2)))
+    return Env(name, m.group(1), bool(m.group(3)), whole=bool(m.group(2)))
 
 
 def run_order(scenarios: list[str]) -> list[str]:
@@ -176,7 +178,8 @@ def run_order(scenarios: list[str]) -> list[str]:
     def key(s: str) -> int:
         # hbtui first (the issue's targets), then HP alone under hbtui run (the 2 % check),
         # then the baselines the issue already measured once (plain, MPS)
-        order = ["hbtui-hummingbird", "hbtui-temporal", "hp-hbtui", "plain"]
+        order = ["hbtui-hummingbird", "hbtui-hummingbird-whole", "hbtui-temporal", "hp-hbtui",
+                 "plain"]  # fmt: skip
         if s in order:
             return order.index(s)
         return 10 if s.startswith("hbtui-") else 20  # mps last
@@ -843,7 +846,10 @@ def run_session(ctx: Ctx, env_spec: Env, pairs: list[Pair], lp_alone: bool) -> N
             env.update(mps.env)
         if env_spec.policy is not None:
             life = ctx.budget.left() + 120
-            eng = Engine(env_spec.policy, a.python, env, ctx.logdir, life, a.engine_arg or [])
+            extra = list(a.engine_arg or [])
+            if env_spec.whole:
+                extra += ["--slice-programs", "off"]
+            eng = Engine(env_spec.policy, a.python, env, ctx.logdir, life, extra)
             sess["engine_state_start"] = eng.wait_up(ctx.budget.cap(60))
         if env_spec.lp:
             cmd = lp_cmd(ctx, lp_out, ctx.budget.left() + 120)

@@ -47,7 +47,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--duration", type=float, default=600.0, help="max seconds after warm-up")
     ap.add_argument("--warmup", type=int, default=10, help="iterations before 'ready'")
     ap.add_argument("--out", required=True)
-    ap.add_argument("--model", choices=("resnet50", "resnet18", "tiny"), default="resnet50")
+    ap.add_argument("--model", choices=("resnet50", "resnet18", "tiny", "gpt2"),
+                    default="resnet50")  # fmt: skip
+    ap.add_argument("--layers", type=int, default=12, help="gpt2: transformer layers")
+    ap.add_argument("--seq", type=int, default=256, help="gpt2: tokens per sequence")
+    ap.add_argument("--compile", choices=("off", "default", "max-autotune-triton"),
+                    default="off", help="torch.compile the model; max-autotune-triton: "
+                    "Inductor's Triton templates for GEMMs too, no CUDA graphs")  # fmt: skip
+    ap.add_argument("--deterministic", action="store_true",
+                    help="torch's deterministic settings (bitwise-repeatable runs)")  # fmt: skip
+    ap.add_argument("--check-steps", type=int, default=0,
+                    help="run this many steps from a fixed seed and write per-step loss, "
+                    "output and gradient fingerprints to --out instead of timing")  # fmt: skip
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--classes", type=int, default=1000)
@@ -63,8 +74,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return a
 
 
-def build_model(name: str, classes: int) -> Any:
+def build_model(name: str, classes: int, layers: int = 12) -> Any:
     import torch
+
+    if name == "gpt2":  # GPT-2 small's shape, random weights (transformers)
+        from transformers import GPT2Config, GPT2LMHeadModel
+
+        # eager attention: matmuls and a softmax, which Inductor turns into Triton kernels
+        # (SDPA would call flash-attention kernels that ship no PTX)
+        cfg = GPT2Config(n_layer=layers, n_embd=768, n_head=12, n_positions=1024,
+                         attn_implementation="eager")  # fmt: skip
+        return GPT2LMHeadModel(cfg)
 
     if name == "tiny":  # smoke tests on CPU: no torchvision needed
         return torch.nn.Sequential(
@@ -100,15 +120,26 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
     if a.threads:
         torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
-    if cuda:
+    if a.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS' condition
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.deterministic = True
+    elif cuda:
         torch.backends.cudnn.benchmark = True
-    model = build_model(a.model, a.classes).to(dev)
-    fmt = torch.channels_last if a.channels_last else torch.contiguous_format
+    gpt = a.model == "gpt2"
+    model = build_model(a.model, a.classes, a.layers).to(dev)
+    fmt = torch.channels_last if a.channels_last and not gpt else torch.contiguous_format
     model = model.to(memory_format=fmt).train()
     opt = torch.optim.SGD(model.parameters(), lr=a.lr, momentum=0.9, weight_decay=1e-4)
     gen = torch.Generator(device="cpu").manual_seed(a.seed)
-    x = torch.randn(a.batch, 3, a.size, a.size, generator=gen).to(dev, memory_format=fmt)
-    y = torch.randint(0, a.classes, (a.batch,), generator=gen).to(dev)
+    if gpt:
+        vocab = model.config.vocab_size
+        x = torch.randint(0, vocab, (a.batch, a.seq), generator=gen).to(dev)
+        y = x
+    else:
+        x = torch.randn(a.batch, 3, a.size, a.size, generator=gen).to(dev, memory_format=fmt)
+        y = torch.randint(0, a.classes, (a.batch,), generator=gen).to(dev)
+    fwd = compiled(model, a.compile)
     if a.amp == "off" or not cuda and a.amp == "fp16":
         amp_dtype = None  # fp16 autocast is a GPU thing; on cpu (smoke) run fp32
     else:
@@ -116,14 +147,26 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
     scaler = grad_scaler(cuda and amp_dtype == torch.float16)
     loss_fn = torch.nn.CrossEntropyLoss()
 
+    outs: list[Any] = []
+
     def step() -> Any:
         opt.zero_grad(set_to_none=True)
         with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            loss = loss_fn(model(x), y)
+            if gpt:
+                out = fwd(input_ids=x, labels=y)
+                loss, logits = out.loss, out.logits
+            else:
+                logits = fwd(x)
+                loss = loss_fn(logits, y)
         scaler.scale(loss).backward()
+        if a.check_steps:
+            outs[:] = [logits.detach()]
         scaler.step(opt)
         scaler.update()
         return loss
+
+    if a.check_steps:
+        return check_run(a, model, step, outs, t_start)
 
     def event() -> Any:
         if not cuda:
@@ -179,6 +222,8 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
         "size": a.size,
         "amp": a.amp if amp_dtype is not None else "off",
         "channels_last": a.channels_last,
+        "seq": a.seq if gpt else None,
+        "compile": a.compile,
         "device": a.device,
         "device_name": torch.cuda.get_device_name(dev) if cuda else None,
         "torch": torch.__version__,
@@ -188,6 +233,60 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
         "mps_pipe": os.environ.get("CUDA_MPS_PIPE_DIRECTORY"),
     }
     return res
+
+
+def compiled(model: Any, how: str) -> Any:
+    import torch
+
+    if how == "off":
+        return model
+    if how == "default":
+        return torch.compile(model)
+    import torch._inductor.config as ic
+
+    ic.max_autotune_gemm_backends = "TRITON"  # GEMMs as Triton templates: PTX to slice
+    return torch.compile(model, mode="max-autotune-no-cudagraphs")
+
+
+def fingerprint(t: Any) -> str:
+    """An exact fingerprint of a tensor's bits, computed on its device: the words as
+    integers, summed plain and position-weighted (integer sums are exact, so any changed
+    bit shows)."""
+    import torch
+
+    b = t.detach().contiguous().view(torch.uint8).flatten()
+    n = b.numel() - b.numel() % 4
+    w = b[:n].view(torch.int32).to(torch.int64)
+    idx = torch.arange(w.numel(), device=w.device, dtype=torch.int64) % 1000003 + 1
+    tail = b[n:].to(torch.int64).sum()
+    return f"{int(w.sum())}:{int((w * idx).sum())}:{int(tail)}:{b.numel()}"
+
+
+def check_run(a: argparse.Namespace, model: Any, step: Any, outs: list[Any],
+              t_start: float) -> dict[str, Any]:  # fmt: skip
+    """``--check-steps``: per step the loss's bits, the output's and every gradient's
+    fingerprint; at the end the parameters'. Two runs are bitwise identical iff these are."""
+    import torch
+
+    steps = []
+    t0 = time.monotonic()
+    for i in range(a.check_steps):
+        loss = step()
+        grads = [p.grad for p in model.parameters() if p.grad is not None]
+        steps.append({
+            "step": i,
+            "loss": float(loss.detach()).hex(),
+            "output": fingerprint(outs[0]),
+            "grads": fingerprint(torch.cat([g.flatten().float() for g in grads])),
+            "s": round(time.monotonic() - t0, 3),
+        })  # fmt: skip
+        if i == 0:
+            print(f"lp_train: first step (compile included) {steps[0]['s']} s", file=sys.stderr)
+    params = fingerprint(torch.cat([p.detach().flatten().float() for p in model.parameters()]))
+    return {"check_steps": steps, "params": params, "seconds": time.monotonic() - t0,
+            "startup_s": round(t0 - t_start, 2), "model": a.model, "compile": a.compile,
+            "deterministic": a.deterministic, "torch": torch.__version__,
+            "under_hbtui": os.environ.get("HBTUI_CLASS")}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -39,6 +39,7 @@ def test_the_kept_scripts() -> None:
         "hp_overhead_ab.py",
         "real_programs.py",
         "slicer_overhead.py",
+        "slicing_check.py",
         "telemetry_bench.py",
     ]
 

@@ -217,6 +217,8 @@ class AttachedSet:
         at.detached, at.exit_code = True, exit_code
         last = self._stats_of(at, time.monotonic_ns())
         last["exit_code"] = exit_code
+        if at.lp is not None:  # the final summary lists every sliced kernel
+            last["sliced_kernels"] = at.lp.slices.by_kernel()
         self.departed[at.name] = last
         while len(self.departed) > MAX_ATTACHED:  # bounded: the oldest go first
             self.departed.pop(next(iter(self.departed)))

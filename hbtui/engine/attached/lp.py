@@ -76,6 +76,8 @@ class LpGate:
         if rec.flags & (L.LF_CAPTURED | L.LF_NO_SLOT) or rec.comp_slot == L.COMP_NONE:
             return  # no completion to wait for: it cannot be accounted as in flight
         blocks = rec.slice_blocks if rec.flags & L.LF_SLICE else 0
+        if blocks:
+            self.slices.on_slice(rec.func, rec.slice_start == 0)
         self.inflight.append(InFlight(rec.seq, rec.comp_slot, rec.func, rec.issue_ns, blocks))
         self.progress_at = max(self.progress_at, rec.return_ns)
 

@@ -37,6 +37,8 @@ class Slices:
         self.unpublished = 0  # functions that could not be published (table full, long name)
         self.sliced_ns = 0.0  # GPU time of completed slices
         self.slices = 0
+        self.names: dict[int, str] = {}  # func -> entry name (published functions)
+        self.counts: dict[int, list[int]] = {}  # func -> [launches run as slices, slices]
         self._planned_at = -PLAN_EVERY_NS
 
     def publish(self, func: int, module_hash: int, entry: EntryInfo) -> bool:
@@ -52,7 +54,23 @@ class Slices:
             self.unpublished += 1
             return False
         self.slots[func] = slot
+        self.names[func] = entry.name
         return True
+
+    def on_slice(self, func: int, first: bool) -> None:
+        """A slice record (``first``: the launch's first slice)."""
+        c = self.counts.setdefault(func, [0, 0])
+        c[0] += first
+        c[1] += 1
+
+    def by_kernel(self) -> dict[str, dict[str, int]]:
+        """Per sliced kernel name: launches run as slices and slices (summed over handles)."""
+        out: dict[str, dict[str, int]] = {}
+        for func, (launches, slices) in self.counts.items():
+            d = out.setdefault(self.names.get(func, f"0x{func:x}"), {"launches": 0, "slices": 0})
+            d["launches"] += launches
+            d["slices"] += slices
+        return out
 
     def set_on(self, on: bool) -> None:
         if on != self.on:

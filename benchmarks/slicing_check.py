@@ -1,0 +1,156 @@
+"""Sliced execution is indistinguishable from the original (issue 16, item 3): a
+torch.compile'd GPT-2 training step (transformers, random weights; Inductor with Triton
+GEMM templates, so most GPU time is in Triton kernels) run for ``--steps`` steps with
+torch's deterministic settings, twice as a plain process and twice under
+``hbtui run --lp`` with a ``hummingbird`` engine (slicing on); the per-step loss bits and
+the output, gradient and final parameter fingerprints (benchmarks/apps/lp_train.py,
+``--check-steps``) must be identical. The first ``hbtui`` run slices the program's
+modules (the engine's background slicer), the second reads them from the cache; each
+run's first-step time (compile, driver JIT of the sliced PTX included) is reported, and
+the engine's summary lists every sliced kernel with its launches and slices.
+
+    python3 benchmarks/slicing_check.py --out gpt2-slicing-check.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import harness  # puts the repository root on sys.path
+
+HERE = Path(__file__).resolve().parent
+LP_APP = HERE / "apps" / "lp_train.py"
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def engine(tmp: Path, policy_profile: str) -> tuple[subprocess.Popen, str, Path, Path]:
+    d = Path(tempfile.mkdtemp(prefix="hbck-"))
+    ctl, pub, summary, elog = (
+        f"ipc://{d}/ctl",
+        f"ipc://{d}/pub",
+        d / "summary.json",
+        tmp / "engine.log",
+    )
+    p = subprocess.Popen([sys.executable, "-m", "hbtui", "engine", "--profile", policy_profile,
+                          "--backend", "sim", "--ctl", ctl, "--pub", pub, "--calibrate", "0",
+                          "--summary-json", str(summary)],
+                         stdout=subprocess.DEVNULL, stderr=elog.open("w"))  # fmt: skip
+    time.sleep(3)
+    return p, ctl, summary, elog
+
+
+def run(cmd: list[str], out: Path, env: dict[str, str], timeout: float) -> dict[str, Any]:
+    t0 = time.monotonic()
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    wall = time.monotonic() - t0
+    if r.returncode != 0:
+        return {"error": f"exit {r.returncode}", "stderr": r.stderr[-4000:], "wall_s": wall}
+    doc = json.loads(out.read_text())
+    doc["wall_s"] = round(wall, 1)
+    doc["stderr_tail"] = r.stderr[-1500:]
+    return doc
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--layers", type=int, default=12)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--seq", type=int, default=256)
+    ap.add_argument("--timeout", type=float, default=420.0, help="per run")
+    ap.add_argument("--plain-runs", type=int, default=2)
+    a = ap.parse_args(argv)
+    tmp = Path(tempfile.mkdtemp(prefix="hbcheck-"))
+    env = {**os.environ, "TRITON_CACHE_DIR": str(tmp / "triton"),
+           "TORCHINDUCTOR_CACHE_DIR": str(tmp / "inductor"),
+           "HBTUI_MODULE_DIR": str(tmp / "modules")}  # fmt: skip
+    app = [sys.executable, str(LP_APP), "--model", "gpt2", "--compile", "max-autotune-triton",
+           "--deterministic", "--amp", "bf16", "--layers", str(a.layers), "--batch",
+           str(a.batch), "--seq", str(a.seq), "--check-steps", str(a.steps)]  # fmt: skip
+    doc: dict[str, Any] = {
+        "what": "GPT-2 (torch.compile max-autotune, Triton GEMMs) training steps: plain vs "
+                "sliced under hbtui run --lp (hummingbird), bitwise",
+        "commit": os.environ.get("HBTUI_COMMIT") or harness.git_commit(),
+        "date": datetime.date.today().isoformat(), "machine": harness.machine(),
+        "command": harness.command(argv), "app": app[1:], "runs": {},
+    }  # fmt: skip
+    outp = Path(a.out)
+
+    def save() -> None:
+        outp.write_text(json.dumps(doc, indent=1) + "\n")
+
+    for i in range(a.plain_runs):
+        name = f"plain-{i + 1}"
+        log(f"{name} ...")
+        doc["runs"][name] = run([*app, "--out", str(tmp / f"{name}.json")], tmp / f"{name}.json",
+                                env, a.timeout)  # fmt: skip
+        log(f"{name}: {doc['runs'][name].get('wall_s')} s {doc['runs'][name].get('error', '')}")
+        save()
+    p, ctl, summary, elog = engine(tmp, "programs")
+    try:
+        for i in range(2):
+            name = f"hbtui-{i + 1}"
+            log(f"{name} ...")
+            cmd = [sys.executable, "-m", "hbtui", "run", "--lp", "--task", f"train{i + 1}",
+                   "--engine", ctl, "--attach-timeout", "10", "--", *app, "--out",
+                   str(tmp / f"{name}.json")]  # fmt: skip
+            doc["runs"][name] = run(cmd, tmp / f"{name}.json", env, a.timeout)
+            log(f"{name}: {doc['runs'][name].get('wall_s')} s {doc['runs'][name].get('error', '')}")
+            save()
+            time.sleep(1.0)
+    finally:
+        p.terminate()
+        p.wait(60)
+    try:
+        summ = json.loads(summary.read_text())
+        doc["engine_departed"] = summ.get("attached_departed")
+    except (OSError, ValueError) as e:
+        doc["engine_departed"] = {"error": str(e)}
+    doc["engine_log_tail"] = elog.read_text()[-4000:]
+    mods = tmp / "modules"
+    doc["module_cache"] = {
+        "sliced_ptx": len(list(mods.glob("*.sliced.ptx"))) if mods.is_dir() else 0,
+        "json": len(list(mods.glob("*.json"))) if mods.is_dir() else 0,
+    }
+    runs = doc["runs"]
+    keys = ("check_steps", "params")
+
+    def sig(r: dict[str, Any]) -> Any:
+        if "check_steps" not in r:
+            return None
+        return [[s["loss"], s["output"], s["grads"]] for s in r["check_steps"]], r["params"]
+
+    sigs = {k: sig(v) for k, v in runs.items()}
+    ref = sigs.get("plain-1")
+    doc["identical"] = {k: (v is not None and v == ref) for k, v in sigs.items()}
+    doc["first_step_s"] = {k: (v.get("check_steps") or [{}])[0].get("s") for k, v in runs.items()}
+    doc["compared"] = list(keys)
+    save()
+    print(json.dumps({"identical": doc["identical"], "first_step_s": doc["first_step_s"],
+                      "module_cache": doc["module_cache"]}, indent=1))  # fmt: skip
+    dep = doc.get("engine_departed") or {}
+    for t, d in dep.items() if isinstance(dep, dict) else []:
+        ks = (d or {}).get("sliced_kernels") or {}
+        tot = sum(v["slices"] for v in ks.values())
+        att = (d or {}).get("attached") or {}
+        share, able = att.get("sliced_share"), att.get("sliceable_share")
+        print(f"{t}: {len(ks)} sliced kernels, {tot} slices, sliced_share {share}, "
+              f"sliceable_share {able}")  # fmt: skip
+    return 0 if all(doc["identical"].values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
