@@ -194,7 +194,8 @@ def test_hummingbird_publishes_sliced_kernels_and_sizes_their_slices() -> None:
     for seq, t in ((1, 10), (2, 50)):
         att.recs = [SimpleNamespace(seq=seq, kind=L.KIND_KERNEL, flags=L.LF_SLICE, comp_slot=1,
                                     func=0xF1, enqueue_ns=t * US, issue_ns=t * US,
-                                    return_ns=t * US + 1, slice_blocks=528)]  # fmt: skip
+                                    return_ns=t * US + 1, slice_start=0,
+                                    slice_blocks=528)]  # fmt: skip
         s.poll(t * US)
         att._done[1] = seq
         s.poll((t + 40) * US)
