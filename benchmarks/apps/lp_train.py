@@ -305,8 +305,11 @@ def main(argv: list[str] | None = None) -> int:
     with open(tmp, "w") as f:
         json.dump(res, f)
     os.replace(tmp, a.out)
-    log(f"{res['iterations']} iterations in {res['seconds']:.1f} s = {res['it_per_s']:.2f} it/s "
-        f"({res['stopped_by']}); wrote {a.out}")  # fmt: skip
+    if a.check_steps:
+        log(f"{a.check_steps} check steps in {res['seconds']:.1f} s; wrote {a.out}")
+    else:
+        log(f"{res['iterations']} iterations in {res['seconds']:.1f} s = {res['it_per_s']:.2f} "
+            f"it/s ({res['stopped_by']}); wrote {a.out}")  # fmt: skip
     return 0
 
 

@@ -85,6 +85,9 @@ def child_env(
         env["NVTX_INJECTION64_PATH"] = so  # (a profiler already named there keeps its place)
     if cls == "lp" and module_dir:  # the interceptor saves the PTX images it sees there
         env[modcache.ENV] = module_dir
+        # CuPy compiles RawKernels to cubins (no PTX to slice) unless told otherwise; with
+        # PTX the driver JITs them once (cached) and the slicer gets their text
+        env.setdefault("CUPY_COMPILE_WITH_PTX", "1")
     elif cls == "lp":
         env.pop(modcache.ENV, None)
     return env

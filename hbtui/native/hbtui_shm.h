@@ -81,6 +81,7 @@
 #define HB_API_MODULE_GET_FUNCTION 5u
 #define HB_API_LIBRARY_GET_KERNEL 6u
 #define HB_API_KERNEL_GET_FUNCTION 7u  // func = CUfunction, module = the CUkernel
+#define HB_API_MODULE_LOAD 8u          // cuModuleLoad(path): the file's bytes are hashed
 // module image kinds
 #define HB_IMG_UNKNOWN 0u
 #define HB_IMG_CUBIN 1u   // ELF

@@ -83,6 +83,7 @@ typedef struct {  // CUlaunchConfig (cuda.h, CUDA >= 11.8)
   X(H_GRAPH, cuGraphLaunch, 1)                                   \
   X(H_GRAPH_PTSZ, cuGraphLaunch_ptsz, 1)                         \
   X(H_MOD_LOAD, cuModuleLoadData, 1)                             \
+  X(H_MOD_LOAD_FILE, cuModuleLoad, 1)                            \
   X(H_MOD_LOAD_EX, cuModuleLoadDataEx, 1)                        \
   X(H_MOD_FAT, cuModuleLoadFatBinary, 1)                         \
   X(H_LIB_LOAD, cuLibraryLoadData, 1)                            \
@@ -145,6 +146,7 @@ typedef CUresult (*coop_t)(CUfunction, unsigned, unsigned, unsigned, unsigned, u
 typedef CUresult (*launch_ex_t)(const hb_cu_launch_config *, CUfunction, void **, void **);
 typedef CUresult (*graph_t)(CUgraphExec, CUstream);
 typedef CUresult (*mod_load_t)(CUmodule *, const void *);
+typedef CUresult (*mod_load_file_t)(CUmodule *, const char *);
 typedef CUresult (*mod_load_ex_t)(CUmodule *, const void *, unsigned, void *, void **);
 typedef CUresult (*lib_load_t)(CUlibrary *, const void *, void *, void **, unsigned, void *,
                                void **, unsigned);
@@ -1224,6 +1226,37 @@ HB_EXPORT CUresult cuModuleLoadData(CUmodule *m, const void *image) {
   if (!fn) return missing(H_MOD_LOAD);
   CUresult r = fn(m, image);
   record_module(HB_API_MODULE_LOAD_DATA, r, r == 0 && m ? *m : NULL, image);
+  return r;
+}
+
+// cuModuleLoad(path): PyTorch's Inductor loads Triton cubins this way (its static CUDA
+// launcher); the file is read (mapped) after the real load and hashed like an image.
+HB_EXPORT CUresult cuModuleLoad(CUmodule *m, const char *path) {
+  mod_load_file_t fn = (mod_load_file_t)real(H_MOD_LOAD_FILE);
+  if (!fn) return missing(H_MOD_LOAD_FILE);
+  CUresult r = fn(m, path);
+  if (r != 0 || !path || !__atomic_load_n(&g_on, __ATOMIC_ACQUIRE)) {
+    record_module(HB_API_MODULE_LOAD, r, r == 0 && m ? *m : NULL, NULL);
+    return r;
+  }
+  int saved_errno = errno;
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  struct stat st;
+  char *buf = NULL;
+  size_t got = 0;
+  if (fd >= 0 && fstat(fd, &st) == 0 && st.st_size > 0 && st.st_size <= (off_t)(256u << 20))
+    buf = malloc((size_t)st.st_size + 1);  // + a NUL: a PTX file's text ends at its end
+  while (buf && got < (size_t)st.st_size) {
+    ssize_t k = read(fd, buf + got, (size_t)st.st_size - got);
+    if (k > 0) got += (size_t)k;
+    else if (k < 0 && errno == EINTR) continue;
+    else break;
+  }
+  if (fd >= 0) close(fd);
+  if (buf) buf[got] = 0;
+  record_module(HB_API_MODULE_LOAD, r, *m, buf && got == (size_t)st.st_size ? buf : NULL);
+  free(buf);
+  errno = saved_errno;
   return r;
 }
 

@@ -5,6 +5,7 @@
 //   slice_prog STEP...
 //   STEP  load               load the module, look up k_slice and k_other, print
 //                            "func 0xF other 0xO"
+//         file:PATH          the same module from a file (cuModuleLoad), k_slice only
 //         wait:PATH          wait (<= 20 s) until PATH exists
 //         kp:GX:GY:GZ        cuLaunchKernel(k_slice, grid, kernelParams {u64 A, u32 B})
 //         ex:GX:GY:GZ        the same with the packed `extra` form (12 bytes)
@@ -35,6 +36,7 @@ typedef struct {
 typedef int (*launch_ex_t)(const launch_config *, void *, void **, void **);
 typedef int (*mod_load_t)(void **, const void *);
 typedef int (*get_t)(void **, void *, const char *);
+typedef int (*get_file_t)(void **, const char *);
 typedef int (*init_t)(unsigned);
 typedef int (*sync_t)(void);
 typedef struct {
@@ -91,6 +93,10 @@ int main(int argc, char **argv) {
       if (!r) r = ((get_t)sym(lib, "cuModuleGetFunction"))(&other, mod, "k_other");
       printf("func 0x%llx other 0x%llx\n", (unsigned long long)(uintptr_t)f,
              (unsigned long long)(uintptr_t)other);
+    } else if (strncmp(s, "file:", 5) == 0) {
+      r = ((get_file_t)sym(lib, "cuModuleLoad"))(&mod, s + 5);
+      if (!r) r = ((get_t)sym(lib, "cuModuleGetFunction"))(&f, mod, "k_slice");
+      printf("func 0x%llx\n", (unsigned long long)(uintptr_t)f);
     } else if (strncmp(s, "wait:", 5) == 0) {
       struct stat st;
       for (int k = 0; k < 2000 && stat(s + 5, &st) != 0; k++) usleep(10000);

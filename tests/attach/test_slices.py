@@ -212,3 +212,27 @@ def test_big_dynamic_shared_memory_is_set_on_the_variant(
     logs = _finish(p)
     assert all(g.smem == 100 * 1024 for g in logs) and len(logs) > 1
     assert _blocks(logs, 2) == list(range(100))
+
+
+def test_a_module_loaded_from_a_file_is_hashed_and_sliced(
+    native, slice_prog, make_segment, tmp_path
+) -> None:
+    """cuModuleLoad(path) (how Inductor's static launcher loads Triton cubins): recorded
+    with the hash of the file's bytes, so its kernels can be sliced like any other."""
+    att = make_segment(L.CLASS_LP)
+    mdir, go, src = tmp_path / "modules", tmp_path / "go", tmp_path / "k.ptx"
+    mdir.mkdir()
+    src.write_bytes(PTX)
+    e = prog_env(native, att.name, cls="lp", HBTUI_MODULE_DIR=str(mdir), FAKE_LOG="1")
+    p = Prog([str(slice_prog), f"file:{src}", f"wait:{go}", "kp:100:1:1", "sync", "log"], e)
+    p.expect(f"done file:{src}")
+    (m,) = att.modules()
+    assert (m.api, m.hash, m.image_kind, m.result) == (L.API_MODULE_LOAD, PTX_HASH, L.IMG_PTX, 0)
+    (f,) = att.functions()
+    assert f.module_hash == PTX_HASH
+    (mdir / f"{PTX_HASH:016x}.sliced.ptx").write_bytes(PTX)
+    assert att.publish_variant(f.func, f.module_hash, "k_slice", 2, 12, slice_blocks=8) is not None
+    att.set_slicing(True)
+    go.touch()
+    logs = _finish(p)
+    assert _blocks(logs, 2) == list(range(100)) and len(logs) > 1

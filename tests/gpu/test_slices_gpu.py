@@ -62,7 +62,7 @@ a = cp.empty(n, dtype=cp.float32); b = cp.asarray(x)
 def once():
     axpy[(triton.cdiv(n, 1024),)](x, y, o1, n, BLOCK=1024)
     rows[(triton.cdiv(8192, 256), 512)](X, O, 8192, BLOCK=256)
-    stride[(264,)](x, o3, n, BLOCK=1024)
+    stride[(4224,)](x, o3, n, BLOCK=1024)  # several waves, each program looping 4 times
     k(((n + 255) // 256,), (256,), (a, b, cp.float32(0.5), cp.int32(n)))
 
 once(); torch.cuda.synchronize()
