@@ -74,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--plain-runs", type=int, default=2)
     a = ap.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="hbcheck-"))
-    env = {"TRITON_CACHE_DIR": str(tmp / "triton"), "TORCHINDUCTOR_CACHE_DIR": str(tmp / "inductor"),
+    env = {"TRITON_CACHE_DIR": str(tmp / "triton"),  # (kept when set: shared caches)
+           "TORCHINDUCTOR_CACHE_DIR": str(tmp / "inductor"),
            **os.environ, "HBTUI_MODULE_DIR": str(tmp / "modules")}  # fmt: skip
     app = [sys.executable, str(LP_APP), "--model", "gpt2", "--compile", "max-autotune-triton",
            "--deterministic", "--amp", "bf16", "--layers", str(a.layers), "--batch",
