@@ -677,8 +677,17 @@ def hp_summary(r: dict[str, Any], slo_ms: float | None) -> dict[str, Any]:
             "arrivals", "service_ms", "service_ms_source", "service_p50_ms", "service_p99_ms",
             "service_mean_ms", "host_busy_fraction", "startup_s", "markers", "under_hbtui",
             "mps_pipe", "device_name", "torch", "transformers", "window_start_mono",
-            "window_end_mono", "last_completion_mono", "gpu")  # fmt: skip
+            "window_end_mono", "last_completion_mono", "gpu", "probe_wait_us")  # fmt: skip
     return {**{k: r.get(k) for k in keys}, "slo_ms": slo_ms, "slo_attainment": att}
+
+
+def preemption(probe_us: list[float] | None, alone_median_us: float | None) -> dict | None:
+    """The probe's wait beyond the HP-alone median (clamped at 0): p50/p99/max in us."""
+    if not probe_us or alone_median_us is None:
+        return None
+    w = [max(0.0, x - alone_median_us) for x in probe_us]
+    return {"p50": pct(w, 50), "p99": pct(w, 99), "max": max(w), "n": len(w),
+            "alone_median_us": alone_median_us}  # fmt: skip
 
 
 def run_hp(ctx: Ctx, pair: Pair, scen: str, env: dict[str, str], eng: Engine | None,
@@ -802,6 +811,8 @@ def run_hp_alone(ctx: Ctx, pairs: list[Pair]) -> None:
             "gpu_ms_per_request": gpu.get("gpu_ms_per_request"),
             "kernels_per_request": gpu.get("kernels_per_request"),
             "gpu_idle_fraction_per_request": gpu.get("idle_fraction_per_request"),
+            "probe_median_us": (statistics.median(hp["probe_wait_us"])
+                                if hp.get("probe_wait_us") else None),
         }  # fmt: skip
         ctx.doc["baselines"][pair.name] = ctx.baselines[pair.name]
         log(
@@ -1023,6 +1034,14 @@ def analyse(ctx: Ctx, pairs: list[Pair], scenarios: list[str]) -> list[dict[str,
                 row["lp_frac_ceiling"] = it / ceiling
             nv = rec.get("gpu_util_nvml")
             row["gpu_util_pct"] = nv["mean_pct"] if nv else None
+            pre = preemption(hp.get("probe_wait_us"), (base or {}).get("probe_median_us"))
+            if pre is not None:
+                row["preemption_us"] = pre
+            eng_st = (rec.get("engine_state_mid") or {}).get("tasks") or []
+            lp_att = {t.get("name"): t for t in eng_st}.get(LP_TASK, {}).get("attached") or {}
+            if lp_att:
+                row["lp_sliced_share"] = lp_att.get("sliced_share")
+                row["lp_sliceable_share"] = lp_att.get("sliceable_share")
             if base and scen != "hp-alone":
                 row["p99_vs_alone"] = hp["p99_ms"] / base["p99_ms"] if base["p99_ms"] else None
                 if hp["slo_attainment"] is not None and base["slo_attainment"] is not None:
@@ -1101,13 +1120,16 @@ def fmt(v: Any, spec: str = ".2f", scale: float = 1.0) -> str:
 
 def table(rows: list[dict[str, Any]], lp_alone: dict[str, Any] | None) -> str:
     head = ["pair", "scenario", "p50 ms", "p99 ms", "att %", "svc p50", "LP it/s", "LP/alone",
-            "LP/ceil", "GPU %", "note"]  # fmt: skip
+            "LP/ceil", "GPU %", "pre p50/p99/max us", "sliced", "note"]  # fmt: skip
     lines = [head]
     for r in rows:
+        pre = r.get("preemption_us") or {}
+        pre_s = "/".join(fmt(pre.get(k), ".0f") for k in ("p50", "p99", "max")) if pre else "-"
         lines.append([r["pair"], r["scenario"], fmt(r.get("hp_p50_ms")), fmt(r.get("hp_p99_ms")),
                       fmt(r.get("slo_attainment"), ".1f", 100), fmt(r.get("service_p50_ms")),
                       fmt(r.get("lp_it_s")), fmt(r.get("lp_frac_alone"), ".0%"),
                       fmt(r.get("lp_frac_ceiling"), ".0%"), fmt(r.get("gpu_util_pct"), ".0f"),
+                      pre_s, fmt(r.get("lp_sliced_share"), ".0%"),
                       (r.get("note") or "")[:70]])  # fmt: skip
     w = [max(len(x[i]) for x in lines) for i in range(len(head) - 1)]
     out = ["  ".join(c.ljust(w[i]) for i, c in enumerate(x[:-1])) + "  " + x[-1] for x in lines]

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import inspect
 import json
 import math
@@ -91,6 +92,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--slo-ms", type=float, default=None)
     ap.add_argument("--out", required=True)
     ap.add_argument("--markers", action="store_true", help="hbtui.request() per request")
+    ap.add_argument("--probe", action="store_true",
+                    help="start each request with a 1-thread probe kernel on its stream and "
+                    "time, from the host, until the GPU ran it (preemption latency: the wait "
+                    "beyond the HP-alone median of the same figure)")  # fmt: skip
     ap.add_argument("--profile-requests", type=int, default=0)
     ap.add_argument("--linger", type=float, default=0.0, help="seconds to stay after --out")
     ap.add_argument("--device", default="cuda")
@@ -376,6 +381,42 @@ class Service:
         }
 
 
+class Probe:
+    """A 1-thread kernel that writes a number into mapped pinned memory, launched on the
+    service's stream at a request's start; the host spins (<= 5 s) until the number shows:
+    the time from the launch call to then is how long an arriving request waited for the
+    GPU (plus the launch and the PCIe write, which the HP-alone median carries too)."""
+
+    def __init__(self, torch: Any) -> None:
+        import cupy as cp
+        import numpy as np
+
+        self.cp, self.torch = cp, torch
+        rt = cp.cuda.runtime
+        self.host = rt.hostAlloc(8, rt.hostAllocMapped | rt.hostAllocPortable)
+        self.dev = rt.hostGetDevicePointer(self.host, 0)
+        self.flag = np.ctypeslib.as_array((ctypes.c_int64 * 1).from_address(self.host))
+        self.flag[0] = 0
+        self.k = cp.RawKernel(
+            r"""extern "C" __global__ void hb_probe(volatile long long* f,
+            long long v) { *f = v; __threadfence_system(); }""",
+            "hb_probe",
+        )
+        self.n = 0
+
+    def fire(self) -> float:
+        """Microseconds from the launch call until the probe's write was seen."""
+        self.n += 1
+        stream = self.cp.cuda.ExternalStream(self.torch.cuda.current_stream().cuda_stream)
+        t0 = time.perf_counter_ns()
+        self.k((1,), (1,), (self.dev, self.cp.int64(self.n)), stream=stream)
+        deadline = t0 + 5_000_000_000
+        while self.flag[0] != self.n:
+            if time.perf_counter_ns() > deadline:
+                raise SystemExit("hp_service: error: the probe kernel did not run in 5 s")
+        return (time.perf_counter_ns() - t0) / 1e3
+
+
 def _markers(a: argparse.Namespace) -> tuple[Callable[[], Any], str]:
     if not a.markers:
         return nullcontext, "off"
@@ -490,7 +531,10 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
     if a.closed is not None:
         return run_closed(a, svc, t_start)
     markers, marker_state = _markers(a)
+    probe = Probe(svc.torch) if a.probe and svc.cuda else None
     for _ in range(a.warmup_requests):
+        if probe is not None:
+            probe.fire()
         svc.serve()
     if a.service_ms is None:
         times = []
@@ -513,6 +557,7 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
     lat: list[float] = []
     svc_ms: list[float] = []
     starts: list[float] = []
+    probe_us: list[float] = []
     served = 0
     for off in offs:
         arr = t0 + off
@@ -523,6 +568,8 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
             wait_until(arr)
         s = time.monotonic()
         with markers():
+            if probe is not None:
+                probe_us.append(round(probe.fire(), 2))
             svc.serve()
         e = time.monotonic()
         starts.append(s)
@@ -563,6 +610,7 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
         "slo_ms": a.slo_ms,
         "slo_attainment": None,
         "markers": marker_state,
+        "probe_wait_us": probe_us if probe is not None else None,
         "under_hbtui": os.environ.get("HBTUI_CLASS"),
         "mps_pipe": os.environ.get("CUDA_MPS_PIPE_DIRECTORY"),
         "device": a.device,
