@@ -236,3 +236,34 @@ def test_a_programs_directories_come_from_its_environment(tmp_path) -> None:  # 
         p.wait()
     mdir, roots = program_dirs(0)  # unknown: the engine's own environment
     assert mdir and len(roots) == 1
+
+
+def test_slices_inside_a_request_are_sized_to_the_bubble() -> None:
+    """The largest whole number of waves whose predicted time fits the bubble (within the
+    cap) is written for the next slice; none fits: nothing (0); the budget's size is
+    restored outside requests."""
+    from hbtui.engine.attached.slices import Slices
+
+    att = FakeAtt()
+    sl = Slices(att)  # type: ignore[arg-type]
+    sl.publish(0xF1, PTX_MOD, V.EntryInfo("k", "sliced", None, 2, 12))
+    sl.set_on(True)
+    assert sl.fit_blocks(0xF1, lambda d: True, 50_000) is None  # nothing learned yet
+    sl.learn(0xF1, 264, 20_000.0)  # one wave of 264 blocks: 20 us
+    sl.plan(0, 100_000)
+    assert att.variants[0xF1].slice_blocks == 1320  # 100 us / (20/264 us)
+    assert sl.fit_blocks(0xF1, lambda d: d <= 45_000, 100_000) == 528  # 2 waves: 40 us
+    assert att.variants[0xF1].slice_blocks == 528
+    assert sl.fit_blocks(0xF1, lambda d: d <= 45_000, 30_000) == 264  # the cap: one wave
+    assert sl.fit_blocks(0xF1, lambda d: False, 100_000) == 0
+    assert sl.fit_blocks(0xF2, lambda d: True, 100_000) is None  # not a sliced function
+    sl.restore()
+    assert att.variants[0xF1].slice_blocks == 1320
+    # the gate: a held sliced launch goes only when a slice fits
+    gate = LpGate(att)  # type: ignore[arg-type]
+    gate.slices = sl
+    held = SimpleNamespace(seq=5, func=0xF1)
+    att.pending = lambda: [held]  # type: ignore[method-assign]
+    assert gate.grant_slice_if(lambda d: False, 100_000) and att.granted == 0
+    assert gate.grant_slice_if(lambda d: d <= 25_000, 100_000) and att.granted == 5
+    assert att.variants[0xF1].slice_blocks == 264

@@ -326,9 +326,12 @@ class AttachedSet:
             budget = (at.task.slice_us or self.default_budget_us(at)) * 1e3
             lp.slices.plan(now, budget / 2)  # a slice running and one queued fit the budget
             if not in_request:
+                lp.slices.restore()
                 lp.grant_within(budget)
             elif policy == "hummingbird" and not hp_busy:
-                lp.grant_one_if(partial(_fits_all, [h for h in hps if h.open], now), budget)
+                fits = partial(_fits_all, [h for h in hps if h.open], now)
+                if not lp.grant_slice_if(fits, budget):  # a slice sized to the bubble
+                    lp.grant_one_if(fits, budget)  # else a whole kernel that fits
 
     @staticmethod
     def default_budget_us(at: AttachedTask) -> float:

@@ -151,6 +151,22 @@ class LpGate:
             return True
         return False
 
+    def grant_slice_if(self, fits: Callable[[float], bool], cap_ns: float) -> bool:
+        """In a bubble inside an HP request, when the oldest held launch runs as slices:
+        its next slice sized to the bubble (engine.attached.slices.fit_blocks) goes, alone.
+        True when the head of the queue was a sliced launch (granted or not)."""
+        if self.inflight:
+            return False
+        pend = self.att.pending()
+        if not pend:
+            return False
+        blocks = self.slices.fit_blocks(pend[0].func, fits, cap_ns)
+        if blocks is None:
+            return False
+        if blocks:
+            self._grant(pend[0].seq)
+        return True
+
     def _grant(self, seq: int) -> None:
         if seq > self.att.granted:
             self.att.grant(seq)

@@ -15,6 +15,8 @@ the driver for), at least one wave; until a block time is known a slice is one w
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from hbtui.attach.segment import Attachment
 from hbtui.engine.attached.variants import EntryInfo
 
@@ -31,7 +33,8 @@ class Slices:
         self.att = att
         self.slots: dict[int, int] = {}  # func -> its variant's slot in the segment
         self.ns_per_block: dict[int, float] = {}  # func -> learned GPU time of one block
-        self.blocks: dict[int, int] = {}  # func -> slice_blocks written
+        self.blocks: dict[int, int] = {}  # func -> slice_blocks written now
+        self.planned: dict[int, int] = {}  # func -> slice_blocks for the budget (plan)
         self.wave: dict[int, int] = {}  # func -> blocks per wave (the interceptor's figure)
         self.on = False
         self.unpublished = 0  # functions that could not be published (table full, long name)
@@ -104,7 +107,7 @@ class Slices:
         if not self.on or now_ns - self._planned_at < PLAN_EVERY_NS:
             return
         self._planned_at = now_ns
-        for func, slot in self.slots.items():
+        for func in self.slots:
             v = self.att.variant(func)
             if v is not None and v.wave_blocks:
                 self.wave[func] = int(v.wave_blocks)
@@ -112,10 +115,38 @@ class Slices:
             if per is None or per <= 0:
                 continue
             want = max(1, int(target_ns / per))
-            old = self.blocks.get(func, 0)
+            old = self.planned.get(func, 0)
             if not old or abs(want - old) > REWRITE_RATIO * old:
-                self.att.set_slice_blocks(slot, want)
-                self.blocks[func] = want
+                self.planned[func] = want
+                self._write(func, want)
+
+    def _write(self, func: int, blocks: int) -> None:
+        if self.blocks.get(func) != blocks:
+            self.att.set_slice_blocks(self.slots[func], blocks)
+            self.blocks[func] = blocks
+
+    def restore(self) -> None:
+        """Outside HP requests: the budget's slice sizes again (after bubble-sized ones)."""
+        for func, want in self.planned.items():
+            if self.blocks.get(func) != want:
+                self._write(func, want)
+
+    def fit_blocks(self, func: int, fits: Callable[[float], bool], cap_ns: float) -> int | None:
+        """Inside an HP request: the largest slice of ``func`` (whole waves, within
+        ``cap_ns``) whose predicted duration ``fits`` the bubble now, written as the
+        next slice's size; 0 when not even one wave fits; None when ``func`` does not
+        run as slices or its block time or wave is not known yet."""
+        if not self.on or func not in self.slots:
+            return None
+        per, wave = self.ns_per_block.get(func), self.wave.get(func, 0)
+        if per is None or per <= 0 or wave <= 0:
+            return None
+        wave_ns = per * wave
+        for k in range(max(1, int(cap_ns // wave_ns)), 0, -1):
+            if fits(k * wave_ns):
+                self._write(func, k * wave)
+                return k * wave
+        return 0
 
     def states(self) -> dict[str, int]:
         """Published variants by the interceptor's state (``ready``/``failed``/``untried``)."""
