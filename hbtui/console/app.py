@@ -212,7 +212,7 @@ class ConsoleApp(ProfileActions, ConsoleChrome, App[int]):
 
     def tick(self) -> None:
         pane = self.current_pane()
-        if pane is not None:
+        if pane is not None and self._pane_due():
             pane.extra = self._extra_note()
             pane.refresh_from_model()
         self._update_tab_labels()

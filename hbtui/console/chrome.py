@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 import traceback
 from typing import Any
 
@@ -22,6 +23,7 @@ from hbtui.console.paths import log_dir, screenshot_dir
 from hbtui.console.table import TaskTable
 
 RATES_HZ = (1.0, 2.0, 5.0, 10.0, 20.0, 30.0)
+BEHIND_DIALOG_S = 1.0  # the pane behind a dialog is redrawn at most this often
 
 
 class ConsoleChrome:
@@ -38,6 +40,8 @@ class ConsoleChrome:
     _initial_theme: str
     fatal: str | None
     charts_zoomed: bool
+    _behind_dialog_at: float = float("-inf")
+    _size_shown: tuple[bool, int, int] | None = None
 
     def notify(
         self,
@@ -52,6 +56,19 @@ class ConsoleChrome:
         markup in them (``[/]``, ``[bold red]``) must show as sent, never style or raise."""
         super().notify(message, title=title, severity=severity, timeout=timeout, markup=markup)
 
+    def _pane_due(self) -> bool:
+        """Whether this tick redraws the pane: always, but at most once every
+        ``BEHIND_DIALOG_S`` while a dialog is up. Textual re-renders a dialog's dimmed
+        backdrop whole on any change beneath it: redrawing the pane at 10 Hz behind an edit
+        dialog took a console on a sim engine from 15 % to 37 % of a core."""
+        if not self.screen.is_modal:  # type: ignore[attr-defined]
+            return True
+        now = time.monotonic()
+        if now - self._behind_dialog_at < BEHIND_DIALOG_S:
+            return False
+        self._behind_dialog_at = now
+        return True
+
     def on_resize(self) -> None:
         self._check_size()
 
@@ -63,6 +80,9 @@ class ConsoleChrome:
             note = self.query_one("#too-small", Static)
         except Exception:  # noqa: BLE001 - not composed yet
             return
+        if (small, w, h) == self._size_shown:
+            return  # every tick asks: Static.update would lay the screen out again each time
+        self._size_shown = (small, w, h)
         need = f"{self.MIN_SIZE[0]}×{self.MIN_SIZE[1]}"
         note.update(f"terminal too small (need {need}, have {w}×{h})\nenlarge it, or q to quit")
         note.display = small

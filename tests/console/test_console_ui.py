@@ -247,3 +247,47 @@ def test_embedded_engine_log_is_kept_under_the_state_dir(tmp_path, monkeypatch) 
     finally:
         eng.stop()
     assert not eng.dir.exists()
+
+
+async def test_ticks_behind_a_dialog_redraw_the_pane_once_a_second(monkeypatch) -> None:  # noqa: ANN001
+    """Textual re-renders a dialog's dimmed backdrop whole on any change beneath it: behind a
+    dialog the tick redraws the pane once a second, and never re-sets an unchanged size
+    notice (with both, an edit dialog open at 10 Hz on a sim engine cost 36 % of a core
+    instead of 11 %). The pane is redrawn on every tick again once the dialog is closed."""
+    from types import SimpleNamespace
+
+    from hbtui.console import chrome
+
+    now = [0.0]
+    monkeypatch.setattr(chrome, "time", SimpleNamespace(monotonic=lambda: now[0]))
+    app = app_of()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        pane = app.query_one(EnginePane)
+        redraws: list[int] = []
+        updates: list[int] = []
+        monkeypatch.setattr(pane, "refresh_from_model", lambda *a, **k: redraws.append(1))
+        monkeypatch.setattr(app.query_one("#too-small", Static), "update",
+                            lambda *a, **k: updates.append(1))  # fmt: skip
+        for _ in range(3):
+            app.tick()
+        assert len(redraws) == 3  # the main screen: every tick
+        await pilot.press("s")
+        assert isinstance(app.screen, EditModal)
+        now[0], redraws[:] = 100.0, []
+        for _ in range(5):
+            app.tick()
+        assert len(redraws) == 1
+        now[0] = 100.9
+        app.tick()
+        assert len(redraws) == 1
+        now[0] = 101.0
+        app.tick()
+        assert len(redraws) == 2
+        await pilot.press("escape")
+        assert not isinstance(app.screen, EditModal)
+        redraws[:] = []
+        for _ in range(3):
+            app.tick()
+        assert len(redraws) == 3
+        assert not updates  # the size never changed
