@@ -11,11 +11,13 @@ import asyncio
 import importlib.util
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from console_pilot import press, until
 from engines import START_S, start_engine, stop
+from textual.widgets import Input
 
 from hbtui.console.app import ConsoleApp
 from hbtui.console.link import Target
@@ -30,8 +32,11 @@ pytestmark = [
 
 
 def start_console_engine(d: Path, *extra: str) -> subprocess.Popen[str]:
+    # A short calibration (0.45 s, not 1.5 s): these tests need a running engine with an
+    # exclusive baseline, not a precise one.
     return start_engine("--profile", "default", "--backend", "sim", "--pub", f"ipc://{d}/pub",
-                        "--ctl", f"ipc://{d}/ctl", *extra, log=d / "engine.log")  # fmt: skip
+                        "--ctl", f"ipc://{d}/ctl", "--calibrate", "0.3", *extra,
+                        log=d / "engine.log")  # fmt: skip
 
 
 @pytest.fixture
@@ -52,14 +57,6 @@ def target(d: Path) -> Target:
     return Target(f"ipc://{d}/ctl", f"ipc://{d}/pub")
 
 
-async def until(pilot, pred: Callable[[], bool], timeout: float, what: str) -> None:  # noqa: ANN001
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await pilot.pause(0.05)
-
-
 def running(app: ConsoleApp) -> bool:
     m = app.models[0]
     return m.connection == LIVE and "train" in m.tasks and m.phase in ("running", "")
@@ -73,13 +70,16 @@ async def test_key_press_changes_slice_size(engine_dir: Path, engine) -> None:  
         before = m.tasks["train"].slice_us
         assert before is not None
         # Quick key: ']' doubles the selected LP task's slice.
-        await pilot.press("right_square_bracket")
+        await press(pilot, "right_square_bracket")
         await until(pilot, lambda: m.tasks["train"].slice_us == before * 2, 5, "slice x2")
         # Modal path: s, type a block count, enter.
-        await pilot.press("s")
-        await pilot.pause()
-        await pilot.press(*"132b", "enter")
-        await until(pilot, lambda: m.tasks["train"].slice_blocks == 132, 5, "slice 132 blocks")
+        await press(pilot, "s")
+        await until(pilot, lambda: isinstance(app.focused, Input), 3, "the dialog's input")
+        await press(pilot, *"132b", "enter")
+        # Telemetry may show the new size before the reply: wait for the reply too (pending is
+        # set before the op goes and cleared once its answer is in and the table redrawn).
+        await until(pilot, lambda: (r := m.tasks["train"]).slice_blocks == 132 and not r.pending,
+                    5, "slice 132 blocks, acknowledged")  # fmt: skip
         # The change came back as telemetry too (the engine's `event`), and the table shows it.
         await until(
             pilot,
@@ -104,7 +104,7 @@ async def test_readonly_console_refuses_edits(engine_dir: Path, engine) -> None:
         m = app.models[0]
         before = m.tasks["train"].slice_us
         assert not app.check_action("slice_up", ())
-        await pilot.press("right_square_bracket", "s", "t")
+        await press(pilot, "right_square_bracket", "s", "t")
         await pilot.pause(0.5)
         assert not isinstance(app.screen, type(None)) and app.screen.__class__.__name__ == "Screen"
         assert m.tasks["train"].slice_us == before and not m.tasks["train"].paused
@@ -142,7 +142,7 @@ async def test_engine_killed_then_restarted_recovers(engine_dir: Path) -> None:
             p.wait(5)
             await until(pilot, lambda: m.connection == DISCONNECTED, 10, "disconnected")
             # Keys still work while disconnected (the UI never freezes).
-            await pilot.press("plus")
+            await press(pilot, "plus")
             await pilot.pause(0.1)
             assert app.rate_hz > 10
             for f in ("ctl", "pub"):
