@@ -97,7 +97,7 @@ class Header(ctypes.Structure):
         ("intercept_pid", i32),
         ("comp_dev", u64),
         ("syncing", u32),  # HP: threads inside a wrapped sync now (their tail is covered)
-        ("_pad2", u8 * 4),
+        ("device_cc", u32),  # LP: compute capability major*10+minor (0: unknown)
         # interceptor counters
         ("ungated_events", u64),
         ("held_launches", u64),

@@ -126,7 +126,8 @@ typedef struct {
   int32_t intercept_pid;       // last process that mapped the segment
   uint64_t comp_dev;           // device address of the completion page (WRITEVAL)
   uint32_t syncing;            // HP: threads inside a wrapped sync now (coalesced tails)
-  uint8_t _pad2[64 - 60];
+  uint32_t device_cc;          // LP: compute capability (major*10+minor) at the first module
+                               //   load (0: unknown); the slicer picks a fatbin's PTX by it
   // --- interceptor counters (I, atomics) -------------------------------- 256
   uint64_t ungated_events;     // times gating stopped for a stale heartbeat
   uint64_t held_launches;      // LP launches that waited

@@ -1166,8 +1166,23 @@ static void save_image(const char *text, uint64_t n, uint64_t hash, const char *
   __atomic_add_fetch(ok ? &G.h->ptx_saved : &G.h->ptx_save_errors, 1, __ATOMIC_RELAXED);
 }
 
+// LP: the device's compute capability, once (a context is current at a module load), for
+// the slicer's choice among a fat binary's PTX entries.
+static void note_device_cc(void) {
+  static int done;
+  if (!G.lp || __atomic_exchange_n(&done, 1, __ATOMIC_ACQ_REL)) return;
+  typedef CUresult (*get_dev_t)(int *);
+  typedef CUresult (*dev_attr_fn)(int *, int, int);
+  get_dev_t getdev = (get_dev_t)extra(R_CTX_GET_DEVICE);
+  dev_attr_fn attr = (dev_attr_fn)extra(R_DEV_ATTR);
+  int dev = 0, major = 0, minor = 0;
+  if (getdev && attr && !getdev(&dev) && !attr(&major, 75, dev) && !attr(&minor, 76, dev))
+    __atomic_store_n(&G.h->device_cc, (uint32_t)(major * 10 + minor), __ATOMIC_RELAXED);
+}
+
 static void record_module(uint32_t api, CUresult r, void *handle, const void *image) {
   if (!__atomic_load_n(&g_on, __ATOMIC_ACQUIRE)) return;
+  if (r == 0) note_device_cc();
   uint64_t size = 0, hash = 0;
   uint32_t kind = HB_IMG_UNKNOWN;
   if (r == 0 && image) {

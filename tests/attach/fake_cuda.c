@@ -369,7 +369,7 @@ E(CUresult cuCtxGetDevice(int *d)) {
 E(CUresult cuDeviceGetAttribute(int *v, int attr, int dev)) {
   COUNT(cuDeviceGetAttribute);
   if (!v || dev != 0) return 1;
-  *v = attr == 16 ? env_int("FAKE_SMS", 4) : 0;
+  *v = attr == 16 ? env_int("FAKE_SMS", 4) : attr == 75 ? 9 : 0;  // SMs; major 9, minor 0
   return 0;
 }
 

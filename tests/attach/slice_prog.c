@@ -12,6 +12,8 @@
 //         lex:GX:GY:GZ       cuLaunchKernelEx(k_slice, grid, kernelParams)
 //         big:GX             cuLaunchKernel(k_slice, GX blocks, 100 KB dynamic smem)
 //         other:GX           cuLaunchKernel(k_other, GX blocks)
+//         bench:N:GX         N cuLaunchKernel(k_slice, GX blocks), each timed; prints
+//                            "bench MEDIAN_NS P90_NS" per call
 //         sync               cuCtxSynchronize
 //         log                print "L FUNC GX GY GZ STREAM SMEM EXTRA_SIZE V0 V1 ..." per launch
 // Parameter arrays are NULL-terminated (the fake reads params up to a NULL pointer).
@@ -61,6 +63,11 @@ static void *sym(void *lib, const char *name) {
     exit(3);
   }
   return p;
+}
+
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
 }
 
 static void grid_of(const char *s, unsigned g[3]) {
@@ -114,6 +121,22 @@ int main(int argc, char **argv) {
       r = launch(f, (unsigned)atoi(s + 4), 1, 1, 128, 1, 1, 100 * 1024, STREAM, params, NULL);
     } else if (strncmp(s, "other:", 6) == 0) {
       r = launch(other, (unsigned)atoi(s + 6), 1, 1, 128, 1, 1, 0, STREAM, params, NULL);
+    } else if (strncmp(s, "bench:", 6) == 0) {
+      int n = 0;
+      unsigned gx = 0;
+      sscanf(s + 6, "%d:%u", &n, &gx);
+      if (n < 1 || n > 1000000) return 2;
+      double *t = malloc(sizeof *t * (size_t)n);
+      for (int k = 0; k < n && !r; k++) {
+        struct timespec a, b;
+        clock_gettime(CLOCK_MONOTONIC, &a);
+        r = launch(f, gx, 1, 1, 128, 1, 1, 0, STREAM, params, NULL);
+        clock_gettime(CLOCK_MONOTONIC, &b);
+        t[k] = (double)(b.tv_sec - a.tv_sec) * 1e9 + (double)(b.tv_nsec - a.tv_nsec);
+      }
+      qsort(t, (size_t)n, sizeof *t, cmp_double);
+      printf("bench %.1f %.1f\n", t[n / 2], t[n * 9 / 10]);
+      free(t);
     } else if (strcmp(s, "sync") == 0) {
       r = ((sync_t)sym(lib, "cuCtxSynchronize"))();
     } else if (strcmp(s, "log") == 0) {

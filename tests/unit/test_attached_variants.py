@@ -30,7 +30,7 @@ class FakeAtt:
         self.recs: list[SimpleNamespace] = []
         self._done = [0] * L.COMP_SLOTS
         self.counters = self._done  # Attachment.counters: read in place
-        self.h = SimpleNamespace(intercept_pid=0, ungated=0)
+        self.h = SimpleNamespace(intercept_pid=0, ungated=0, device_cc=0)
         self.syncing = False
 
     def _take(self, name: str) -> list[SimpleNamespace]:

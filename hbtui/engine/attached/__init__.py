@@ -369,7 +369,9 @@ class AttachedSet:
         if at.dirs is None:
             at.dirs = program_dirs(int(at.att.h.intercept_pid))
         mdir, roots = at.dirs
-        self.variants.request(Job(m.hash, m.image_kind, m.size, mdir, roots, time.monotonic_ns()))
+        cc = int(at.att.h.device_cc) or 90  # (unknown: sm_90, the lent GPUs)
+        self.variants.request(Job(m.hash, m.image_kind, m.size, mdir, roots, time.monotonic_ns(),
+                                  arch=cc))  # fmt: skip
 
     def _take_variants(self) -> None:
         """Finished slicer results: mark the functions they make sliceable."""
