@@ -6,6 +6,7 @@ gated and recorded like a launch of its own; whatever cannot be sliced runs whol
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -266,3 +267,60 @@ def test_host_cost_per_slice(native, slice_prog, engine, tmp_path) -> None:
         f"{rows[True]}; added per slice {per_slice:.0f} ns (fake driver)"
     )
     assert per_slice < 20_000  # generous: shared CI boxes; the printed figure is the measure
+
+
+def test_the_engine_slices_a_programs_module_and_its_launches_run_as_slices(
+    native, slice_prog, make_segment, tmp_path, monkeypatch
+) -> None:
+    """The whole chain on CPU: the program loads PTX, the interceptor saves it, the
+    engine's attached set (hummingbird) has it sliced, publishes the variant and turns
+    slicing on; the program's next launches run as slices, gated by the engine's grants,
+    and the engine learns the block time and reports the sliced share."""
+    import threading
+
+    from hbtui.engine.attached import AttachedSet
+    from hbtui.engine.attached.variants import VariantWorker
+
+    mdir = tmp_path / "modules"
+    mdir.mkdir()
+    monkeypatch.setenv("HBTUI_MODULE_DIR", str(mdir))  # the engine's fallback (no /proc read)
+    seg = make_segment(L.CLASS_LP)
+    s = AttachedSet(lambda: "hummingbird", variants=VariantWorker(processes=False))
+    at = s.attach(task="train", cls="lp", shm=seg.name, launcher_pid=os.getpid(), cmd=["prog"],
+                  layout=L.VERSION, slo_ms=None, idle_ms=None, taken=set())  # fmt: skip
+    stop = threading.Event()
+
+    def engine_loop() -> None:  # the engine's scheduling thread: the only writer
+        while not stop.is_set():
+            s.poll()
+            time.sleep(0.0002)
+
+    t = threading.Thread(target=engine_loop, daemon=True)
+    t.start()
+    go = tmp_path / "go"
+    e = prog_env(native, seg.name, cls="lp", HBTUI_MODULE_DIR=str(mdir), FAKE_LOG="1")
+    p = Prog([str(slice_prog), "load", f"wait:{go}", *["kp:4000:1:1"] * 5, "sync", "log"], e)
+    try:
+        p.expect("done load")
+        deadline = time.monotonic() + 20
+        while not (at.lp is not None and at.lp.slices.slots and at.lp.slices.on):
+            assert time.monotonic() < deadline, at.modules
+            time.sleep(0.01)
+        go.touch()
+        logs = _finish(p)
+    finally:
+        stop.set()
+        t.join(5)
+    try:
+        assert at.modules == {PTX_HASH: "ok"}
+        assert (mdir / f"{PTX_HASH:016x}.sliced.ptx").is_file()
+        assert _blocks(logs, 2) == list(range(4000)) * 5  # every launch, every block once
+        assert len(logs) > 5  # ... as slices (at least one wave: 8 blocks)
+        st = seg.stats()
+        assert st["sliced_launches"] == 5 and st["held_launches"] + st["next_seq"] > 5
+        s.poll()
+        info = s.task_state(at)["attached"]
+        assert info["slicing"] and info["sliceable_kernels"] == 2  # k_slice and k_other
+        assert at.lp is not None and at.lp.slices.slices == st["slice_launches"]
+    finally:
+        s.close()
