@@ -320,7 +320,21 @@ static int slice_params(const hb_variant *v, void **params, void **extra, hb_par
   return 1;
 }
 
-static __thread hb_params *t_params;  // per thread: up to 64 KB, allocated at first use
+static __thread hb_params *t_params;  // per thread: 64 KB, allocated at first use
+static pthread_key_t g_params_key;     // frees a thread's buffers when it exits
+static pthread_once_t g_params_once = PTHREAD_ONCE_INIT;
+static void params_key_init(void) { pthread_key_create(&g_params_key, free); }
+
+static hb_params *thread_params(void) {
+  if (LIKELY(t_params != NULL)) return t_params;
+  pthread_once(&g_params_once, params_key_init);
+  hb_params *p = malloc(sizeof *p);
+  if (p && pthread_setspecific(g_params_key, p) != 0) {
+    free(p);
+    return NULL;
+  }
+  return t_params = p;
+}
 
 // Run an LP launch as slices when it can be: returns 1 with *res the call's result, or 0
 // to run it whole (nothing was launched or recorded). `cfg` for cuLaunchKernelEx, else
@@ -343,8 +357,8 @@ static int launch_sliced(hb_call *c, CUfunction f, CUstream stream, void **param
   }
   __atomic_store_n(&v->wave_blocks, wave, __ATOMIC_RELAXED);
   if (slice_end(v, wave, 0, total, c->grid) >= total) return 0;  // one slice: whole
-  if (!t_params && !(t_params = malloc(sizeof *t_params))) return 0;
-  hb_params *o = t_params;
+  hb_params *o = thread_params();
+  if (!o) return 0;
   if (!slice_params(v, params, extra, o)) return 0;
   const int kp = params || !extra;  // which form the sub-grid launches use
   o->vals[3] = c->grid[0];
