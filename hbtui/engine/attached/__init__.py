@@ -224,6 +224,7 @@ class AttachedSet:
             self.departed.pop(next(iter(self.departed)))
         try:
             if at.lp is not None:
+                at.att.set_slicing(False)  # whole kernels again, as without hbtui
                 at.att.set_gated(False)  # anything still held goes now
             at.att.close()
         except (OSError, ValueError):
