@@ -228,3 +228,33 @@ def test_programs_appear_in_the_prometheus_scrape(env: dict, native: Native, tmp
         c.close()
         rc, err = stop(proc)
         assert rc == 0, err
+
+
+def test_lp_kernels_run_as_slices_under_a_real_engine(engine, env: dict, native: Native,
+                                                      tmp_path: Path) -> None:  # fmt: skip
+    """hbtui run --lp against a hummingbird engine process: the engine slices the
+    program's PTX module, reports it sliceable and slicing, and the program's launches
+    run as slices covering the grid once; --slice-programs off is the comparison."""
+    exe = native.dir / "slice_prog"
+    if not exe.exists():
+        from conftest import HERE, _cc
+
+        _cc("-O2", "-std=gnu11", "-o", str(exe), str(HERE / "slice_prog.c"), "-ldl")
+    c, ctl, _ = engine
+    go = tmp_path / "go"
+    e = {**env, "FAKE_LOG": "1", "FAKE_KERNEL_US": "0"}
+    p = Prog([*RUN, "--lp", "--task", "train", "--engine", ctl, "--", str(exe), "load",
+              f"wait:{go}", "kp:3000:1:1", "kp:3000:1:1", "sync", "log"], e)  # fmt: skip
+    t = _until(lambda: (s := _task(c, "train")) and s["attached"].get("slicing")
+               and s["attached"].get("sliceable_kernels") == 2 and s, timeout=20)  # fmt: skip
+    assert t["attached"]["modules"] == {"ok": 1}
+    go.touch()
+    assert p.finish(30) == 0, p.err
+    logs = [ln.split() for ln in p.lines if ln.startswith("L ")]
+    assert len(logs) > 2  # two launches, in slices
+    seen: list[int] = []
+    for w in logs:  # offsets and full grid after the two own params (u64 A low word, B)
+        gx, off, full = int(w[2]), int(w[10]), int(w[13])
+        assert full == 3000
+        seen += range(off, off + gx)
+    assert seen == list(range(3000)) * 2
