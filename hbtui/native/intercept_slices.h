@@ -13,9 +13,10 @@
 //
 // Whole-kernel fallbacks (never an error the program sees): no variant, stream capture,
 // a grid no larger than one slice, launch attributes that slicing would change
-// (cooperative, clusters, programmatic dependent launch, completion events), params of an
-// unknown `extra` form, and any failure to load or launch the variant before its first
-// slice ran (the variant is then marked failed and not tried again in this process).
+// (cooperative, clusters or preferred clusters, programmatic dependent launch,
+// completion events), params of an unknown `extra` form, and any failure to load or
+// launch the variant before its first slice ran (the variant is then marked failed and
+// not tried again in this process).
 
 #define HB_SLICE_FN_CAP 4096u   // process-local functions seen (power of two)
 #define HB_SLICE_MOD_CAP 256u   // sliced modules loaded by this process
@@ -27,6 +28,7 @@
 #define CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION 4
 #define CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION 6
 #define CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_EVENT 7
+#define CU_LAUNCH_ATTRIBUTE_PREFERRED_CLUSTER_DIMENSION 11  // CUDA 12.8
 #define CU_LAUNCH_ATTRIBUTE_LAUNCH_COMPLETION_EVENT 12
 
 typedef struct {  // CUlaunchAttribute: an id, padding, a 64-byte value union
@@ -218,6 +220,7 @@ static int attrs_slice_ok(const hb_cu_launch_config *cfg) {
         if (a[i].v.i) return 0;
         break;
       case CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION:
+      case CU_LAUNCH_ATTRIBUTE_PREFERRED_CLUSTER_DIMENSION:  // clusters too; sub-grids must divide
         if ((uint64_t)a[i].v.dim[0] * a[i].v.dim[1] * a[i].v.dim[2] > 1) return 0;
         break;
       case CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_EVENT:

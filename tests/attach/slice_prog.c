@@ -10,6 +10,8 @@
 //         kp:GX:GY:GZ        cuLaunchKernel(k_slice, grid, kernelParams {u64 A, u32 B})
 //         ex:GX:GY:GZ        the same with the packed `extra` form (12 bytes)
 //         lex:GX:GY:GZ       cuLaunchKernelEx(k_slice, grid, kernelParams)
+//         attr:ID:X:Y:Z      cuLaunchKernelEx(k_slice, 1000 blocks) with one launch attribute
+//                            (id ID, value words X Y Z: an int or a dim3)
 //         big:GX             cuLaunchKernel(k_slice, GX blocks, 100 KB dynamic smem)
 //         other:GX           cuLaunchKernel(k_other, GX blocks)
 //         bench:N:GX         N cuLaunchKernel(k_slice, GX blocks), each timed; prints
@@ -35,6 +37,10 @@ typedef struct {
   void *attrs;
   unsigned nattrs;
 } launch_config;
+typedef struct {  // CUlaunchAttribute: id, padding, a 64-byte value union
+  uint32_t id, pad;
+  uint32_t val[16];
+} launch_attr;
 typedef int (*launch_ex_t)(const launch_config *, void *, void **, void **);
 typedef int (*mod_load_t)(void **, const void *);
 typedef int (*get_t)(void **, void *, const char *);
@@ -116,6 +122,12 @@ int main(int argc, char **argv) {
     } else if (strncmp(s, "lex:", 4) == 0) {
       grid_of(s + 4, g);
       launch_config c = {g[0], g[1], g[2], 128, 1, 1, 0, STREAM, NULL, 0};
+      r = launch_ex(&c, f, params, NULL);
+    } else if (strncmp(s, "attr:", 5) == 0) {
+      launch_attr at;
+      memset(&at, 0, sizeof at);
+      sscanf(s + 5, "%u:%u:%u:%u", &at.id, &at.val[0], &at.val[1], &at.val[2]);
+      launch_config c = {1000, 1, 1, 128, 1, 1, 0, STREAM, &at, 1};
       r = launch_ex(&c, f, params, NULL);
     } else if (strncmp(s, "big:", 4) == 0) {
       r = launch(f, (unsigned)atoi(s + 4), 1, 1, 128, 1, 1, 100 * 1024, STREAM, params, NULL);

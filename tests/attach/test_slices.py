@@ -324,3 +324,33 @@ def test_the_engine_slices_a_programs_module_and_its_launches_run_as_slices(
         assert at.lp is not None and at.lp.slices.slices == st["slice_launches"]
     finally:
         s.close()
+
+
+@pytest.mark.parametrize(
+    "attr,sliced",
+    [
+        ("2:1:0:0", False),  # cooperative
+        ("2:0:0:0", True),  # cooperative off
+        ("4:2:1:1", False),  # cluster dimension 2x1x1
+        ("4:1:1:1", True),  # a cluster of one block: none
+        ("6:1:0:0", False),  # programmatic stream serialization
+        ("7:0:0:0", False),  # programmatic event
+        ("11:2:1:1", False),  # preferred cluster dimension 2x1x1 (CUDA 12.8)
+        ("11:1:1:1", True),
+        ("12:0:0:0", False),  # launch completion event
+        ("8:1:0:0", True),  # priority: slicing keeps it
+    ],
+)
+def test_launch_attributes_that_slicing_would_change_run_whole(
+    native, slice_prog, make_segment, tmp_path, attr, sliced
+) -> None:
+    att = make_segment(L.CLASS_LP)
+    p, funcs = _run(native, slice_prog, att, tmp_path, [f"attr:{attr}"], {"slice_blocks": 100})
+    logs = _finish(p)
+    if sliced:
+        assert len(logs) > 1 and _blocks(logs, 2) == list(range(1000))
+    else:
+        (whole,) = logs
+        assert whole.func == funcs["k_slice"] and whole.grid == (1000, 1, 1)
+        assert whole.vals == [A & 0xFFFFFFFF, B]
+    assert att.stats()["sliced_launches"] == int(sliced)
