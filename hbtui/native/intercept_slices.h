@@ -21,6 +21,7 @@
 #define HB_SLICE_FN_CAP 4096u   // process-local functions seen (power of two)
 #define HB_SLICE_MOD_CAP 256u   // sliced modules loaded by this process
 #define HB_SLICE_MAX_PARAMS 4096u
+#define HB_SLICE_MAX_BLOCKS (1u << 30)  // per slice before rows: + a row + half a wave < 2^32
 #define HB_PARAM_BUF_MAX 32768u  // the driver's kernel parameter limit (CUDA 12.1+)
 #define CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES 8
 #define CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT 16
@@ -201,7 +202,8 @@ static uint32_t slice_wave(hb_slice_fn *s, uint32_t threads, uint32_t smem) {
       attr(&sms, CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, dev) ||
       occ(&per_sm, s->sliced, (int)threads, (size_t)smem))
     return 0;
-  wave = (uint32_t)(sms > 0 ? sms : 1) * (uint32_t)(per_sm > 0 ? per_sm : 1);
+  uint64_t w = (uint64_t)(sms > 0 ? sms : 1) * (uint64_t)(per_sm > 0 ? per_sm : 1);
+  wave = w < HB_SLICE_MAX_BLOCKS ? (uint32_t)w : HB_SLICE_MAX_BLOCKS;
   pthread_mutex_lock(&g_slice_lock);
   s->occ_block = threads;
   s->occ_smem = smem;
@@ -269,6 +271,9 @@ static uint64_t slice_end(const hb_variant *v, uint32_t wave, uint64_t start, ui
                           const uint32_t g[3]) {
   uint64_t want = __atomic_load_n(&v->slice_blocks, __ATOMIC_RELAXED);
   uint64_t n = want < wave ? wave : want / wave * wave;
+  // a slice's blocks go in the record's u32 (hb_launch.slice_blocks) after the rounding up
+  // to whole rows (a row: < 2^31) and a remainder (< half a wave) joining it
+  if (n > HB_SLICE_MAX_BLOCKS) n = HB_SLICE_MAX_BLOCKS / wave * wave;
   if (g[1] != 1 || g[2] != 1) n = (n + g[0] - 1) / g[0] * g[0];
   uint64_t end = start + n;
   if (end >= total || total - end < wave / 2) return total;

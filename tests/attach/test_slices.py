@@ -354,3 +354,40 @@ def test_launch_attributes_that_slicing_would_change_run_whole(
         assert whole.func == funcs["k_slice"] and whole.grid == (1000, 1, 1)
         assert whole.vals == [A & 0xFFFFFFFF, B]
     assert att.stats()["sliced_launches"] == int(sliced)
+
+
+def _ranges(logs: list[Logged], n_own: int) -> list[tuple[int, int]]:
+    """The sub-grid launches as linear block ranges [start, end) in launch order (each
+    must be whole rows of x, or part of one row: one contiguous range), without listing
+    the blocks (grids here have billions)."""
+    out = []
+    for g in logs:
+        ox, oy, oz, gx, gy, gz = g.vals[n_own : n_own + 6]
+        bx, by, bz = g.grid
+        assert bx == gx or (by == 1 and bz == 1), g
+        assert bz == 1 or (oy == 0 and by == gy), g
+        s = ((oz * gy) + oy) * gx + ox
+        out.append((s, s + bx * by * bz))
+    return out
+
+
+def test_slices_of_a_grid_over_2_to_the_32_blocks_are_recorded_whole(
+    native, slice_prog, make_segment, tmp_path
+) -> None:
+    """(2^30+1) x 8 blocks with the largest slice size the engine can write: a slice of
+    whole rows must still fit the record's u32 slice_blocks (2^32-8 blocks rounded up to
+    4 rows is 2^32+4: it was recorded as 4)."""
+    att = make_segment(L.CLASS_LP)
+    grid = (2**30 + 1, 8, 1)
+    total = grid[0] * grid[1]
+    p, _ = _run(native, slice_prog, att, tmp_path, [f"kp:{grid[0]}:{grid[1]}:1"],
+                {"slice_blocks": 2**32 - 1})  # fmt: skip
+    logs = _finish(p)
+    ran = _ranges(logs, 2)
+    assert ran[0][0] == 0 and ran[-1][1] == total
+    assert all(a[1] == b[0] for a, b in zip(ran, ran[1:], strict=False))  # once, in order
+    recs = [r for r in att.launches() if r.kind == L.KIND_KERNEL]
+    assert recs and all(r.flags & L.LF_SLICE and r.slice_blocks for r in recs)
+    assert sum(r.slice_blocks for r in recs) == total
+    for a, b in zip(recs, recs[1:], strict=False):
+        assert b.slice_start == a.slice_start + a.slice_blocks
