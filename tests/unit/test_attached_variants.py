@@ -210,6 +210,12 @@ def test_hummingbird_publishes_sliced_kernels_and_sizes_their_slices() -> None:
     policy[0] = "temporal"
     s.poll(31_000 * US)
     assert not att.slicing
+    policy[0] = "hummingbird"
+    s.poll(32_000 * US)
+    assert att.slicing
+    policy[0] = "spatial"  # ungated: nothing to slice for (docs: hummingbird only)
+    s.poll(33_000 * US)
+    assert not att.slicing and not s.task_state(at)["attached"]["slicing"]
 
 
 def test_hp_programs_are_never_sliced() -> None:

@@ -315,12 +315,12 @@ class AttachedSet:
         for at in lps:
             lp = at.lp
             assert lp is not None
+            if policy != "hummingbird":  # (spatial too: slices only cost launches there)
+                lp.slices.set_on(False)
             if policy == "spatial" and not at.task.paused:
                 lp.set_gated(False)
                 continue
             lp.set_gated(True)
-            if policy != "hummingbird":
-                lp.slices.set_on(False)
             if policy == "exclusive" or at.task.paused:
                 continue
             lp.slices.set_on(policy == "hummingbird" and self.slicing)
