@@ -331,7 +331,14 @@ static int slice_params(const hb_variant *v, void **params, void **extra, hb_par
 static __thread hb_params *t_params;  // per thread: 64 KB, allocated at first use
 static pthread_key_t g_params_key;     // frees a thread's buffers when it exits
 static pthread_once_t g_params_once = PTHREAD_ONCE_INIT;
-static void params_key_init(void) { pthread_key_create(&g_params_key, free); }
+// Runs in the exiting thread: forget the buffers too, so a launch from a later key
+// destructor (or a C++ thread_local one) allocates fresh ones, which glibc frees again
+// on its next destructor round, instead of writing into the freed block.
+static void params_free(void *p) {
+  t_params = NULL;
+  free(p);
+}
+static void params_key_init(void) { pthread_key_create(&g_params_key, params_free); }
 
 static hb_params *thread_params(void) {
   if (LIKELY(t_params != NULL)) return t_params;

@@ -14,6 +14,9 @@
 //                            (id ID, value words X Y Z: an int or a dim3)
 //         big:GX             cuLaunchKernel(k_slice, GX blocks, 100 KB dynamic smem)
 //         other:GX           cuLaunchKernel(k_other, GX blocks)
+//         exit:GX            a thread launches k_slice (GX blocks), then launches it again
+//                            from a pthread key destructor as it exits (a key made after
+//                            the interceptor's), and is joined
 //         bench:N:GX         N cuLaunchKernel(k_slice, GX blocks), each timed; prints
 //                            "bench MEDIAN_NS P90_NS" per call
 //         sync               cuCtxSynchronize
@@ -21,6 +24,7 @@
 // Parameter arrays are NULL-terminated (the fake reads params up to a NULL pointer).
 #define _GNU_SOURCE
 #include <dlfcn.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -61,6 +65,30 @@ static const char PTX[] = ".version 8.0\n.target sm_90\n.address_size 64\n"
 static const uint64_t A = 0x1111222233334444ULL;
 static const uint32_t B = 55;
 #define STREAM ((void *)0x100)
+
+static launch_t g_launch;
+static void *g_f;
+static unsigned g_gx;
+static int g_exit_r;
+static pthread_key_t g_key;
+
+static void launch_at_exit(void *arg) {  // a key destructor: the thread is exiting
+  uint64_t a = A;
+  uint32_t b = B;
+  void *params[3] = {&a, &b, NULL};
+  (void)arg;
+  g_exit_r |= g_launch(g_f, g_gx, 1, 1, 128, 1, 1, 0, STREAM, params, NULL);
+}
+
+static void *exit_thread(void *arg) {
+  uint64_t a = A;
+  uint32_t b = B;
+  void *params[3] = {&a, &b, NULL};
+  g_exit_r = g_launch(g_f, g_gx, 1, 1, 128, 1, 1, 0, STREAM, params, NULL);
+  pthread_key_create(&g_key, launch_at_exit);
+  pthread_setspecific(g_key, arg);
+  return NULL;
+}
 
 static void *sym(void *lib, const char *name) {
   void *p = dlsym(lib, name);
@@ -133,6 +161,12 @@ int main(int argc, char **argv) {
       r = launch(f, (unsigned)atoi(s + 4), 1, 1, 128, 1, 1, 100 * 1024, STREAM, params, NULL);
     } else if (strncmp(s, "other:", 6) == 0) {
       r = launch(other, (unsigned)atoi(s + 6), 1, 1, 128, 1, 1, 0, STREAM, params, NULL);
+    } else if (strncmp(s, "exit:", 5) == 0) {
+      pthread_t t;
+      g_launch = launch, g_f = f, g_gx = (unsigned)atoi(s + 5);
+      pthread_create(&t, NULL, exit_thread, &g_gx);
+      pthread_join(t, NULL);
+      r = g_exit_r;
     } else if (strncmp(s, "bench:", 6) == 0) {
       int n = 0;
       unsigned gx = 0;

@@ -39,7 +39,7 @@ class Logged:
 def slice_prog(native: Native) -> Path:
     exe = native.dir / "slice_prog"
     if not exe.exists():
-        _cc("-O2", "-std=gnu11", "-o", str(exe), str(HERE / "slice_prog.c"), "-ldl")
+        _cc("-O2", "-std=gnu11", "-pthread", "-o", str(exe), str(HERE / "slice_prog.c"), "-ldl")
     return exe
 
 
@@ -391,3 +391,29 @@ def test_slices_of_a_grid_over_2_to_the_32_blocks_are_recorded_whole(
     assert sum(r.slice_blocks for r in recs) == total
     for a, b in zip(recs, recs[1:], strict=False):
         assert b.slice_start == a.slice_start + a.slice_blocks
+
+
+def test_a_launch_from_a_thread_exit_destructor_still_slices(
+    native, slice_prog, make_segment, tmp_path
+) -> None:
+    """A thread's parameter buffers are freed by a key destructor; a launch from another
+    key's destructor after it (a library's per-thread cleanup) must get fresh ones, not
+    the freed block. With malloc's mmap threshold at 64 KB the buffers (64 KB + a bit)
+    are mapped, and a use after free faults."""
+    att = make_segment(L.CLASS_LP)
+    mdir, go = tmp_path / "modules", tmp_path / "go"
+    mdir.mkdir()
+    e = prog_env(native, att.name, cls="lp", HBTUI_MODULE_DIR=str(mdir), FAKE_LOG="1",
+                 MALLOC_MMAP_THRESHOLD_="65536")  # fmt: skip
+    p = Prog([str(slice_prog), "load", f"wait:{go}", "exit:100", "sync", "log"], e)
+    p.expect("done load")
+    f = {x.name: x for x in att.functions()}["k_slice"]
+    (mdir / f"{PTX_HASH:016x}.sliced.ptx").write_bytes(PTX)
+    assert att.publish_variant(f.func, f.module_hash, "k_slice", 2, 12, slice_blocks=16)
+    att.set_slicing(True)
+    go.touch()
+    rc = p.finish()
+    assert rc == 0, (rc, p.err)  # -11: the destructor's launch used the freed buffers
+    logs = _log(p)
+    assert _blocks(logs, 2) == list(range(100)) * 2  # both launches, as slices
+    assert att.stats()["sliced_launches"] == 2
