@@ -273,3 +273,24 @@ def test_slices_inside_a_request_are_sized_to_the_bubble() -> None:
     assert gate.grant_slice_if(lambda d: False, 100_000) and att.granted == 0
     assert gate.grant_slice_if(lambda d: d <= 25_000, 100_000) and att.granted == 5
     assert att.variants[0xF1].slice_blocks == 264
+
+
+def test_a_variant_the_interceptor_failed_is_planned_as_whole_kernels() -> None:
+    """Once the interceptor marks a variant failed (module did not load, first sub-grid
+    launch refused), the function's launches run whole: the gate must stop predicting
+    them as one slice (it would let several whole kernels in flight for one slice's
+    room) and a bubble must not be sized for a slice of it."""
+    from hbtui.engine.attached.slices import Slices
+
+    att = FakeAtt()
+    sl = Slices(att)  # type: ignore[arg-type]
+    sl.publish(0xF1, PTX_MOD, V.EntryInfo("k", "sliced", None, 2, 12))
+    sl.set_on(True)
+    sl.learn(0xF1, 264, 20_000.0)
+    sl.plan(0, 100_000)
+    assert abs(sl.duration_ns(0xF1) - 20_000.0 * 5) < 1  # 1320 blocks
+    att.variants[0xF1].state = L.VAR_FAILED
+    sl.plan(30_000_000, 100_000)  # the next plan reads the state
+    assert sl.duration_ns(0xF1) is None  # the gate's whole-kernel estimate again
+    assert sl.fit_blocks(0xF1, lambda d: True, 100_000) is None
+    assert sl.states() == {"failed": 1}

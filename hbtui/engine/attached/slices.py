@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from hbtui.attach import layout as L
 from hbtui.attach.segment import Attachment
 from hbtui.engine.attached.variants import EntryInfo
 
@@ -42,6 +43,7 @@ class Slices:
         self.slices = 0
         self.names: dict[int, str] = {}  # func -> entry name (published functions)
         self.counts: dict[int, list[int]] = {}  # func -> [launches run as slices, slices]
+        self.failed: set[int] = set()  # funcs whose variant the interceptor marked failed
         self._planned_at = -PLAN_EVERY_NS
 
     def publish(self, func: int, module_hash: int, entry: EntryInfo) -> bool:
@@ -93,8 +95,8 @@ class Slices:
     def duration_ns(self, func: int) -> float | None:
         """The predicted GPU time of the next slice of ``func``; None: not sliced or
         nothing learned yet (the gate then uses its whole-kernel estimate)."""
-        if not self.on or func not in self.slots:
-            return None
+        if not self.on or func not in self.slots or func in self.failed:
+            return None  # (failed: its launches run whole)
         per = self.ns_per_block.get(func)
         wave = self.wave.get(func, 0)
         if per is None or wave <= 0:
@@ -109,6 +111,8 @@ class Slices:
         self._planned_at = now_ns
         for func in self.slots:
             v = self.att.variant(func)
+            if v is not None and v.state == L.VAR_FAILED:
+                self.failed.add(func)  # never ready again in this program (the interceptor's)
             if v is not None and v.wave_blocks:
                 self.wave[func] = int(v.wave_blocks)
             per = self.ns_per_block.get(func)
@@ -136,7 +140,7 @@ class Slices:
         ``cap_ns``) whose predicted duration ``fits`` the bubble now, written as the
         next slice's size; 0 when not even one wave fits; None when ``func`` does not
         run as slices or its block time or wave is not known yet."""
-        if not self.on or func not in self.slots:
+        if not self.on or func not in self.slots or func in self.failed:
             return None
         per, wave = self.ns_per_block.get(func), self.wave.get(func, 0)
         if per is None or per <= 0 or wave <= 0:
