@@ -63,7 +63,8 @@ static struct {
   uint64_t hash;
   CUmodule mod;
 } g_smod[HB_SLICE_MOD_CAP];
-static pthread_mutex_t g_slice_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_mutex_t g_slice_lock = PTHREAD_MUTEX_INITIALIZER;  // g_sfn
+static pthread_mutex_t g_smod_lock = PTHREAD_MUTEX_INITIALIZER;   // g_smod and module loads
 
 static hb_slice_fn *sfn_find(uint64_t func, int insert) {  // under g_slice_lock
   uint32_t i = (uint32_t)((func * 0x9E3779B97F4A7C15ULL) >> 52) & (HB_SLICE_FN_CAP - 1);
@@ -107,7 +108,7 @@ static hb_variant *variant_of(uint64_t func) {
 }
 
 // The sliced module `hash` in this process (loaded from g_moddir once), or NULL.
-static CUmodule slice_module(uint64_t hash, CUresult *err) {  // under g_slice_lock
+static CUmodule slice_module(uint64_t hash, CUresult *err) {  // under g_smod_lock
   uint32_t i = (uint32_t)(hash & (HB_SLICE_MOD_CAP - 1)), n = 0;
   for (; n < HB_SLICE_MOD_CAP && g_smod[i].hash; n++, i = (i + 1) & (HB_SLICE_MOD_CAP - 1))
     if (g_smod[i].hash == hash) return g_smod[i].mod;
@@ -145,30 +146,51 @@ static CUmodule slice_module(uint64_t hash, CUresult *err) {  // under g_slice_l
 
 // This process's entry for an LP launch of `func` that may run as slices, with its
 // variant loaded, or NULL (run whole). `v` is the engine's entry.
-static hb_slice_fn *slice_ready(uint64_t func, hb_variant *v) {
-  hb_slice_fn *s;
+#define HB_VAR_LOADING 100  // process-local: a thread is loading the variant (others: whole)
+
+// This process's entry for an LP launch of `func` that may run as slices, with its
+// variant loaded (*fn: the variant's function), or NULL (run whole). `v` is the engine's
+// entry. The load (file I/O, the driver's PTX JIT: can take 100s of ms) runs outside
+// g_slice_lock, so other threads' launches never wait for it: meanwhile the same
+// function's launches run whole, and loads are serialised by g_smod_lock.
+static hb_slice_fn *slice_ready(uint64_t func, hb_variant *v, CUfunction *fn) {
   pthread_mutex_lock(&g_slice_lock);
-  s = sfn_find(func, 0);
-  if (s && s->state == HB_VAR_UNTRIED) {
-    // the engine's entry must describe this very function (a reused handle never matches)
-    CUresult err = CUDA_ERROR_NOT_FOUND;
-    if (v->module_hash == s->module_hash && v->name_hash == s->name_hash) {
-      CUmodule m = slice_module(v->module_hash, &err);
-      get_func_t getf = (get_func_t)real(H_MOD_GETF);
-      char name[HB_NAME_MAX];
-      memcpy(name, v->name, sizeof name);
-      name[HB_NAME_MAX - 1] = 0;
-      CUfunction fn = NULL;
-      if (m && getf) err = getf(&fn, m, name);
-      if (m && !err && fn) s->sliced = fn;
-    }
-    s->state = s->sliced ? HB_VAR_READY : HB_VAR_FAILED;
-    __atomic_store_n(&v->result, s->sliced ? 0 : (int32_t)err, __ATOMIC_RELAXED);
-    __atomic_store_n(&v->state, (uint32_t)s->state, __ATOMIC_RELAXED);
+  hb_slice_fn *s = sfn_find(func, 0);
+  int load = s && s->state == HB_VAR_UNTRIED &&
+             v->module_hash == s->module_hash && v->name_hash == s->name_hash;
+  uint64_t mhash = v->module_hash, nhash = v->name_hash;
+  if (s && s->state == HB_VAR_UNTRIED && !load) {  // a reused handle never matches
+    s->state = HB_VAR_FAILED;
+    __atomic_store_n(&v->result, CUDA_ERROR_NOT_FOUND, __ATOMIC_RELAXED);
+    __atomic_store_n(&v->state, HB_VAR_FAILED, __ATOMIC_RELAXED);
   }
-  if (s && s->state != HB_VAR_READY) s = NULL;
+  if (load) s->state = HB_VAR_LOADING;
+  *fn = s && s->state == HB_VAR_READY ? s->sliced : NULL;
   pthread_mutex_unlock(&g_slice_lock);
-  return s;
+  if (!load) return *fn ? s : NULL;
+  int saved_errno = errno;  // the program never sees our file work
+  CUresult err = CUDA_ERROR_NOT_FOUND;
+  pthread_mutex_lock(&g_smod_lock);
+  CUmodule m = slice_module(mhash, &err);
+  pthread_mutex_unlock(&g_smod_lock);
+  get_func_t getf = (get_func_t)real(H_MOD_GETF);
+  char name[HB_NAME_MAX];
+  memcpy(name, v->name, sizeof name);
+  name[HB_NAME_MAX - 1] = 0;
+  CUfunction f = NULL;
+  if (m && getf) err = getf(&f, m, name);
+  errno = saved_errno;
+  pthread_mutex_lock(&g_slice_lock);
+  if (s->state == HB_VAR_LOADING && s->module_hash == mhash && s->name_hash == nhash) {
+    s->sliced = m && !err ? f : NULL;
+    s->state = s->sliced ? HB_VAR_READY : HB_VAR_FAILED;
+  }  // (else the handle was recorded anew meanwhile: its entry starts over)
+  *fn = s->state == HB_VAR_READY ? s->sliced : NULL;
+  __atomic_store_n(&v->result, *fn ? 0 : (int32_t)(err ? err : CUDA_ERROR_NOT_FOUND),
+                   __ATOMIC_RELAXED);
+  __atomic_store_n(&v->state, *fn ? HB_VAR_READY : HB_VAR_FAILED, __ATOMIC_RELAXED);
+  pthread_mutex_unlock(&g_slice_lock);
+  return *fn ? s : NULL;
 }
 
 static void slice_failed(hb_slice_fn *s, hb_variant *v, CUresult r) {
@@ -182,7 +204,7 @@ static void slice_failed(hb_slice_fn *s, hb_variant *v, CUresult r) {
 
 // Blocks in one wave of this launch (SMs x resident blocks per SM), at least 1; sets
 // the dynamic shared memory the launch asks for on the variant first. 0: a driver error.
-static uint32_t slice_wave(hb_slice_fn *s, uint32_t threads, uint32_t smem) {
+static uint32_t slice_wave(hb_slice_fn *s, CUfunction sliced, uint32_t threads, uint32_t smem) {
   pthread_mutex_lock(&g_slice_lock);
   uint32_t wave = s->wave;
   int fresh = !(wave && s->occ_block == threads && s->occ_smem == smem);
@@ -193,14 +215,14 @@ static uint32_t slice_wave(hb_slice_fn *s, uint32_t threads, uint32_t smem) {
   ctx_get_device_t getdev = (ctx_get_device_t)extra(R_CTX_GET_DEVICE);
   dev_attr_t attr = (dev_attr_t)extra(R_DEV_ATTR);
   if (smem > 48u * 1024u && (int32_t)smem > s->smem_set) {  // as the program did for its own
-    if (!set || set(s->sliced, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, (int)smem))
+    if (!set || set(sliced, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, (int)smem))
       return 0;
     s->smem_set = (int32_t)smem;
   }
   int dev = 0, sms = 0, per_sm = 0;
   if (!occ || !getdev || !attr || getdev(&dev) ||
       attr(&sms, CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, dev) ||
-      occ(&per_sm, s->sliced, (int)threads, (size_t)smem))
+      occ(&per_sm, sliced, (int)threads, (size_t)smem))
     return 0;
   uint64_t w = (uint64_t)(sms > 0 ? sms : 1) * (uint64_t)(per_sm > 0 ? per_sm : 1);
   wave = w < HB_SLICE_MAX_BLOCKS ? (uint32_t)w : HB_SLICE_MAX_BLOCKS;
@@ -363,9 +385,11 @@ static int launch_sliced(hb_call *c, CUfunction f, CUstream stream, void **param
   if (capturing(c->stream) || (cfg && !attrs_slice_ok(cfg))) return 0;
   const uint64_t total = (uint64_t)c->grid[0] * c->grid[1] * c->grid[2];
   if (total < 2) return 0;
-  hb_slice_fn *s = slice_ready((uint64_t)(uintptr_t)f, v);
+  if (params && extra) return 0;  // both forms at once: the driver's to judge, whole
+  CUfunction sliced = NULL;  // (a local copy: the entry may be reset meanwhile)
+  hb_slice_fn *s = slice_ready((uint64_t)(uintptr_t)f, v, &sliced);
   if (!s) return 0;
-  uint32_t wave = slice_wave(s, c->block[0] * c->block[1] * c->block[2], c->smem);
+  uint32_t wave = slice_wave(s, sliced, c->block[0] * c->block[1] * c->block[2], c->smem);
   if (!wave) {
     slice_failed(s, v, CUDA_ERROR_NOT_FOUND);
     return 0;
@@ -394,9 +418,9 @@ static int launch_sliced(hb_call *c, CUfunction f, CUstream stream, void **param
       if (cfg) {
         hb_cu_launch_config c2 = *cfg;
         c2.gx = b[k].grid[0], c2.gy = b[k].grid[1], c2.gz = b[k].grid[2];
-        r = ((launch_ex_t)fn)(&c2, s->sliced, p, ex);
+        r = ((launch_ex_t)fn)(&c2, sliced, p, ex);
       } else {
-        r = ((launch_t)fn)(s->sliced, b[k].grid[0], b[k].grid[1], b[k].grid[2], c->block[0],
+        r = ((launch_t)fn)(sliced, b[k].grid[0], b[k].grid[1], b[k].grid[2], c->block[0],
                            c->block[1], c->block[2], c->smem, stream, p, ex);
       }
     }

@@ -32,6 +32,11 @@ typedef struct {
 
 #define E(x) __attribute__((visibility("default"))) x
 
+static int env_int(const char *name, int dflt) {
+  const char *v = getenv(name);
+  return v && *v ? atoi(v) : dflt;
+}
+
 // ------------------------------------------------------------------ counters
 #define NAMES(X)                                                                         \
   X(cuInit) X(cuDriverGetVersion) X(cuGetProcAddress) X(cuGetProcAddress_v2)             \
@@ -291,6 +296,8 @@ static void *handle(uint64_t base) {
 E(CUresult cuModuleLoadData(void **m, const void *img)) {
   COUNT(cuModuleLoadData);
   if (!m || !img) return 1;
+  // FAKE_SLOW_LOAD_MS: images starting "// slow" take that long (a driver JIT)
+  if (strncmp((const char *)img, "// slow", 7) == 0) usleep((useconds_t)env_int("FAKE_SLOW_LOAD_MS", 0) * 1000);
   *m = handle(0x10000);
   return 0;
 }
@@ -345,10 +352,6 @@ E(CUresult cuKernelGetFunction(void **f, void *k)) {
 }
 
 // ------------------------------------------------------------------ occupancy, attributes
-static int env_int(const char *name, int dflt) {
-  const char *v = getenv(name);
-  return v && *v ? atoi(v) : dflt;
-}
 E(CUresult cuFuncSetAttribute(void *f, int attr, int value)) {
   COUNT(cuFuncSetAttribute);
   return f && attr >= 0 && value >= 0 ? 0 : 1;

@@ -14,6 +14,8 @@
 //                            (id ID, value words X Y Z: an int or a dim3)
 //         big:GX             cuLaunchKernel(k_slice, GX blocks, 100 KB dynamic smem)
 //         other:GX           cuLaunchKernel(k_other, GX blocks)
+//         par:GX             a thread launches k_slice (GX blocks) while this one, 50 ms
+//                            later, looks k_other up again: prints "lookup_ms MS"
 //         exit:GX            a thread launches k_slice (GX blocks), then launches it again
 //                            from a pthread key destructor as it exits (a key made after
 //                            the interceptor's), and is joined
@@ -99,6 +101,12 @@ static void *sym(void *lib, const char *name) {
   return p;
 }
 
+static void *par_launch(void *p) {
+  struct { launch_t launch; void *f; void **params; unsigned gx; } *a = p;
+  a->launch(a->f, a->gx, 1, 1, 128, 1, 1, 0, STREAM, a->params, NULL);
+  return NULL;
+}
+
 static int cmp_double(const void *a, const void *b) {
   double x = *(const double *)a, y = *(const double *)b;
   return (x > y) - (x < y);
@@ -161,6 +169,20 @@ int main(int argc, char **argv) {
       r = launch(f, (unsigned)atoi(s + 4), 1, 1, 128, 1, 1, 100 * 1024, STREAM, params, NULL);
     } else if (strncmp(s, "other:", 6) == 0) {
       r = launch(other, (unsigned)atoi(s + 6), 1, 1, 128, 1, 1, 0, STREAM, params, NULL);
+    } else if (strncmp(s, "par:", 4) == 0) {
+      static struct { launch_t launch; void *f; void **params; unsigned gx; } arg;
+      arg.launch = launch, arg.f = f, arg.params = params, arg.gx = (unsigned)atoi(s + 4);
+      pthread_t th;
+      pthread_create(&th, NULL, par_launch, &arg);
+      usleep(50000);
+      struct timespec a, b;
+      void *again = NULL;
+      clock_gettime(CLOCK_MONOTONIC, &a);
+      r = ((get_t)sym(lib, "cuModuleGetFunction"))(&again, mod, "k_other");
+      clock_gettime(CLOCK_MONOTONIC, &b);
+      printf("lookup_ms %.1f\n", (double)(b.tv_sec - a.tv_sec) * 1e3 +
+                                    (double)(b.tv_nsec - a.tv_nsec) / 1e6);
+      pthread_join(th, NULL);
     } else if (strncmp(s, "exit:", 5) == 0) {
       pthread_t t;
       g_launch = launch, g_f = f, g_gx = (unsigned)atoi(s + 5);

@@ -417,3 +417,25 @@ def test_a_launch_from_a_thread_exit_destructor_still_slices(
     logs = _log(p)
     assert _blocks(logs, 2) == list(range(100)) * 2  # both launches, as slices
     assert att.stats()["sliced_launches"] == 2
+
+
+def test_a_slow_variant_load_holds_no_other_thread(native, slice_prog, make_segment,
+                                                   tmp_path) -> None:  # fmt: skip
+    """The variant's module load (the driver's PTX JIT: can take 100s of ms) runs outside
+    the interceptor's lock: another thread's cuModuleGetFunction meanwhile is not held."""
+    att = make_segment(L.CLASS_LP)
+    mdir, go = tmp_path / "modules", tmp_path / "go"
+    mdir.mkdir()
+    e = prog_env(native, att.name, cls="lp", HBTUI_MODULE_DIR=str(mdir), FAKE_LOG="1",
+                 FAKE_SLOW_LOAD_MS="800")  # fmt: skip
+    p = Prog([str(slice_prog), "load", f"wait:{go}", "par:1000", "sync", "log"], e)
+    p.expect("done load")
+    f = {x.name: x for x in att.functions()}["k_slice"]
+    (mdir / f"{PTX_HASH:016x}.sliced.ptx").write_bytes(b"// slow\n" + PTX)
+    assert att.publish_variant(f.func, f.module_hash, "k_slice", 2, 12, slice_blocks=64) is not None
+    att.set_slicing(True)
+    go.touch()
+    logs = _finish(p)
+    (ms,) = [float(ln.split()[1]) for ln in p.lines if ln.startswith("lookup_ms ")]
+    assert ms < 400, ms  # (it waited out the 800-ms load while the lock was held)
+    assert _blocks(logs, 2) == list(range(1000)) and len(logs) > 1  # sliced once loaded
