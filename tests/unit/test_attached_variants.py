@@ -294,3 +294,24 @@ def test_a_variant_the_interceptor_failed_is_planned_as_whole_kernels() -> None:
     assert sl.duration_ns(0xF1) is None  # the gate's whole-kernel estimate again
     assert sl.fit_blocks(0xF1, lambda d: True, 100_000) is None
     assert sl.states() == {"failed": 1}
+
+
+def test_bubble_sizing_asks_the_survival_rule_a_logarithmic_number_of_times() -> None:
+    """A tiny learned block time against a large cap: the largest fitting slice is found
+    by a binary search (survival is monotone: a longer slice never fits better)."""
+    from hbtui.engine.attached.slices import Slices
+
+    att = FakeAtt()
+    sl = Slices(att)  # type: ignore[arg-type]
+    sl.publish(0xF1, PTX_MOD, V.EntryInfo("k", "sliced", None, 2, 12))
+    sl.set_on(True)
+    sl.learn(0xF1, 264, 264.0)  # 1 ns a block: a wave is 264 ns
+    sl.plan(0, 100_000)
+    asked: list[float] = []
+
+    def fits(d: float) -> bool:
+        asked.append(d)
+        return d <= 1_000_000  # a 1-ms bubble
+
+    assert sl.fit_blocks(0xF1, fits, 10_000_000) == 3787 * 264  # floor(1 ms / 264 ns) waves
+    assert len(asked) <= 20

@@ -25,6 +25,7 @@ SLICED_BUDGET_US = 100.0  # the default in-flight budget of a program whose kern
 EWMA = 0.25
 PLAN_EVERY_NS = 20_000_000  # slice sizes are revisited this often
 REWRITE_RATIO = 0.1  # ... and written when they move by more than this
+MAX_WAVES = 1 << 16  # a bubble-sized slice's waves at most (bounds the search)
 
 
 class Slices:
@@ -146,11 +147,17 @@ class Slices:
         if per is None or per <= 0 or wave <= 0:
             return None
         wave_ns = per * wave
-        for k in range(max(1, int(cap_ns // wave_ns)), 0, -1):
-            if fits(k * wave_ns):
-                self._write(func, k * wave)
-                return k * wave
-        return 0
+        if not fits(wave_ns):
+            return 0
+        lo, hi = 1, min(MAX_WAVES, max(1, int(cap_ns // wave_ns)))  # fits(lo) holds
+        while lo < hi:  # binary search: a longer slice never fits better (survival)
+            mid = (lo + hi + 1) // 2
+            if fits(mid * wave_ns):
+                lo = mid
+            else:
+                hi = mid - 1
+        self._write(func, lo * wave)
+        return lo * wave
 
     def states(self) -> dict[str, int]:
         """Published variants by the interceptor's state (``ready``/``failed``/``untried``)."""
