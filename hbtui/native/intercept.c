@@ -324,14 +324,21 @@ static uint64_t hash64(const void *data, uint64_t n) {
 }
 
 static uint64_t g_pid_key;  // this process in the completion-slot keys (see comp_slot)
+// fork: the interceptor's locks are taken before and released on both sides after, so a
+// child never inherits one held by a thread that does not exist there (its first module
+// record or variant load would wait forever). Defined with the locks, below.
+static void locks_prepare(void);
+static void locks_release(void);
+
 static void atfork_child(void) {
+  locks_release();
   t_tid = 0;
   g_pid_key = (uint64_t)getpid() << 40;
 }
 
 __attribute__((constructor)) static void hb_init(void) {
   if (!g_dlsym) init_dlsym();
-  pthread_atfork(NULL, NULL, atfork_child);
+  pthread_atfork(locks_prepare, locks_release, atfork_child);
   g_pid_key = (uint64_t)getpid() << 40;
   const char *name = getenv("HBTUI_SHM");
   if (!name || !*name) return;  // not under `hbtui run`: pure pass-through
@@ -1053,6 +1060,18 @@ static struct {
   char *name;  // CUkernel entries: the kernel's name
 } g_mods[MOD_TABLE];
 static pthread_mutex_t g_mods_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void locks_prepare(void) {  // no path holds two of them at once: any order
+  pthread_mutex_lock(&g_smod_lock);   // (a variant load in progress finishes first)
+  pthread_mutex_lock(&g_slice_lock);
+  pthread_mutex_lock(&g_mods_lock);
+}
+
+static void locks_release(void) {
+  pthread_mutex_unlock(&g_mods_lock);
+  pthread_mutex_unlock(&g_slice_lock);
+  pthread_mutex_unlock(&g_smod_lock);
+}
 
 static uint32_t mod_index(uint64_t key) {
   return (uint32_t)((key * 0x9E3779B97F4A7C15ULL) >> 51) & (MOD_TABLE - 1);

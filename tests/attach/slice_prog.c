@@ -16,6 +16,9 @@
 //         other:GX           cuLaunchKernel(k_other, GX blocks)
 //         par:GX             a thread launches k_slice (GX blocks) while this one, 50 ms
 //                            later, looks k_other up again: prints "lookup_ms MS"
+//         forkpar:GX         a thread launches k_slice (GX blocks); 50 ms later this one
+//                            forks, and the child launches k_other (GX blocks) and exits
+//                            0: prints "child RC" (RC 9: killed after 5 s, it hung)
 //         exit:GX            a thread launches k_slice (GX blocks), then launches it again
 //                            from a pthread key destructor as it exits (a key made after
 //                            the interceptor's), and is joined
@@ -32,6 +35,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -182,6 +186,23 @@ int main(int argc, char **argv) {
       clock_gettime(CLOCK_MONOTONIC, &b);
       printf("lookup_ms %.1f\n", (double)(b.tv_sec - a.tv_sec) * 1e3 +
                                     (double)(b.tv_nsec - a.tv_nsec) / 1e6);
+      pthread_join(th, NULL);
+    } else if (strncmp(s, "forkpar:", 8) == 0) {
+      static struct { launch_t launch; void *f; void **params; unsigned gx; } arg;
+      arg.launch = launch, arg.f = f, arg.params = params, arg.gx = (unsigned)atoi(s + 8);
+      pthread_t th;
+      pthread_create(&th, NULL, par_launch, &arg);
+      usleep(50000);
+      fflush(stdout);
+      pid_t pid = fork();
+      if (pid == 0) {
+        alarm(5);  // a hang in the child ends as SIGALRM
+        launch(other, arg.gx, 1, 1, 128, 1, 1, 0, STREAM, params, NULL);
+        _exit(0);
+      }
+      int st = 0;
+      waitpid(pid, &st, 0);
+      printf("child %d\n", WIFEXITED(st) ? WEXITSTATUS(st) : 9);
       pthread_join(th, NULL);
     } else if (strncmp(s, "exit:", 5) == 0) {
       pthread_t t;

@@ -439,3 +439,27 @@ def test_a_slow_variant_load_holds_no_other_thread(native, slice_prog, make_segm
     (ms,) = [float(ln.split()[1]) for ln in p.lines if ln.startswith("lookup_ms ")]
     assert ms < 400, ms  # (it waited out the 800-ms load while the lock was held)
     assert _blocks(logs, 2) == list(range(1000)) and len(logs) > 1  # sliced once loaded
+
+
+def test_a_fork_during_a_variant_load_leaves_the_child_no_held_lock(
+    native, slice_prog, make_segment, tmp_path
+) -> None:
+    """A thread loads a variant (slow) when another forks; the child's launch of a
+    function with a variant of its own must not wait forever for the load lock."""
+    att = make_segment(L.CLASS_LP)
+    mdir, go = tmp_path / "modules", tmp_path / "go"
+    mdir.mkdir()
+    e = prog_env(native, att.name, cls="lp", HBTUI_MODULE_DIR=str(mdir), FAKE_LOG="1",
+                 FAKE_SLOW_LOAD_MS="800")  # fmt: skip
+    p = Prog([str(slice_prog), "load", f"wait:{go}", "forkpar:1000", "sync"], e)
+    p.expect("done load")
+    fs = {x.name: x for x in att.functions()}
+    (mdir / f"{PTX_HASH:016x}.sliced.ptx").write_bytes(b"// slow\n" + PTX)
+    for name in ("k_slice", "k_other"):
+        f = fs[name]
+        assert att.publish_variant(f.func, f.module_hash, name, 2, 12, slice_blocks=64) is not None
+    att.set_slicing(True)
+    go.touch()
+    p.expect("done sync", timeout=30)
+    assert p.finish() == 0, p.err
+    assert "child 0" in p.lines, p.lines  # (9: the child hung on a lock held at the fork)
