@@ -315,3 +315,25 @@ def test_bubble_sizing_asks_the_survival_rule_a_logarithmic_number_of_times() ->
 
     assert sl.fit_blocks(0xF1, fits, 10_000_000) == 3787 * 264  # floor(1 ms / 264 ns) waves
     assert len(asked) <= 20
+
+
+def test_a_plan_visits_a_bounded_batch_of_functions_round_robin() -> None:
+    """The plan runs on the scheduling thread: with 100 sliced functions one call reads
+    at most PLAN_BATCH variant entries, and four calls cover them all."""
+    from hbtui.engine.attached.slices import PLAN_BATCH, PLAN_EVERY_NS, Slices
+
+    att = FakeAtt()
+    sl = Slices(att)  # type: ignore[arg-type]
+    for f in range(1, 101):
+        sl.publish(f, PTX_MOD, V.EntryInfo(f"k{f}", "sliced", None, 2, 12))
+        sl.learn(f, 264, 20_000.0)
+    sl.set_on(True)
+    read: list[int] = []
+    real = att.variant
+    att.variant = lambda func: (read.append(func), real(func))[1]  # type: ignore[method-assign]
+    sl.plan(0, 100_000)
+    assert len(read) == PLAN_BATCH
+    for k in range(1, 4):
+        sl.plan(k * PLAN_EVERY_NS, 100_000)
+    assert set(read) == set(range(1, 101))
+    assert all(att.variants[f].slice_blocks == 1320 for f in range(1, 101))

@@ -26,6 +26,9 @@ EWMA = 0.25
 PLAN_EVERY_NS = 20_000_000  # slice sizes are revisited this often
 REWRITE_RATIO = 0.1  # ... and written when they move by more than this
 MAX_WAVES = 1 << 16  # a bubble-sized slice's waves at most (bounds the search)
+# functions revisited per plan (round robin): the plan runs on the engine's scheduling
+# thread, and reading a variant's state costs a few us; a compiled model has hundreds
+PLAN_BATCH = 32
 
 
 class Slices:
@@ -46,6 +49,8 @@ class Slices:
         self.counts: dict[int, list[int]] = {}  # func -> [launches run as slices, slices]
         self.failed: set[int] = set()  # funcs whose variant the interceptor marked failed
         self._planned_at = -PLAN_EVERY_NS
+        self._order: list[int] = []  # published funcs, in publish order (the plan's round)
+        self._next = 0
 
     def publish(self, func: int, module_hash: int, entry: EntryInfo) -> bool:
         """Let ``func`` (the program's handle of ``entry`` in module ``module_hash``) run
@@ -61,6 +66,7 @@ class Slices:
             return False
         self.slots[func] = slot
         self.names[func] = entry.name
+        self._order.append(func)
         return True
 
     def on_slice(self, func: int, first: bool) -> None:
@@ -106,11 +112,15 @@ class Slices:
         return per * max(wave, want // wave * wave)
 
     def plan(self, now_ns: int, target_ns: float) -> None:
-        """Write each sliced function's slice size for ``target_ns`` slices."""
-        if not self.on or now_ns - self._planned_at < PLAN_EVERY_NS:
+        """Write sliced functions' slice sizes for ``target_ns`` slices (up to
+        ``PLAN_BATCH`` functions a call, round robin)."""
+        if not self.on or now_ns - self._planned_at < PLAN_EVERY_NS or not self._order:
             return
         self._planned_at = now_ns
-        for func in self.slots:
+        n = len(self._order)
+        batch = [self._order[(self._next + i) % n] for i in range(min(PLAN_BATCH, n))]
+        self._next = (self._next + len(batch)) % n
+        for func in batch:
             v = self.att.variant(func)
             if v is not None and v.state == L.VAR_FAILED:
                 self.failed.add(func)  # never ready again in this program (the interceptor's)
