@@ -145,11 +145,15 @@ async def test_console_survives_hostile_telemetry_and_counts_it(publisher) -> No
         assert m.tasks["llm"].p99_ms < 1e12 and all(
             math.isfinite(v) for v in m.history["hp_p99_ms"]
         )
-        await until(pilot, lambda: "bad messages:" in app.query_one(StatusHeader).render().plain,
-                    5, "the header's count")  # fmt: skip
-        header = app.query_one(StatusHeader).render().plain
-        shown = int(re.search(r"bad messages: (\d+)", header).group(1))  # type: ignore[union-attr]
-        assert shown >= 2 * (per_round_frames + per_round_bodies)
+
+        def shown() -> int:  # the header's count (redrawn on the console's tick)
+            found = re.search(r"bad messages: (\d+)", app.query_one(StatusHeader).render().plain)
+            return int(found.group(1)) if found else -1
+
+        # the model had counted two rounds; the header shows it from its next redraw on (a
+        # read right after the count first appears can still show one round: seen in CI)
+        await until(pilot, lambda: shown() >= 2 * (per_round_frames + per_round_bodies), 5,
+                    "the header's count of two rounds")  # fmt: skip
         table = app.query_one("TaskTable")
         for name in MARKUP:  # shown as sent: not styled, no MarkupError
             assert table.get_cell(name, "name").plain == name
