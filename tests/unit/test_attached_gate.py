@@ -166,6 +166,35 @@ def test_temporal_holds_lp_during_a_request_hummingbird_uses_fitting_bubbles() -
         assert att.granted <= 1, policy
 
 
+def test_no_lp_inside_a_request_that_has_used_up_its_slo_slack() -> None:
+    """The slack of an open request: SLO x (1 - reserve) minus the longer of its time so far
+    and the median request latency; a bubble grant must fit in it (none left: no LP)."""
+    from hbtui.engine.attached.hp import SLACK_RESERVE
+
+    s, att, hp, at = _set("hummingbird")
+    done = [0] * L.COMP_SLOTS
+    t = 0
+    for i in range(1, 40):  # one open request with 100-us bubbles (as above)
+        hp.on_launch(rec(i, t), t)
+        done[1] = i
+        hp.poll(done, t + 5 * US)
+        t += 105 * US
+    now = hp.idle_since + 1 * US
+    assert hp.slack_ns(now, None) is None  # no SLO: no bound
+    elapsed = now - hp.open[0].arrival_ns
+    at.task.slo_ms = (elapsed / 1e6) / (1 - SLACK_RESERVE) * 1.001  # ~nothing left
+    hp.slo_ns = at.task.slo_ns(None)
+    assert 0 < hp.slack_ns(now, hp.slo_ns) < 10 * US
+    att.next_seq = 1
+    att.held = [SimpleNamespace(seq=1, func=0xF00)]
+    s._gate([at], [hp], now)
+    assert att.granted == 0  # a 20-us kernel does not fit in the slack, bubble or not
+    at.task.slo_ms *= 2  # plenty of slack: the bubble decides (it fits, as above)
+    hp.slo_ns = at.task.slo_ns(None)
+    s._gate([at], [hp], now)
+    assert att.granted == 1
+
+
 def test_a_bubble_that_outlasted_the_short_ones_is_used() -> None:
     hp = HpTracker(idle_ns=10_000 * US)
     hp.gaps.extend([5 * US] * 80 + [400 * US] * 20)  # kernel gaps, and host gaps

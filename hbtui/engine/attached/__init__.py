@@ -285,6 +285,7 @@ class AttachedSet:
                 hp = at.hp
                 for r in recs:
                     hp.on_launch(r, now)
+                hp.slo_ns = at.task.slo_ns(None)
                 hp.poll(att.counters, now, syncing=att.syncing)
                 self._requests_done(at)
                 hps.append(hp)
@@ -331,8 +332,11 @@ class AttachedSet:
                 lp.grant_within(budget)
             elif policy == "hummingbird" and not hp_busy:
                 fits = partial(_fits_all, [h for h in hps if h.open], now)
-                if not lp.grant_slice_if(fits, budget):  # a slice sized to the bubble
-                    lp.grant_one_if(fits, budget)  # else a whole kernel that fits
+                # within the budget and the open requests' SLO slack (none left: no LP)
+                slack = [h.slack_ns(now, h.slo_ns) for h in hps]
+                cap = min([budget, *(x for x in slack if x is not None)])
+                if cap > 0 and not lp.grant_slice_if(fits, cap):  # a slice sized to the bubble
+                    lp.grant_one_if(fits, cap)  # else a whole kernel that fits
 
     @staticmethod
     def default_budget_us(at: AttachedTask) -> float:

@@ -40,6 +40,10 @@ STALE_NS = 200_000_000
 # Markers that stop coming (a program that marked one range at start-up, then none) leave
 # the burst rule off: after this long without a marker while it launches, it is back on.
 MARKER_QUIET_NS = 10_000_000_000
+# Of the SLO, the share LP work inside a request may never eat into: HP kernels run slower
+# right after LP ran (6-9 % measured on an H100 with built-in kernels), which no bubble
+# prediction sees (the cuda backend's slo_reserve, the same figure).
+SLACK_RESERVE = 0.35
 
 
 @dataclass(slots=True)
@@ -76,6 +80,8 @@ class HpTracker:
         self.written_done_at = 0  # when every launch with a write of its own was seen done
         self.progress_at = 0  # when a counter last advanced or a launch last came
         self._seen_done: dict[int, int] = {}
+        self.p50_ns = 0.0  # median request latency so far (the slack's expected remainder)
+        self.slo_ns: int | None = None  # the task's SLO (the attached set keeps it current)
         self.timed_out = 0  # marker requests closed by MAX_REQUEST_NS
         self.stale = 0  # times outstanding work was given up on (STALE_NS)
 
@@ -173,7 +179,17 @@ class HpTracker:
     def _finish(self, r: HpRequest, end_ns: int) -> None:
         lat = max(0, end_ns - r.arrival_ns)
         self.latency.add(lat)
+        self.p50_ns = self.latency.percentile(50)  # (per request: not per poll)
         self.done.append((r, lat))
+
+    def slack_ns(self, now_ns: int, slo_ns: int | None) -> float | None:
+        """How much LP work the oldest open request can still absorb: SLO x (1 - reserve)
+        minus what it will have taken at least (the time so far, or the median request
+        latency if that is longer). None: no SLO or no open request."""
+        if slo_ns is None or not self.open:
+            return None
+        elapsed = now_ns - self.open[0].arrival_ns
+        return slo_ns * (1 - SLACK_RESERVE) - max(elapsed, self.p50_ns)
 
     # -- reading -------------------------------------------------------------------
     @property
