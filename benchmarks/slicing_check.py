@@ -55,9 +55,13 @@ def run(cmd: list[str], out: Path, env: dict[str, str], timeout: float) -> dict[
     t0 = time.monotonic()
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
     wall = time.monotonic() - t0
-    if r.returncode != 0:
-        return {"error": f"exit {r.returncode}", "stderr": r.stderr[-4000:], "wall_s": wall}
-    doc = json.loads(out.read_text())
+    try:  # a result written before a later failure is kept (and the failure with it)
+        doc = json.loads(out.read_text())
+    except (OSError, ValueError):
+        doc = None
+    if r.returncode != 0 or doc is None:
+        err = {"error": f"exit {r.returncode}", "stderr": r.stderr[-4000:], "wall_s": wall}
+        return {**(doc or {}), **err}
     doc["wall_s"] = round(wall, 1)
     doc["stderr_tail"] = r.stderr[-1500:]
     return doc
