@@ -404,7 +404,7 @@ static int launch_sliced(hb_call *c, CUfunction f, CUstream stream, void **param
   o->vals[4] = c->grid[1];
   o->vals[5] = c->grid[2];
   CUresult r = 0;
-  uint64_t start = 0, slices = 0, parts_total = 0;
+  uint64_t start = 0, parts_total = 0;
   while (start < total) {
     hb_pre pre;
     hb_before(c, &pre);  // a seq and a grant of its own
@@ -429,7 +429,6 @@ static int launch_sliced(hb_call *c, CUfunction f, CUstream stream, void **param
     c->slice_parts = (uint32_t)k;
     hb_after(c, r, &pre);
     parts_total += (uint64_t)k;
-    slices++;
     if (r && start == 0 && k == 1) {  // nothing of it ran: the program's own kernel, whole
       slice_failed(s, v, r);
       c->slice_start = 0, c->slice_blocks = 0, c->slice_parts = 0;
@@ -441,7 +440,6 @@ static int launch_sliced(hb_call *c, CUfunction f, CUstream stream, void **param
   c->slice_start = 0, c->slice_blocks = 0, c->slice_parts = 0;
   __atomic_fetch_add(&h->sliced_launches, 1, __ATOMIC_RELAXED);
   __atomic_fetch_add(&h->slice_launches, parts_total, __ATOMIC_RELAXED);
-  (void)slices;
   *res = r;
   return 1;
 }
