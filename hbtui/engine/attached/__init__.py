@@ -340,10 +340,14 @@ class AttachedSet:
 
     @staticmethod
     def default_budget_us(at: AttachedTask) -> float:
-        """LP work in flight when the operator set none: small once kernels run as slices
-        (an arriving HP request waits for it), larger for whole kernels (throughput)."""
-        sl = at.lp.slices if at.lp is not None else None
-        return SLICED_BUDGET_US if sl is not None and sl.on and sl.slots else DEFAULT_BUDGET_US
+        """LP work in flight when the operator set none: small once most of the program's
+        GPU time runs as slices (an arriving HP request waits for what is in flight),
+        larger while most of it is whole kernels (cuDNN/cuBLAS: a small budget would run
+        them one at a time, a poll apart, and they block HP for their length anyway)."""
+        lp = at.lp
+        if lp is None or not lp.slices.on or lp.slices.sliced_ns < 0.5 * max(1.0, lp.busy_ns):
+            return DEFAULT_BUDGET_US
+        return SLICED_BUDGET_US
 
     def _publish(self, at: AttachedTask, func: int, module_hash: int) -> None:
         """A function the slicer sliced: the program may run it as slices."""
