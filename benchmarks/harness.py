@@ -6,6 +6,9 @@
 - ``write_result(path, result)``: write a result JSON with that provenance on top.
 - ``HeadlessEngine``: start ``python -m hbtui engine`` on private sockets, wait until it
   schedules, stop it with SIGTERM and read its ``--summary-json`` document.
+- ``Proc`` (with ``log``, ``StepError``, ``kill_all``): a child process in its own
+  session, its output to a log file and a tail in memory, waited for with deadlines and
+  killed with its whole process group (real_programs.py, hp_overhead_ab.py).
 
 The scripts import this module by its path (``python benchmarks/NAME.py`` puts
 ``benchmarks/`` first on ``sys.path``); importing it also puts the repository root on
@@ -14,6 +17,7 @@ The scripts import this module by its path (``python benchmarks/NAME.py`` puts
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
@@ -25,7 +29,9 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -214,3 +220,140 @@ class HeadlessEngine:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# -- child processes -----------------------------------------------------------------------
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+class StepError(Exception):
+    """A step failed; ``tail`` is the end of the process log that explains it."""
+
+    def __init__(self, msg: str, tail: str = "") -> None:
+        super().__init__(msg)
+        self.tail = tail
+
+
+LIVE: list[Proc] = []
+
+
+class Proc:
+    """A child process in its own session, stdout+stderr to a log file (and a tail kept in
+    memory); ``ready`` is set when it prints a line that is exactly "ready"; every other
+    line goes to ``on_line`` (subclasses parse their own). ``stdin_pipe``: its stdin is a
+    pipe (``self.p.stdin``), else /dev/null."""
+
+    def __init__(self, name: str, cmd: list[str], env: dict[str, str], logdir: Path,
+                 stdin_pipe: bool = False) -> None:  # fmt: skip
+        self.name = name
+        self.cmd = cmd
+        self.log_path = logdir / f"{name}.log"
+        self.tail: deque[str] = deque(maxlen=60)
+        self.ready = threading.Event()
+        self.t_start = time.monotonic()
+        self.t_ready: float | None = None
+        log(f"start {name}: {shlex.join(cmd)}")
+        self.logf = open(self.log_path, "w", buffering=1)  # noqa: SIM115 - closed by the reader
+        self.logf.write(f"$ {shlex.join(cmd)}\n")
+        try:
+            self.p = subprocess.Popen(
+                cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE,
+                stdin=subprocess.PIPE if stdin_pipe else subprocess.DEVNULL,
+                stderr=subprocess.STDOUT, text=True, errors="replace", start_new_session=True,
+            )  # fmt: skip
+        except OSError as e:
+            self.logf.close()
+            raise StepError(f"{name}: cannot start {cmd[0]}: {e}") from None
+        LIVE.append(self)
+        self.reader = threading.Thread(target=self._read, daemon=True, name=f"read-{name}")
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.p.stdout is not None
+        try:
+            for line in self.p.stdout:
+                self.logf.write(line)
+                self.tail.append(line.rstrip("\n"))
+                s = line.strip()
+                if s == "ready" and not self.ready.is_set():
+                    self.t_ready = time.monotonic()
+                    self.ready.set()
+                elif s:
+                    self.on_line(s)
+        finally:
+            self.logf.close()
+
+    def on_line(self, s: str) -> None:
+        """A line of its output other than "ready" (stripped, not empty)."""
+
+    def tail_text(self, n: int = 25) -> str:
+        return "\n".join(list(self.tail)[-n:])
+
+    def alive(self) -> bool:
+        return self.p.poll() is None
+
+    def wait_ready(self, timeout: float) -> float:
+        """Seconds from start to "ready"; StepError if it exits or times out first."""
+        deadline = time.monotonic() + timeout
+        while not self.ready.wait(0.1):
+            if self.p.poll() is not None:
+                self.reader.join(2)
+                raise StepError(f"{self.name} exited with {self.p.returncode} before 'ready'",
+                                self.tail_text())  # fmt: skip
+            if time.monotonic() > deadline:
+                self.kill()
+                raise StepError(f"{self.name}: not ready after {timeout:.0f} s (killed)",
+                                self.tail_text())  # fmt: skip
+        assert self.t_ready is not None
+        return self.t_ready - self.t_start
+
+    def wait(self, timeout: float) -> int:
+        try:
+            rc = self.p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise StepError(f"{self.name}: still running after {timeout:.0f} s (killed)",
+                            self.tail_text()) from None  # fmt: skip
+        self.reader.join(5)
+        self._forget()
+        return rc
+
+    def stop(self, timeout: float, sig: int = signal.SIGTERM) -> int | None:
+        """``sig`` to the process itself (``hbtui run`` forwards it to its program), then
+        SIGKILL to its whole process group after ``timeout``."""
+        if self.p.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.p.send_signal(sig)
+            try:
+                self.p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                log(f"{self.name}: no exit {timeout:.0f} s after signal {sig}: SIGKILL")
+                self.kill(grace=0)
+        self.reader.join(5)
+        self._forget()
+        return self.p.returncode
+
+    def kill(self, grace: float = 5.0) -> None:
+        """SIGTERM first (``hbtui run`` then stops its program and removes its segment),
+        SIGKILL to the whole process group after ``grace`` s."""
+        if self.p.poll() is None and grace > 0:
+            with contextlib.suppress(ProcessLookupError):
+                self.p.send_signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.p.wait(grace)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.p.pid, signal.SIGKILL)  # its own session: pgid == pid
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.p.wait(10)
+        self._forget()
+
+    def _forget(self) -> None:
+        if self in LIVE and self.p.poll() is not None:
+            LIVE.remove(self)
+
+
+def kill_all() -> None:
+    for p in list(LIVE):
+        log(f"cleanup: killing {p.name} (pid {p.p.pid})")
+        p.kill()

@@ -67,14 +67,14 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import traceback
-from collections import deque
 from pathlib import Path
 from typing import Any
 
 import harness  # puts the repository root on sys.path
+from apps.hp_service import parse_cpus  # (stdlib only at import)
+from harness import Proc, StepError, kill_all, log
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -96,35 +96,7 @@ SMOKE_HP = ["--device", "cpu", "--layers", "1", "--hidden", "64", "--intermediat
 END_RESERVE_S = 20.0  # kept for teardown (quit, engine stop, JSON) at the end of the budget
 
 
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-class StepError(Exception):
-    """A step failed; ``tail`` is the end of the log that explains it."""
-
-    def __init__(self, msg: str, tail: str = "") -> None:
-        super().__init__(msg)
-        self.tail = tail
-
-
 # -- pure helpers (tested without a GPU or torch) ----------------------------------------------
-def parse_cpus(spec: str) -> list[int]:
-    """``"4-7,9"`` -> [4, 5, 6, 7, 9]; ValueError when malformed."""
-    out: set[int] = set()
-    for part in [x.strip() for x in spec.split(",") if x.strip()]:
-        lo, _, hi = part.partition("-")
-        if not lo.isdigit() or (hi and not hi.isdigit()):
-            raise ValueError(f"bad CPU list {spec!r}")
-        a, b = int(lo), int(hi or lo)
-        if b < a:
-            raise ValueError(f"bad CPU range {part!r}")
-        out.update(range(a, b + 1))
-    if not out:
-        raise ValueError(f"empty CPU list {spec!r}")
-    return sorted(out)
-
-
 def cpu_list(cpus: list[int]) -> str:
     """[4, 5, 6, 7, 9] -> ``"4-7,9"``."""
     out, run = [], []
@@ -273,71 +245,18 @@ def summarise(rounds: list[dict[str, Any]], mode: str, limit: float, boot: int,
 
 
 # -- processes ------------------------------------------------------------------------------
-LIVE: list[Child] = []
-
-
-class Child:
-    """A service process (maybe under ``hbtui run``) in its own session, stdin a pipe
-    (``go`` / end of input), stdout parsed (``ready``, ``block {json}``), stderr to a log."""
+class Child(Proc):
+    """A service process (maybe under ``hbtui run``) whose stdin is a pipe (``go`` / end of
+    input) and whose stdout says ``ready`` and, per block served, ``block {json}``."""
 
     def __init__(self, name: str, cmd: list[str], env: dict[str, str], logdir: Path) -> None:
-        self.name = name
-        self.cmd = cmd
-        self.log_path = logdir / f"{name}.log"
-        self.other: deque[str] = deque(maxlen=50)
-        self.blocks: queue.Queue[dict[str, Any]] = queue.Queue()
-        self.ready = threading.Event()
-        self.t_start = time.monotonic()
-        self.t_ready: float | None = None
-        log(f"start {name}: {shlex.join(cmd)}")
-        self.logf = open(self.log_path, "w", buffering=1)  # noqa: SIM115 - closed in _forget
-        self.logf.write(f"$ {shlex.join(cmd)}\n")
-        try:
-            self.p = subprocess.Popen(
-                cmd, env=env, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                stderr=self.logf, text=True, errors="replace", start_new_session=True,
-            )  # fmt: skip
-        except OSError as e:
-            self.logf.close()
-            raise StepError(f"{name}: cannot start {cmd[0]}: {e}") from None
-        LIVE.append(self)
-        self.reader = threading.Thread(target=self._read, daemon=True, name=f"read-{name}")
-        self.reader.start()
+        self.blocks: queue.Queue[dict[str, Any]] = queue.Queue()  # (before the reader runs)
+        super().__init__(name, cmd, env, logdir, stdin_pipe=True)
 
-    def _read(self) -> None:
-        assert self.p.stdout is not None
-        for line in self.p.stdout:
-            s = line.strip()
-            if s == "ready" and not self.ready.is_set():
-                self.t_ready = time.monotonic()
-                self.ready.set()
-            elif s.startswith("block "):
-                try:
-                    self.blocks.put(json.loads(s[6:]))
-                except ValueError:
-                    self.other.append(s[:300])
-            elif s:
-                self.other.append(s[:300])
-
-    def tail(self, n: int = 25) -> str:
-        with contextlib.suppress(OSError):
-            lines = self.log_path.read_text(errors="replace").splitlines()[-n:]
-            return "\n".join(lines + [f"(stdout) {x}" for x in self.other])
-        return "\n".join(self.other)
-
-    def wait_ready(self, timeout: float) -> float:
-        deadline = time.monotonic() + timeout
-        while not self.ready.wait(0.1):
-            if self.p.poll() is not None:
-                self.reader.join(2)
-                raise StepError(f"{self.name} exited with {self.p.returncode} before 'ready'",
-                                self.tail())  # fmt: skip
-            if time.monotonic() > deadline:
-                self.kill()
-                raise StepError(f"{self.name}: not ready after {timeout:.0f} s (killed)",
-                                self.tail())  # fmt: skip
-        assert self.t_ready is not None
-        return self.t_ready - self.t_start
+    def on_line(self, s: str) -> None:
+        if s.startswith("block "):
+            with contextlib.suppress(ValueError):  # a torn line stays in the log only
+                self.blocks.put(json.loads(s[6:]))
 
     def block(self, timeout: float) -> dict[str, Any]:
         """Let it serve one block; its ``block`` record."""
@@ -346,7 +265,8 @@ class Child:
             self.p.stdin.write("go\n")
             self.p.stdin.flush()
         except (BrokenPipeError, OSError, ValueError):
-            raise StepError(f"{self.name}: gone (exit {self.p.poll()})", self.tail()) from None
+            raise StepError(f"{self.name}: gone (exit {self.p.poll()})",
+                            self.tail_text()) from None  # fmt: skip
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -358,11 +278,11 @@ class Child:
                 with contextlib.suppress(queue.Empty):
                     return self.blocks.get_nowait()
                 raise StepError(f"{self.name} exited with {self.p.returncode} mid-block",
-                                self.tail())  # fmt: skip
+                                self.tail_text())  # fmt: skip
             if time.monotonic() > deadline:
                 self.kill()
                 raise StepError(f"{self.name}: block not done after {timeout:.0f} s (killed)",
-                                self.tail())  # fmt: skip
+                                self.tail_text())  # fmt: skip
 
     def finish(self, timeout: float) -> int | None:
         """End of input (the service writes its JSON and exits), then the exit code;
@@ -378,33 +298,6 @@ class Child:
         self.reader.join(5)
         self._forget()
         return self.p.returncode
-
-    def kill(self, grace: float = 5.0) -> None:
-        """SIGTERM (``hbtui run`` forwards it and removes its segment), then SIGKILL to
-        the whole process group."""
-        if self.p.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.p.send_signal(signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.p.wait(grace)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.p.pid, signal.SIGKILL)  # its own session: pgid == pid
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.p.wait(10)
-        self._forget()
-
-    def _forget(self) -> None:
-        if self.p.poll() is not None:
-            with contextlib.suppress(OSError):
-                self.logf.close()
-            if self in LIVE:
-                LIVE.remove(self)
-
-
-def kill_all() -> None:
-    for c in list(LIVE):
-        log(f"cleanup: killing {c.name} (pid {c.p.pid})")
-        c.kill()
 
 
 class Engine:
@@ -592,7 +485,7 @@ class Run:
                 rec["engine_before"] = att
                 if not att or att.get("status") != "attached":
                     raise StepError(f"the hbtui process is not attached to the engine as "
-                                    f"{task!r}: {att}", children[HBTUI].tail())  # fmt: skip
+                                    f"{task!r}: {att}", children[HBTUI].tail_text())  # fmt: skip
             ups = ", ".join(f"{c} {rec['procs'][c]['startup_s']} s" for c in start_order)
             log(f"{mode} round {r + 1}: all ready (start-up {ups})")
             for ci, order in enumerate(cycle_orders(conds, a.cycles, r)):

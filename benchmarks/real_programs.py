@@ -58,6 +58,7 @@ from pathlib import Path
 from typing import Any
 
 import harness  # puts the repository root on sys.path
+from harness import Proc, StepError, kill_all, log
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -77,18 +78,6 @@ SMOKE_HP = ["--device", "cpu", "--layers", "1", "--hidden", "64", "--intermediat
             "--warmup-requests", "2"]  # fmt: skip
 SMOKE_LP = ["--device", "cpu", "--model", "tiny", "--batch", "4", "--size", "32",
             "--threads", "1", "--warmup", "2"]  # fmt: skip
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-class StepError(Exception):
-    """A scenario step failed; ``tail`` is the end of the process log that explains it."""
-
-    def __init__(self, msg: str, tail: str = "") -> None:
-        super().__init__(msg)
-        self.tail = tail
 
 
 class BudgetExceeded(Exception):
@@ -223,121 +212,6 @@ class Budget:
 
     def elapsed(self) -> float:
         return time.monotonic() - self.t0
-
-
-# -- processes ------------------------------------------------------------------------------
-LIVE: list[Proc] = []
-
-
-class Proc:
-    """A child process in its own session, stdout+stderr to a log file (and a tail kept in
-    memory); ``ready`` is set when it prints a line that is exactly "ready"."""
-
-    def __init__(self, name: str, cmd: list[str], env: dict[str, str], logdir: Path) -> None:
-        self.name = name
-        self.cmd = cmd
-        self.log_path = logdir / f"{name}.log"
-        self.tail: deque[str] = deque(maxlen=60)
-        self.ready = threading.Event()
-        self.t_start = time.monotonic()
-        self.t_ready: float | None = None
-        log(f"start {name}: {shlex.join(cmd)}")
-        self.logf = open(self.log_path, "w", buffering=1)  # noqa: SIM115 - closed by the reader
-        self.logf.write(f"$ {shlex.join(cmd)}\n")
-        try:
-            self.p = subprocess.Popen(
-                cmd, env=env, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT, text=True, errors="replace", start_new_session=True,
-            )  # fmt: skip
-        except OSError as e:
-            self.logf.close()
-            raise StepError(f"{name}: cannot start {cmd[0]}: {e}") from None
-        LIVE.append(self)
-        self.reader = threading.Thread(target=self._read, daemon=True, name=f"read-{name}")
-        self.reader.start()
-
-    def _read(self) -> None:
-        assert self.p.stdout is not None
-        try:
-            for line in self.p.stdout:
-                self.logf.write(line)
-                self.tail.append(line.rstrip("\n"))
-                if line.strip() == "ready" and not self.ready.is_set():
-                    self.t_ready = time.monotonic()
-                    self.ready.set()
-        finally:
-            self.logf.close()
-
-    def tail_text(self, n: int = 25) -> str:
-        return "\n".join(list(self.tail)[-n:])
-
-    def alive(self) -> bool:
-        return self.p.poll() is None
-
-    def wait_ready(self, timeout: float) -> float:
-        """Seconds from start to "ready"; StepError if it exits or times out first."""
-        deadline = time.monotonic() + timeout
-        while not self.ready.wait(0.1):
-            if self.p.poll() is not None:
-                self.reader.join(2)
-                raise StepError(f"{self.name} exited with {self.p.returncode} before 'ready'",
-                                self.tail_text())  # fmt: skip
-            if time.monotonic() > deadline:
-                self.kill()
-                raise StepError(f"{self.name}: not ready after {timeout:.0f} s (killed)",
-                                self.tail_text())  # fmt: skip
-        assert self.t_ready is not None
-        return self.t_ready - self.t_start
-
-    def wait(self, timeout: float) -> int:
-        try:
-            rc = self.p.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            raise StepError(f"{self.name}: still running after {timeout:.0f} s (killed)",
-                            self.tail_text()) from None  # fmt: skip
-        self.reader.join(5)
-        self._forget()
-        return rc
-
-    def stop(self, timeout: float, sig: int = signal.SIGTERM) -> int | None:
-        """``sig`` to the process itself (``hbtui run`` forwards it to its program), then
-        SIGKILL to its whole process group after ``timeout``."""
-        if self.p.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.p.send_signal(sig)
-            try:
-                self.p.wait(timeout)
-            except subprocess.TimeoutExpired:
-                log(f"{self.name}: no exit {timeout:.0f} s after signal {sig}: SIGKILL")
-                self.kill(grace=0)
-        self.reader.join(5)
-        self._forget()
-        return self.p.returncode
-
-    def kill(self, grace: float = 5.0) -> None:
-        """SIGTERM first (``hbtui run`` then stops its program and removes its segment),
-        SIGKILL to the whole process group after ``grace`` s."""
-        if self.p.poll() is None and grace > 0:
-            with contextlib.suppress(ProcessLookupError):
-                self.p.send_signal(signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.p.wait(grace)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.p.pid, signal.SIGKILL)  # its own session: pgid == pid
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.p.wait(10)
-        self._forget()
-
-    def _forget(self) -> None:
-        if self in LIVE and self.p.poll() is not None:
-            LIVE.remove(self)
-
-
-def kill_all() -> None:
-    for p in list(LIVE):
-        log(f"cleanup: killing {p.name} (pid {p.p.pid})")
-        p.kill()
 
 
 # -- NVML (GPU utilisation over time) --------------------------------------------------------

@@ -26,29 +26,10 @@ from pathlib import Path
 from typing import Any
 
 import harness  # puts the repository root on sys.path
+from harness import log
 
 HERE = Path(__file__).resolve().parent
 LP_APP = HERE / "apps" / "lp_train.py"
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def engine(tmp: Path, policy_profile: str) -> tuple[subprocess.Popen, str, Path, Path]:
-    d = Path(tempfile.mkdtemp(prefix="hbck-"))
-    ctl, pub, summary, elog = (
-        f"ipc://{d}/ctl",
-        f"ipc://{d}/pub",
-        d / "summary.json",
-        tmp / "engine.log",
-    )
-    p = subprocess.Popen([sys.executable, "-m", "hbtui", "engine", "--profile", policy_profile,
-                          "--backend", "sim", "--ctl", ctl, "--pub", pub, "--calibrate", "0",
-                          "--summary-json", str(summary)],
-                         stdout=subprocess.DEVNULL, stderr=elog.open("w"))  # fmt: skip
-    time.sleep(3)
-    return p, ctl, summary, elog
 
 
 def run(cmd: list[str], out: Path, env: dict[str, str], timeout: float) -> dict[str, Any]:
@@ -103,27 +84,27 @@ def main(argv: list[str] | None = None) -> int:
                                 env, a.timeout)  # fmt: skip
         log(f"{name}: {doc['runs'][name].get('wall_s')} s {doc['runs'][name].get('error', '')}")
         save()
-    p, ctl, summary, elog = engine(tmp, "programs")
+    eng = harness.HeadlessEngine("programs", "sim", calibrate=0).start()
     try:
+        eng.wait_running(60)
         for i in range(2):
             name = f"hbtui-{i + 1}"
             log(f"{name} ...")
             cmd = [sys.executable, "-m", "hbtui", "run", "--lp", "--task", f"train{i + 1}",
-                   "--engine", ctl, "--attach-timeout", "10", "--", *app, "--out",
+                   "--engine", eng.ctl, "--attach-timeout", "10", "--", *app, "--out",
                    str(tmp / f"{name}.json")]  # fmt: skip
             doc["runs"][name] = run(cmd, tmp / f"{name}.json", env, a.timeout)
             log(f"{name}: {doc['runs'][name].get('wall_s')} s {doc['runs'][name].get('error', '')}")
             save()
             time.sleep(1.0)
+        eng.stop()
+        try:
+            doc["engine_departed"] = (eng.summary() or {}).get("attached_departed")
+        except ValueError as e:
+            doc["engine_departed"] = {"error": str(e)}
+        doc["engine_log_tail"] = eng.stderr[-4000:]
     finally:
-        p.terminate()
-        p.wait(60)
-    try:
-        summ = json.loads(summary.read_text())
-        doc["engine_departed"] = summ.get("attached_departed")
-    except (OSError, ValueError) as e:
-        doc["engine_departed"] = {"error": str(e)}
-    doc["engine_log_tail"] = elog.read_text()[-4000:]
+        eng.close()
     mods = tmp / "modules"
     doc["module_cache"] = {
         "sliced_ptx": len(list(mods.glob("*.sliced.ptx"))) if mods.is_dir() else 0,
