@@ -871,6 +871,31 @@ HB_EXPORT int InitializeInjectionNvtx2(nvtx_export_t get_export_table) {
 }
 
 #define PTX_SAVE_MAX (16u << 20)
+
+// A whole file (at most `max` bytes) in a malloc'd buffer with a NUL after it, or NULL.
+static char *read_whole(const char *path, int flags, size_t max) {
+  int fd = open(path, O_RDONLY | O_CLOEXEC | flags);
+  if (fd < 0) return NULL;
+  struct stat st;
+  char *buf = NULL;
+  size_t got = 0;
+  if (fstat(fd, &st) == 0 && st.st_size > 0 && (uint64_t)st.st_size <= max)
+    buf = malloc((size_t)st.st_size + 1);
+  while (buf && got < (size_t)st.st_size) {
+    ssize_t k = read(fd, buf + got, (size_t)st.st_size - got);
+    if (k > 0) got += (size_t)k;
+    else if (k < 0 && errno == EINTR) continue;
+    else break;
+  }
+  close(fd);
+  if (buf && got != (size_t)st.st_size) {
+    free(buf);
+    return NULL;
+  }
+  if (buf) buf[got] = 0;
+  return buf;
+}
+
 #include "intercept_slices.h"
 
 // ---------------------------------------------------------------- launch wrappers
@@ -1274,21 +1299,8 @@ HB_EXPORT CUresult cuModuleLoad(CUmodule *m, const char *path) {
     return r;
   }
   int saved_errno = errno;
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  struct stat st;
-  char *buf = NULL;
-  size_t got = 0;
-  if (fd >= 0 && fstat(fd, &st) == 0 && st.st_size > 0 && st.st_size <= (off_t)(256u << 20))
-    buf = malloc((size_t)st.st_size + 1);  // + a NUL: a PTX file's text ends at its end
-  while (buf && got < (size_t)st.st_size) {
-    ssize_t k = read(fd, buf + got, (size_t)st.st_size - got);
-    if (k > 0) got += (size_t)k;
-    else if (k < 0 && errno == EINTR) continue;
-    else break;
-  }
-  if (fd >= 0) close(fd);
-  if (buf) buf[got] = 0;
-  record_module(HB_API_MODULE_LOAD, r, *m, buf && got == (size_t)st.st_size ? buf : NULL);
+  char *buf = read_whole(path, 0, 256u << 20);  // (its NUL ends a PTX file's text)
+  record_module(HB_API_MODULE_LOAD, r, *m, buf);
   free(buf);
   errno = saved_errno;
   return r;

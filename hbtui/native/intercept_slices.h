@@ -116,22 +116,9 @@ static CUmodule slice_module(uint64_t hash, CUresult *err) {  // under g_smod_lo
   if (n == HB_SLICE_MOD_CAP || !g_moddir[0]) return NULL;
   char path[PATH_MAX];
   snprintf(path, sizeof path, "%s/%016llx.sliced.ptx", g_moddir, (unsigned long long)hash);
-  int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-  struct stat st;
-  char *text = NULL;
-  if (fd >= 0 && fstat(fd, &st) == 0 && st.st_size > 0 && st.st_size <= (off_t)PTX_SAVE_MAX * 2)
-    text = malloc((size_t)st.st_size + 1);
-  size_t got = 0;
-  while (text && got < (size_t)st.st_size) {
-    ssize_t r = read(fd, text + got, (size_t)st.st_size - got);
-    if (r > 0) got += (size_t)r;
-    else if (r < 0 && errno == EINTR) continue;
-    else break;
-  }
-  if (fd >= 0) close(fd);
+  char *text = read_whole(path, O_NOFOLLOW, (size_t)PTX_SAVE_MAX * 2);
   CUmodule mod = NULL;
-  if (text && got == (size_t)st.st_size) {
-    text[got] = 0;
+  if (text) {
     mod_load_t load = (mod_load_t)real(H_MOD_LOAD);  // the real driver: not recorded
     *err = load ? load(&mod, text) : CUDA_ERROR_NOT_FOUND;
     if (*err) mod = NULL;
