@@ -105,8 +105,15 @@ static void *sym(void *lib, const char *name) {
   return p;
 }
 
+typedef struct {  // what par/forkpar's launching thread launches
+  launch_t launch;
+  void *f;
+  void **params;
+  unsigned gx;
+} par_arg;
+
 static void *par_launch(void *p) {
-  struct { launch_t launch; void *f; void **params; unsigned gx; } *a = p;
+  par_arg *a = p;
   a->launch(a->f, a->gx, 1, 1, 128, 1, 1, 0, STREAM, a->params, NULL);
   return NULL;
 }
@@ -174,8 +181,8 @@ int main(int argc, char **argv) {
     } else if (strncmp(s, "other:", 6) == 0) {
       r = launch(other, (unsigned)atoi(s + 6), 1, 1, 128, 1, 1, 0, STREAM, params, NULL);
     } else if (strncmp(s, "par:", 4) == 0) {
-      static struct { launch_t launch; void *f; void **params; unsigned gx; } arg;
-      arg.launch = launch, arg.f = f, arg.params = params, arg.gx = (unsigned)atoi(s + 4);
+      static par_arg arg;
+      arg = (par_arg){launch, f, params, (unsigned)atoi(s + 4)};
       pthread_t th;
       pthread_create(&th, NULL, par_launch, &arg);
       usleep(50000);
@@ -188,8 +195,8 @@ int main(int argc, char **argv) {
                                     (double)(b.tv_nsec - a.tv_nsec) / 1e6);
       pthread_join(th, NULL);
     } else if (strncmp(s, "forkpar:", 8) == 0) {
-      static struct { launch_t launch; void *f; void **params; unsigned gx; } arg;
-      arg.launch = launch, arg.f = f, arg.params = params, arg.gx = (unsigned)atoi(s + 8);
+      static par_arg arg;
+      arg = (par_arg){launch, f, params, (unsigned)atoi(s + 8)};
       pthread_t th;
       pthread_create(&th, NULL, par_launch, &arg);
       usleep(50000);

@@ -44,20 +44,25 @@ def slice_prog(native: Native) -> Path:
 
 
 def _run(native: Native, exe: Path, att: Any, tmp: Path, steps: list[str], publish: dict | None,
-         slicing: bool = True) -> tuple[Prog, dict[str, int]]:  # fmt: skip
+         slicing: bool = True, sliced: bytes | None = PTX, names: tuple[str, ...] = ("k_slice",),
+         **env: str) -> tuple[Prog, dict[str, int]]:  # fmt: skip
+    """Start the program (load, wait, ``steps``, sync, log); once it loaded its module,
+    write the sliced module file (``sliced``; None: none) and publish the variants of
+    ``names`` (``publish``: their keyword arguments; None: none), then let it go."""
     mdir = tmp / "modules"
     mdir.mkdir(parents=True, exist_ok=True)
     go = tmp / "go"
-    e = prog_env(native, att.name, cls="lp", HBTUI_MODULE_DIR=str(mdir), FAKE_LOG="1")
+    e = prog_env(native, att.name, cls="lp", HBTUI_MODULE_DIR=str(mdir), FAKE_LOG="1", **env)
     p = Prog([str(exe), "load", f"wait:{go}", *steps, "sync", "log"], e)
     p.expect("done load")
     funcs = {f.name: f for f in att.functions()}
     assert funcs["k_slice"].module_hash == PTX_HASH
     assert att.h.device_cc == 90  # noted at the first module load (the fake says 9.0)
-    if publish is not None:
-        (mdir / f"{PTX_HASH:016x}.sliced.ptx").write_bytes(PTX)  # the fake loads anything
-        f = funcs["k_slice"]
-        slot = att.publish_variant(f.func, f.module_hash, "k_slice", 2, 12, **publish)
+    if sliced is not None:
+        (mdir / f"{PTX_HASH:016x}.sliced.ptx").write_bytes(sliced)  # the fake loads anything
+    for name in names if publish is not None else ():
+        f = funcs[name]
+        slot = att.publish_variant(f.func, f.module_hash, name, 2, 12, **publish)
         assert slot is not None
     att.set_slicing(slicing)
     go.touch()
@@ -173,21 +178,12 @@ def test_a_failing_variant_falls_back_to_the_whole_kernel(
     native, slice_prog, make_segment, tmp_path
 ) -> None:
     att = make_segment(L.CLASS_LP)
-    mdir = tmp_path / "modules"
-    mdir.mkdir()
-    go = tmp_path / "go"
-    e = prog_env(native, att.name, cls="lp", HBTUI_MODULE_DIR=str(mdir), FAKE_LOG="1")
-    p = Prog([str(slice_prog), "load", f"wait:{go}", "kp:1000:1:1", "kp:1000:1:1", "sync", "log"],
-             e)  # fmt: skip
-    p.expect("done load")
-    f = {x.name: x for x in att.functions()}["k_slice"]
     # no <hash>.sliced.ptx: loading the variant fails
-    assert att.publish_variant(f.func, f.module_hash, "k_slice", 2, 12, slice_blocks=64) is not None
-    att.set_slicing(True)
-    go.touch()
+    p, funcs = _run(native, slice_prog, att, tmp_path, ["kp:1000:1:1"] * 2, {"slice_blocks": 64},
+                    sliced=None)  # fmt: skip
     logs = _finish(p)
     assert [g.grid for g in logs] == [(1000, 1, 1)] * 2 and all(len(g.vals) == 2 for g in logs)
-    v = att.variant(f.func)
+    v = att.variant(funcs["k_slice"])
     assert v is not None and v.state == L.VAR_FAILED and v.result != 0
     # a handle whose name or module does not match the entry is never sliced
     att2 = make_segment(L.CLASS_LP)
@@ -401,17 +397,8 @@ def test_a_launch_from_a_thread_exit_destructor_still_slices(
     the freed block. With malloc's mmap threshold at 64 KB the buffers (64 KB + a bit)
     are mapped, and a use after free faults."""
     att = make_segment(L.CLASS_LP)
-    mdir, go = tmp_path / "modules", tmp_path / "go"
-    mdir.mkdir()
-    e = prog_env(native, att.name, cls="lp", HBTUI_MODULE_DIR=str(mdir), FAKE_LOG="1",
-                 MALLOC_MMAP_THRESHOLD_="65536")  # fmt: skip
-    p = Prog([str(slice_prog), "load", f"wait:{go}", "exit:100", "sync", "log"], e)
-    p.expect("done load")
-    f = {x.name: x for x in att.functions()}["k_slice"]
-    (mdir / f"{PTX_HASH:016x}.sliced.ptx").write_bytes(PTX)
-    assert att.publish_variant(f.func, f.module_hash, "k_slice", 2, 12, slice_blocks=16)
-    att.set_slicing(True)
-    go.touch()
+    p, _ = _run(native, slice_prog, att, tmp_path, ["exit:100"], {"slice_blocks": 16},
+                MALLOC_MMAP_THRESHOLD_="65536")  # fmt: skip
     rc = p.finish()
     assert rc == 0, (rc, p.err)  # -11: the destructor's launch used the freed buffers
     logs = _log(p)
@@ -424,17 +411,8 @@ def test_a_slow_variant_load_holds_no_other_thread(native, slice_prog, make_segm
     """The variant's module load (the driver's PTX JIT: can take 100s of ms) runs outside
     the interceptor's lock: another thread's cuModuleGetFunction meanwhile is not held."""
     att = make_segment(L.CLASS_LP)
-    mdir, go = tmp_path / "modules", tmp_path / "go"
-    mdir.mkdir()
-    e = prog_env(native, att.name, cls="lp", HBTUI_MODULE_DIR=str(mdir), FAKE_LOG="1",
-                 FAKE_SLOW_LOAD_MS="800")  # fmt: skip
-    p = Prog([str(slice_prog), "load", f"wait:{go}", "par:1000", "sync", "log"], e)
-    p.expect("done load")
-    f = {x.name: x for x in att.functions()}["k_slice"]
-    (mdir / f"{PTX_HASH:016x}.sliced.ptx").write_bytes(b"// slow\n" + PTX)
-    assert att.publish_variant(f.func, f.module_hash, "k_slice", 2, 12, slice_blocks=64) is not None
-    att.set_slicing(True)
-    go.touch()
+    p, _ = _run(native, slice_prog, att, tmp_path, ["par:1000"], {"slice_blocks": 64},
+                sliced=b"// slow\n" + PTX, FAKE_SLOW_LOAD_MS="800")  # fmt: skip
     logs = _finish(p)
     (ms,) = [float(ln.split()[1]) for ln in p.lines if ln.startswith("lookup_ms ")]
     assert ms < 400, ms  # (it waited out the 800-ms load while the lock was held)
@@ -447,19 +425,17 @@ def test_a_fork_during_a_variant_load_leaves_the_child_no_held_lock(
     """A thread loads a variant (slow) when another forks; the child's launch of a
     function with a variant of its own must not wait forever for the load lock."""
     att = make_segment(L.CLASS_LP)
-    mdir, go = tmp_path / "modules", tmp_path / "go"
-    mdir.mkdir()
-    e = prog_env(native, att.name, cls="lp", HBTUI_MODULE_DIR=str(mdir), FAKE_LOG="1",
-                 FAKE_SLOW_LOAD_MS="800")  # fmt: skip
-    p = Prog([str(slice_prog), "load", f"wait:{go}", "forkpar:1000", "sync"], e)
-    p.expect("done load")
-    fs = {x.name: x for x in att.functions()}
-    (mdir / f"{PTX_HASH:016x}.sliced.ptx").write_bytes(b"// slow\n" + PTX)
-    for name in ("k_slice", "k_other"):
-        f = fs[name]
-        assert att.publish_variant(f.func, f.module_hash, name, 2, 12, slice_blocks=64) is not None
-    att.set_slicing(True)
-    go.touch()
+    p, _ = _run(
+        native,
+        slice_prog,
+        att,
+        tmp_path,
+        ["forkpar:1000"],
+        {"slice_blocks": 64},
+        sliced=b"// slow\n" + PTX,
+        names=("k_slice", "k_other"),
+        FAKE_SLOW_LOAD_MS="800",
+    )
     p.expect("done sync", timeout=30)
     assert p.finish() == 0, p.err
     assert "child 0" in p.lines, p.lines  # (9: the child hung on a lock held at the fork)
