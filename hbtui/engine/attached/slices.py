@@ -42,13 +42,13 @@ class Slices:
         self.planned: dict[int, int] = {}  # func -> slice_blocks for the budget (plan)
         self.wave: dict[int, int] = {}  # func -> blocks per wave (the interceptor's figure)
         self.on = False
-        self.unpublished = 0  # functions that could not be published (table full, long name)
         self.sliced_ns = 0.0  # GPU time of completed slices
         self.slices = 0
         self.names: dict[int, str] = {}  # func -> entry name (published functions)
         self.counts: dict[int, list[int]] = {}  # func -> [launches run as slices, slices]
         self.failed: set[int] = set()  # funcs whose variant the interceptor marked failed
         self._planned_at = -PLAN_EVERY_NS
+        self._resized: set[int] = set()  # funcs whose slice size a bubble set (restore)
         self._order: list[int] = []  # published funcs, in publish order (the plan's round)
         self._next = 0
 
@@ -61,8 +61,7 @@ class Slices:
             return False
         slot = self.att.publish_variant(func, module_hash, entry.name, entry.params,
                                         entry.param_bytes)  # fmt: skip
-        if slot is None:
-            self.unpublished += 1
+        if slot is None:  # table full or a name too long: it runs whole
             return False
         self.slots[func] = slot
         self.names[func] = entry.name
@@ -141,10 +140,12 @@ class Slices:
             self.blocks[func] = blocks
 
     def restore(self) -> None:
-        """Outside HP requests: the budget's slice sizes again (after bubble-sized ones)."""
-        for func, want in self.planned.items():
-            if self.blocks.get(func) != want:
-                self._write(func, want)
+        """Outside HP requests: the budget's slice sizes again for the functions whose
+        slices were sized to a bubble (this runs every poll: it touches only those)."""
+        while self._resized:
+            func = self._resized.pop()
+            if func in self.planned:
+                self._write(func, self.planned[func])
 
     def fit_blocks(self, func: int, fits: Callable[[float], bool], cap_ns: float) -> int | None:
         """Inside an HP request: the largest slice of ``func`` (whole waves, within
@@ -167,6 +168,7 @@ class Slices:
             else:
                 hi = mid - 1
         self._write(func, lo * wave)
+        self._resized.add(func)
         return lo * wave
 
     def states(self) -> dict[str, int]:
