@@ -35,7 +35,7 @@ from hbtui.engine.attached.hp import HpTracker
 from hbtui.engine.attached.lp import DEFAULT_BUDGET_US, LpGate
 from hbtui.engine.attached.slices import SLICED_BUDGET_US
 from hbtui.engine.attached.triton import triton_roots
-from hbtui.engine.attached.variants import Job, ModuleVariant, VariantWorker
+from hbtui.engine.attached.variants import EntryInfo, Job, ModuleVariant, VariantWorker
 from hbtui.engine.metrics import TaskStats
 from hbtui.engine.model import HP, LP, Task
 from hbtui.engine.scheduler import ControlError
@@ -150,7 +150,7 @@ class AttachedSet:
         # LP programs' modules are sliced in the background (engine.attached.variants)
         self.variants = variants if variants is not None else VariantWorker()
         self.variant_results: dict[int, ModuleVariant] = {}  # image hash -> result
-        self._sliced_names: dict[int, dict[int, Any]] = {}  # image hash -> hash64(name) -> entry
+        self._sliced_names: dict[int, dict[int, EntryInfo]] = {}  # image hash -> name hash -> entry
         self.slicing = True  # hummingbird runs sliceable LP kernels as slices (--slice-programs)
         self.tasks: dict[str, AttachedTask] = {}
         self.by_shm: dict[str, AttachedTask] = {}
@@ -316,15 +316,14 @@ class AttachedSet:
         for at in lps:
             lp = at.lp
             assert lp is not None
-            if policy != "hummingbird":  # (spatial too: slices only cost launches there)
-                lp.slices.set_on(False)
+            # slices under hummingbird only (spatial too runs whole: slices only cost launches)
+            lp.slices.set_on(policy == "hummingbird" and self.slicing)
             if policy == "spatial" and not at.task.paused:
                 lp.set_gated(False)
                 continue
             lp.set_gated(True)
             if policy == "exclusive" or at.task.paused:
                 continue
-            lp.slices.set_on(policy == "hummingbird" and self.slicing)
             budget = (at.task.slice_us or self.default_budget_us(at)) * 1e3
             lp.slices.plan(now, budget / 2)  # a slice running and one queued fit the budget
             if not in_request:
