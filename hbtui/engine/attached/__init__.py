@@ -334,8 +334,8 @@ class AttachedSet:
                 # within the budget and the open requests' SLO slack (none left: no LP)
                 slack = [h.slack_ns(now, h.slo_ns) for h in hps]
                 cap = min([budget, *(x for x in slack if x is not None)])
-                if cap > 0 and not lp.grant_slice_if(fits, cap):  # a slice sized to the bubble
-                    lp.grant_one_if(fits, cap)  # else a whole kernel that fits
+                if cap > 0:
+                    lp.grant_in_bubble(fits, cap)
 
     @staticmethod
     def default_budget_us(at: AttachedTask) -> float:

@@ -137,35 +137,34 @@ class LpGate:
         elif not self.inflight and held:  # one kernel bigger than the budget: alone
             self._grant(held[0].seq)
 
-    def grant_one_if(self, fits: Callable[[float], bool], cap_ns: float) -> bool:
-        """In a bubble inside an HP request: the oldest held launch, alone, if
-        ``fits(its learned duration)`` and the duration is within ``cap_ns``."""
-        if self.inflight:
-            return False
-        pend = self.att.pending()
-        if not pend:
-            return False
-        d = self.duration_ns(pend[0].func)
-        if d <= cap_ns and fits(d):
-            self._grant(pend[0].seq)
-            return True
-        return False
+    def grant_in_bubble(self, fits: Callable[[float], bool], cap_ns: float) -> None:
+        """In a bubble inside an HP request: the oldest held launch goes, alone, as a slice
+        sized to the bubble when it runs as slices, else whole when ``fits(its learned
+        duration)`` and the duration is within ``cap_ns``."""
+        head = self._head()
+        if head is not None and not self._slice_head(head, fits, cap_ns):
+            d = self.duration_ns(head.func)
+            if d <= cap_ns and fits(d):
+                self._grant(head.seq)
 
     def grant_slice_if(self, fits: Callable[[float], bool], cap_ns: float) -> bool:
-        """In a bubble inside an HP request, when the oldest held launch runs as slices:
-        its next slice sized to the bubble (engine.attached.slices.fit_blocks) goes, alone.
-        True when the head of the queue was a sliced launch (granted or not)."""
+        """The slice part of ``grant_in_bubble``: True when the oldest held launch runs as
+        slices (its next slice, sized to the bubble, granted or, if none fits, not)."""
+        head = self._head()
+        return head is not None and self._slice_head(head, fits, cap_ns)
+
+    def _head(self) -> L.Pending | None:
+        """The oldest held launch, when nothing of the program is in flight."""
         if self.inflight:
-            return False
+            return None
         pend = self.att.pending()
-        if not pend:
-            return False
-        blocks = self.slices.fit_blocks(pend[0].func, fits, cap_ns)
-        if blocks is None:
-            return False
+        return pend[0] if pend else None
+
+    def _slice_head(self, head: L.Pending, fits: Callable[[float], bool], cap_ns: float) -> bool:
+        blocks = self.slices.fit_blocks(head.func, fits, cap_ns)  # None: runs whole
         if blocks:
-            self._grant(pend[0].seq)
-        return True
+            self._grant(head.seq)
+        return blocks is not None
 
     def _grant(self, seq: int) -> None:
         if seq > self.att.granted:
