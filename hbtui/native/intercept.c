@@ -1215,12 +1215,12 @@ static void save_image(const char *text, uint64_t n, uint64_t hash, const char *
 static void note_device_cc(void) {
   static int done;
   if (!G.lp || __atomic_exchange_n(&done, 1, __ATOMIC_ACQ_REL)) return;
-  typedef CUresult (*get_dev_t)(int *);
-  typedef CUresult (*dev_attr_fn)(int *, int, int);
-  get_dev_t getdev = (get_dev_t)extra(R_CTX_GET_DEVICE);
-  dev_attr_fn attr = (dev_attr_fn)extra(R_DEV_ATTR);
+  ctx_get_device_t getdev = (ctx_get_device_t)extra(R_CTX_GET_DEVICE);
+  dev_attr_t attr = (dev_attr_t)extra(R_DEV_ATTR);
   int dev = 0, major = 0, minor = 0;
-  if (getdev && attr && !getdev(&dev) && !attr(&major, 75, dev) && !attr(&minor, 76, dev))
+  if (getdev && attr && !getdev(&dev) &&
+      !attr(&major, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, dev) &&
+      !attr(&minor, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, dev))
     __atomic_store_n(&G.h->device_cc, (uint32_t)(major * 10 + minor), __ATOMIC_RELAXED);
 }
 
@@ -1289,7 +1289,7 @@ HB_EXPORT CUresult cuModuleLoadData(CUmodule *m, const void *image) {
 }
 
 // cuModuleLoad(path): PyTorch's Inductor loads Triton cubins this way (its static CUDA
-// launcher); the file is read (mapped) after the real load and hashed like an image.
+// launcher); the file is read after the real load and hashed like an image.
 HB_EXPORT CUresult cuModuleLoad(CUmodule *m, const char *path) {
   mod_load_file_t fn = (mod_load_file_t)real(H_MOD_LOAD_FILE);
   if (!fn) return missing(H_MOD_LOAD_FILE);
