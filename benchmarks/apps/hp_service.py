@@ -394,7 +394,9 @@ class Probe:
         self.cp, self.torch = cp, torch
         rt = cp.cuda.runtime
         self.host = rt.hostAlloc(8, rt.hostAllocMapped | rt.hostAllocPortable)
-        self.dev = rt.hostGetDevicePointer(self.host, 0)
+        # Unified addressing (every 64-bit Linux CUDA context): a mapped pinned buffer's
+        # device address is its host address (CuPy has no cudaHostGetDevicePointer).
+        self.dev = self.host
         self.flag = np.ctypeslib.as_array((ctypes.c_int64 * 1).from_address(self.host))
         self.flag[0] = 0
         self.k = cp.RawKernel(
