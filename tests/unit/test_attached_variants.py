@@ -189,7 +189,7 @@ def test_hummingbird_publishes_sliced_kernels_and_sizes_their_slices() -> None:
     assert not att.slicing and s.default_budget_us(at) == 500.0  # temporal: whole kernels
     policy[0] = "hummingbird"
     s.poll(2 * US)
-    assert att.slicing and s.default_budget_us(at) == 500.0  # nothing ran as slices yet
+    assert att.slicing and s.default_budget_us(at) == 500.0  # nothing ran yet
     # two slices of 528 blocks (two waves), 40 us each: 40/528 us per block
     for seq, t in ((1, 10), (2, 50)):
         att.recs = [SimpleNamespace(seq=seq, kind=L.KIND_KERNEL, flags=L.LF_SLICE, comp_slot=1,
@@ -207,7 +207,7 @@ def test_hummingbird_publishes_sliced_kernels_and_sizes_their_slices() -> None:
     assert abs(at.lp.duration_ns(0xF1) - 528 * 40_000 / 528) < 1
     a = s.task_state(at)["attached"]
     assert a["slicing"] and a["sliced_share"] == 1.0
-    assert s.default_budget_us(at) == 100.0  # most of its GPU time runs as slices
+    assert s.default_budget_us(at) == 100.0  # most of its GPU time is sliceable
     policy[0] = "temporal"
     s.poll(31_000 * US)
     assert not att.slicing

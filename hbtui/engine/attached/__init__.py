@@ -340,11 +340,13 @@ class AttachedSet:
     @staticmethod
     def default_budget_us(at: AttachedTask) -> float:
         """LP work in flight when the operator set none: small once most of the program's
-        GPU time runs as slices (an arriving HP request waits for what is in flight),
-        larger while most of it is whole kernels (cuDNN/cuBLAS: a small budget would run
-        them one at a time, a poll apart, and they block HP for their length anyway)."""
+        GPU time is in kernels that have sliced variants (an arriving HP request waits for
+        what is in flight), larger while most of it is whole kernels (cuDNN/cuBLAS: a small
+        budget would run them one at a time, a poll apart, and they block HP for their
+        length anyway). Sliceable, not sliced: under 500 us most kernels fit one slice and
+        run whole (a compiled GPT-2: 66 % sliceable, 12 % sliced), which would keep it."""
         lp = at.lp
-        if lp is None or not lp.slices.on or lp.slices.sliced_ns < 0.5 * max(1.0, lp.busy_ns):
+        if lp is None or not lp.slices.on or lp.sliceable_ns < 0.5 * max(1.0, lp.busy_ns):
             return DEFAULT_BUDGET_US
         return SLICED_BUDGET_US
 
