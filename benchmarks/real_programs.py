@@ -263,6 +263,40 @@ class Nvml:
                 self._nv.nvmlShutdown()
 
 
+class CpuBusy:
+    """Samples the machine's CPU time (``/proc/stat``) every ``period`` s in a thread;
+    ``mean(a, b)``: the share of all CPUs busy over a monotonic window (is the HP host
+    contended?). Quietly empty where /proc/stat is missing."""
+
+    def __init__(self, period: float = 0.1) -> None:
+        self.samples: list[tuple[float, int, int]] = []  # (mono, busy jiffies, all jiffies)
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, args=(period,), daemon=True, name="cpu")
+        self._t.start()
+
+    def _run(self, period: float) -> None:
+        while True:
+            try:
+                with open("/proc/stat") as f:
+                    v = [int(x) for x in f.readline().split()[1:]]
+                idle = v[3] + (v[4] if len(v) > 4 else 0)  # idle + iowait
+                self.samples.append((time.monotonic(), sum(v) - idle, sum(v)))
+            except (OSError, ValueError, IndexError):
+                return
+            if self._stop.wait(period):
+                return
+
+    def mean(self, a: float, b: float) -> float | None:
+        inside = [x for x in self.samples if a <= x[0] <= b]
+        if len(inside) < 2 or inside[-1][2] <= inside[0][2]:
+            return None
+        return (inside[-1][1] - inside[0][1]) / (inside[-1][2] - inside[0][2])
+
+    def close(self) -> None:
+        self._stop.set()
+        self._t.join(2)
+
+
 # -- MPS ------------------------------------------------------------------------------------
 class Mps:
     """A private MPS control daemon (own pipe and log dirs); ``env`` joins it."""
@@ -467,6 +501,7 @@ class Ctx:
     lp_startups: list[float] = field(default_factory=list)
     baselines: dict[str, dict[str, Any]] = field(default_factory=dict)  # pair -> hp-alone
     lp_alone: dict[str, Any] | None = None
+    cpu: CpuBusy | None = None
 
     def save(self) -> None:
         self.doc["elapsed_s"] = round(self.budget.elapsed(), 1)
@@ -551,7 +586,8 @@ def hp_summary(r: dict[str, Any], slo_ms: float | None) -> dict[str, Any]:
             "arrivals", "service_ms", "service_ms_source", "service_p50_ms", "service_p99_ms",
             "service_mean_ms", "host_busy_fraction", "startup_s", "markers", "under_hbtui",
             "mps_pipe", "device_name", "torch", "transformers", "window_start_mono",
-            "window_end_mono", "last_completion_mono", "gpu", "probe_wait_us")  # fmt: skip
+            "window_end_mono", "last_completion_mono", "gpu", "probe_wait_us",
+            "host_per_request")  # fmt: skip
     return {**{k: r.get(k) for k in keys}, "slo_ms": slo_ms, "slo_attainment": att}
 
 
@@ -616,6 +652,8 @@ def run_hp(ctx: Ctx, pair: Pair, scen: str, env: dict[str, str], eng: Engine | N
     rec["window_mono"] = [w0, w1]
     if ctx.nvml is not None:
         rec["gpu_util_nvml"] = ctx.nvml.mean(w0, w1)
+    if ctx.cpu is not None:
+        rec["cpu_busy"] = ctx.cpu.mean(w0, w1)
     if eng is not None:
         st = rec.get("engine_state_mid") or {}
         tasks = {t.get("name"): t for t in st.get("tasks") or []}
@@ -908,6 +946,11 @@ def analyse(ctx: Ctx, pairs: list[Pair], scenarios: list[str]) -> list[dict[str,
                 row["lp_frac_ceiling"] = it / ceiling
             nv = rec.get("gpu_util_nvml")
             row["gpu_util_pct"] = nv["mean_pct"] if nv else None
+            cpu = rec.get("cpu_busy")
+            row["cpu_busy_pct"] = cpu * 100 if cpu is not None else None
+            host = hp.get("host_per_request") or {}
+            row["hp_on_cpu_ms"], row["hp_runqueue_ms"] = host.get("on_cpu_ms"), host.get(
+                "runqueue_ms")
             pre = preemption(hp.get("probe_wait_us"), (base or {}).get("probe_median_us"))
             if pre is not None:
                 row["preemption_us"] = pre
@@ -994,7 +1037,8 @@ def fmt(v: Any, spec: str = ".2f", scale: float = 1.0) -> str:
 
 def table(rows: list[dict[str, Any]], lp_alone: dict[str, Any] | None) -> str:
     head = ["pair", "scenario", "p50 ms", "p99 ms", "att %", "svc p50", "LP it/s", "LP/alone",
-            "LP/ceil", "GPU %", "pre p50/p99/max us", "sliced", "note"]  # fmt: skip
+            "LP/ceil", "GPU %", "CPU %", "HP cpu/runq ms", "pre p50/p99/max us", "sliced",
+            "note"]  # fmt: skip
     lines = [head]
     for r in rows:
         pre = r.get("preemption_us") or {}
@@ -1003,6 +1047,8 @@ def table(rows: list[dict[str, Any]], lp_alone: dict[str, Any] | None) -> str:
                       fmt(r.get("slo_attainment"), ".1f", 100), fmt(r.get("service_p50_ms")),
                       fmt(r.get("lp_it_s")), fmt(r.get("lp_frac_alone"), ".0%"),
                       fmt(r.get("lp_frac_ceiling"), ".0%"), fmt(r.get("gpu_util_pct"), ".0f"),
+                      fmt(r.get("cpu_busy_pct"), ".0f"),
+                      f"{fmt(r.get('hp_on_cpu_ms'), '.1f')}/{fmt(r.get('hp_runqueue_ms'), '.2f')}",
                       pre_s, fmt(r.get("lp_sliced_share"), ".0%"),
                       (r.get("note") or "")[:70]])  # fmt: skip
     w = [max(len(x[i]) for x in lines) for i in range(len(head) - 1)]
@@ -1191,7 +1237,7 @@ def main(argv: list[str] | None = None) -> int:
         if nvml.error:
             doc["machine"]["nvml_error"] = nvml.error
             log(f"NVML unavailable ({nvml.error}): no GPU utilisation figures")
-    ctx = Ctx(a, budget, logdir, tmp, logdir, out, doc, nvml)
+    ctx = Ctx(a, budget, logdir, tmp, logdir, out, doc, nvml, cpu=CpuBusy())
     if a.from_json:
         load_from(ctx, a.from_json)
 
@@ -1245,6 +1291,8 @@ def main(argv: list[str] | None = None) -> int:
         kill_all()
         if nvml is not None:
             nvml.close()
+        if ctx.cpu is not None:
+            ctx.cpu.close()
         rows = analyse(ctx, a.pairs, a.scenarios)
         doc["table"] = rows
         doc["done_when"] = done_when(ctx, rows)

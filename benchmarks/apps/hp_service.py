@@ -419,6 +419,31 @@ class Probe:
         return (time.perf_counter_ns() - t0) / 1e3
 
 
+def thread_sched() -> tuple[int, int, int, int] | None:
+    """The calling thread's ns on a CPU, ns runnable but waiting for one
+    (``/proc/thread-self/schedstat``) and voluntary / involuntary context switches: how a
+    slower request splits into CPU time, waiting for a CPU (host contention) and the
+    rest (blocked). None where Linux's schedstat is missing."""
+    try:
+        with open("/proc/thread-self/schedstat") as f:
+            run_ns, wait_ns, _ = (int(x) for x in f.read().split())
+        import resource
+
+        ru = resource.getrusage(resource.RUSAGE_THREAD)
+        return run_ns, wait_ns, ru.ru_nvcsw, ru.ru_nivcsw
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def host_figures(sums: list[int] | None, served: int) -> dict[str, float] | None:
+    """Per served request: the serving thread's on-CPU ms, run-queue ms and switches."""
+    if sums is None or served <= 0:
+        return None
+    on_cpu, runq, vol, invol = sums
+    return {"on_cpu_ms": on_cpu / 1e6 / served, "runqueue_ms": runq / 1e6 / served,
+            "voluntary_switches": vol / served, "involuntary_switches": invol / served}  # fmt: skip
+
+
 def _markers(a: argparse.Namespace) -> tuple[Callable[[], Any], str]:
     if not a.markers:
         return nullcontext, "off"
@@ -561,6 +586,7 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
     starts: list[float] = []
     probe_us: list[float] = []
     served = 0
+    sched: list[int] | None = [0, 0, 0, 0]  # summed over the requests (thread_sched)
     for off in offs:
         arr = t0 + off
         now = time.monotonic()
@@ -569,16 +595,23 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
         if now < arr:
             wait_until(arr)
         s = time.monotonic()
+        b = thread_sched() if sched is not None else None
         with markers():
             if probe is not None:
                 probe_us.append(round(probe.fire(), 2))
             svc.serve()
         e = time.monotonic()
+        f = thread_sched() if b is not None else None
+        if sched is not None and b is not None and f is not None:
+            sched = [x + (y1 - y0) for x, y0, y1 in zip(sched, b, f, strict=True)]
+        else:
+            sched = None
         starts.append(s)
         lat.append((e - arr) * 1e3)
         svc_ms.append((e - s) * 1e3)
         served += 1
     t_end = time.monotonic()
+    host = host_figures(sched, served)
     censored = [(t_end - (t0 + off)) * 1e3 for off in offs[served:]]
     all_lat = lat + censored
     window_s = a.duration
@@ -604,6 +637,7 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
         "service_p99_ms": pct(svc_ms, 99),
         "service_mean_ms": statistics.fmean(svc_ms) if svc_ms else None,
         "host_busy_fraction": sum(svc_ms) / 1e3 / max(1e-9, t_end - t0),
+        "host_per_request": host,
         "offered_rps": len(offs) / window_s,
         "window_start_mono": t0,
         "window_end_mono": t0 + window_s,

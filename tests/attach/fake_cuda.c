@@ -178,6 +178,24 @@ E(int fake_log(long i, fake_launch *out)) {
   *out = flog[i];
   return 0;
 }
+static pthread_mutex_t logmu = PTHREAD_MUTEX_INITIALIZER;
+
+// fork: the fake's own locks are taken before and released on both sides after, as a real
+// library must, so a child never inherits one held by a thread that does not exist there
+// (a launch logged by another thread at the fork hung the child's first launch). Neither
+// lock is ever held while taking the other, so the order is free.
+static void fake_prepare(void) {
+  pthread_mutex_lock(&logmu);
+  pthread_mutex_lock(&mu);
+}
+static void fake_release(void) {
+  pthread_mutex_unlock(&mu);
+  pthread_mutex_unlock(&logmu);
+}
+__attribute__((constructor)) static void fake_init(void) {
+  pthread_atfork(fake_prepare, fake_release, fake_release);
+}
+
 static void log_launch(uint64_t f, const unsigned g[3], const unsigned b[3], unsigned smem,
                        CUstream s, void **p, void **ex) {
   static int on = -1;
@@ -186,7 +204,6 @@ static void log_launch(uint64_t f, const unsigned g[3], const unsigned b[3], uns
     on = l && *l == '1';
     if (on) flog = calloc(LOG_CAP, sizeof *flog);
   }
-  static pthread_mutex_t logmu = PTHREAD_MUTEX_INITIALIZER;
   if (!on || !flog) return;
   pthread_mutex_lock(&logmu);
   long i = flog_n;
