@@ -949,8 +949,8 @@ def analyse(ctx: Ctx, pairs: list[Pair], scenarios: list[str]) -> list[dict[str,
             cpu = rec.get("cpu_busy")
             row["cpu_busy_pct"] = cpu * 100 if cpu is not None else None
             host = hp.get("host_per_request") or {}
-            row["hp_on_cpu_ms"], row["hp_runqueue_ms"] = host.get("on_cpu_ms"), host.get(
-                "runqueue_ms")
+            row["hp_on_cpu_ms"] = host.get("on_cpu_ms")
+            row["hp_runqueue_ms"] = host.get("runqueue_ms")
             pre = preemption(hp.get("probe_wait_us"), (base or {}).get("probe_median_us"))
             if pre is not None:
                 row["preemption_us"] = pre
