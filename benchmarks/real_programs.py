@@ -264,15 +264,46 @@ class Nvml:
 
 
 class CpuBusy:
-    """Samples the machine's CPU time (``/proc/stat``) every ``period`` s in a thread;
-    ``mean(a, b)``: the share of all CPUs busy over a monotonic window (is the HP host
-    contended?). Quietly empty where /proc/stat is missing."""
+    """Samples CPU time every ``period`` s in a thread: the machine's (``/proc/stat``) and,
+    per watched role (``watch``), that of a process and all its descendants
+    (``/proc/PID/stat``). ``mean(a, b)``: the share of all CPUs busy over a monotonic
+    window; ``roles(a, b)``: CPUs each role used there (is the HP host contended, by
+    whom?). Quietly empty where /proc is missing."""
 
     def __init__(self, period: float = 0.1) -> None:
         self.samples: list[tuple[float, int, int]] = []  # (mono, busy jiffies, all jiffies)
+        self.role_samples: list[tuple[float, dict[str, int]]] = []  # (mono, role -> jiffies)
+        self.hz = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+        self._roots: dict[str, int] = {}
         self._stop = threading.Event()
         self._t = threading.Thread(target=self._run, args=(period,), daemon=True, name="cpu")
         self._t.start()
+
+    def watch(self, role: str, pid: int) -> None:
+        self._roots = {**self._roots, role: pid}
+
+    def _tree_jiffies(self) -> dict[str, int]:
+        parent: dict[int, int] = {}
+        used: dict[int, int] = {}
+        for d in os.listdir("/proc"):
+            if not d.isdigit():
+                continue
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    v = f.read().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue  # gone meanwhile
+            parent[int(d)], used[int(d)] = int(v[1]), int(v[11]) + int(v[12])
+        out = {}
+        for role, root in self._roots.items():
+            total = 0
+            for pid, t in used.items():
+                q, hops = pid, 0
+                while q not in (0, 1, root) and hops < 64:
+                    q, hops = parent.get(q, 0), hops + 1
+                total += t if q == root else 0
+            out[role] = total
+        return out
 
     def _run(self, period: float) -> None:
         while True:
@@ -280,7 +311,10 @@ class CpuBusy:
                 with open("/proc/stat") as f:
                     v = [int(x) for x in f.readline().split()[1:]]
                 idle = v[3] + (v[4] if len(v) > 4 else 0)  # idle + iowait
-                self.samples.append((time.monotonic(), sum(v) - idle, sum(v)))
+                now = time.monotonic()
+                self.samples.append((now, sum(v) - idle, sum(v)))
+                if self._roots:
+                    self.role_samples.append((now, self._tree_jiffies()))
             except (OSError, ValueError, IndexError):
                 return
             if self._stop.wait(period):
@@ -291,6 +325,14 @@ class CpuBusy:
         if len(inside) < 2 or inside[-1][2] <= inside[0][2]:
             return None
         return (inside[-1][1] - inside[0][1]) / (inside[-1][2] - inside[0][2])
+
+    def roles(self, a: float, b: float) -> dict[str, float]:
+        """CPUs used by each watched role over the window (1.0: one CPU all the time)."""
+        inside = [x for x in self.role_samples if a <= x[0] <= b]
+        if len(inside) < 2 or inside[-1][0] <= inside[0][0]:
+            return {}
+        (t0, j0), (t1, j1) = inside[0], inside[-1]
+        return {r: (j1[r] - j0[r]) / self.hz / (t1 - t0) for r in j1 if r in j0}
 
     def close(self) -> None:
         self._stop.set()
@@ -624,6 +666,8 @@ def run_hp(ctx: Ctx, pair: Pair, scen: str, env: dict[str, str], eng: Engine | N
     with contextlib.suppress(FileNotFoundError):
         out.unlink()
     p = Proc(f"hp-{scen}-{pair.tag}", cmd, env, ctx.logdir)
+    if ctx.cpu is not None:
+        ctx.cpu.watch("hp", p.p.pid)
     rec: dict[str, Any] = {"log": str(p.log_path), "command": shlex.join(cmd)}
     try:
         startup = p.wait_ready(ctx.budget.cap(a.ready_timeout))
@@ -654,6 +698,7 @@ def run_hp(ctx: Ctx, pair: Pair, scen: str, env: dict[str, str], eng: Engine | N
         rec["gpu_util_nvml"] = ctx.nvml.mean(w0, w1)
     if ctx.cpu is not None:
         rec["cpu_busy"] = ctx.cpu.mean(w0, w1)
+        rec["cpus_used"] = ctx.cpu.roles(w0, w1)  # per role: engine, lp, hp
     if eng is not None:
         st = rec.get("engine_state_mid") or {}
         tasks = {t.get("name"): t for t in st.get("tasks") or []}
@@ -773,6 +818,8 @@ def run_session(ctx: Ctx, env_spec: Env, pairs: list[Pair], lp_alone: bool) -> N
             if env_spec.whole:
                 extra += ["--slice-programs", "off"]
             eng = Engine(env_spec.policy, a.python, env, ctx.logdir, life, extra)
+            if ctx.cpu is not None:
+                ctx.cpu.watch("engine", eng.proc.p.pid)
             sess["engine_state_start"] = eng.wait_up(ctx.budget.cap(60))
         if env_spec.lp:
             cmd = lp_cmd(ctx, lp_out, ctx.budget.left() + 120)
@@ -781,6 +828,8 @@ def run_session(ctx: Ctx, env_spec: Env, pairs: list[Pair], lp_alone: bool) -> N
             with contextlib.suppress(FileNotFoundError):
                 lp_out.unlink()
             lp_proc = Proc(f"lp-{env_spec.name}", cmd, env, ctx.logdir)
+            if ctx.cpu is not None:
+                ctx.cpu.watch("lp", lp_proc.p.pid)  # (under hbtui: the launcher and the job)
             sess["lp_command"] = shlex.join(cmd)
             sess["lp_log"] = str(lp_proc.log_path)
             startup = lp_proc.wait_ready(ctx.budget.cap(a.ready_timeout))
@@ -948,6 +997,7 @@ def analyse(ctx: Ctx, pairs: list[Pair], scenarios: list[str]) -> list[dict[str,
             row["gpu_util_pct"] = nv["mean_pct"] if nv else None
             cpu = rec.get("cpu_busy")
             row["cpu_busy_pct"] = cpu * 100 if cpu is not None else None
+            row["cpus_used"] = rec.get("cpus_used") or None
             host = hp.get("host_per_request") or {}
             row["hp_on_cpu_ms"] = host.get("on_cpu_ms")
             row["hp_runqueue_ms"] = host.get("runqueue_ms")
@@ -1054,6 +1104,10 @@ def table(rows: list[dict[str, Any]], lp_alone: dict[str, Any] | None) -> str:
     w = [max(len(x[i]) for x in lines) for i in range(len(head) - 1)]
     out = ["  ".join(c.ljust(w[i]) for i, c in enumerate(x[:-1])) + "  " + x[-1] for x in lines]
     out.insert(1, "-" * len(out[0]))
+    for r in rows:
+        if r.get("cpus_used"):
+            used = ", ".join(f"{k} {v:.2f}" for k, v in sorted(r["cpus_used"].items()))
+            out.append(f"{r['pair']} {r['scenario']}: CPUs used in the window: {used}")
     if lp_alone:
         out.append(
             f"LP alone: {fmt(lp_alone.get('it_per_s'))} it/s "

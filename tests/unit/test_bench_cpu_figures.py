@@ -1,0 +1,54 @@
+"""The host figures of the real-programs benchmark (is an HP service's host contended,
+and by whom?): real processes, real /proc, no torch."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.unit.test_hp_overhead_ab import BENCH, _load
+
+rp = _load("real_programs_app", BENCH / "real_programs.py")
+svc = _load("hp_service_app", BENCH / "apps" / "hp_service.py")
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc")
+
+SPIN = "import time\nt = time.monotonic() + 1.5\nwhile time.monotonic() < t: pass\n"
+SLEEP = "import time\ntime.sleep(1.5)\n"
+
+
+def test_cpu_sampler_charges_a_process_tree_to_its_role() -> None:
+    """A spinning grandchild is charged to its root's role (as `hbtui run`'s program is
+    to the launcher's), a sleeping process to its own at about nothing."""
+    cpu = rp.CpuBusy(period=0.05)
+    busy = subprocess.Popen([sys.executable, "-c", f"import subprocess, sys\n"
+                             f"subprocess.run([sys.executable, '-c', {SPIN!r}])"])  # fmt: skip
+    idle = subprocess.Popen([sys.executable, "-c", SLEEP])
+    try:
+        cpu.watch("busy", busy.pid)
+        cpu.watch("idle", idle.pid)
+        time.sleep(0.6)  # the interpreters have started, the grandchild spins
+        a = time.monotonic()
+        time.sleep(0.6)
+        b = time.monotonic()
+    finally:
+        busy.wait(10)
+        idle.wait(10)
+        cpu.close()
+    used = cpu.roles(a, b)
+    assert used["busy"] > 0.5, used  # one CPU all the time, less what the box's load takes
+    assert used["idle"] < 0.1, used
+    share = cpu.mean(a, b)
+    assert share is not None and 0 < share <= 1
+
+
+def test_host_figures_per_request() -> None:
+    assert svc.host_figures([4_000_000, 1_000_000, 6, 2], 2) == {
+        "on_cpu_ms": 2.0, "runqueue_ms": 0.5, "voluntary_switches": 3.0,
+        "involuntary_switches": 1.0}  # fmt: skip
+    assert svc.host_figures(None, 5) is None and svc.host_figures([1, 1, 1, 1], 0) is None
+    t = svc.thread_sched()
+    assert t is None or (len(t) == 4 and t[0] > 0)  # this thread has run
