@@ -166,6 +166,26 @@ def test_temporal_holds_lp_during_a_request_hummingbird_uses_fitting_bubbles() -
         assert att.granted <= 1, policy
 
 
+def test_the_bubble_margin_is_charged_to_every_grant_inside_a_request() -> None:
+    """--bubble-margin-us: a 20-us kernel that fits a ~100-us bubble with the default 30-us
+    margin does not with a 100-us one (the GPU's switch between the programs' contexts
+    charged to the grant)."""
+    for margin_us, granted in ((30, 1), (100, 0)):
+        s, att, hp, at = _set("hummingbird")
+        s.bubble_margin_ns = margin_us * US
+        done = [0] * L.COMP_SLOTS
+        t = 0
+        for i in range(1, 40):  # a request with 100-us bubbles between short kernels
+            hp.on_launch(rec(i, t), t)
+            done[1] = i
+            hp.poll(done, t + 5 * US)
+            t += 105 * US
+        att.next_seq = 1
+        att.held = [SimpleNamespace(seq=1, func=0xF00)]
+        s._gate([at], [hp], hp.idle_since + 1 * US)
+        assert att.granted == granted, margin_us
+
+
 def test_no_lp_inside_a_request_that_has_used_up_its_slo_slack() -> None:
     """The slack of an open request: SLO x (1 - reserve) minus the longer of its time so far
     and the median request latency; a bubble grant must fit in it (none left: no LP)."""

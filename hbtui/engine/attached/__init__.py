@@ -49,7 +49,7 @@ POLL_NS = 20_000  # loop tick while an attached program is active (HP busy, LP i
 IDLE_POLL_NS = 250_000
 MAX_ATTACHED = 32
 DEFAULT_IDLE_MS = 1.0  # burst rule: a request ends this long after HP went idle
-BUBBLE_MARGIN_NS = 30_000  # a bubble grant must fit with this much to spare (poll + launch)
+BUBBLE_MARGIN_NS = 30_000  # a bubble grant's spare time: poll + launch (--bubble-margin-us)
 DEAD_CHECK_NS = 500_000_000  # how often a launcher's pid is checked
 
 
@@ -63,8 +63,8 @@ def _fine_timer_slack() -> None:
             pass
 
 
-def _fits_all(open_hps: list[HpTracker], now: int, duration_ns: float) -> bool:
-    need = duration_ns + BUBBLE_MARGIN_NS
+def _fits_all(open_hps: list[HpTracker], now: int, margin_ns: float, duration_ns: float) -> bool:
+    need = duration_ns + margin_ns
     return all(h.bubble_fits(now - h.idle_since, need) for h in open_hps)
 
 
@@ -152,6 +152,7 @@ class AttachedSet:
         self.variant_results: dict[int, ModuleVariant] = {}  # image hash -> result
         self._sliced_names: dict[int, dict[int, EntryInfo]] = {}  # image hash -> name hash -> entry
         self.slicing = True  # hummingbird runs sliceable LP kernels as slices (--slice-programs)
+        self.bubble_margin_ns = BUBBLE_MARGIN_NS
         self.tasks: dict[str, AttachedTask] = {}
         self.by_shm: dict[str, AttachedTask] = {}
         self.listeners: list[Any] = []  # on_request(task, req, latency_ns, slo_ok)
@@ -330,7 +331,7 @@ class AttachedSet:
                 lp.slices.restore()
                 lp.grant_within(budget)
             elif policy == "hummingbird" and not hp_busy:
-                fits = partial(_fits_all, [h for h in hps if h.open], now)
+                fits = partial(_fits_all, [h for h in hps if h.open], now, self.bubble_margin_ns)
                 # within the budget and the open requests' SLO slack (none left: no LP)
                 slack = [h.slack_ns(now, h.slo_ns) for h in hps]
                 cap = min([budget, *(x for x in slack if x is not None)])

@@ -27,6 +27,16 @@ from hbtui.engine.telemetry import SNDHWM
 log = logging.getLogger("hbtui.engine")
 
 
+def _margin_us(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of microseconds: {text!r}") from None
+    if not 0 <= v <= 1e6:
+        raise argparse.ArgumentTypeError(f"{text} us: from 0 to 1000000")
+    return v
+
+
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="hbtui engine", description="Run the headless engine (ZeroMQ telemetry + control)."
@@ -84,6 +94,15 @@ def _parser() -> argparse.ArgumentParser:
         default="on",
         help="under hummingbird, run sliceable kernels of `hbtui run --lp` programs as "
         "slices (off: whole kernels, for comparison)",
+    )
+    ap.add_argument(
+        "--bubble-margin-us",
+        type=_margin_us,
+        default=30.0,
+        metavar="US",
+        help="spare time an LP grant inside an `hbtui run` HP request must leave in the "
+        "predicted bubble (30: the engine's poll and the launch); larger also charges "
+        "each grant the GPU's switch between the programs' contexts",
     )
     ap.add_argument(
         "--exit-with-parent",
@@ -222,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             engine = Engine(prof, kind, device, pub, ctl, args.readonly, args.calibrate, prom)
             engine.attached.slicing = args.slice_programs == "on"
+            engine.attached.bubble_margin_ns = args.bubble_margin_us * 1e3
         except (BackendError, ValueError) as e:
             raise UsageError(f"backend {kind}: {e}") from None
         engine.profile_dirs = extra

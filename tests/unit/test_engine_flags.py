@@ -1,0 +1,18 @@
+"""`hbtui engine` flags that tune how attached programs are gated."""
+
+from __future__ import annotations
+
+import pytest
+
+from hbtui.engine.server.startup import _parser
+
+
+def test_bubble_margin_is_microseconds_and_checked(capsys: pytest.CaptureFixture[str]) -> None:
+    assert _parser().parse_args([]).bubble_margin_us == 30.0
+    assert _parser().parse_args(["--bubble-margin-us", "300"]).bubble_margin_us == 300.0
+    for bad, why in (("-1", "from 0 to 1000000"), ("lots", "not a number of microseconds")):
+        with pytest.raises(SystemExit) as e:
+            _parser().parse_args(["--bubble-margin-us", bad])
+        assert e.value.code == 2
+        err = capsys.readouterr().err
+        assert "--bubble-margin-us" in err and why in err, err
