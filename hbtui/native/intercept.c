@@ -261,6 +261,13 @@ static struct {
   int lp;
 } G;
 static int g_on;                 // 1 once the segment is mapped and checked
+// HP only (hbtui_set_quiet): launches, syncs and markers pass straight through, as in a
+// process outside hbtui run, so one process can alternate requests with and without
+// the interceptor's work (benchmarks/hp_overhead_ab.py, the in-process comparison).
+static int g_quiet;
+static inline int observing(void) {
+  return __atomic_load_n(&g_on, __ATOMIC_RELAXED) && !__atomic_load_n(&g_quiet, __ATOMIC_RELAXED);
+}
 static uint32_t g_comp;          // HB_COMP_*: process-local (registration is per process)
 static CUdeviceptr g_comp_dev;   // device address of the completion page
 static int g_captures;           // stream captures in progress (>0: ask the driver)
@@ -523,7 +530,7 @@ typedef struct {
 } hb_sync_snap;
 
 static int sync_snapshot(hb_sync_snap *sn, int all, uint64_t stream) {
-  if (!g_coalesce_ns || !__atomic_load_n(&g_on, __ATOMIC_RELAXED)) return 0;
+  if (!g_coalesce_ns || !observing()) return 0;
   uint32_t st = __atomic_load_n(&g_comp, __ATOMIC_RELAXED);
   if (st != HB_COMP_WRITEVAL && st != HB_COMP_HOSTFN) return 0;
   sn->all = all;
@@ -689,8 +696,9 @@ static void gate(const hb_call *c, hb_pre *p) {
 // ---------------------------------------------------------------- launch records
 static inline void hb_before(const hb_call *c, hb_pre *p) {
   p->seq = 0;
+  p->enq = 0;  // stays 0: hb_after records nothing
   p->flags = c->ptsz ? HB_LF_PTSZ : 0;
-  if (UNLIKELY(!__atomic_load_n(&g_on, __ATOMIC_RELAXED))) return;  // no segment: nothing
+  if (UNLIKELY(!observing())) return;  // no segment (or HP quiet): nothing
   p->enq = p->issue = now_ns();
   if (!G.lp) return;  // HP: straight to the driver
   p->seq = __atomic_add_fetch(&G.h->next_seq, 1, __ATOMIC_ACQ_REL);
@@ -704,7 +712,7 @@ static inline void hb_before(const hb_call *c, hb_pre *p) {
 }
 
 static inline void hb_after(const hb_call *c, CUresult r, hb_pre *p) {
-  if (UNLIKELY(!__atomic_load_n(&g_on, __ATOMIC_RELAXED))) return;
+  if (UNLIKELY(!p->enq)) return;  // hb_before did nothing
   const int64_t ret = now_ns();
   hb_header *h = G.h;
   if (!p->seq) p->seq = __atomic_add_fetch(&h->next_seq, 1, __ATOMIC_RELAXED);
@@ -760,7 +768,7 @@ static inline void hb_after(const hb_call *c, CUresult r, hb_pre *p) {
 // engine closes the request once every launch recorded before the end marker completed.
 // Outside hbtui run (no segment) both are no-ops; cost: one clock read and one record.
 static void mark(uint8_t kind) {
-  if (!__atomic_load_n(&g_on, __ATOMIC_RELAXED)) return;
+  if (!observing()) return;
   hb_call c = {0, 0, {0, 0, 0}, {0, 0, 0}, 0, kind, 0};
   hb_pre p = {0, now_ns(), 0, HB_LF_NO_SLOT};
   p.issue = p.enq;
@@ -778,6 +786,13 @@ static void mark(uint8_t kind) {
   L->comp_slot = HB_COMP_NONE;
   L->tid = tid();
   __atomic_store_n(&L->pub, i + 1, __ATOMIC_RELEASE);
+}
+
+// 1: quiet, 0: observed again. Returns the previous state, or -1 (nothing changed) in an
+// LP program, whose launches are never let go ungated, or outside hbtui run.
+HB_EXPORT int hbtui_set_quiet(int on) {
+  if (!__atomic_load_n(&g_on, __ATOMIC_ACQUIRE) || G.lp) return -1;
+  return __atomic_exchange_n(&g_quiet, on ? 1 : 0, __ATOMIC_ACQ_REL);
 }
 
 HB_EXPORT void hbtui_request_begin(void) { mark(HB_KIND_REQ_BEGIN); }

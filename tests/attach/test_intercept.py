@@ -258,6 +258,43 @@ def test_python_program_through_ctypes(native: Native, make_segment) -> None:
     assert all(att.done(x) for x in recs)
 
 
+QUIET = (
+    "import ctypes\n"
+    "cu = ctypes.CDLL('libcuda.so.1')\n"
+    "quiet = ctypes.CDLL(None).hbtui_set_quiet\n"  # (found as the preloaded library's)
+    "V = ctypes.c_void_p; U = ctypes.c_uint\n"
+    "cu.cuLaunchKernel.argtypes = [V] + [U] * 7 + [V, V, V]\n"
+    "def launch(n):\n"
+    "    for _ in range(n):\n"
+    "        assert cu.cuLaunchKernel(V(0xBEE), 7, 1, 1, 64, 1, 1, 0, V(0x55), None, None) == 0\n"
+    "launch(2)\n"
+    "a = quiet(1)\n"
+    "launch(3)\n"
+    "assert cu.cuCtxSynchronize() == 0\n"
+    "b = quiet(0)\n"
+    "launch(1)\n"
+    "print(a, b, cu.fake_count(b'cuLaunchKernel'))\n"
+)
+
+
+def test_a_quiet_hp_program_passes_launches_straight_through(native: Native,
+                                                             make_segment) -> None:  # fmt: skip
+    """hbtui_set_quiet (the in-process comparison of hp_overhead_ab.py): while quiet an HP
+    program's launches reach the driver unrecorded, as outside hbtui run; then recorded
+    again. An LP program (gated, never let go) and a program outside hbtui refuse it."""
+    att = make_segment(L.CLASS_HP)
+    r = run_prog([sys.executable, "-c", QUIET], prog_env(native, att.name))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["0", "1", "6"]  # previous states; all 6 reached the driver
+    assert len(att.launches()) == 3  # the 2 before and the 1 after quiet
+    assert att.h.syncing == 0
+    ask = "import ctypes; print(ctypes.CDLL(None).hbtui_set_quiet(1))"
+    lp = make_segment(L.CLASS_LP)
+    for env in (prog_env(native, lp.name, cls="lp"), prog_env(native)):
+        r = run_prog([sys.executable, "-c", ask], env)
+        assert r.returncode == 0 and r.stdout.strip() == "-1", (r.stdout, r.stderr)
+
+
 def test_dlsym_rtld_next_is_relative_to_its_real_caller(native: Native) -> None:
     from hbtui.attach import build
 
