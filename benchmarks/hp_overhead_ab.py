@@ -21,6 +21,12 @@ Design (what each piece removes):
 - **The null comparison** ``alone2 / alone`` is two plain processes measured the same
   way: its spread is the resolution of this set-up. A 2 % claim needs the ``hbtui``
   ratio's interval inside 2 % *and* a null interval narrower than that.
+- **In one process** (``--quiet-ab``, on by default): the ``hbtui`` process's blocks
+  alternate quiet requests (``hbtui_set_quiet``: the interceptor passes every call
+  straight through, as outside ``hbtui run``) with observed ones; ``hbtui/quiet`` is the
+  ratio of their block medians. It carries no difference between processes (the null
+  above is ±20 % for the eager service on the lent VMs) and leaves out only the
+  pass-through call itself (a function-pointer hop per call) and the launcher process.
 - **CPU pinning**: every service process pins itself to the same ``--svc-cpus`` (whole
   physical cores, chosen from the top of the allowed set by default) before torch
   starts; this orchestrator, the engine and the ``hbtui run`` launchers run on
@@ -84,7 +90,10 @@ PROGRAMS_TOML = ROOT / "hbtui" / "profiles" / "programs.toml"
 MODES = ("eager", "graph")
 ALONE, HBTUI, ALONE2 = "alone", "hbtui", "alone2"
 PRIMARY = "hbtui/alones"  # hbtui over the geometric mean of alone and alone2
-RATIO_KEYS = (PRIMARY, "hbtui/alone", "hbtui/alone2", "alone2/alone")
+# hbtui/quiet: inside the hbtui process, its observed requests over its quiet ones
+# (--quiet-ab: the interceptor passing straight through), blocks' medians
+IN_PROCESS = "hbtui/quiet"
+RATIO_KEYS = (PRIMARY, "hbtui/alone", "hbtui/alone2", "alone2/alone", IN_PROCESS)
 # measured requests per block, unmeasured at each block's start, a first guess at the
 # service time (ms) for the budget before anything is measured
 MODE_DEFAULTS = {"eager": (40, 3, 45.0), "graph": (200, 10, 8.0)}
@@ -237,6 +246,9 @@ def summarise(rounds: list[dict[str, Any]], mode: str, limit: float, boot: int,
     prim, null = med.get(out["primary"]), med.get("alone2/alone")
     ci = tuple(prim["ci95"]) if prim and prim["ci95"] else None
     out["verdict"] = verdict(ci, limit)  # type: ignore[arg-type]
+    inp = med.get(IN_PROCESS)
+    if inp and inp["ci95"]:
+        out["in_process_verdict"] = verdict(tuple(inp["ci95"]), limit)  # type: ignore[arg-type]
     out["limit"] = limit
     if null and null["ci95"]:
         lo, hi = null["ci95"]
@@ -430,7 +442,11 @@ class Run:
     def conds(self) -> list[str]:
         return [ALONE, HBTUI] + ([ALONE2] if self.a.null else [])
 
-    def hp_cmd(self, mode: str, out: Path) -> list[str]:
+    def cycle_blocks(self) -> int:
+        """A cycle's length in blocks (with --quiet-ab the hbtui block serves twice)."""
+        return len(self.conds()) + (1 if self.a.quiet_ab else 0)
+
+    def hp_cmd(self, mode: str, out: Path, quiet_ab: bool = False) -> list[str]:
         a = self.a
         n, w, _ = a.mode_cfg[mode]
         cmd = [a.python, str(HP_APP), "--mode", mode, "--closed", str(n),
@@ -438,6 +454,8 @@ class Run:
                "--seed", str(a.seed), "--threads", str(a.threads), "--out", str(out)]  # fmt: skip
         if a.gap_ms:
             cmd += ["--gap-ms", f"{a.gap_ms:g}"]
+        if quiet_ab:
+            cmd += ["--quiet-ab"]
         if a.svc_cpus:
             cmd += ["--cpus", cpu_list(a.svc_cpus)]
         if a.smoke:
@@ -456,7 +474,8 @@ class Run:
         n, w, _ = a.mode_cfg[mode]
         rec: dict[str, Any] = {"mode": mode, "round": r + 1, "procs": {}, "cycles": [],
                                "errors": []}  # fmt: skip
-        need_min = self.startup_est() + 2 * len(conds) * self.block_est(mode) + END_RESERVE_S
+        need_min = self.startup_est() + 2 * self.cycle_blocks() * self.block_est(mode)
+        need_min += END_RESERVE_S
         if self.left() < need_min:
             rec["skipped"] = f"budget: {need_min:.0f} s needed, {self.left():.0f} s left"
             log(f"{mode} round {r + 1}: skipped ({rec['skipped']})")
@@ -470,7 +489,7 @@ class Run:
             for c in start_order:
                 with contextlib.suppress(FileNotFoundError):
                     outs[c].unlink()
-                cmd = self.hp_cmd(mode, outs[c])
+                cmd = self.hp_cmd(mode, outs[c], quiet_ab=c == HBTUI and a.quiet_ab)
                 if c == HBTUI:
                     cmd = self.under_hbtui(task, cmd)
                 children[c] = Child(f"{mode}-r{r + 1}-{c}", cmd, self.env(), self.logdir)
@@ -489,7 +508,7 @@ class Run:
             ups = ", ".join(f"{c} {rec['procs'][c]['startup_s']} s" for c in start_order)
             log(f"{mode} round {r + 1}: all ready (start-up {ups})")
             for ci, order in enumerate(cycle_orders(conds, a.cycles, r)):
-                cyc_need = len(conds) * self.block_est(mode) + END_RESERVE_S
+                cyc_need = self.cycle_blocks() * self.block_est(mode) + END_RESERVE_S
                 if self.left() < cyc_need:
                     rec["cut"] = (f"budget: {ci} of {a.cycles} cycles ({cyc_need:.0f} s "
                                   f"needed, {self.left():.0f} s left)")  # fmt: skip
@@ -568,6 +587,9 @@ def cycle_ratios(blocks: dict[str, dict[str, Any]]) -> dict[str, dict[str, float
                 out[stat][f"{num}/{den}"] = v[num] / v[den]
         if HBTUI in v and ALONE in v and ALONE2 in v and v[ALONE] > 0 and v[ALONE2] > 0:
             out[stat][PRIMARY] = v[HBTUI] / math.sqrt(v[ALONE] * v[ALONE2])
+        quiet = (blocks.get(HBTUI) or {}).get(f"quiet_{stat}_ms")
+        if HBTUI in v and quiet:
+            out[stat][IN_PROCESS] = v[HBTUI] / quiet
     return out
 
 
@@ -683,6 +705,13 @@ def table(doc: dict[str, Any]) -> str:
             )
         lines.append(f"{ind}  within {s['limit'] * 100:g} % of alone: "
                      f"{s['verdict']}")  # fmt: skip
+        inp = rat.get(IN_PROCESS)
+        if inp is not None and inp["ci95"]:
+            lines.append(
+                f"{ind}  in one process (observed / quiet requests, {inp['n']} blocks): "
+                f"{pc(inp['median'])} (95 % CI {pc(inp['ci95'][0])} .. {pc(inp['ci95'][1])})"
+                f": within {s['limit'] * 100:g} %: {s.get('in_process_verdict')}"
+            )
     return "\n".join(lines)
 
 
@@ -707,6 +736,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="idle ms between requests (0: back to back)")  # fmt: skip
     ap.add_argument("--null", action=argparse.BooleanOptionalAction, default=True,
                     help="a second plain process per round: the null comparison (on)")  # fmt: skip
+    ap.add_argument("--quiet-ab", action=argparse.BooleanOptionalAction, default=True,
+                    help="the hbtui process alternates quiet and observed requests in "
+                         "each block (hp_service --quiet-ab): the in-process comparison "
+                         "(on)")  # fmt: skip
     ap.add_argument("--svc-cpus", default=None,
                     help="CPUs of the service processes (default: whole cores from the top, "
                          ">= 4 CPUs; smoke 1); 'none': no pinning")  # fmt: skip

@@ -38,7 +38,11 @@ figure is its service time. After each block one line ``block {json}`` goes to s
 prints ``ready`` and then waits for a line ``go`` on stdin before each block (``quit`` or
 end of input ends it), so an orchestrator can alternate blocks between processes
 (``benchmarks/hp_overhead_ab.py``). ``--cpus LIST`` pins the process (all its threads)
-to those CPUs before torch is imported.
+to those CPUs before torch is imported. ``--quiet-ab`` (under ``hbtui run --hp``) pairs
+requests inside one process: a block alternates quiet requests (``hbtui_set_quiet``: the
+interceptor passes every call straight through, as outside hbtui run) with observed
+ones, so what the interceptor adds is measured without the differences between
+processes.
 """
 
 from __future__ import annotations
@@ -78,6 +82,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="closed: unmeasured requests at the start of each block")  # fmt: skip
     ap.add_argument("--gap-ms", type=float, default=0.0,
                     help="closed: idle time between requests (0: back to back)")  # fmt: skip
+    ap.add_argument("--quiet-ab", action="store_true",
+                    help="closed, under `hbtui run --hp`: each block serves 2N requests "
+                         "alternating quiet (the interceptor passes straight through) and "
+                         "observed; the block's service_ms are the observed ones, quiet_ms "
+                         "the others")  # fmt: skip
     ap.add_argument("--gate", action="store_true",
                     help="closed: wait for a line 'go' on stdin before each block")  # fmt: skip
     ap.add_argument("--cpus", default=None,
@@ -120,6 +129,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             ap.error("--closed and --blocks must be >= 1, --block-warmup >= 0")
         if not (a.gap_ms >= 0 and math.isfinite(a.gap_ms)):
             ap.error(f"--gap-ms must be >= 0, got {a.gap_ms}")
+    elif a.quiet_ab:
+        ap.error("--quiet-ab needs --closed")
     elif a.load is None:
         ap.error("one of --load (open loop) or --closed (closed loop) is required")
     elif not 0 < a.load <= 1.5:
@@ -491,9 +502,24 @@ def _process_info(a: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def quiet_switch() -> Callable[[int], int]:
+    """The interceptor's hbtui_set_quiet (the process runs under ``hbtui run --hp``)."""
+    try:
+        fn = ctypes.CDLL(None).hbtui_set_quiet
+    except AttributeError:
+        raise SystemExit("hp_service: error: --quiet-ab: no hbtui interceptor in this "
+                         "process (run it under `hbtui run --hp`)") from None  # fmt: skip
+    fn.argtypes, fn.restype = [ctypes.c_int], ctypes.c_int
+    if fn(0) < 0:
+        raise SystemExit("hp_service: error: --quiet-ab: the interceptor refused "
+                         "(not attached as HP)")  # fmt: skip
+    return fn
+
+
 def run_closed(a: argparse.Namespace, svc: Service, t_start: float) -> dict[str, Any]:
     """Closed loop: blocks of back-to-back requests (see the module docstring)."""
     markers, marker_state = _markers(a)
+    quiet = quiet_switch() if a.quiet_ab else None
     for _ in range(a.warmup_requests):
         svc.serve()
     gap = a.gap_ms / 1e3
@@ -512,18 +538,28 @@ def run_closed(a: argparse.Namespace, svc: Service, t_start: float) -> dict[str,
             if gap:
                 time.sleep(gap)
         times: list[float] = []
+        quiet_ms: list[float] = []
         t0 = time.monotonic()
-        for _ in range(a.closed):
+        for j in range(a.closed * (2 if quiet else 1)):
+            q = quiet is not None and (i + j) % 2 == 0  # even blocks start quiet, odd observed
+            if quiet is not None:
+                quiet(int(q))
             s = time.monotonic()
             with markers():
                 svc.serve()
-            times.append((time.monotonic() - s) * 1e3)
+            (quiet_ms if q else times).append((time.monotonic() - s) * 1e3)
             if gap:
                 time.sleep(gap)
+        if quiet is not None:
+            quiet(0)
         t1 = time.monotonic()
         blk = {"index": i, "start_mono": t0, "end_mono": t1, "n": len(times),
                "median_ms": statistics.median(times), "mean_ms": statistics.fmean(times),
                "service_ms": [round(x, 5) for x in times]}  # fmt: skip
+        if quiet_ms:
+            blk |= {"quiet_median_ms": statistics.median(quiet_ms),
+                    "quiet_mean_ms": statistics.fmean(quiet_ms),
+                    "quiet_ms": [round(x, 5) for x in quiet_ms]}  # fmt: skip
         blocks.append(blk)
         print("block " + json.dumps(blk), flush=True)
     every = [x for b in blocks for x in b["service_ms"]]
@@ -533,6 +569,7 @@ def run_closed(a: argparse.Namespace, svc: Service, t_start: float) -> dict[str,
         "seed": a.seed,
         "gap_ms": a.gap_ms,
         "block_warmup": a.block_warmup,
+        "quiet_ab": a.quiet_ab,
         "blocks": blocks,
         "count": len(every),
         "service_p50_ms": pct(every, 50),

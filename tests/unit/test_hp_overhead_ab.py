@@ -77,6 +77,11 @@ def test_cycle_ratios() -> None:
     assert r["mean"]["hbtui/alone"] == pytest.approx(1.04)
     r2 = ab.cycle_ratios({k: blocks[k] for k in ("alone", "hbtui")})
     assert "hbtui/alones" not in r2["median"] and "alone2/alone" not in r2["median"]
+    assert "hbtui/quiet" not in r["median"]  # no quiet requests in the hbtui block
+    blocks["hbtui"] |= {"quiet_median_ms": 10.0, "quiet_mean_ms": 11.0}
+    r3 = ab.cycle_ratios(blocks)
+    assert r3["median"]["hbtui/quiet"] == pytest.approx(1.04)
+    assert r3["mean"]["hbtui/quiet"] == pytest.approx(10.4 * 1.1 / 11.0)
 
 
 def test_bootstrap_and_verdict() -> None:
@@ -120,8 +125,16 @@ def test_summarise() -> None:
     assert g["verdict"] == "FAIL"
     assert ab.summarise(rounds, "graph", 0.1, 500, 1)["verdict"] == "PASS"
     assert ab.summarise([], "eager", 0.02, 500, 1)["verdict"] == "NO DATA"
+    assert "in_process_verdict" not in s  # no quiet requests
+    for c in rounds[3]["cycles"]:  # the graph rounds' hbtui process: observed = quiet + 1 %
+        c["blocks"]["hbtui"]["quiet_median_ms"] = c["blocks"]["hbtui"]["median_ms"] / 1.01
+        c["ratios"] = ab.cycle_ratios(c["blocks"])
+    g = ab.summarise(rounds, "graph", 0.02, 500, 1)
+    assert g["verdict"] == "FAIL" and g["in_process_verdict"] == "PASS"
+    assert g["ratios"]["median"]["hbtui/quiet"]["median"] == pytest.approx(1.01)
     text = ab.table({"rounds": rounds, "summary": {"eager": s, "graph": g}})
     assert "within 2 % of alone: PASS" in text and "within 2 % of alone: FAIL" in text
+    assert "in one process (observed / quiet requests, 3 blocks): +1.00 %" in text
     assert "budget" in text
 
 
@@ -135,6 +148,13 @@ def test_hp_service_closed_loop_arguments() -> None:
     for bad in (["--mode", "eager", "--out", "x"],  # neither --load nor --closed
                 ["--mode", "eager", "--load", "0.4", "--closed", "5", "--out", "x"],
                 ["--mode", "eager", "--closed", "0", "--out", "x"],
-                ["--mode", "eager", "--closed", "5", "--cpus", "x", "--out", "x"]):  # fmt: skip
+                ["--mode", "eager", "--closed", "5", "--cpus", "x", "--out", "x"],
+                ["--mode", "eager", "--load", "0.4", "--quiet-ab", "--out", "x"]):  # fmt: skip
         with pytest.raises(SystemExit):
             svc.parse_args(bad)
+
+
+def test_quiet_ab_outside_hbtui_run_is_a_clear_error() -> None:
+    with pytest.raises(SystemExit) as e:
+        svc.quiet_switch()  # this process has no interceptor preloaded
+    assert "--quiet-ab" in str(e.value) and "hbtui run --hp" in str(e.value)
