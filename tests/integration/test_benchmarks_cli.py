@@ -33,6 +33,7 @@ def test_the_kept_scripts() -> None:
         "attach_smoke.py",
         "calibrate_kernels.py",
         "console_bench.py",
+        "ctx_switch.py",
         "cuda_dispatch.py",
         "engine_live.py",
         "hp_minimal.py",

@@ -12,6 +12,7 @@ import pytest
 from tests.unit.test_hp_overhead_ab import BENCH, _load
 
 rp = _load("real_programs_app", BENCH / "real_programs.py")
+cs = _load("ctx_switch_app", BENCH / "ctx_switch.py")
 svc = _load("hp_service_app", BENCH / "apps" / "hp_service.py")
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc")
@@ -52,3 +53,12 @@ def test_host_figures_per_request() -> None:
     assert svc.host_figures(None, 5) is None and svc.host_figures([1, 1, 1, 1], 0) is None
     t = svc.thread_sched()
     assert t is None or (len(t) == 4 and t[0] > 0)  # this thread has run
+
+
+def test_ctx_switch_shift_is_per_percentile() -> None:
+    alone = cs.summary([50.0 + i for i in range(101)])  # 50 .. 150 us
+    beside = cs.summary([60.0 + 2 * i for i in range(101)])
+    assert alone["p50"] == 100.0 and alone["p99"] == 149.0 and alone["n"] == 101
+    d = cs.shift(beside, alone)
+    assert d["p50"] == 160.0 - 100.0 and d["p99"] == 258.0 - 149.0
+    assert cs.shift(cs.summary([]), alone)["p50"] is None
