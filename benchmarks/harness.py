@@ -41,7 +41,11 @@ if str(ROOT) not in sys.path:
 
 
 def git_commit() -> dict[str, Any]:
-    """``{"commit": sha or None, "dirty": bool or None}`` of the checkout at ROOT."""
+    """``{"commit": sha or None, "dirty": bool or None}`` of the checkout at ROOT, or the
+    caller's ``HBTUI_COMMIT`` (a copied tree, as on the lent GPU machines, keeps the git
+    metadata of another commit; its dirty flag is then unknown)."""
+    if os.environ.get("HBTUI_COMMIT"):
+        return {"commit": os.environ["HBTUI_COMMIT"], "dirty": None}
 
     def git(*args: str) -> str | None:
         try:

@@ -1269,7 +1269,7 @@ def main(argv: list[str] | None = None) -> int:
     doc: dict[str, Any] = {
         "schema": 1,
         "benchmark": "real-programs",
-        "commit": os.environ.get("HBTUI_COMMIT") or g["commit"],
+        "commit": g["commit"],
         "commit_dirty": g["dirty"],
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "command": harness.command(),

@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     doc: dict[str, Any] = {
         "what": "GPT-2 (torch.compile max-autotune, Triton GEMMs) training steps: plain vs "
                 "sliced under hbtui run --lp (hummingbird), bitwise",
-        "commit": os.environ.get("HBTUI_COMMIT") or harness.git_commit(),
+        "commit": harness.git_commit()["commit"],
         "date": datetime.date.today().isoformat(), "machine": harness.machine(),
         "command": harness.command(argv), "app": app[1:], "runs": {},
     }  # fmt: skip

@@ -62,3 +62,15 @@ def test_ctx_switch_shift_is_per_percentile() -> None:
     d = cs.shift(beside, alone)
     assert d["p50"] == 160.0 - 100.0 and d["p99"] == 258.0 - 149.0
     assert cs.shift(cs.summary([]), alone)["p50"] is None
+
+
+def test_results_take_the_callers_commit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A copied tree (the lent GPU machines) keeps another commit's git metadata: the
+    caller's HBTUI_COMMIT wins, its dirty flag unknown."""
+    import harness
+
+    monkeypatch.setenv("HBTUI_COMMIT", "f294e62")
+    assert harness.git_commit() == {"commit": "f294e62", "dirty": None}
+    monkeypatch.delenv("HBTUI_COMMIT")
+    g = harness.git_commit()
+    assert g["commit"] is None or len(g["commit"]) == 40
