@@ -25,10 +25,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import queue
 import random
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -78,8 +80,6 @@ def spin_cycles_per_us(cp: Any, k: Any) -> float:
 
 def other(a: argparse.Namespace) -> int:
     """The other process: spin kernels of --other-us with host gaps until stdin closes."""
-    import threading
-
     import cupy as cp
 
     k = cp.RawKernel(SPIN, "hb_spin")
@@ -102,6 +102,26 @@ def other(a: argparse.Namespace) -> int:
     return 0
 
 
+def next_line(lines: queue.Queue[str], timeout: float) -> str | None:
+    try:
+        return lines.get(timeout=timeout).strip()
+    except queue.Empty:
+        return None
+
+
+def last_json(lines: queue.Queue[str], timeout: float) -> dict[str, Any]:
+    """The first line that parses as a JSON object (other lines: a library's chatter)."""
+    deadline = time.monotonic() + timeout
+    while (line := next_line(lines, max(0.0, deadline - time.monotonic()))) is not None:
+        try:
+            doc = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(doc, dict):
+            return doc
+    return {}
+
+
 def probe_phase(probe: Any, n: int, gap_ms: float, rng: random.Random) -> list[float]:
     waits = []
     for _ in range(n):
@@ -116,7 +136,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--probes", type=int, default=2000, help="probes per phase (2000)")
     ap.add_argument("--probe-gap-ms", type=float, default=1.0, help="mean gap (1.0)")
     ap.add_argument("--other-us", type=float, default=10.0, help="other's kernel, us (10)")
-    ap.add_argument("--other-gap-ms", type=float, default=1.0, help="its mean gap (1.0)")
+    ap.add_argument("--other-gap-ms", type=float, default=0.2,
+                    help="its mean gap (0.2: several of its kernels between two probes, "
+                         "so nearly every probe follows one)")  # fmt: skip
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--out", default=None)
     a = ap.parse_args(argv)
@@ -143,11 +165,19 @@ def main(argv: list[str] | None = None) -> int:
     p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert p.stdout is not None and p.stdin is not None
-        if p.stdout.readline().strip() != "ready":
-            raise SystemExit("ctx_switch: error: the other process did not start")
+        lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=lambda: [lines.put(x) for x in p.stdout], daemon=True).start()
+        if next_line(lines, 120.0) != "ready":
+            raise SystemExit("ctx_switch: error: the other process did not start in 120 s")
         res["phases"]["beside"] = summary(probe_phase(probe, a.probes, a.probe_gap_ms, rng))
+        if p.poll() is not None:
+            raise SystemExit(f"ctx_switch: error: the other process died during the "
+                             f"'beside' phase (exit {p.returncode}): no result")  # fmt: skip
         p.stdin.close()
-        res["other"] = json.loads(p.stdout.readline() or "{}")
+        res["other"] = last_json(lines, 30.0)
+        if p.wait(30) != 0 or "kernels" not in res["other"]:
+            raise SystemExit(f"ctx_switch: error: the other process ended with "
+                             f"{p.returncode} and no count: no result")  # fmt: skip
     finally:
         if p.poll() is None:
             p.kill()

@@ -875,7 +875,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     run = Run(a, out, logdir, doc)
     est = a.rounds * len(a.modes) * (run.startup_est() + 10) + sum(
-        a.rounds * a.cycles * len(run.conds()) * run.block_est(m) for m in a.modes
+        a.rounds * a.cycles * run.cycle_blocks() * run.block_est(m) for m in a.modes
     )
     doc["estimate_s"] = round(est)
     log(f"modes {a.modes}, {a.rounds} rounds x {a.cycles} cycles, conditions {run.conds()}, "

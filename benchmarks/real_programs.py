@@ -264,17 +264,21 @@ class Nvml:
 
 
 class CpuBusy:
-    """Samples CPU time every ``period`` s in a thread: the machine's (``/proc/stat``) and,
-    per watched role (``watch``), that of a process and all its descendants
-    (``/proc/PID/stat``). ``mean(a, b)``: the share of all CPUs busy over a monotonic
-    window; ``roles(a, b)``: CPUs each role used there (is the HP host contended, by
-    whom?). Quietly empty where /proc is missing."""
+    """Samples CPU time in a thread: the machine's (``/proc/stat``, every ``period`` s)
+    and, per watched role (``watch``), that of a process and all its descendants
+    (``/proc/PID/stat``: own and reaped children's time, every ``role_period`` s: a scan
+    of /proc costs ~10 us a process). ``mean(a, b)``: the share of all CPUs busy over a
+    monotonic window; ``roles(a, b)``: CPUs each role used there (is the HP host
+    contended, by whom?). Quietly empty where /proc is missing."""
 
-    def __init__(self, period: float = 0.1) -> None:
+    def __init__(self, period: float = 0.1, role_period: float = 0.5) -> None:
         self.samples: list[tuple[float, int, int]] = []  # (mono, busy jiffies, all jiffies)
         self.role_samples: list[tuple[float, dict[str, int]]] = []  # (mono, role -> jiffies)
         self.hz = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+        self.role_period = role_period
+        self.errors = 0  # unreadable samples (skipped)
         self._roots: dict[str, int] = {}
+        self._last: dict[tuple[str, int], int] = {}  # highest total seen (a root exits)
         self._stop = threading.Event()
         self._t = threading.Thread(target=self._run, args=(period,), daemon=True, name="cpu")
         self._t.start()
@@ -289,11 +293,13 @@ class CpuBusy:
             if not d.isdigit():
                 continue
             try:
-                with open(f"/proc/{d}/stat") as f:
-                    v = f.read().rsplit(")", 1)[1].split()
-            except (OSError, IndexError):
-                continue  # gone meanwhile
-            parent[int(d)], used[int(d)] = int(v[1]), int(v[11]) + int(v[12])
+                with open(f"/proc/{d}/stat", "rb") as f:
+                    raw = f.read()
+                v = raw[raw.rindex(b")") + 1 :].split()  # (the name may hold ')' or spaces)
+                # utime, stime and the waited-for children's: an exited child stays counted
+                parent[int(d)], used[int(d)] = int(v[1]), sum(int(x) for x in v[11:15])
+            except (OSError, ValueError, IndexError):
+                continue  # gone meanwhile, or unreadable: skip this one
         out = {}
         for role, root in self._roots.items():
             total = 0
@@ -302,10 +308,12 @@ class CpuBusy:
                 while q not in (0, 1, root) and hops < 64:
                     q, hops = parent.get(q, 0), hops + 1
                 total += t if q == root else 0
-            out[role] = total
+            key = (role, root)
+            out[role] = self._last[key] = max(total, self._last.get(key, 0))
         return out
 
     def _run(self, period: float) -> None:
+        next_roles = 0.0
         while True:
             try:
                 with open("/proc/stat") as f:
@@ -313,10 +321,13 @@ class CpuBusy:
                 idle = v[3] + (v[4] if len(v) > 4 else 0)  # idle + iowait
                 now = time.monotonic()
                 self.samples.append((now, sum(v) - idle, sum(v)))
-                if self._roots:
+                if self._roots and now >= next_roles:
+                    next_roles = now + self.role_period
                     self.role_samples.append((now, self._tree_jiffies()))
+            except FileNotFoundError:
+                return  # no /proc here
             except (OSError, ValueError, IndexError):
-                return
+                self.errors += 1  # one bad sample: skip it
             if self._stop.wait(period):
                 return
 

@@ -631,8 +631,8 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
             break
         if now < arr:
             wait_until(arr)
+        b = thread_sched() if sched is not None else None  # (outside the timed request)
         s = time.monotonic()
-        b = thread_sched() if sched is not None else None
         with markers():
             if probe is not None:
                 probe_us.append(round(probe.fire(), 2))

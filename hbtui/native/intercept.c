@@ -789,7 +789,9 @@ static void mark(uint8_t kind) {
 }
 
 // 1: quiet, 0: observed again. Returns the previous state, or -1 (nothing changed) in an
-// LP program, whose launches are never let go ungated, or outside hbtui run.
+// LP program, whose launches are never let go ungated, or outside hbtui run. Switch it
+// between requests only: a request marked (or launched) half quiet leaves the engine an
+// unpaired marker or an unconfirmed coalesced tail (it then falls back on its timeouts).
 HB_EXPORT int hbtui_set_quiet(int on) {
   if (!__atomic_load_n(&g_on, __ATOMIC_ACQUIRE) || G.lp) return -1;
   return __atomic_exchange_n(&g_quiet, on ? 1 : 0, __ATOMIC_ACQ_REL);

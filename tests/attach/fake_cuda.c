@@ -192,8 +192,18 @@ static void fake_release(void) {
   pthread_mutex_unlock(&mu);
   pthread_mutex_unlock(&logmu);
 }
+// The child has no GPU worker thread: start over with none (the next submit starts one)
+// and fresh locks and conditions (waiters of the parent's do not exist here).
+static void fake_child(void) {
+  pthread_mutex_init(&mu, NULL);
+  pthread_mutex_init(&logmu, NULL);
+  pthread_cond_init(&cv, NULL);
+  pthread_cond_init(&idle_cv, NULL);
+  qhead = qtail = NULL;  // (the parent's queued ops: not this process's to run)
+  busy = started = 0;
+}
 __attribute__((constructor)) static void fake_init(void) {
-  pthread_atfork(fake_prepare, fake_release, fake_release);
+  pthread_atfork(fake_prepare, fake_release, fake_child);
 }
 
 static void log_launch(uint64_t f, const unsigned g[3], const unsigned b[3], unsigned smem,

@@ -18,7 +18,8 @@
 //                            later, looks k_other up again: prints "lookup_ms MS"
 //         forkpar:GX         a thread launches k_slice (GX blocks); 50 ms later this one
 //                            forks, and the child launches k_other (GX blocks) and exits
-//                            0: prints "child RC" (RC 9: killed after 5 s, it hung)
+//                            0 after a sync: prints "child RC" (RC 9: killed after 5 s,
+//                            it hung)
 //         exit:GX            a thread launches k_slice (GX blocks), then launches it again
 //                            from a pthread key destructor as it exits (a key made after
 //                            the interceptor's), and is joined
@@ -204,8 +205,9 @@ int main(int argc, char **argv) {
       pid_t pid = fork();
       if (pid == 0) {
         alarm(5);  // a hang in the child ends as SIGALRM
-        launch(other, arg.gx, 1, 1, 128, 1, 1, 0, STREAM, params, NULL);
-        _exit(0);
+        int rc = launch(other, arg.gx, 1, 1, 128, 1, 1, 0, STREAM, params, NULL);
+        rc = rc ? rc : ((sync_t)sym(lib, "cuCtxSynchronize"))();  // (hung on the fake's
+        _exit(rc ? 1 : 0);                                        // queue before)
       }
       int st = 0;
       waitpid(pid, &st, 0);

@@ -24,7 +24,7 @@ SLEEP = "import time\ntime.sleep(1.5)\n"
 def test_cpu_sampler_charges_a_process_tree_to_its_role() -> None:
     """A spinning grandchild is charged to its root's role (as `hbtui run`'s program is
     to the launcher's), a sleeping process to its own at about nothing."""
-    cpu = rp.CpuBusy(period=0.05)
+    cpu = rp.CpuBusy(period=0.05, role_period=0.05)
     busy = subprocess.Popen([sys.executable, "-c", f"import subprocess, sys\n"
                              f"subprocess.run([sys.executable, '-c', {SPIN!r}])"])  # fmt: skip
     idle = subprocess.Popen([sys.executable, "-c", SLEEP])
@@ -35,10 +35,14 @@ def test_cpu_sampler_charges_a_process_tree_to_its_role() -> None:
         a = time.monotonic()
         time.sleep(0.6)
         b = time.monotonic()
+        busy.wait(10)  # the grandchild, then its parent exit: their time stays counted
+        time.sleep(0.3)
+        c = time.monotonic()
     finally:
         busy.wait(10)
         idle.wait(10)
         cpu.close()
+    assert cpu.roles(a, c)["busy"] > 0.3, cpu.roles(a, c)  # (it spun to ~1.5 s of 2.1)
     used = cpu.roles(a, b)
     assert used["busy"] > 0.5, used  # one CPU all the time, less what the box's load takes
     assert used["idle"] < 0.1, used
@@ -74,3 +78,13 @@ def test_results_take_the_callers_commit(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.delenv("HBTUI_COMMIT")
     g = harness.git_commit()
     assert g["commit"] is None or len(g["commit"]) == 40
+
+
+def test_ctx_switch_reads_the_other_process_defensively() -> None:
+    import queue
+
+    q: queue.Queue[str] = queue.Queue()
+    for line in ("a library's warning\n", "[1, 2]\n", '{"kernels": 5, "seconds": 1.0}\n'):
+        q.put(line)
+    assert cs.last_json(q, 1.0) == {"kernels": 5, "seconds": 1.0}
+    assert cs.next_line(q, 0.05) is None and cs.last_json(q, 0.05) == {}  # nothing more

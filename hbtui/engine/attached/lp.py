@@ -110,8 +110,8 @@ class LpGate:
                     old = self.dur.get(f.func)
                     self.dur[f.func] = share if old is None else old + EWMA * (share - old)
                 self.busy_ns += share
-                if f.func in sliceable:
-                    self.sliceable_ns += share
+                if f.func in sliceable and f.func not in self.slices.failed:
+                    self.sliceable_ns += share  # (one-wave grids included: they run whole)
             self.completed += len(fs)
             self.mean_ns += EWMA * (share - self.mean_ns)
 
