@@ -144,6 +144,10 @@ class AttachedInfo(TypedDict):
     slicing: NotRequired[bool]  # lp: sliceable launches run as slices now (hummingbird)
     modules: NotRequired[dict[str, int]]  # lp: modules by slicer status (ok, missing, pending, ...)
     requests_from: str  # hp: "markers" (explicit) or "bursts" (inferred, idle_ms)
+    # hp: its pace with LP inside its requests over without (None: not measured yet), and
+    # whether LP is kept out of them for costing more than --harvest-guard
+    harvest_cost: NotRequired[float | None]
+    harvest_held_off: NotRequired[bool]
     idle_ms: float
     mps: bool  # an MPS daemon serves the program (else the GPU time-slices contexts)
 

@@ -169,10 +169,12 @@ def test_temporal_holds_lp_during_a_request_hummingbird_uses_fitting_bubbles() -
 def test_the_bubble_margin_is_charged_to_every_grant_inside_a_request() -> None:
     """--bubble-margin-us: a 20-us kernel that fits a ~100-us bubble with the default 30-us
     margin does not with a 100-us one (the GPU's switch between the programs' contexts
-    charged to the grant)."""
-    for margin_us, granted in ((30, 1), (100, 0)):
+    charged to the grant); nor while the harvest guard holds LP off the requests."""
+    for margin_us, granted in ((30, 1), (100, 0), (30, -1)):
         s, att, hp, at = _set("hummingbird")
         s.bubble_margin_ns = margin_us * US
+        if granted < 0:  # the harvest guard holds LP off (its cost was measured too high)
+            hp.guard.target, hp.guard._until, granted = 0.05, 10**15, 0
         done = [0] * L.COMP_SLOTS
         t = 0
         for i in range(1, 40):  # a request with 100-us bubbles between short kernels

@@ -9,10 +9,11 @@ import subprocess
 from types import SimpleNamespace
 
 from hbtui.attach import layout as L
-from hbtui.engine.attached import AttachedSet, AttachedTask, program_dirs
+from hbtui.engine.attached import AttachedSet, AttachedTask
 from hbtui.engine.attached import variants as V
 from hbtui.engine.attached.hp import HpTracker
 from hbtui.engine.attached.lp import LpGate
+from hbtui.engine.attached.variants import program_dirs
 from hbtui.engine.metrics import TaskStats
 from hbtui.engine.model import Task
 

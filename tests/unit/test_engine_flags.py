@@ -16,3 +16,13 @@ def test_bubble_margin_is_microseconds_and_checked(capsys: pytest.CaptureFixture
         assert e.value.code == 2
         err = capsys.readouterr().err
         assert "--bubble-margin-us" in err and why in err, err
+
+
+def test_harvest_guard_is_a_percentage(capsys: pytest.CaptureFixture[str]) -> None:
+    assert _parser().parse_args([]).harvest_guard == 5.0
+    assert _parser().parse_args(["--harvest-guard", "0"]).harvest_guard == 0.0
+    for bad, why in (("150", "from 0 (off) to 100"), ("some", "not a percentage")):
+        with pytest.raises(SystemExit):
+            _parser().parse_args(["--harvest-guard", bad])
+        err = capsys.readouterr().err
+        assert "--harvest-guard" in err and why in err, err

@@ -29,13 +29,17 @@ from functools import partial
 from typing import Any
 
 from hbtui.attach import layout as L
-from hbtui.attach import modcache
 from hbtui.attach.segment import Attachment, SegmentError
 from hbtui.engine.attached.hp import HpTracker
 from hbtui.engine.attached.lp import DEFAULT_BUDGET_US, LpGate
 from hbtui.engine.attached.slices import SLICED_BUDGET_US
-from hbtui.engine.attached.triton import triton_roots
-from hbtui.engine.attached.variants import EntryInfo, Job, ModuleVariant, VariantWorker
+from hbtui.engine.attached.variants import (
+    EntryInfo,
+    Job,
+    ModuleVariant,
+    VariantWorker,
+    program_dirs,
+)
 from hbtui.engine.metrics import TaskStats
 from hbtui.engine.model import HP, LP, Task
 from hbtui.engine.scheduler import ControlError
@@ -49,6 +53,7 @@ POLL_NS = 20_000  # loop tick while an attached program is active (HP busy, LP i
 IDLE_POLL_NS = 250_000
 MAX_ATTACHED = 32
 DEFAULT_IDLE_MS = 1.0  # burst rule: a request ends this long after HP went idle
+DEFAULT_HARVEST_GUARD = 0.05  # LP leaves HP requests alone when it slows them more
 BUBBLE_MARGIN_NS = 30_000  # a bubble grant's spare time: poll + launch (--bubble-margin-us)
 DEAD_CHECK_NS = 500_000_000  # how often a launcher's pid is checked
 
@@ -66,22 +71,6 @@ def _fine_timer_slack() -> None:
 def _fits_all(open_hps: list[HpTracker], now: int, margin_ns: float, duration_ns: float) -> bool:
     need = duration_ns + margin_ns
     return all(h.bubble_fits(now - h.idle_since, need) for h in open_hps)
-
-
-def program_dirs(pid: int) -> tuple[str, tuple[str, ...]]:
-    """Where an LP program's PTX images go and where its Triton cache is, from its own
-    environment (``/proc/PID/environ``; the engine's when that cannot be read)."""
-    env: dict[str, str] | None = None
-    if pid > 0:
-        try:
-            with open(f"/proc/{pid}/environ", "rb") as f:
-                raw = f.read(1 << 20)
-            pairs = (kv.split(b"=", 1) for kv in raw.split(b"\0") if b"=" in kv)
-            env = {k.decode(errors="replace"): v.decode(errors="replace") for k, v in pairs}
-        except OSError:
-            env = None
-    mdir = modcache.module_dir(env if env and env.get(modcache.ENV) else None)
-    return str(mdir), tuple(str(r) for r in triton_roots(env))
 
 
 def _count(values: Any) -> dict[str, int]:
@@ -153,6 +142,7 @@ class AttachedSet:
         self._sliced_names: dict[int, dict[int, EntryInfo]] = {}  # image hash -> name hash -> entry
         self.slicing = True  # hummingbird runs sliceable LP kernels as slices (--slice-programs)
         self.bubble_margin_ns = BUBBLE_MARGIN_NS
+        self.harvest_guard = DEFAULT_HARVEST_GUARD  # --harvest-guard (fraction; 0: off)
         self.tasks: dict[str, AttachedTask] = {}
         self.by_shm: dict[str, AttachedTask] = {}
         self.listeners: list[Any] = []  # on_request(task, req, latency_ns, slo_ok)
@@ -197,6 +187,7 @@ class AttachedSet:
         at.mps = mps
         if cls == HP:
             at.hp = HpTracker(int(at.idle_ms * 1e6))
+            at.hp.guard.target = self.harvest_guard
             att.heartbeat()
         else:
             at.lp = LpGate(att)
@@ -330,7 +321,11 @@ class AttachedSet:
             if not in_request:
                 lp.slices.restore()
                 lp.grant_within(budget)
-            elif policy == "hummingbird" and not hp_busy:
+            elif (
+                policy == "hummingbird"
+                and not hp_busy
+                and all(h.guard.allowed(now) for h in hps if h.open)
+            ):  # (the guard: LP in these requests cost them more than its target)
                 fits = partial(_fits_all, [h for h in hps if h.open], now, self.bubble_margin_ns)
                 # within the budget and the open requests' SLO slack (none left: no LP)
                 slack = [h.slack_ns(now, h.slo_ns) for h in hps]
@@ -456,6 +451,11 @@ class AttachedSet:
             "slicing": bool(lp is not None and lp.slices.on),
             "modules": _count(at.modules.values()),
             "requests_from": "markers" if at.hp is not None and at.hp.markers else "bursts",
+            **(
+                {"harvest_cost": at.hp.guard.cost, "harvest_held_off": at.hp.guard.held_off}
+                if at.hp is not None
+                else {}
+            ),  # fmt: skip
             "idle_ms": at.idle_ms,
             "mps": at.mps,
         }

@@ -23,6 +23,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from hbtui.attach import layout as L
+from hbtui.engine.attached.guard import HarvestGuard
 from hbtui.engine.metrics import Histogram
 
 KIND_REQ_BEGIN = L.KIND_REQ_BEGIN
@@ -84,6 +85,7 @@ class HpTracker:
         self.slo_ns: int | None = None  # the task's SLO (the attached set keeps it current)
         self.timed_out = 0  # marker requests closed by MAX_REQUEST_NS
         self.stale = 0  # times outstanding work was given up on (STALE_NS)
+        self.guard = HarvestGuard()  # what LP inside its requests costs it (target: set)
 
     # -- feeding -------------------------------------------------------------------
     def on_launch(self, rec: L.Launch, now_ns: int) -> None:
@@ -102,6 +104,7 @@ class HpTracker:
             return
         if rec.flags & L.LF_CAPTURED:
             return  # recorded into a graph, not run
+        self.guard.on_launch(rec.enqueue_ns, bool(self.open))
         self.launches += 1
         if not self.busy and self.open and self.idle_since:
             self.gaps.append(max(0, rec.enqueue_ns - self.idle_since))
@@ -127,6 +130,7 @@ class HpTracker:
 
         ``syncing``: a program thread is inside a wrapped synchronisation, whose return
         advances the counters over the coalesced tail: the tail is not guessed done."""
+        self.guard.tick(now_ns)
         for s in self.last_seq:
             if completed[s] != self._seen_done.get(s):
                 self._seen_done[s] = completed[s]

@@ -36,8 +36,10 @@ from pathlib import Path
 from typing import Any
 
 from hbtui.attach import layout as L
+from hbtui.attach import modcache
 from hbtui.attach.modcache import ensure_module_dir, ptx_name
 from hbtui.engine.atomic import write_atomic
+from hbtui.engine.attached.triton import triton_roots
 
 log = logging.getLogger("hbtui.engine")
 
@@ -422,3 +424,19 @@ class VariantWorker:
                 p.terminate()
             except (OSError, AttributeError):
                 pass
+
+
+def program_dirs(pid: int) -> tuple[str, tuple[str, ...]]:
+    """Where an LP program's PTX images go and where its Triton cache is, from its own
+    environment (``/proc/PID/environ``; the engine's when that cannot be read)."""
+    env: dict[str, str] | None = None
+    if pid > 0:
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                raw = f.read(1 << 20)
+            pairs = (kv.split(b"=", 1) for kv in raw.split(b"\0") if b"=" in kv)
+            env = {k.decode(errors="replace"): v.decode(errors="replace") for k, v in pairs}
+        except OSError:
+            env = None
+    mdir = modcache.module_dir(env if env and env.get(modcache.ENV) else None)
+    return str(mdir), tuple(str(r) for r in triton_roots(env))

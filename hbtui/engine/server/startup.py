@@ -37,6 +37,16 @@ def _margin_us(text: str) -> float:
     return v
 
 
+def _guard_pct(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a percentage: {text!r}") from None
+    if not 0 <= v <= 100:
+        raise argparse.ArgumentTypeError(f"{text} %: from 0 (off) to 100")
+    return v
+
+
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="hbtui engine", description="Run the headless engine (ZeroMQ telemetry + control)."
@@ -103,6 +113,14 @@ def _parser() -> argparse.ArgumentParser:
         help="spare time an LP grant inside an `hbtui run` HP request must leave in the "
         "predicted bubble (30: the engine's poll and the launch); larger also charges "
         "each grant the GPU's switch between the programs' contexts",
+    )
+    ap.add_argument(
+        "--harvest-guard",
+        type=_guard_pct,
+        default=5.0,
+        metavar="PCT",
+        help="keep LP out of an `hbtui run` HP program's requests while it measurably "
+        "slows them by more than PCT %% (control epochs without LP; 0: off)",
     )
     ap.add_argument(
         "--exit-with-parent",
@@ -242,6 +260,7 @@ def main(argv: list[str] | None = None) -> int:
             engine = Engine(prof, kind, device, pub, ctl, args.readonly, args.calibrate, prom)
             engine.attached.slicing = args.slice_programs == "on"
             engine.attached.bubble_margin_ns = args.bubble_margin_us * 1e3
+            engine.attached.harvest_guard = args.harvest_guard / 100
         except (BackendError, ValueError) as e:
             raise UsageError(f"backend {kind}: {e}") from None
         engine.profile_dirs = extra
