@@ -72,6 +72,15 @@ def ptx_text(att: dict[str, Any]) -> str:
     return f"PTX {share} %" + (f" ✂ {sliced}" if sliced is not None and att.get("slicing") else "")
 
 
+def harvest_text(att: dict[str, Any]) -> str:
+    """What LP inside this HP program's requests costs it (the engine's harvest guard)."""
+    cost = att.get("harvest_cost")
+    if not isinstance(cost, int | float) or isinstance(cost, bool):
+        return ""
+    held = " — LP kept out of its requests" if att.get("harvest_held_off") else ""
+    return f" · LP in its requests costs it {(cost - 1) * 100:+.1f} %{held}"
+
+
 def cells(row: TaskRow) -> dict[str, Text]:
     """The program columns of one row ("–" for a profile task)."""
     att = row.attached
@@ -115,6 +124,7 @@ def detail(row: TaskRow) -> Text:
             t.append(f" · requests inferred from bursts{gap}")
         elif src == "markers":
             t.append(" · requests from hbtui.request() markers")
+        t.append(harvest_text(att), style="yellow" if att.get("harvest_held_off") else "")
     launches = att.get("launches")
     if isinstance(launches, int):
         t.append(f" · {launches} launches")

@@ -172,6 +172,8 @@ _ATTACHED: dict[str, Check] = {
     "slicing": flag,
     "requests_from": text,
     "idle_ms": num,
+    "harvest_cost": num,
+    "harvest_held_off": flag,
 }
 attached = _map_of(_ATTACHED)
 

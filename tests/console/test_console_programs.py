@@ -80,3 +80,20 @@ async def test_no_program_columns_without_programs() -> None:
 
 def test_cut_marks_what_it_cuts() -> None:
     assert cut("abcdef", 4) == "abc…" and cut("abc", 4) == "abc"
+
+
+async def test_an_hp_program_s_harvest_cost_is_in_its_detail_line() -> None:
+    m = attached_model()
+    st = attached_state_body()
+    i = next(k for k, t in enumerate(st["tasks"]) if t["name"] == "serve")
+    st["tasks"][i]["attached"] = dict(st["tasks"][i]["attached"], harvest_cost=1.5,
+                                      harvest_held_off=True)  # fmt: skip
+    m.apply({"type": "state", "seq": 100, "engine_id": "sim-7f3a", "body": st}, T0)
+    app = app_of(m)
+    async with app.run_test(size=(200, 50)) as pilot:
+        table = app.query_one("TaskTable")
+        table.move_cursor(row=table.get_row_index("serve"))
+        app.tick()
+        await pilot.pause()
+        text = str(app.query_one("#detail", Static).render())
+        assert "LP in its requests costs it +50.0 % — LP kept out of its requests" in text
