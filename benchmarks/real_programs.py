@@ -1009,6 +1009,9 @@ def analyse(ctx: Ctx, pairs: list[Pair], scenarios: list[str]) -> list[dict[str,
             cpu = rec.get("cpu_busy")
             row["cpu_busy_pct"] = cpu * 100 if cpu is not None else None
             row["cpus_used"] = rec.get("cpus_used") or None
+            guard = (rec.get("engine_hp") or {}).get("attached") or {}  # the harvest guard
+            row["harvest_cost"] = guard.get("harvest_cost")
+            row["harvest_held_off"] = guard.get("harvest_held_off")
             host = hp.get("host_per_request") or {}
             row["hp_on_cpu_ms"] = host.get("on_cpu_ms")
             row["hp_runqueue_ms"] = host.get("runqueue_ms")
@@ -1119,6 +1122,10 @@ def table(rows: list[dict[str, Any]], lp_alone: dict[str, Any] | None) -> str:
         if r.get("cpus_used"):
             used = ", ".join(f"{k} {v:.2f}" for k, v in sorted(r["cpus_used"].items()))
             out.append(f"{r['pair']} {r['scenario']}: CPUs used in the window: {used}")
+        if r.get("harvest_cost") is not None:
+            held = ", LP held off its requests at the end" if r.get("harvest_held_off") else ""
+            out.append(f"{r['pair']} {r['scenario']}: the engine measured LP in HP requests "
+                       f"costing the HP {(r['harvest_cost'] - 1) * 100:+.1f} %{held}")  # fmt: skip
     if lp_alone:
         out.append(
             f"LP alone: {fmt(lp_alone.get('it_per_s'))} it/s "

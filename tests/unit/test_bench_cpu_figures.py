@@ -88,3 +88,11 @@ def test_ctx_switch_reads_the_other_process_defensively() -> None:
         q.put(line)
     assert cs.last_json(q, 1.0) == {"kernels": 5, "seconds": 1.0}
     assert cs.next_line(q, 0.05) is None and cs.last_json(q, 0.05) == {}  # nothing more
+
+
+def test_the_table_says_what_the_engine_measured_for_the_hp() -> None:
+    row = {"pair": "eager@0.7", "scenario": "hbtui-hummingbird", "harvest_cost": 1.5,
+           "harvest_held_off": True, "cpus_used": {"engine": 0.9, "hp": 1.0}}  # fmt: skip
+    text = rp.table([row], None)
+    assert "eager@0.7 hbtui-hummingbird: CPUs used in the window: engine 0.90, hp 1.00" in text
+    assert "LP in HP requests costing the HP +50.0 %, LP held off its requests" in text
