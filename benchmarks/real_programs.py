@@ -1009,6 +1009,14 @@ def analyse(ctx: Ctx, pairs: list[Pair], scenarios: list[str]) -> list[dict[str,
             cpu = rec.get("cpu_busy")
             row["cpu_busy_pct"] = cpu * 100 if cpu is not None else None
             row["cpus_used"] = rec.get("cpus_used") or None
+            win = rec.get("engine_lp_window") or {}
+            a, b = win.get("start") or {}, win.get("end") or {}
+            wa, wb = (
+                (a.get("attached") or {}).get("waited"),
+                (b.get("attached") or {}).get("waited"),
+            )
+            if wa and wb and b["at_mono"] > a["at_mono"]:  # LP threads' time waiting for grants
+                row["lp_wait_share"] = (wb[1] - wa[1]) / (b["at_mono"] - a["at_mono"])
             guard = (rec.get("engine_hp") or {}).get("attached") or {}  # the harvest guard
             row["harvest_cost"] = guard.get("harvest_cost")
             row["harvest_held_off"] = guard.get("harvest_held_off")
@@ -1122,6 +1130,9 @@ def table(rows: list[dict[str, Any]], lp_alone: dict[str, Any] | None) -> str:
         if r.get("cpus_used"):
             used = ", ".join(f"{k} {v:.2f}" for k, v in sorted(r["cpus_used"].items()))
             out.append(f"{r['pair']} {r['scenario']}: CPUs used in the window: {used}")
+        if r.get("lp_wait_share") is not None:
+            out.append(f"{r['pair']} {r['scenario']}: LP threads waited for grants "
+                       f"{r['lp_wait_share']:.0%} of the window")  # fmt: skip
         if r.get("harvest_cost") is not None:
             held = ", LP held off its requests at the end" if r.get("harvest_held_off") else ""
             out.append(f"{r['pair']} {r['scenario']}: the engine measured LP in HP requests "

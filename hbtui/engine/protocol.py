@@ -138,6 +138,7 @@ class AttachedInfo(TypedDict):
     kernels_per_s: float  # launches per second over the last stats period
     launches: int
     held: int  # lp: launches waiting for a grant now
+    waited: NotRequired[list[float] | None]  # lp: launches that waited for a grant, their s
     sliceable_share: float | None  # lp: GPU time in kernels the slicer sliced / all (None: no data)
     sliceable_kernels: NotRequired[int]  # lp: kernel handles the slicer sliced
     sliced_share: NotRequired[float | None]  # lp: GPU time that ran as slices / all

@@ -31,7 +31,9 @@ class FakeAtt:
         self.recs: list[SimpleNamespace] = []
         self._done = [0] * L.COMP_SLOTS
         self.counters = self._done  # Attachment.counters: read in place
-        self.h = SimpleNamespace(intercept_pid=0, ungated=0, device_cc=0)
+        self.h = SimpleNamespace(
+            intercept_pid=0, ungated=0, device_cc=0, held_launches=4, held_ns=3_000_000
+        )
         self.syncing = False
 
     def _take(self, name: str) -> list[SimpleNamespace]:
@@ -208,6 +210,7 @@ def test_hummingbird_publishes_sliced_kernels_and_sizes_their_slices() -> None:
     assert abs(at.lp.duration_ns(0xF1) - 528 * 40_000 / 528) < 1
     a = s.task_state(at)["attached"]
     assert a["slicing"] and a["sliced_share"] == 1.0
+    assert a["waited"] == [4, 0.003]  # launches that waited for a grant, their seconds
     assert s.default_budget_us(at) == 100.0  # most of its GPU time is sliceable
     policy[0] = "temporal"
     s.poll(31_000 * US)

@@ -96,3 +96,8 @@ def test_the_table_says_what_the_engine_measured_for_the_hp() -> None:
     text = rp.table([row], None)
     assert "eager@0.7 hbtui-hummingbird: CPUs used in the window: engine 0.90, hp 1.00" in text
     assert "LP in HP requests costing the HP +50.0 %, LP held off its requests" in text
+
+
+def test_the_table_says_how_long_lp_waited_for_grants() -> None:
+    row = {"pair": "eager@0.7", "scenario": "hbtui-temporal", "lp_wait_share": 0.42}
+    assert "hbtui-temporal: LP threads waited for grants 42% of the window" in rp.table([row], None)

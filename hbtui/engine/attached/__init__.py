@@ -445,6 +445,7 @@ class AttachedSet:
             "kernels_per_s": round(at.kernels_per_s, 1),
             "launches": at.launches(),
             "held": len(at.att.pending()) if lp is not None and not at.detached else 0,
+            "waited": lp.waited() if lp is not None and not at.detached else None,
             "sliceable_share": (lp.sliceable_ns / busy) if lp is not None and busy > 0 else None,
             "sliceable_kernels": len(at.sliceable),
             "sliced_share": (lp.slices.sliced_ns / busy) if lp is not None and busy > 0 else None,

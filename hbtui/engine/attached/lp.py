@@ -115,6 +115,11 @@ class LpGate:
             self.completed += len(fs)
             self.mean_ns += EWMA * (share - self.mean_ns)
 
+    def waited(self) -> list[float]:
+        """Launches that waited for a grant so far, and the seconds they waited in all."""
+        h = self.att.h
+        return [int(h.held_launches), int(h.held_ns) / 1e9]
+
     # -- granting ------------------------------------------------------------------
     def inflight_ns(self) -> float:
         return sum(self.duration_ns(f.func) for f in self.inflight)
