@@ -24,7 +24,6 @@ import logging
 import os
 import sys
 import time
-from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -33,6 +32,7 @@ from hbtui.attach.segment import Attachment, SegmentError
 from hbtui.engine.attached.hp import HpTracker
 from hbtui.engine.attached.lp import DEFAULT_BUDGET_US, LpGate
 from hbtui.engine.attached.slices import SLICED_BUDGET_US
+from hbtui.engine.attached.task import AttachedTask, AttachError
 from hbtui.engine.attached.variants import (
     EntryInfo,
     Job,
@@ -71,62 +71,6 @@ def _fine_timer_slack() -> None:
 def _fits_all(open_hps: list[HpTracker], now: int, margin_ns: float, duration_ns: float) -> bool:
     need = duration_ns + margin_ns
     return all(h.bubble_fits(now - h.idle_since, need) for h in open_hps)
-
-
-def _count(values: Any) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for v in values:
-        out[v] = out.get(v, 0) + 1
-    return out
-
-
-class AttachError(Exception):
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-@dataclass
-class AttachedTask:
-    task: Task
-    att: Attachment
-    shm: str
-    launcher_pid: int
-    cmd: list[str]
-    idle_ms: float
-    hp: HpTracker | None = None
-    lp: LpGate | None = None
-    attached_ns: int = field(default_factory=time.monotonic_ns)
-    detached: bool = False
-    exit_code: int | None = None
-    stats: TaskStats | None = None
-    funcs: dict[int, int] = field(default_factory=dict)  # func -> module hash
-    func_names: dict[int, int] = field(default_factory=dict)  # func -> hash64 of its name
-    modules: dict[int, str] = field(default_factory=dict)  # LP: image hash -> slicer status
-    sliceable: set[int] = field(default_factory=set)  # funcs the slicer sliced
-    # LP: where the program's PTX images and Triton cache are (from its environment)
-    dirs: tuple[str, tuple[str, ...]] | None = None
-    rate_mark: tuple[int, int] = (0, 0)  # (ns, launches) at the last stats
-    kernels_per_s: float = 0.0
-    mps: bool = False  # an MPS daemon serves the program (else: time-sliced contexts)
-
-    @property
-    def name(self) -> str:
-        return self.task.name
-
-    @property
-    def cls(self) -> str:
-        return self.task.cls
-
-    @property
-    def gated(self) -> bool:
-        return self.lp is not None and self.lp.gated
-
-    def launches(self) -> int:
-        if self.hp is not None:
-            return self.hp.launches
-        assert self.lp is not None
-        return self.lp.kernels
 
 
 class AttachedSet:
@@ -427,39 +371,8 @@ class AttachedSet:
             d.update(slo_ms=t.slo_ms, slo_factor=None, slo_effective_ms=t.slo_ms)
         else:
             d.update(slice_us=t.slice_us, slice_blocks=None, slice_default_us=DEFAULT_BUDGET_US)
-        d["attached"] = self._attached_info(at)
+        d["attached"] = at.info()
         return d
-
-    def _attached_info(self, at: AttachedTask) -> dict[str, Any]:
-        """The ``attached`` map (protocol.AttachedInfo) of ``state`` and ``stats``."""
-        lp = at.lp
-        busy = lp.busy_ns if lp is not None else 0.0
-        return {
-            "pid": int(at.att.h.intercept_pid),
-            "launcher_pid": at.launcher_pid,
-            "cmd": at.cmd[:16],
-            "shm": at.shm,
-            "status": "detached" if at.detached else "attached",
-            "gated": at.gated,
-            "ungated": bool(at.att.h.ungated) if not at.detached else False,
-            "kernels_per_s": round(at.kernels_per_s, 1),
-            "launches": at.launches(),
-            "held": len(at.att.pending()) if lp is not None and not at.detached else 0,
-            "waited": lp.waited() if lp is not None and not at.detached else None,
-            "sliceable_share": (lp.sliceable_ns / busy) if lp is not None and busy > 0 else None,
-            "sliceable_kernels": len(at.sliceable),
-            "sliced_share": (lp.slices.sliced_ns / busy) if lp is not None and busy > 0 else None,
-            "slicing": bool(lp is not None and lp.slices.on),
-            "modules": _count(at.modules.values()),
-            "requests_from": "markers" if at.hp is not None and at.hp.markers else "bursts",
-            **(
-                {"harvest_cost": at.hp.guard.cost, "harvest_held_off": at.hp.guard.held_off}
-                if at.hp is not None
-                else {}
-            ),  # fmt: skip
-            "idle_ms": at.idle_ms,
-            "mps": at.mps,
-        }
 
     def task_states(self) -> list[dict[str, Any]]:
         return [self.task_state(at) for at in self.tasks.values()]
@@ -484,7 +397,7 @@ class AttachedSet:
             s.update(work_per_s=at.lp.completed / (wall / 1e9), slices=at.lp.completed)
         else:  # the engine sees no HP kernel start times: no preemption figure
             s.pop("preemption_us", None)
-        s["attached"] = self._attached_info(at)
+        s["attached"] = at.info()
         return s
 
     def reset_stats(self) -> None:
