@@ -6,7 +6,9 @@ torch's deterministic settings, twice as a plain process and twice under
 the output, gradient and final parameter fingerprints (benchmarks/apps/lp_train.py,
 ``--check-steps``) must be identical. The first ``hbtui`` run slices the program's
 modules (the engine's background slicer), the second reads them from the cache; each
-run's first-step time (compile, driver JIT of the sliced PTX included) is reported, and
+run's first-step time (compile, driver JIT of the sliced PTX included) and each engine's
+slicer figures (modules sliced and its seconds on them, modules read from the disk cache:
+each ``hbtui`` run has an engine of its own) are reported, and
 the engine's summary lists every sliced kernel with its launches and slices.
 
     python3 benchmarks/slicing_check.py --out gpt2-slicing-check.json
@@ -84,27 +86,30 @@ def main(argv: list[str] | None = None) -> int:
                                 env, a.timeout)  # fmt: skip
         log(f"{name}: {doc['runs'][name].get('wall_s')} s {doc['runs'][name].get('error', '')}")
         save()
-    eng = harness.HeadlessEngine("programs", "sim", calibrate=0).start()
-    try:
-        eng.wait_running(60)
-        for i in range(2):
-            name = f"hbtui-{i + 1}"
+    doc["engine_departed"], doc["slicer"] = {}, {}
+    for i in range(2):  # an engine each: the second reads the sliced modules from the disk
+        name = f"hbtui-{i + 1}"
+        eng = harness.HeadlessEngine("programs", "sim", calibrate=0).start()
+        try:
+            eng.wait_running(60)
             log(f"{name} ...")
             cmd = [sys.executable, "-m", "hbtui", "run", "--lp", "--task", f"train{i + 1}",
                    "--engine", eng.ctl, "--attach-timeout", "10", "--", *app, "--out",
                    str(tmp / f"{name}.json")]  # fmt: skip
             doc["runs"][name] = run(cmd, tmp / f"{name}.json", env, a.timeout)
             log(f"{name}: {doc['runs'][name].get('wall_s')} s {doc['runs'][name].get('error', '')}")
-            save()
             time.sleep(1.0)
-        eng.stop()
-        try:
-            doc["engine_departed"] = (eng.summary() or {}).get("attached_departed")
-        except ValueError as e:
-            doc["engine_departed"] = {"error": str(e)}
-        doc["engine_log_tail"] = eng.stderr[-4000:]
-    finally:
-        eng.close()
+            eng.stop()
+            try:
+                summary = eng.summary() or {}
+                doc["engine_departed"].update(summary.get("attached_departed") or {})
+                doc["slicer"][name] = summary.get("slicer")
+            except ValueError as e:
+                doc["engine_departed"][name] = {"error": str(e)}
+            doc["engine_log_tail"] = eng.stderr[-4000:]
+        finally:
+            eng.close()
+        save()
     mods = tmp / "modules"
     doc["module_cache"] = {
         "sliced_ptx": len(list(mods.glob("*.sliced.ptx"))) if mods.is_dir() else 0,
@@ -125,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     doc["compared"] = list(keys)
     save()
     print(json.dumps({"identical": doc["identical"], "first_step_s": doc["first_step_s"],
-                      "module_cache": doc["module_cache"]}, indent=1))  # fmt: skip
+                      "module_cache": doc["module_cache"], "slicer": doc["slicer"]},
+                     indent=1))  # fmt: skip
     dep = doc.get("engine_departed") or {}
     for t, d in dep.items() if isinstance(dep, dict) else []:
         ks = (d or {}).get("sliced_kernels") or {}

@@ -50,6 +50,7 @@ def test_modules_are_sliced_once_and_read_from_the_cache_after(tmp_path: Path) -
     got = {v.hash: v for v in _results(w, 2)}
     w.close()
     assert w.compiled == 2 and w.cached == 0
+    assert w.summary()["compiled"] == 2 and w.summary()["compile_s"] > 0
     add, sync = got[jobs[0].hash], got[jobs[1].hash]
     assert (add.status, add.compiled) == (V.OK, True)
     assert [(e.name, e.status) for e in add.entries] == [("add2d_kernel", "sliced")]
@@ -76,6 +77,7 @@ def test_modules_are_sliced_once_and_read_from_the_cache_after(tmp_path: Path) -
     again = {v.hash: v for v in _results(w2, 2)}
     w2.close()
     assert (w2.compiled, w2.cached) == (0, 2)
+    assert w2.summary() == {"compiled": 0, "compile_s": 0.0, "cached": 2}
     assert again[jobs[0].hash].sliced_names() == add.sliced_names()
     assert again[jobs[0].hash].compiled is False
     assert {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()} == mtimes

@@ -328,6 +328,7 @@ class VariantWorker:
         self._closed = threading.Event()
         self.compiled = 0  # modules the slicer ran on (not read from the cache)
         self.cached = 0  # results read from the disk cache
+        self.compile_s = 0.0  # the slicer's wall time on the compiled ones
         self.busy = False
 
     def request(self, job: Job) -> bool:
@@ -360,6 +361,11 @@ class VariantWorker:
     def idle(self) -> bool:
         return self._q.empty() and not self.busy
 
+    def summary(self) -> dict[str, Any]:
+        """Modules sliced (and the slicer's seconds on them) and read from the disk cache."""
+        return {"compiled": self.compiled, "compile_s": round(self.compile_s, 3),
+                "cached": self.cached}  # fmt: skip
+
     def close(self) -> None:
         self._closed.set()
         try:
@@ -377,6 +383,7 @@ class VariantWorker:
             if job is None:
                 return
             self.busy = True
+            t0 = time.monotonic()
             try:
                 v = read_cached(job.module_dir, job.hash, job.arch)
                 if v is not None:
@@ -388,6 +395,7 @@ class VariantWorker:
                                   KINDS.get(job.kind, "unknown"))  # fmt: skip
             if v.compiled:
                 self.compiled += 1
+                self.compile_s += time.monotonic() - t0
             if v.status not in (OK, UNSUPPORTED):
                 log.info("slicer: module %016x: %s (%s)", v.hash, v.status, v.reason)
             self._done.put(v)

@@ -175,6 +175,7 @@ def final_summary(eng: Engine, stats: StatsBody | None) -> dict[str, Any]:
         },
         "stats": stats,
         "attached_departed": eng.attached.departed,  # programs that left, their last figures
+        "slicer": eng.attached.variants.summary(),  # LP programs' modules: sliced or cached
     }
 
 
