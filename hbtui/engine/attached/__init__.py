@@ -10,7 +10,9 @@ launches go as the engine's policy says:
 - ``temporal``: LP granted only while no HP request is in flight (and HP idle);
 - ``hummingbird``: as temporal, and inside HP requests a held LP kernel goes into a
   bubble (HP GPU-idle) when, of the recent bubbles that lasted as long as this one has,
-  90 % also lasted its learned duration + a margin (engine.attached.hp.bubble_fits).
+  90 % also lasted its learned duration + a margin (engine.attached.hp.bubble_fits),
+  unless the harvest guard measured that LP in that program's requests slows it more
+  than its target (engine.attached.guard).
 
 Between HP requests granted-but-unfinished LP work is kept within the task's budget
 (``slice_us``), which bounds how long an arriving HP request can wait behind LP
