@@ -128,6 +128,10 @@ class Env:
     mps: bool
     lp: bool = True
     whole: bool = False  # hummingbird with slicing off (--slice-programs off): whole kernels
+    noguard: bool = False  # the engine's harvest guard off (--harvest-guard 0)
+
+
+SCENARIO_RE = r"hbtui-([a-z]+)(-whole)?(-noguard)?(\+mps)?"
 
 
 def parse_scenarios(s: str) -> list[str]:
@@ -135,12 +139,16 @@ def parse_scenarios(s: str) -> list[str]:
     for n in names:
         if n in ("hp-alone", "lp-alone", "plain", "mps", "hp-hbtui"):
             continue
-        m = re.fullmatch(r"hbtui-([a-z]+)(-whole)?(\+mps)?", n)
-        if not m or m.group(1) not in POLICIES or (m.group(2) and m.group(1) != "hummingbird"):
+        m = re.fullmatch(SCENARIO_RE, n)
+        if (
+            not m
+            or m.group(1) not in POLICIES
+            or ((m.group(2) or m.group(3)) and m.group(1) != "hummingbird")
+        ):
             raise argparse.ArgumentTypeError(
                 f"unknown scenario {n!r}: hp-alone, lp-alone, plain, mps, hp-hbtui, "
                 f"hbtui-POLICY[+mps] with POLICY in {', '.join(POLICIES)}, "
-                "hbtui-hummingbird-whole[+mps] (no slicing)"
+                "hbtui-hummingbird[-whole][-noguard][+mps] (no slicing, no harvest guard)"
             )
     if not names:
         raise argparse.ArgumentTypeError("no scenarios")
@@ -154,9 +162,10 @@ def env_of(name: str) -> Env:
         return Env(name, None, True)
     if name == "hp-hbtui":
         return Env(name, "hummingbird", False, lp=False)
-    m = re.fullmatch(r"hbtui-([a-z]+)(-whole)?(\+mps)?", name)
+    m = re.fullmatch(SCENARIO_RE, name)
     assert m, name
-    return Env(name, m.group(1), bool(m.group(3)), whole=bool(m.group(2)))
+    return Env(name, m.group(1), bool(m.group(4)), whole=bool(m.group(2)),
+               noguard=bool(m.group(3)))  # fmt: skip
 
 
 def run_order(scenarios: list[str]) -> list[str]:
@@ -167,8 +176,8 @@ def run_order(scenarios: list[str]) -> list[str]:
     def key(s: str) -> int:
         # hbtui first (the issue's targets), then HP alone under hbtui run (the 2 % check),
         # then the baselines the issue already measured once (plain, MPS)
-        order = ["hbtui-hummingbird", "hbtui-hummingbird-whole", "hbtui-temporal", "hp-hbtui",
-                 "plain"]  # fmt: skip
+        order = ["hbtui-hummingbird", "hbtui-hummingbird-whole", "hbtui-hummingbird-noguard",
+                 "hbtui-temporal", "hp-hbtui", "plain"]  # fmt: skip
         if s in order:
             return order.index(s)
         return 10 if s.startswith("hbtui-") else 20  # mps last
@@ -828,6 +837,8 @@ def run_session(ctx: Ctx, env_spec: Env, pairs: list[Pair], lp_alone: bool) -> N
             extra = list(a.engine_arg or [])
             if env_spec.whole:
                 extra += ["--slice-programs", "off"]
+            if env_spec.noguard:
+                extra += ["--harvest-guard", "0"]
             eng = Engine(env_spec.policy, a.python, env, ctx.logdir, life, extra)
             if ctx.cpu is not None:
                 ctx.cpu.watch("engine", eng.proc.p.pid)

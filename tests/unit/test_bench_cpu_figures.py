@@ -101,3 +101,16 @@ def test_the_table_says_what_the_engine_measured_for_the_hp() -> None:
 def test_the_table_says_how_long_lp_waited_for_grants() -> None:
     row = {"pair": "eager@0.7", "scenario": "hbtui-temporal", "lp_wait_share": 0.42}
     assert "hbtui-temporal: LP threads waited for grants 42% of the window" in rp.table([row], None)
+
+
+def test_scenario_names_say_how_the_engine_runs() -> None:
+    import argparse
+
+    names = rp.parse_scenarios("hp-alone,hbtui-hummingbird-whole-noguard,hbtui-temporal+mps")
+    assert names == ["hp-alone", "hbtui-hummingbird-whole-noguard", "hbtui-temporal+mps"]
+    e = rp.env_of("hbtui-hummingbird-whole-noguard")
+    assert (e.policy, e.whole, e.noguard, e.mps) == ("hummingbird", True, True, False)
+    assert rp.env_of("hbtui-temporal+mps").mps and not rp.env_of("hbtui-temporal+mps").noguard
+    for bad in ("hbtui-temporal-noguard", "hbtui-hummingbird-noguard-whole", "hbtui-x"):
+        with pytest.raises(argparse.ArgumentTypeError, match="unknown scenario"):
+            rp.parse_scenarios(bad)
