@@ -36,19 +36,13 @@ from pathlib import Path
 from typing import Any
 
 import harness  # puts the repository root on sys.path
+from apps.hp_service import Probe, pct  # (stdlib only at import)
 
 HERE = Path(__file__).resolve().parent
 SPIN = r"""extern "C" __global__ void hb_spin(long long cycles) {
   long long t0 = clock64();
   while (clock64() - t0 < cycles) { }
 }"""
-
-
-def pct(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    s = sorted(values)
-    return s[min(len(s) - 1, max(0, round(q / 100 * (len(s) - 1))))]
 
 
 def summary(waits: list[float]) -> dict[str, Any]:
@@ -151,7 +145,6 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--out is required")
     import cupy as cp
     import torch
-    from apps.hp_service import Probe
 
     torch.cuda.init()
     probe = Probe(torch)

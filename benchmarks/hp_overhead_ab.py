@@ -79,7 +79,7 @@ from pathlib import Path
 from typing import Any
 
 import harness  # puts the repository root on sys.path
-from apps.hp_service import parse_cpus  # (stdlib only at import)
+from apps.hp_service import parse_cpus, pct  # (stdlib only at import)
 from harness import Proc, StepError, kill_all, log
 
 HERE = Path(__file__).resolve().parent
@@ -160,13 +160,6 @@ def cycle_orders(conds: list[str], cycles: int, round_index: int) -> list[tuple[
     return [perms[(c + round_index) % len(perms)] for c in range(cycles)]
 
 
-def nearest_rank(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    s = sorted(values)
-    return s[max(0, min(len(s) - 1, math.ceil(q / 100 * len(s)) - 1))]
-
-
 def bootstrap_ci(groups: list[list[float]], n: int, seed: int,
                  level: float = 0.95) -> tuple[float, float] | None:  # fmt: skip
     """Interval of the median of all values by a two-level bootstrap: groups (rounds)
@@ -182,8 +175,8 @@ def bootstrap_ci(groups: list[list[float]], n: int, seed: int,
             g = groups[rng.randrange(len(groups))]
             vals.extend(g[rng.randrange(len(g))] for _ in g)
         meds.append(statistics.median(vals))
-    lo = nearest_rank(meds, 100 * (1 - level) / 2)
-    hi = nearest_rank(meds, 100 * (1 + level) / 2)
+    lo = pct(meds, 100 * (1 - level) / 2)
+    hi = pct(meds, 100 * (1 + level) / 2)
     assert lo is not None and hi is not None
     return lo, hi
 
@@ -237,8 +230,8 @@ def summarise(rounds: list[dict[str, Any]], mode: str, limit: float, boot: int,
                  for x in c["blocks"][cond]["service_ms"]]  # fmt: skip
         if every:
             out.setdefault("service_ms", {})[cond] = {
-                "p50": nearest_rank(every, 50), "p90": nearest_rank(every, 90),
-                "p99": nearest_rank(every, 99), "mean": statistics.fmean(every),
+                "p50": pct(every, 50), "p90": pct(every, 90),
+                "p99": pct(every, 99), "mean": statistics.fmean(every),
                 "n": len(every),
             }  # fmt: skip
     med = (out.get("ratios") or {}).get("median") or {}

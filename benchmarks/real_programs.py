@@ -39,7 +39,6 @@ import argparse
 import contextlib
 import datetime
 import json
-import math
 import os
 import re
 import shlex
@@ -58,6 +57,7 @@ from pathlib import Path
 from typing import Any
 
 import harness  # puts the repository root on sys.path
+from apps.hp_service import pct  # nearest rank, the engine's convention (stdlib at import)
 from harness import Proc, StepError, kill_all, log
 
 HERE = Path(__file__).resolve().parent
@@ -186,14 +186,6 @@ def run_order(scenarios: list[str]) -> list[str]:
 
 
 # -- small helpers ----------------------------------------------------------------------------
-def pct(values: list[float], q: float) -> float | None:
-    """Nearest-rank percentile, as hp_service and the engine compute it."""
-    if not values:
-        return None
-    s = sorted(values)
-    return s[max(0, min(len(s) - 1, math.ceil(q / 100 * len(s)) - 1))]
-
-
 def rate_in(ends: list[float], a: float, b: float) -> tuple[int, float]:
     """Iterations that completed in (a, b] and their rate (per s)."""
     n = sum(1 for t in ends if a < t <= b)
@@ -285,7 +277,6 @@ class CpuBusy:
         self.role_samples: list[tuple[float, dict[str, int]]] = []  # (mono, role -> jiffies)
         self.hz = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
         self.role_period = role_period
-        self.errors = 0  # unreadable samples (skipped)
         self._roots: dict[str, int] = {}
         self._last: dict[tuple[str, int], int] = {}  # highest total seen (a root exits)
         self._stop = threading.Event()
@@ -336,7 +327,7 @@ class CpuBusy:
             except FileNotFoundError:
                 return  # no /proc here
             except (OSError, ValueError, IndexError):
-                self.errors += 1  # one bad sample: skip it
+                pass  # one bad sample: skip it
             if self._stop.wait(period):
                 return
 

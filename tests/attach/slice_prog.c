@@ -119,6 +119,15 @@ static void *par_launch(void *p) {
   return NULL;
 }
 
+// par/forkpar: a thread launches f (gx blocks); 50 ms later (its variant load under way)
+// the caller goes on
+static pthread_t start_par(par_arg *arg) {
+  pthread_t th;
+  pthread_create(&th, NULL, par_launch, arg);
+  usleep(50000);
+  return th;
+}
+
 static int cmp_double(const void *a, const void *b) {
   double x = *(const double *)a, y = *(const double *)b;
   return (x > y) - (x < y);
@@ -184,9 +193,7 @@ int main(int argc, char **argv) {
     } else if (strncmp(s, "par:", 4) == 0) {
       static par_arg arg;
       arg = (par_arg){launch, f, params, (unsigned)atoi(s + 4)};
-      pthread_t th;
-      pthread_create(&th, NULL, par_launch, &arg);
-      usleep(50000);
+      pthread_t th = start_par(&arg);
       struct timespec a, b;
       void *again = NULL;
       clock_gettime(CLOCK_MONOTONIC, &a);
@@ -198,9 +205,7 @@ int main(int argc, char **argv) {
     } else if (strncmp(s, "forkpar:", 8) == 0) {
       static par_arg arg;
       arg = (par_arg){launch, f, params, (unsigned)atoi(s + 8)};
-      pthread_t th;
-      pthread_create(&th, NULL, par_launch, &arg);
-      usleep(50000);
+      pthread_t th = start_par(&arg);
       fflush(stdout);
       pid_t pid = fork();
       if (pid == 0) {

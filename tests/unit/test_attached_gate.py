@@ -131,6 +131,17 @@ def _set(policy: str) -> tuple[AttachedSet, FakeAtt, HpTracker, AttachedTask]:
     return s, att, hp, at
 
 
+def _request_with_bubbles(hp: HpTracker) -> None:
+    """One open request of short kernels with ~100-us bubbles between them."""
+    done = [0] * L.COMP_SLOTS
+    t = 0
+    for i in range(1, 40):
+        hp.on_launch(rec(i, t), t)
+        done[1] = i
+        hp.poll(done, t + 5 * US)
+        t += 105 * US
+
+
 def test_policies_decide_what_lp_may_do() -> None:
     cases = [("exclusive", True, 0), ("spatial", False, 0), ("temporal", True, 10),
              ("hummingbird", True, 10)]  # fmt: skip
@@ -143,13 +154,7 @@ def test_policies_decide_what_lp_may_do() -> None:
 def test_temporal_holds_lp_during_a_request_hummingbird_uses_fitting_bubbles() -> None:
     for policy in ("temporal", "hummingbird"):
         s, att, hp, at = _set(policy)
-        done = [0] * L.COMP_SLOTS
-        t = 0
-        for i in range(1, 40):  # a request with 100-us bubbles between short kernels
-            hp.on_launch(rec(i, t), t)
-            done[1] = i
-            hp.poll(done, t + 5 * US)
-            t += 105 * US
+        _request_with_bubbles(hp)
         assert hp.in_request and not hp.busy and len(hp.gaps) >= 16
         att.next_seq = 1
         att.held = [SimpleNamespace(seq=1, func=0xF00)]
@@ -175,13 +180,7 @@ def test_the_bubble_margin_is_charged_to_every_grant_inside_a_request() -> None:
         s.bubble_margin_ns = margin_us * US
         if granted < 0:  # the harvest guard holds LP off (its cost was measured too high)
             hp.guard.target, hp.guard._until, granted = 0.05, 10**15, 0
-        done = [0] * L.COMP_SLOTS
-        t = 0
-        for i in range(1, 40):  # a request with 100-us bubbles between short kernels
-            hp.on_launch(rec(i, t), t)
-            done[1] = i
-            hp.poll(done, t + 5 * US)
-            t += 105 * US
+        _request_with_bubbles(hp)
         att.next_seq = 1
         att.held = [SimpleNamespace(seq=1, func=0xF00)]
         s._gate([at], [hp], hp.idle_since + 1 * US)
@@ -194,13 +193,7 @@ def test_no_lp_inside_a_request_that_has_used_up_its_slo_slack() -> None:
     from hbtui.engine.attached.hp import SLACK_RESERVE
 
     s, att, hp, at = _set("hummingbird")
-    done = [0] * L.COMP_SLOTS
-    t = 0
-    for i in range(1, 40):  # one open request with 100-us bubbles (as above)
-        hp.on_launch(rec(i, t), t)
-        done[1] = i
-        hp.poll(done, t + 5 * US)
-        t += 105 * US
+    _request_with_bubbles(hp)
     now = hp.idle_since + 1 * US
     assert hp.slack_ns(now, None) is None  # no SLO: no bound
     elapsed = now - hp.open[0].arrival_ns

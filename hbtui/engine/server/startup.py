@@ -10,6 +10,7 @@ import re
 import shutil
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,24 +28,23 @@ from hbtui.engine.telemetry import SNDHWM
 log = logging.getLogger("hbtui.engine")
 
 
-def _margin_us(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of microseconds: {text!r}") from None
-    if not 0 <= v <= 1e6:
-        raise argparse.ArgumentTypeError(f"{text} us: from 0 to 1000000")
-    return v
+def _number_in(lo: float, hi: float, what: str, unit: str, span: str) -> Callable[[str], float]:
+    """An argparse type: a number in [lo, hi] (NaN refused), errors naming the unit."""
+
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not {what}: {text!r}") from None
+        if not lo <= v <= hi:
+            raise argparse.ArgumentTypeError(f"{text} {unit}: {span}")
+        return v
+
+    return parse
 
 
-def _guard_pct(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a percentage: {text!r}") from None
-    if not 0 <= v <= 100:
-        raise argparse.ArgumentTypeError(f"{text} %: from 0 (off) to 100")
-    return v
+_margin_us = _number_in(0, 1e6, "a number of microseconds", "us", "from 0 to 1000000")
+_guard_pct = _number_in(0, 100, "a percentage", "%", "from 0 (off) to 100")
 
 
 def _parser() -> argparse.ArgumentParser:
