@@ -176,8 +176,8 @@ def run_order(scenarios: list[str]) -> list[str]:
     def key(s: str) -> int:
         # hbtui first (the issue's targets), then HP alone under hbtui run (the 2 % check),
         # then the baselines the issue already measured once (plain, MPS)
-        order = ["hbtui-hummingbird", "hbtui-hummingbird-whole", "hbtui-hummingbird-noguard",
-                 "hbtui-temporal", "hp-hbtui", "plain"]  # fmt: skip
+        order = ["hbtui-hummingbird", "hbtui-hummingbird+mps", "hbtui-hummingbird-whole",
+                 "hbtui-hummingbird-noguard", "hbtui-temporal", "hp-hbtui", "plain"]  # fmt: skip
         if s in order:
             return order.index(s)
         return 10 if s.startswith("hbtui-") else 20  # mps last

@@ -83,6 +83,10 @@ def child_env(
     env["HBTUI_TASK"] = task
     if cls == "hp" and not env.get("NVTX_INJECTION64_PATH"):  # NVTX ranges -> requests
         env["NVTX_INJECTION64_PATH"] = so  # (a profiler already named there keeps its place)
+    if cls == "lp":
+        # under MPS, kernels of both programs share the SMs; BELOW_NORMAL (1) tells the
+        # MPS server to schedule the HP's pending blocks first (no effect without MPS)
+        env.setdefault("CUDA_MPS_CLIENT_PRIORITY", "1")
     if cls == "lp" and module_dir:  # the interceptor saves the PTX images it sees there
         env[modcache.ENV] = module_dir
         # CuPy compiles RawKernels to cubins (no PTX to slice) unless told otherwise; with

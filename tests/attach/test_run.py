@@ -20,6 +20,7 @@ from conftest import Native, Prog
 
 from hbtui.attach import layout as L
 from hbtui.attach import segment
+from hbtui.attach.launcher import child_env
 
 RUN = [sys.executable, "-m", "hbtui", "run"]
 
@@ -214,3 +215,13 @@ def test_engine_without_attach_support(env: dict, native: Native, tmp_path) -> N
     assert r.returncode == 0
     assert "does not support attach" in r.stderr and len(r.stderr.splitlines()) == 1
     assert [op for op, _ in eng.requests] == ["attach"]  # no detach after a failed attach
+
+
+def test_hbtui_run_asks_mps_for_below_normal_priority_for_lp_only() -> None:
+    lp = child_env({}, "/x/libhbtui.so", "/hbtui-1-2-ab", "lp", "train")
+    hp = child_env({}, "/x/libhbtui.so", "/hbtui-1-2-ab", "hp", "svc")
+    own = child_env({"CUDA_MPS_CLIENT_PRIORITY": "0"}, "/x/libhbtui.so", "/hbtui-1-2-ab",
+                    "lp", "train")  # fmt: skip
+    assert lp["CUDA_MPS_CLIENT_PRIORITY"] == "1"
+    assert "CUDA_MPS_CLIENT_PRIORITY" not in hp
+    assert own["CUDA_MPS_CLIENT_PRIORITY"] == "0"  # the operator's choice stands
