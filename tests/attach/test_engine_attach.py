@@ -242,6 +242,10 @@ def test_lp_kernels_run_as_slices_under_a_real_engine(engine, env: dict, native:
         _cc("-O2", "-std=gnu11", "-o", str(exe), str(HERE / "slice_prog.c"), "-ldl")
     c, ctl, _ = engine
     go = tmp_path / "go"
+    # an idle HP program: with none attached LP runs ungated, as without hbtui
+    hp = Prog([*RUN, "--hp", "--task", "svc", "--engine", ctl, "--", str(native.prog), "dlsym",
+               f"wait:{tmp_path / 'hp-go'}"], env)  # fmt: skip
+    _until(lambda: _task(c, "svc"))
     e = {**env, "FAKE_LOG": "1", "FAKE_KERNEL_US": "0"}
     p = Prog([*RUN, "--lp", "--task", "train", "--engine", ctl, "--", str(exe), "load",
               f"wait:{go}", "kp:3000:1:1", "kp:3000:1:1", "sync", "log"], e)  # fmt: skip
@@ -258,3 +262,5 @@ def test_lp_kernels_run_as_slices_under_a_real_engine(engine, env: dict, native:
         assert full == 3000
         seen += range(off, off + gx)
     assert seen == list(range(3000)) * 2
+    (tmp_path / "hp-go").touch()
+    assert hp.finish(30) == 0, hp.err

@@ -282,6 +282,7 @@ def test_the_engine_slices_a_programs_module_and_its_launches_run_as_slices(
     monkeypatch.setenv("HBTUI_MODULE_DIR", str(mdir))  # the engine's fallback (no /proc read)
     seg = make_segment(L.CLASS_LP)
     s = AttachedSet(lambda: "hummingbird", variants=VariantWorker(processes=False))
+    s.other_hp = lambda: True  # an HP to protect (with none, LP runs ungated and whole)
     at = s.attach(task="train", cls="lp", shm=seg.name, launcher_pid=os.getpid(), cmd=["prog"],
                   layout=L.VERSION, slo_ms=None, idle_ms=None, taken=set())  # fmt: skip
     stop = threading.Event()

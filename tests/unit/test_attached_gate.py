@@ -317,3 +317,19 @@ def test_many_waiting_threads_are_let_go_only_as_far_as_the_budget() -> None:
     att.held = [SimpleNamespace(seq=s, func=0xF00) for s in range(1, 13)]  # 12 threads wait
     lp.grant_within(500 * US)
     assert att.granted == 5  # the five oldest, not all twelve
+
+
+def test_with_no_hp_to_protect_lp_runs_ungated_until_one_attaches() -> None:
+    for policy in ("temporal", "hummingbird"):
+        s, att, hp, at = _set(policy)
+        s._gate([at], [], 0)
+        assert not att.gated, policy  # no HP program: nothing to pace LP for
+        s.other_hp = lambda: True  # the engine's own HP profile task shares the GPU
+        s._gate([at], [], 0)
+        assert att.gated and att.granted == 10, policy
+        s.other_hp = lambda: False
+        s._gate([at], [hp], 0)  # an HP program is attached
+        assert att.gated, policy
+    s, att, hp, at = _set("exclusive")
+    s._gate([at], [], 0)
+    assert att.gated and att.granted == 0  # exclusive holds LP regardless

@@ -178,6 +178,7 @@ def test_hummingbird_publishes_sliced_kernels_and_sizes_their_slices() -> None:
     w = FakeWorker()
     policy = ["temporal"]
     s = AttachedSet(lambda: policy[0], variants=w)  # type: ignore[arg-type]
+    s.other_hp = lambda: True  # an HP to protect (with none, LP runs ungated and whole)
     at, att = _attach(s, "lp")
     att.mods = [mod(PTX_MOD, L.IMG_PTX)]
     att.funcs = [fn(0xF1, "k_sliced", PTX_MOD), fn(0xF2, "k_refused", PTX_MOD)]

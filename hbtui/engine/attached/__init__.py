@@ -16,7 +16,10 @@ launches go as the engine's policy says:
 
 Between HP requests granted-but-unfinished LP work is kept within the task's budget
 (``slice_us``), which bounds how long an arriving HP request can wait behind LP
-(engine.attached.lp). HP programs are only observed (engine.attached.hp).
+(engine.attached.lp). With no HP program attached (and no HP profile task in the
+engine) ``temporal`` and ``hummingbird`` let LP run ungated, as without hbtui; an HP
+program's attach gates it again before the reply. HP programs are only observed
+(engine.attached.hp).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -95,6 +99,9 @@ class AttachedSet:
         self._dead_check = 0
         self.departed: dict[str, dict[str, Any]] = {}  # last stats of detached programs
         self.hot = False  # some program is active: the engine ticks every POLL_NS
+        # the engine's own HP profile tasks share the GPU (then LP stays paced even with
+        # no HP program attached)
+        self.other_hp: Callable[[], bool] = lambda: False
 
     def __bool__(self) -> bool:
         return bool(self.tasks)
@@ -135,6 +142,9 @@ class AttachedSet:
             at.hp = HpTracker(int(at.idle_ms * 1e6))
             at.hp.guard.target = self.harvest_guard
             att.heartbeat()
+            for o in self.tasks.values():  # LP that ran free (no HP) is paced before the reply
+                if o.lp is not None and self.policy() != "spatial":
+                    o.lp.set_gated(True)
         else:
             at.lp = LpGate(att)
             at.lp.set_gated(self.policy() != "spatial")  # before the reply: the first launch waits
@@ -251,12 +261,15 @@ class AttachedSet:
         policy = self.policy()
         in_request = any(h.in_request for h in hps)
         hp_busy = any(h.busy for h in hps)
+        # no HP to protect: LP runs as without hbtui (pacing it within the budget cost a
+        # compiled GPT-2 a quarter of its speed) until an HP program attaches
+        free = not hps and policy != "exclusive" and not self.other_hp()
         for at in lps:
             lp = at.lp
             assert lp is not None
             # slices under hummingbird only (spatial too runs whole: slices only cost launches)
-            lp.slices.set_on(policy == "hummingbird" and self.slicing)
-            if policy == "spatial" and not at.task.paused:
+            lp.slices.set_on(policy == "hummingbird" and self.slicing and not free)
+            if (policy == "spatial" or free) and not at.task.paused:
                 lp.set_gated(False)
                 continue
             lp.set_gated(True)

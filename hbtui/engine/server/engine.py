@@ -91,6 +91,9 @@ class Engine:
         self.sched: Scheduler | None = None
         self.attached = AttachedSet(self.policy_name)  # programs under `hbtui run`
         self.attached.listeners.append(self.tel)
+        self.attached.other_hp = lambda: (
+            self.sched is not None and any(t.cls == HP for t in self.sched.tasks.values())
+        )
         self.cal = Calibration()
         self.phase = "calibrating"
         self.stopping = False
