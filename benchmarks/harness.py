@@ -164,6 +164,7 @@ class HeadlessEngine:
                     "--calibrate", str(calibrate), "--summary-json", str(self.summary_path),
                     "--exit-with-parent", str(os.getpid()), *(extra or [])]  # fmt: skip
         self.proc: subprocess.Popen[str] | None = None
+        self.hp_holder: subprocess.Popen[bytes] | None = None
         self.stderr = ""
 
     def start(self) -> HeadlessEngine:
@@ -195,8 +196,30 @@ class HeadlessEngine:
         finally:
             c.close()
 
+    def hold_hp(self, timeout: float = 30.0) -> None:
+        """Attach an idle HP program (``hbtui run --hp -- sleep``, no CUDA): with no HP
+        attached the engine lets LP run ungated and whole, so a check of the slicing path
+        needs one. Stopped with the engine."""
+        from hbtui.engine.client import EngineClient
+
+        self.hp_holder = subprocess.Popen(
+            [sys.executable, "-m", "hbtui", "run", "--hp", "--task", "idle-hp", "--engine",
+             self.ctl, "--", "sleep", "86400"], cwd=ROOT)  # fmt: skip
+        c = EngineClient(self.ctl, timeout=2.0)
+        deadline = time.monotonic() + timeout
+        try:
+            while not any(t["name"] == "idle-hp" for t in c.call("get_state", {})["tasks"]):
+                if time.monotonic() > deadline or self.hp_holder.poll() is not None:
+                    raise SystemExit("the idle HP program did not attach")
+                time.sleep(0.05)
+        finally:
+            c.close()
+
     def stop(self, timeout: float = 60.0) -> int:
         """SIGTERM, wait, keep stderr; returns the exit code."""
+        if self.hp_holder is not None and self.hp_holder.poll() is None:
+            self.hp_holder.terminate()
+            self.hp_holder.wait(30)
         if self.proc is None:
             return 0
         if self.proc.poll() is None:

@@ -853,7 +853,9 @@ def run_session(ctx: Ctx, env_spec: Env, pairs: list[Pair], lp_alone: bool) -> N
                 lp_t = {t.get("name"): t for t in st.get("tasks") or []}.get(LP_TASK)
                 att = (lp_t or {}).get("attached") or {}
                 sess["lp_attached"] = att
-                want_gated = env_spec.policy != "spatial"
+                # no HP program attached yet: only exclusive holds LP (the others let it
+                # run ungated until the HP attaches)
+                want_gated = env_spec.policy == "exclusive"
                 if att.get("status") != "attached" or bool(att.get("gated")) != want_gated:
                     raise StepError(f"LP not attached as expected (gated should be "
                                     f"{want_gated}): {att or 'no task ' + LP_TASK!r}",

@@ -92,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         eng = harness.HeadlessEngine("programs", "sim", calibrate=0).start()
         try:
             eng.wait_running(60)
+            eng.hold_hp()  # (with no HP attached LP would run ungated and whole)
             log(f"{name} ...")
             cmd = [sys.executable, "-m", "hbtui", "run", "--lp", "--task", f"train{i + 1}",
                    "--engine", eng.ctl, "--attach-timeout", "10", "--", *app, "--out",

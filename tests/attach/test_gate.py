@@ -193,3 +193,30 @@ def test_captured_lp_launch_is_not_gated_but_its_graph_is(native: Native, engine
     assert p.finish() == 0
     recs = e.att.launches()
     assert recs[0].flags & L.LF_CAPTURED and recs[1].kind == L.KIND_GRAPH
+
+
+def test_lp_runs_free_with_no_hp_and_an_hp_attach_gates_it_before_the_reply(
+    make_segment,  # noqa: ANN001
+) -> None:
+    """The engine's attached set on real segments: an LP program alone under hummingbird
+    is ungated (nothing to protect); attaching an HP program sets it GATED at once (the
+    HP's first launch may follow the reply), and its detach frees the LP again."""
+    import os
+
+    from hbtui.engine.attached import AttachedSet
+
+    lp_seg, hp_seg = make_segment(L.CLASS_LP), make_segment(L.CLASS_HP)
+    s = AttachedSet(lambda: "hummingbird")
+    kw = {"launcher_pid": os.getpid(), "cmd": ["x"], "layout": L.VERSION, "slo_ms": None,
+          "idle_ms": None, "taken": set()}  # fmt: skip
+    s.attach(task="train", cls="lp", shm=lp_seg.name, **kw)
+    s.poll()
+    assert lp_seg.h.mode == L.MODE_PASS
+    s.attach(task="svc", cls="hp", shm=hp_seg.name, **kw)
+    assert lp_seg.h.mode == L.MODE_GATED  # before any poll
+    s.poll()
+    assert lp_seg.h.mode == L.MODE_GATED
+    s.detach(hp_seg.name)
+    s.poll()
+    assert lp_seg.h.mode == L.MODE_PASS
+    s.close()

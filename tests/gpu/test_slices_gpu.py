@@ -99,10 +99,16 @@ def test_triton_and_cupy_kernels_sliced_give_identical_outputs(tmp_path: Path) -
         prog.write_text(PROG)
         plain = _run([sys.executable, str(prog), "0"], env)
         time.sleep(2)  # the engine is up by now
+        # an idle HP program (no CUDA): with no HP attached LP runs ungated and whole
+        holder = subprocess.Popen([sys.executable, "-m", "hbtui", "run", "--hp", "--task",
+                                   "idle-hp", "--engine", ctl, "--", "sleep", "600"])  # fmt: skip
+        time.sleep(2)
         hb = [sys.executable, "-m", "hbtui", "run", "--lp", "--task", "train", "--engine", ctl,
               "--attach-timeout", "10", "--", sys.executable, str(prog), "3"]  # fmt: skip
         sliced = _run(hb, env)
         time.sleep(1.0)  # the engine notices the launcher left
+        holder.terminate()
+        holder.wait(30)
     finally:
         eng.terminate()
         eng.wait(30)
