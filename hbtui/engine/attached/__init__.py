@@ -147,7 +147,9 @@ class AttachedSet:
                     o.lp.set_gated(True)
         else:
             at.lp = LpGate(att)
-            at.lp.set_gated(self.policy() != "spatial")  # before the reply: the first launch waits
+            policy = self.policy()  # (before the reply: the first launch already obeys it)
+            hp_here = any(o.hp is not None for o in self.tasks.values()) or self.other_hp()
+            at.lp.set_gated(policy == "exclusive" or (policy != "spatial" and hp_here))
         at.rate_mark = (time.monotonic_ns(), 0)
         if not self.tasks:
             _fine_timer_slack()
