@@ -186,6 +186,31 @@ def run_order(scenarios: list[str]) -> list[str]:
 
 
 # -- small helpers ----------------------------------------------------------------------------
+PIN = "import os, sys; os.sched_setaffinity(0, map(int, sys.argv[1].split(','))); os.execvp(sys.argv[2], sys.argv[2:])"  # noqa: E501
+
+
+def cpu_split(cpus: set[int] | None = None) -> tuple[list[int], list[int]]:
+    """--pin: whole physical cores (every SMT sibling) for the HP process tree, a quarter
+    of them (at least one), and the rest for the engine, the LP and MPS; so no busy
+    thread of theirs shares a core with the HP's serving thread."""
+    cpus = cpus if cpus is not None else os.sched_getaffinity(0)
+    cores: dict[str, list[int]] = {}
+    for c in sorted(cpus):
+        f = Path(f"/sys/devices/system/cpu/cpu{c}/topology/thread_siblings_list")
+        key = f.read_text().strip() if f.exists() else str(c)
+        cores.setdefault(key, []).append(c)
+    groups = list(cores.values())
+    if len(groups) < 2:
+        raise SystemExit("--pin: fewer than two physical cores to split")
+    n = max(1, len(groups) // 4)
+    return sorted(c for g in groups[:n] for c in g), sorted(c for g in groups[n:] for c in g)
+
+
+def pinned(cmd: list[str], cpus: list[int] | None, py: str) -> list[str]:
+    """``cmd`` started on ``cpus`` (inherited by everything it starts); unchanged if None."""
+    return cmd if not cpus else [py, "-c", PIN, ",".join(map(str, cpus)), *cmd]
+
+
 def rate_in(ends: list[float], a: float, b: float) -> tuple[int, float]:
     """Iterations that completed in (a, b] and their rate (per s)."""
     n = sum(1 for t in ends if a < t <= b)
@@ -440,7 +465,7 @@ class Engine:
     a thread that keeps its telemetry (``stats`` once a second, ``event``)."""
 
     def __init__(self, policy: str, py: str, env: dict[str, str], logdir: Path, life_s: float,
-                 extra: list[str]) -> None:  # fmt: skip
+                 extra: list[str], cpus: list[int] | None = None) -> None:  # fmt: skip
         self.policy = policy
         self.dir = Path(tempfile.mkdtemp(prefix="hbrp-"))  # short: ipc paths are <= 107 bytes
         self.ctl, self.pub = f"ipc://{self.dir}/ctl", f"ipc://{self.dir}/pub"
@@ -456,7 +481,7 @@ class Engine:
         self.watch_error: str | None = None
         self._stop = threading.Event()
         self._watch: threading.Thread | None = None
-        self.proc = Proc(f"engine-{policy}", cmd, env, logdir)
+        self.proc = Proc(f"engine-{policy}", pinned(cmd, cpus, py), env, logdir)
 
     def client(self, timeout: float = 2.0) -> Any:
         from hbtui.engine.client import EngineClient
@@ -555,6 +580,10 @@ class Ctx:
     baselines: dict[str, dict[str, Any]] = field(default_factory=dict)  # pair -> hp-alone
     lp_alone: dict[str, Any] | None = None
     cpu: CpuBusy | None = None
+    pin: tuple[list[int], list[int]] | None = None  # --pin: (HP cpus, everyone else's)
+
+    def pin_for(self, role: str) -> list[int] | None:
+        return None if self.pin is None else self.pin[0 if role == "hp" else 1]
 
     def save(self) -> None:
         self.doc["elapsed_s"] = round(self.budget.elapsed(), 1)
@@ -676,6 +705,7 @@ def run_hp(ctx: Ctx, pair: Pair, scen: str, env: dict[str, str], eng: Engine | N
         raise BudgetExceeded(f"{need:.0f} s needed, {ctx.budget.left():.0f} s left")
     with contextlib.suppress(FileNotFoundError):
         out.unlink()
+    cmd = pinned(cmd, ctx.pin_for("hp"), a.python)
     p = Proc(f"hp-{scen}-{pair.tag}", cmd, env, ctx.logdir)
     if ctx.cpu is not None:
         ctx.cpu.watch("hp", p.p.pid)
@@ -830,7 +860,8 @@ def run_session(ctx: Ctx, env_spec: Env, pairs: list[Pair], lp_alone: bool) -> N
                 extra += ["--slice-programs", "off"]
             if env_spec.noguard:
                 extra += ["--harvest-guard", "0"]
-            eng = Engine(env_spec.policy, a.python, env, ctx.logdir, life, extra)
+            eng = Engine(env_spec.policy, a.python, env, ctx.logdir, life, extra,
+                         ctx.pin_for("engine"))  # fmt: skip
             if ctx.cpu is not None:
                 ctx.cpu.watch("engine", eng.proc.p.pid)
             sess["engine_state_start"] = eng.wait_up(ctx.budget.cap(60))
@@ -840,6 +871,7 @@ def run_session(ctx: Ctx, env_spec: Env, pairs: list[Pair], lp_alone: bool) -> N
                 cmd = under_hbtui(ctx, eng, "lp", LP_TASK, None, cmd)
             with contextlib.suppress(FileNotFoundError):
                 lp_out.unlink()
+            cmd = pinned(cmd, ctx.pin_for("lp"), a.python)
             lp_proc = Proc(f"lp-{env_spec.name}", cmd, env, ctx.logdir)
             if ctx.cpu is not None:
                 ctx.cpu.watch("lp", lp_proc.p.pid)  # (under hbtui: the launcher and the job)
@@ -1187,6 +1219,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--profile-requests", type=int, default=3,
                     help="hp-alone: requests profiled after the window for GPU busy time "
                          "(0: none; the GPU-idle figure then comes from NVML)")  # fmt: skip
+    ap.add_argument("--pin", action="store_true",
+                    help="pin the HP's process tree to whole physical cores of its own (a "
+                         "quarter) and the engine, the LP and MPS to the rest")  # fmt: skip
     ap.add_argument("--markers", action="store_true",
                     help="the HP marks requests with hbtui.request() (else the engine infers "
                          "them from bursts)")  # fmt: skip
@@ -1325,6 +1360,11 @@ def main(argv: list[str] | None = None) -> int:
             doc["machine"]["nvml_error"] = nvml.error
             log(f"NVML unavailable ({nvml.error}): no GPU utilisation figures")
     ctx = Ctx(a, budget, logdir, tmp, logdir, out, doc, nvml, cpu=CpuBusy())
+    if a.pin:
+        ctx.pin = cpu_split()
+        doc["pin"] = {"hp": ctx.pin[0], "others": ctx.pin[1]}
+        os.sched_setaffinity(0, ctx.pin[1])  # (what this starts unwrapped, MPS too, inherits it)
+        log(f"pinned: HP on CPUs {ctx.pin[0]}, engine/LP/MPS on {ctx.pin[1]}")
     if a.from_json:
         load_from(ctx, a.from_json)
 
