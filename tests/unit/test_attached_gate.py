@@ -187,6 +187,22 @@ def test_the_bubble_margin_is_charged_to_every_grant_inside_a_request() -> None:
         assert att.granted == granted, margin_us
 
 
+def test_a_time_sliced_gpu_charges_the_context_switch_to_every_grant_inside_a_request() -> None:
+    """--switch-cost-us: a 20-us kernel + 30-us margin fits the ~100-us bubbles, but not
+    with the switch back to the HP's context added; under MPS (every program) no switch
+    is charged, nor with the cost set to 0."""
+    for mps, cost_us, granted in ((False, 150, 0), (True, 150, 1), (False, 0, 1)):
+        s, att, hp, at = _set("hummingbird")
+        at.mps = mps
+        s.tasks["train"] = at
+        s.switch_cost_ns = cost_us * US
+        _request_with_bubbles(hp)
+        att.next_seq = 1
+        att.held = [SimpleNamespace(seq=1, func=0xF00)]
+        s._gate([at], [hp], hp.idle_since + 1 * US)
+        assert att.granted == granted, (mps, cost_us)
+
+
 def test_no_lp_inside_a_request_that_has_used_up_its_slo_slack() -> None:
     """The slack of an open request: SLO x (1 - reserve) minus the longer of its time so far
     and the median request latency; a bubble grant must fit in it (none left: no LP)."""

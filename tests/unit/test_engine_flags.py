@@ -18,6 +18,14 @@ def test_bubble_margin_is_microseconds_and_checked(capsys: pytest.CaptureFixture
         assert "--bubble-margin-us" in err and why in err, err
 
 
+def test_switch_cost_is_microseconds(capsys: pytest.CaptureFixture[str]) -> None:
+    assert _parser().parse_args([]).switch_cost_us == 150.0
+    assert _parser().parse_args(["--switch-cost-us", "0"]).switch_cost_us == 0.0
+    with pytest.raises(SystemExit):
+        _parser().parse_args(["--switch-cost-us", "-5"])
+    assert "--switch-cost-us" in capsys.readouterr().err
+
+
 def test_harvest_guard_is_a_percentage(capsys: pytest.CaptureFixture[str]) -> None:
     assert _parser().parse_args([]).harvest_guard == 5.0
     assert _parser().parse_args(["--harvest-guard", "0"]).harvest_guard == 0.0

@@ -61,6 +61,11 @@ MAX_ATTACHED = 32
 DEFAULT_IDLE_MS = 1.0  # burst rule: a request ends this long after HP went idle
 DEFAULT_HARVEST_GUARD = 0.05  # LP leaves HP requests alone when it slows them more
 BUBBLE_MARGIN_NS = 30_000  # a bubble grant's spare time: poll + launch (--bubble-margin-us)
+# On a time-sliced GPU (no MPS) an HP kernel launched after another process's kernel ran
+# waits for the GPU to switch back to its context: +133 us (p50), +130 us (p99) on an H100,
+# +10 / +33 us under MPS (benchmarks/ctx_switch.py). A grant inside a request needs a
+# bubble that long more (--switch-cost-us), unless every attached program is under MPS.
+SWITCH_COST_NS = 150_000
 DEAD_CHECK_NS = 500_000_000  # how often a launcher's pid is checked
 
 
@@ -92,6 +97,7 @@ class AttachedSet:
         self._sliced_names: dict[int, dict[int, EntryInfo]] = {}  # image hash -> name hash -> entry
         self.slicing = True  # hummingbird runs sliceable LP kernels as slices (--slice-programs)
         self.bubble_margin_ns = BUBBLE_MARGIN_NS
+        self.switch_cost_ns = SWITCH_COST_NS
         self.harvest_guard = DEFAULT_HARVEST_GUARD  # --harvest-guard (fraction; 0: off)
         self.tasks: dict[str, AttachedTask] = {}
         self.by_shm: dict[str, AttachedTask] = {}
@@ -287,12 +293,18 @@ class AttachedSet:
                 and not hp_busy
                 and all(h.guard.allowed(now) for h in hps if h.open)
             ):  # (the guard: LP in these requests cost them more than its target)
-                fits = partial(_fits_all, [h for h in hps if h.open], now, self.bubble_margin_ns)
+                fits = partial(_fits_all, [h for h in hps if h.open], now, self.margin_ns())
                 # within the budget and the open requests' SLO slack (none left: no LP)
                 slack = [h.slack_ns(now, h.slo_ns) for h in hps]
                 cap = min([budget, *(x for x in slack if x is not None)])
                 if cap > 0:
                     lp.grant_in_bubble(fits, cap)
+
+    def margin_ns(self) -> float:
+        """The spare bubble an in-request grant needs: the margin, plus the GPU's switch
+        back to the HP's context unless every program shares one MPS context."""
+        mps = all(t.mps for t in self.tasks.values())
+        return self.bubble_margin_ns + (0 if mps else self.switch_cost_ns)
 
     @staticmethod
     def default_budget_us(at: AttachedTask) -> float:

@@ -111,8 +111,16 @@ def _parser() -> argparse.ArgumentParser:
         default=30.0,
         metavar="US",
         help="spare time an LP grant inside an `hbtui run` HP request must leave in the "
-        "predicted bubble (30: the engine's poll and the launch); larger also charges "
-        "each grant the GPU's switch between the programs' contexts",
+        "predicted bubble (30: the engine's poll and the launch)",
+    )
+    ap.add_argument(
+        "--switch-cost-us",
+        type=_margin_us,
+        default=150.0,
+        metavar="US",
+        help="on a time-sliced GPU (a program not under MPS), what the switch back to an "
+        "HP program's context adds to an in-request grant's need (150: an H100 measured "
+        "+133 us; 0: ignore it)",
     )
     ap.add_argument(
         "--harvest-guard",
@@ -260,6 +268,7 @@ def main(argv: list[str] | None = None) -> int:
             engine = Engine(prof, kind, device, pub, ctl, args.readonly, args.calibrate, prom)
             engine.attached.slicing = args.slice_programs == "on"
             engine.attached.bubble_margin_ns = args.bubble_margin_us * 1e3
+            engine.attached.switch_cost_ns = args.switch_cost_us * 1e3
             engine.attached.harvest_guard = args.harvest_guard / 100
         except (BackendError, ValueError) as e:
             raise UsageError(f"backend {kind}: {e}") from None
