@@ -19,12 +19,14 @@ the wait alone (p50/p90/p99), and how often a probe lands while the other's kern
 shift says that merely returning to this context costs that much.
 
     python3 benchmarks/ctx_switch.py --out docs/benchmarks/h100-ctx-switch-DATE.json
+    python3 benchmarks/ctx_switch.py --mps --out ...   # both under MPS: one context
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import queue
 import random
 import statistics
@@ -133,6 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--other-gap-ms", type=float, default=0.2,
                     help="its mean gap (0.2: several of its kernels between two probes, "
                          "so nearly every probe follows one)")  # fmt: skip
+    ap.add_argument("--mps", action="store_true",
+                    help="both processes under a private MPS control daemon started (and "
+                         "stopped) here: one shared context, no switch")  # fmt: skip
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--out", default=None)
     a = ap.parse_args(argv)
@@ -143,6 +148,24 @@ def main(argv: list[str] | None = None) -> int:
         return other(a)
     if a.out is None:
         ap.error("--out is required")
+    if not a.mps:
+        return measure(a)
+    import tempfile
+
+    mps = harness.Mps(Path(tempfile.mkdtemp(prefix="hbctx-")))
+    try:
+        mps.start()
+    except harness.StepError as e:
+        raise SystemExit(f"ctx_switch: error: {e}\n{e.tail}") from None
+    os.environ.update(mps.env)  # before CUDA starts here; the other process inherits it
+    try:
+        return measure(a)
+    finally:
+        if problem := mps.stop():
+            print(f"ctx_switch: warning: {problem}", file=sys.stderr)
+
+
+def measure(a: argparse.Namespace) -> int:
     import cupy as cp
     import torch
 
@@ -150,7 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     probe = Probe(torch)
     rng = random.Random(a.seed)
     probe_phase(probe, 200, a.probe_gap_ms, rng)  # warm-up
-    res: dict[str, Any] = {"what": "probe wait alone vs beside another process (us)",
+    res: dict[str, Any] = {"what": "probe wait alone vs beside another process (us)"
+                           + (", both under MPS" if a.mps else ""),
                            "settings": vars(a), "phases": {}}  # fmt: skip
     res["phases"]["alone"] = summary(probe_phase(probe, a.probes, a.probe_gap_ms, rng))
     cmd = [sys.executable, __file__, "--role", "other", "--other-us", f"{a.other_us:g}",

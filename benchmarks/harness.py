@@ -384,3 +384,73 @@ def kill_all() -> None:
     for p in list(LIVE):
         log(f"cleanup: killing {p.name} (pid {p.p.pid})")
         p.kill()
+
+
+class Mps:
+    """A private MPS control daemon (own pipe and log dirs); ``env`` joins it."""
+
+    def __init__(self, tmp: Path) -> None:
+        exe = os.environ.get("HBTUI_MPS_CONTROL") or shutil.which("nvidia-cuda-mps-control")
+        if not exe:
+            raise StepError("mps: nvidia-cuda-mps-control not found on PATH")
+        self.exe = exe
+        self.pipe = Path(tempfile.mkdtemp(prefix="mps-pipe-", dir=tmp))
+        self.logdir = Path(tempfile.mkdtemp(prefix="mps-log-", dir=tmp))
+        self.env = {"CUDA_MPS_PIPE_DIRECTORY": str(self.pipe),
+                    "CUDA_MPS_LOG_DIRECTORY": str(self.logdir)}  # fmt: skip
+        self.started = False
+
+    def _ctl(self, text: str | None, timeout: float = 20.0) -> subprocess.CompletedProcess[str]:
+        args = [self.exe] if text is not None else [self.exe, "-d"]
+        return subprocess.run(args, input=text, env={**os.environ, **self.env}, text=True,
+                              capture_output=True, timeout=timeout)  # fmt: skip
+
+    def start(self) -> None:
+        r = self._ctl(None)
+        if r.returncode != 0:
+            raise StepError(f"mps: `{self.exe} -d` exited {r.returncode}",
+                            (r.stdout + r.stderr)[-2000:])  # fmt: skip
+        self.started = True
+        deadline = time.monotonic() + 15
+        while True:  # the daemon answers its control pipe once it is up
+            r = self._ctl("get_server_list\n", 10)
+            if r.returncode == 0:
+                break
+            if time.monotonic() > deadline:
+                raise StepError("mps: the control daemon does not answer get_server_list",
+                                (r.stdout + r.stderr + self.log_tail())[-2000:])  # fmt: skip
+            time.sleep(0.2)
+        log(f"mps: control daemon up (pipe {self.pipe})")
+
+    def stop(self) -> str | None:
+        """Quit the daemon (its servers quit once their clients are gone); the problem, if
+        any, as a line."""
+        if not self.started:
+            return None
+        problem = None
+        try:
+            r = self._ctl("quit\n", 30)
+            if r.returncode != 0:
+                problem = f"mps quit exited {r.returncode}: {(r.stdout + r.stderr)[-300:]}"
+        except subprocess.TimeoutExpired:
+            problem = "mps quit timed out after 30 s"
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                if self._ctl("get_server_list\n", 5).returncode != 0:
+                    break  # nobody answers any more: the daemon is gone
+            except subprocess.TimeoutExpired:
+                pass
+            time.sleep(0.3)
+        else:
+            problem = (problem or "") + " mps daemon still answering 20 s after quit"
+        self.started = False
+        log("mps: control daemon stopped" + (f" ({problem})" if problem else ""))
+        return problem
+
+    def log_tail(self) -> str:
+        out = []
+        for f in sorted(self.logdir.glob("*.log")):
+            with contextlib.suppress(OSError):
+                out.append(f"--- {f.name}\n" + f.read_text(errors="replace")[-1500:])
+        return "\n".join(out)
