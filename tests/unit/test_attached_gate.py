@@ -203,6 +203,26 @@ def test_a_time_sliced_gpu_charges_the_context_switch_to_every_grant_inside_a_re
         assert att.granted == granted, (mps, cost_us)
 
 
+def test_a_time_sliced_request_takes_only_its_share_of_switches() -> None:
+    """Each in-request grant costs the HP a switch: at 10 us a switch and a 5 % share of a
+    2-ms median request, a request takes 10 grants, then LP waits for the next one; under
+    MPS, or with the guard off, there is no such limit."""
+    for grants, mps, guard, granted in ((9, False, 0.05, 1), (10, False, 0.05, 0),
+                                        (10, True, 0.05, 1), (10, False, 0.0, 1)):  # fmt: skip
+        s, att, hp, at = _set("hummingbird")
+        at.mps = mps
+        s.tasks["train"] = at
+        s.switch_cost_ns, s.harvest_guard = 10 * US, guard
+        _request_with_bubbles(hp)
+        hp.p50_ns = 2000 * US
+        hp.open[0].grants = grants
+        att.next_seq = 1
+        att.held = [SimpleNamespace(seq=1, func=0xF00)]
+        s._gate([at], [hp], hp.idle_since + 1 * US)
+        assert att.granted == granted, (grants, mps, guard)
+        assert hp.open[0].grants == grants + granted  # the grant is counted
+
+
 def test_no_lp_inside_a_request_that_has_used_up_its_slo_slack() -> None:
     """The slack of an open request: SLO x (1 - reserve) minus the longer of its time so far
     and the median request latency; a bubble grant must fit in it (none left: no LP)."""

@@ -64,7 +64,9 @@ BUBBLE_MARGIN_NS = 30_000  # a bubble grant's spare time: poll + launch (--bubbl
 # On a time-sliced GPU (no MPS) an HP kernel launched after another process's kernel ran
 # waits for the GPU to switch back to its context: +133 us (p50), +130 us (p99) on an H100,
 # +10 / +33 us under MPS (benchmarks/ctx_switch.py). A grant inside a request needs a
-# bubble that long more (--switch-cost-us), unless every attached program is under MPS.
+# bubble that long more (--switch-cost-us), unless every attached program is under MPS,
+# and a request takes only as many as cost it the harvest guard's share (5 %) of the
+# median request (~12 for a 36-ms request).
 SWITCH_COST_NS = 150_000
 DEAD_CHECK_NS = 500_000_000  # how often a launcher's pid is checked
 
@@ -293,18 +295,29 @@ class AttachedSet:
                 and not hp_busy
                 and all(h.guard.allowed(now) for h in hps if h.open)
             ):  # (the guard: LP in these requests cost them more than its target)
-                fits = partial(_fits_all, [h for h in hps if h.open], now, self.margin_ns())
+                open_hps = [h for h in hps if h.open]
+                switch = self.switch_ns()
+                if (
+                    switch
+                    and self.harvest_guard
+                    and not all(h.may_switch(self.harvest_guard, switch) for h in open_hps)
+                ):
+                    continue  # time-sliced: these requests had their share of switches
+                fits = partial(_fits_all, open_hps, now, self.bubble_margin_ns + switch)
                 # within the budget and the open requests' SLO slack (none left: no LP)
                 slack = [h.slack_ns(now, h.slo_ns) for h in hps]
                 cap = min([budget, *(x for x in slack if x is not None)])
+                before = lp.att.granted
                 if cap > 0:
                     lp.grant_in_bubble(fits, cap)
+                if lp.att.granted != before:
+                    for h in open_hps:
+                        h.on_grant()
 
-    def margin_ns(self) -> float:
-        """The spare bubble an in-request grant needs: the margin, plus the GPU's switch
-        back to the HP's context unless every program shares one MPS context."""
-        mps = all(t.mps for t in self.tasks.values())
-        return self.bubble_margin_ns + (0 if mps else self.switch_cost_ns)
+    def switch_ns(self) -> float:
+        """What an in-request grant costs the HP in a switch back to its context: the
+        measured cost on a time-sliced GPU, 0 when every program shares one MPS context."""
+        return 0.0 if all(t.mps for t in self.tasks.values()) else self.switch_cost_ns
 
     @staticmethod
     def default_budget_us(at: AttachedTask) -> float:

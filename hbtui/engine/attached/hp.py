@@ -55,6 +55,7 @@ class HpRequest:
     end_seq: int = 0  # markers: the end marker's seq (0: still open)
     # markers: per completion slot, the highest seq launched before the end marker
     need: dict[int, int] | None = None
+    grants: int = 0  # LP launches granted inside it
 
 
 class HpTracker:
@@ -194,6 +195,18 @@ class HpTracker:
             return None
         elapsed = now_ns - self.open[0].arrival_ns
         return slo_ns * (1 - SLACK_RESERVE) - max(elapsed, self.p50_ns)
+
+    def may_switch(self, share: float, switch_ns: float) -> bool:
+        """On a time-sliced GPU each LP grant inside a request costs the HP a switch back
+        to its context: whether its open requests can take one more while LP's cost stays
+        within ``share`` of the median request (none before one completed)."""
+        allowed = share * self.p50_ns
+        return all((r.grants + 1) * switch_ns <= allowed for r in self.open)
+
+    def on_grant(self) -> None:
+        """An LP launch went inside the open requests."""
+        for r in self.open:
+            r.grants += 1
 
     # -- reading -------------------------------------------------------------------
     @property

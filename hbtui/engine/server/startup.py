@@ -127,8 +127,10 @@ def _parser() -> argparse.ArgumentParser:
         type=_guard_pct,
         default=5.0,
         metavar="PCT",
-        help="keep LP out of an `hbtui run` HP program's requests while it measurably "
-        "slows them by more than PCT %% (control epochs without LP; 0: off)",
+        help="what LP inside an `hbtui run` HP program's requests may cost it: LP stays "
+        "out while it measurably slows them by more than PCT %% (control epochs without "
+        "LP), and on a time-sliced GPU a request takes only as many grants as cost PCT %% "
+        "of the median request at --switch-cost-us each (0: neither)",
     )
     ap.add_argument(
         "--exit-with-parent",
