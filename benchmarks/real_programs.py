@@ -137,7 +137,7 @@ SCENARIO_RE = r"hbtui-([a-z]+)(-whole)?(-noguard)?(\+mps)?"
 def parse_scenarios(s: str) -> list[str]:
     names = [x.strip() for x in s.split(",") if x.strip()]
     for n in names:
-        if n in ("hp-alone", "lp-alone", "plain", "mps", "hp-hbtui"):
+        if n in ("hp-alone", "lp-alone", "plain", "mps", "hp-hbtui", "hp-hbtui+mps"):
             continue
         m = re.fullmatch(SCENARIO_RE, n)
         if (
@@ -146,7 +146,7 @@ def parse_scenarios(s: str) -> list[str]:
             or ((m.group(2) or m.group(3)) and m.group(1) != "hummingbird")
         ):
             raise argparse.ArgumentTypeError(
-                f"unknown scenario {n!r}: hp-alone, lp-alone, plain, mps, hp-hbtui, "
+                f"unknown scenario {n!r}: hp-alone, lp-alone, plain, mps, hp-hbtui[+mps], "
                 f"hbtui-POLICY[+mps] with POLICY in {', '.join(POLICIES)}, "
                 "hbtui-hummingbird[-whole][-noguard][+mps] (no slicing, no harvest guard)"
             )
@@ -160,8 +160,8 @@ def env_of(name: str) -> Env:
         return Env(name, None, False)
     if name == "mps":
         return Env(name, None, True)
-    if name == "hp-hbtui":
-        return Env(name, "hummingbird", False, lp=False)
+    if name in ("hp-hbtui", "hp-hbtui+mps"):  # (+mps: does MPS itself slow the HP?)
+        return Env(name, "hummingbird", name.endswith("+mps"), lp=False)
     m = re.fullmatch(SCENARIO_RE, name)
     assert m, name
     return Env(name, m.group(1), bool(m.group(4)), whole=bool(m.group(2)),
@@ -189,7 +189,9 @@ def run_order(scenarios: list[str]) -> list[str]:
 PIN = "import os, sys; os.sched_setaffinity(0, map(int, sys.argv[1].split(','))); os.execvp(sys.argv[2], sys.argv[2:])"  # noqa: E501
 
 
-def cpu_split(cpus: set[int] | None = None) -> tuple[list[int], list[int]]:
+def cpu_split(
+    cpus: set[int] | None = None, siblings: dict[int, str] | None = None
+) -> tuple[list[int], list[int]]:
     """--pin: whole physical cores (every SMT sibling) for the HP process tree, a quarter
     of them (at least one), and the rest for the engine, the LP and MPS; so no busy
     thread of theirs shares a core with the HP's serving thread."""
@@ -197,7 +199,10 @@ def cpu_split(cpus: set[int] | None = None) -> tuple[list[int], list[int]]:
     cores: dict[str, list[int]] = {}
     for c in sorted(cpus):
         f = Path(f"/sys/devices/system/cpu/cpu{c}/topology/thread_siblings_list")
-        key = f.read_text().strip() if f.exists() else str(c)
+        if siblings is not None:
+            key = siblings[c]
+        else:
+            key = f.read_text().strip() if f.exists() else str(c)
         cores.setdefault(key, []).append(c)
     groups = list(cores.values())
     if len(groups) < 2:
@@ -1120,7 +1125,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )  # fmt: skip
     ap.add_argument("--pairs", type=parse_pairs, default=None, help=f"({DEFAULT_PAIRS})")
     ap.add_argument("--scenarios", type=parse_scenarios, default=None,
-                    help=f"({DEFAULT_SCENARIOS}); also hp-hbtui, hbtui-POLICY+mps")  # fmt: skip
+                    help=f"({DEFAULT_SCENARIOS}); also hp-hbtui[+mps], "
+                         "hbtui-POLICY+mps")  # fmt: skip
     ap.add_argument(
         "--duration",
         type=float,
@@ -1234,7 +1240,7 @@ def preflight(a: argparse.Namespace) -> list[str]:
     for f in (HP_APP, LP_APP):
         if not f.exists():
             probs.append(f"missing {f}")
-    needs_engine = any(s.startswith("hbtui-") or s == "hp-hbtui" for s in a.scenarios)
+    needs_engine = any(s.startswith(("hbtui-", "hp-hbtui")) for s in a.scenarios)
     if needs_engine:
         r = subprocess.run([a.python, "-c", "import zmq, msgpack, hbtui.engine.client"],
                            capture_output=True, text=True, cwd=ROOT, timeout=60,
@@ -1313,7 +1319,7 @@ def main(argv: list[str] | None = None) -> int:
             if any("torch with a usable CUDA" in p or "missing" in p for p in probs):
                 return 2
             if any("hbtui scenarios" in p or "C compiler" in p for p in probs):
-                for s in [s for s in a.scenarios if s.startswith("hbtui-") or s == "hp-hbtui"]:
+                for s in [s for s in a.scenarios if s.startswith(("hbtui-", "hp-hbtui"))]:
                     a.scenarios.remove(s)
                     for pair in a.pairs:
                         doc["results"].setdefault(pair.name, {})[s] = {

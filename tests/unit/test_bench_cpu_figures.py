@@ -114,3 +114,19 @@ def test_scenario_names_say_how_the_engine_runs() -> None:
     for bad in ("hbtui-temporal-noguard", "hbtui-hummingbird-noguard-whole", "hbtui-x"):
         with pytest.raises(argparse.ArgumentTypeError, match="unknown scenario"):
             rp.parse_scenarios(bad)
+
+
+def test_hp_alone_under_hbtui_may_run_under_mps_and_pinning_splits_whole_cores() -> None:
+    e = rp.env_of("hp-hbtui+mps")
+    assert (e.policy, e.mps, e.lp) == ("hummingbird", True, False)
+    assert rp.parse_scenarios("hp-hbtui+mps") == ["hp-hbtui+mps"]
+    # 8 cores with two threads each (siblings c and c + 8): the HP gets two whole cores
+    sib = {c: f"{c % 8},{c % 8 + 8}" for c in range(16)}
+    assert rp.cpu_split(set(range(16)), sib) == (
+        [0, 1, 8, 9],
+        [2, 3, 4, 5, 6, 7, 10, 11, 12, 13, 14, 15],
+    )
+    with pytest.raises(SystemExit, match="--pin"):
+        rp.cpu_split({0, 8}, sib)  # one core: nothing to split
+    assert rp.pinned(["x"], None, "py") == ["x"]
+    assert rp.pinned(["x", "y"], [2, 3], "py")[-3:] == ["2,3", "x", "y"]
