@@ -604,7 +604,7 @@ def hp_summary(r: dict[str, Any], slo_ms: float | None) -> dict[str, Any]:
             "service_mean_ms", "host_busy_fraction", "startup_s", "markers", "under_hbtui",
             "mps_pipe", "device_name", "torch", "transformers", "window_start_mono",
             "window_end_mono", "last_completion_mono", "gpu", "probe_wait_us",
-            "host_per_request")  # fmt: skip
+            "host_per_request", "sync_p50_ms", "host_part_p50_ms")  # fmt: skip
     return {**{k: r.get(k) for k in keys}, "slo_ms": slo_ms, "slo_attainment": att}
 
 
@@ -967,7 +967,9 @@ def analyse(ctx: Ctx, pairs: list[Pair], scenarios: list[str]) -> list[dict[str,
             hp = rec["hp"]
             row.update(hp_p50_ms=hp["p50_ms"], hp_p99_ms=hp["p99_ms"],
                        slo_attainment=hp["slo_attainment"], service_p50_ms=hp["service_p50_ms"],
-                       unfinished=hp["unfinished"], count=hp["count"])  # fmt: skip
+                       unfinished=hp["unfinished"], count=hp["count"],
+                       hp_host_part_ms=hp.get("host_part_p50_ms"),
+                       hp_sync_ms=hp.get("sync_p50_ms"))  # fmt: skip
             lp = rec.get("lp") or {}
             it = lp.get("it_per_s")
             row["lp_it_s"] = it
@@ -1079,15 +1081,16 @@ def fmt(v: Any, spec: str = ".2f", scale: float = 1.0) -> str:
 
 
 def table(rows: list[dict[str, Any]], lp_alone: dict[str, Any] | None) -> str:
-    head = ["pair", "scenario", "p50 ms", "p99 ms", "att %", "svc p50", "LP it/s", "LP/alone",
-            "LP/ceil", "GPU %", "CPU %", "HP cpu/runq ms", "pre p50/p99/max us", "sliced",
-            "note"]  # fmt: skip
+    head = ["pair", "scenario", "p50 ms", "p99 ms", "att %", "svc p50", "host/sync", "LP it/s",
+            "LP/alone", "LP/ceil", "GPU %", "CPU %", "HP cpu/runq ms", "pre p50/p99/max us",
+            "sliced", "note"]  # fmt: skip
     lines = [head]
     for r in rows:
         pre = r.get("preemption_us") or {}
         pre_s = "/".join(fmt(pre.get(k), ".0f") for k in ("p50", "p99", "max")) if pre else "-"
         lines.append([r["pair"], r["scenario"], fmt(r.get("hp_p50_ms")), fmt(r.get("hp_p99_ms")),
                       fmt(r.get("slo_attainment"), ".1f", 100), fmt(r.get("service_p50_ms")),
+                      f"{fmt(r.get('hp_host_part_ms'), '.1f')}/{fmt(r.get('hp_sync_ms'), '.1f')}",
                       fmt(r.get("lp_it_s")), fmt(r.get("lp_frac_alone"), ".0%"),
                       fmt(r.get("lp_frac_ceiling"), ".0%"), fmt(r.get("gpu_util_pct"), ".0f"),
                       fmt(r.get("cpu_busy_pct"), ".0f"),

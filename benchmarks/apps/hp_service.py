@@ -223,12 +223,20 @@ class Service:
         self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[a.dtype]
         self.model = self._build()
         self.graph: Any = None
+        self.last_sync_ms = 0.0  # the last request's closing synchronize (end_request)
         self.serve: Callable[[], None] = self._graph_request if a.mode == "graph" else self._eager
         self._prepare()
 
     def sync(self) -> None:
         if self.cuda:
             self.torch.cuda.synchronize(self.dev)
+
+    def end_request(self) -> None:
+        """A request's closing synchronize, timed: with the launches before it (the host
+        part, ``service - sync``) this tells a slower host from GPU work finishing later."""
+        t = time.perf_counter_ns()
+        self.sync()
+        self.last_sync_ms = (time.perf_counter_ns() - t) / 1e6
 
     def _build(self) -> Any:
         import transformers
@@ -316,7 +324,7 @@ class Service:
             with self.torch.inference_mode():
                 for _ in range(self.a.replays):
                     self._forward_logits()
-        self.sync()
+        self.end_request()
 
     def _eager_once(self) -> Any:
         """One request: prefill, then greedy decode steps through the KV cache."""
@@ -329,7 +337,7 @@ class Service:
                 out = self.model(input_ids=tok, use_cache=True, **{kw: cache})
                 cache = _cache_of(out)
                 tok = out.logits[:, -1:].argmax(-1)
-        self.sync()
+        self.end_request()
         return cache
 
     def _eager(self) -> None:
@@ -620,6 +628,7 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
     stop_at = t0 + a.duration + a.drain
     lat: list[float] = []
     svc_ms: list[float] = []
+    sync_ms: list[float] = []  # of which the closing synchronize
     starts: list[float] = []
     probe_us: list[float] = []
     served = 0
@@ -646,6 +655,7 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
         starts.append(s)
         lat.append((e - arr) * 1e3)
         svc_ms.append((e - s) * 1e3)
+        sync_ms.append(svc.last_sync_ms)
         served += 1
     t_end = time.monotonic()
     host = host_figures(sched, served)
@@ -673,6 +683,9 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
         "service_p50_ms": pct(svc_ms, 50),
         "service_p99_ms": pct(svc_ms, 99),
         "service_mean_ms": statistics.fmean(svc_ms) if svc_ms else None,
+        # a request = host part (its launches and Python) + its closing synchronize
+        "sync_p50_ms": pct(sync_ms, 50),
+        "host_part_p50_ms": pct([x - y for x, y in zip(svc_ms, sync_ms, strict=True)], 50),
         "host_busy_fraction": sum(svc_ms) / 1e3 / max(1e-9, t_end - t0),
         "host_per_request": host,
         "offered_rps": len(offs) / window_s,
