@@ -150,12 +150,15 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--out is required")
     if not a.mps:
         return measure(a)
+    import shutil
     import tempfile
 
-    mps = harness.Mps(Path(tempfile.mkdtemp(prefix="hbctx-")))
+    tmp = Path(tempfile.mkdtemp(prefix="hbctx-"))
     try:
+        mps = harness.Mps(tmp)
         mps.start()
     except harness.StepError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
         raise SystemExit(f"ctx_switch: error: {e}\n{e.tail}") from None
     os.environ.update(mps.env)  # before CUDA starts here; the other process inherits it
     try:
@@ -163,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if problem := mps.stop():
             print(f"ctx_switch: warning: {problem}", file=sys.stderr)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def measure(a: argparse.Namespace) -> int:

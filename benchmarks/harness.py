@@ -393,6 +393,8 @@ class Mps:
         exe = os.environ.get("HBTUI_MPS_CONTROL") or shutil.which("nvidia-cuda-mps-control")
         if not exe:
             raise StepError("mps: nvidia-cuda-mps-control not found on PATH")
+        if not os.access(exe, os.X_OK):
+            raise StepError(f"mps: {exe} (HBTUI_MPS_CONTROL) is not an executable file")
         self.exe = exe
         self.pipe = Path(tempfile.mkdtemp(prefix="mps-pipe-", dir=tmp))
         self.logdir = Path(tempfile.mkdtemp(prefix="mps-log-", dir=tmp))

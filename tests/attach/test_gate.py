@@ -209,14 +209,36 @@ def test_lp_runs_free_with_no_hp_and_an_hp_attach_gates_it_before_the_reply(
     s = AttachedSet(lambda: "hummingbird")
     kw = {"launcher_pid": os.getpid(), "cmd": ["x"], "layout": L.VERSION, "slo_ms": None,
           "idle_ms": None, "taken": set()}  # fmt: skip
-    s.attach(task="train", cls="lp", shm=lp_seg.name, **kw)
-    s.poll()
-    assert lp_seg.h.mode == L.MODE_PASS
-    s.attach(task="svc", cls="hp", shm=hp_seg.name, **kw)
-    assert lp_seg.h.mode == L.MODE_GATED  # before any poll
-    s.poll()
-    assert lp_seg.h.mode == L.MODE_GATED
-    s.detach(hp_seg.name)
-    s.poll()
-    assert lp_seg.h.mode == L.MODE_PASS
-    s.close()
+    try:
+        lp = s.attach(task="train", cls="lp", shm=lp_seg.name, **kw).lp
+        assert lp is not None and lp_seg.h.mode == L.MODE_PASS  # at once: no HP here
+        s.poll()
+        assert lp_seg.h.mode == L.MODE_PASS and not lp.slices.on
+        s.attach(task="svc", cls="hp", shm=hp_seg.name, **kw)
+        assert lp_seg.h.mode == L.MODE_GATED and lp.slices.on  # before any poll
+        s.poll()
+        assert lp_seg.h.mode == L.MODE_GATED
+        s.detach(hp_seg.name)
+        s.poll()
+        assert lp_seg.h.mode == L.MODE_PASS
+    finally:
+        s.close()
+
+
+def test_an_lp_attaching_beside_an_hp_starts_gated(make_segment) -> None:  # noqa: ANN001
+    """The usual order, the service first and the training job later: the LP's first
+    launch already waits for a grant."""
+    import os
+
+    from hbtui.engine.attached import AttachedSet
+
+    lp_seg, hp_seg = make_segment(L.CLASS_LP), make_segment(L.CLASS_HP)
+    s = AttachedSet(lambda: "hummingbird")
+    kw = {"launcher_pid": os.getpid(), "cmd": ["x"], "layout": L.VERSION, "slo_ms": None,
+          "idle_ms": None, "taken": set()}  # fmt: skip
+    try:
+        s.attach(task="svc", cls="hp", shm=hp_seg.name, **kw)
+        s.attach(task="train", cls="lp", shm=lp_seg.name, **kw)
+        assert lp_seg.h.mode == L.MODE_GATED  # before any poll
+    finally:
+        s.close()

@@ -84,6 +84,19 @@ def _run(cmd: list[str], env: dict) -> str:
     return line
 
 
+def _wait_for_task(ctl: str, name: str, timeout: float = 30.0) -> None:
+    from hbtui.engine.client import EngineClient
+
+    c = EngineClient(ctl, timeout=2.0)
+    deadline = time.monotonic() + timeout
+    try:
+        while not any(t["name"] == name for t in c.call("get_state", {})["tasks"]):
+            assert time.monotonic() < deadline, f"{name} did not attach in {timeout} s"
+            time.sleep(0.05)
+    finally:
+        c.close()
+
+
 def test_triton_and_cupy_kernels_sliced_give_identical_outputs(tmp_path: Path) -> None:
     d = Path(tempfile.mkdtemp(prefix="hbsl-"))  # short: ipc paths are <= 107 bytes
     ctl, pub, summary = f"ipc://{d}/ctl", f"ipc://{d}/pub", d / "summary.json"
@@ -92,6 +105,7 @@ def test_triton_and_cupy_kernels_sliced_give_identical_outputs(tmp_path: Path) -
                             "--backend", "sim", "--ctl", ctl, "--pub", pub, "--calibrate", "0",
                             "--summary-json", str(summary)],
                            stdout=subprocess.DEVNULL, stderr=elog.open("w"))  # fmt: skip
+    holder: subprocess.Popen[bytes] | None = None
     try:
         env = {**os.environ, "TRITON_CACHE_DIR": str(tmp_path / "triton"),
                "HBTUI_MODULE_DIR": str(tmp_path / "modules")}  # fmt: skip
@@ -102,14 +116,15 @@ def test_triton_and_cupy_kernels_sliced_give_identical_outputs(tmp_path: Path) -
         # an idle HP program (no CUDA): with no HP attached LP runs ungated and whole
         holder = subprocess.Popen([sys.executable, "-m", "hbtui", "run", "--hp", "--task",
                                    "idle-hp", "--engine", ctl, "--", "sleep", "600"])  # fmt: skip
-        time.sleep(2)
+        _wait_for_task(ctl, "idle-hp")
         hb = [sys.executable, "-m", "hbtui", "run", "--lp", "--task", "train", "--engine", ctl,
               "--attach-timeout", "10", "--", sys.executable, str(prog), "3"]  # fmt: skip
         sliced = _run(hb, env)
         time.sleep(1.0)  # the engine notices the launcher left
-        holder.terminate()
-        holder.wait(30)
     finally:
+        if holder is not None:
+            holder.terminate()
+            holder.wait(30)
         eng.terminate()
         eng.wait(30)
     log = elog.read_text()

@@ -197,6 +197,7 @@ def test_a_time_sliced_gpu_charges_the_context_switch_to_every_grant_inside_a_re
         s.tasks["train"] = at
         s.switch_cost_ns = cost_us * US
         _request_with_bubbles(hp)
+        hp.p50_ns = 100_000 * US  # a long median request: the share of switches is no limit
         att.next_seq = 1
         att.held = [SimpleNamespace(seq=1, func=0xF00)]
         s._gate([at], [hp], hp.idle_since + 1 * US)
@@ -360,6 +361,7 @@ def test_with_no_hp_to_protect_lp_runs_ungated_until_one_attaches() -> None:
         s, att, hp, at = _set(policy)
         s._gate([at], [], 0)
         assert not att.gated, policy  # no HP program: nothing to pace LP for
+        assert at.lp is not None and not at.lp.slices.on  # nor to slice for
         s.other_hp = lambda: True  # the engine's own HP profile task shares the GPU
         s._gate([at], [], 0)
         assert att.gated and att.granted == 10, policy

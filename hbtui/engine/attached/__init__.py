@@ -150,8 +150,12 @@ class AttachedSet:
             at.hp = HpTracker(int(at.idle_ms * 1e6))
             at.hp.guard.target = self.harvest_guard
             att.heartbeat()
-            for o in self.tasks.values():  # LP that ran free (no HP) is paced before the reply
-                if o.lp is not None and self.policy() != "spatial":
+            # LP that ran free (no HP) is paced before the reply (what it queued until now
+            # still runs ahead of the HP's first requests, once)
+            policy = self.policy()
+            for o in self.tasks.values():
+                if o.lp is not None and policy != "spatial":
+                    o.lp.slices.set_on(policy == "hummingbird" and self.slicing)
                     o.lp.set_gated(True)
         else:
             at.lp = LpGate(att)

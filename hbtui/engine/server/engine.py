@@ -91,8 +91,8 @@ class Engine:
         self.sched: Scheduler | None = None
         self.attached = AttachedSet(self.policy_name)  # programs under `hbtui run`
         self.attached.listeners.append(self.tel)
-        self.attached.other_hp = lambda: (
-            self.sched is not None and any(t.cls == HP for t in self.sched.tasks.values())
+        self.attached.other_hp = lambda: any(  # (while calibrating: the profile's tasks)
+            t.cls == HP for t in (self.sched.tasks.values() if self.sched else self.prof.tasks)
         )
         self.cal = Calibration()
         self.phase = "calibrating"
