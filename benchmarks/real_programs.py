@@ -993,6 +993,7 @@ def analyse(ctx: Ctx, pairs: list[Pair], scenarios: list[str]) -> list[dict[str,
             guard = (rec.get("engine_hp") or {}).get("attached") or {}  # the harvest guard
             row["harvest_cost"] = guard.get("harvest_cost")
             row["harvest_held_off"] = guard.get("harvest_held_off")
+            row["lp_grants_per_request"] = guard.get("lp_grants_per_request")
             host = hp.get("host_per_request") or {}
             row["hp_on_cpu_ms"] = host.get("on_cpu_ms")
             row["hp_runqueue_ms"] = host.get("runqueue_ms")
@@ -1109,6 +1110,8 @@ def table(rows: list[dict[str, Any]], lp_alone: dict[str, Any] | None) -> str:
                        f"{r['lp_wait_share']:.0%} of the window")  # fmt: skip
         if r.get("harvest_cost") is not None:
             held = ", LP held off its requests at the end" if r.get("harvest_held_off") else ""
+            g = r.get("lp_grants_per_request")
+            held += f", {g:.1f} LP launches let into each request" if g is not None else ""
             out.append(f"{r['pair']} {r['scenario']}: the engine measured LP in HP requests "
                        f"costing the HP {(r['harvest_cost'] - 1) * 100:+.1f} %{held}")  # fmt: skip
     if lp_alone:

@@ -78,7 +78,9 @@ def harvest_text(att: dict[str, Any]) -> str:
     if not isinstance(cost, int | float) or isinstance(cost, bool):
         return ""
     held = " — LP kept out of its requests" if att.get("harvest_held_off") else ""
-    return f" · LP in its requests costs it {(cost - 1) * 100:+.1f} %{held}"
+    g = att.get("lp_grants_per_request")
+    grants = f" ({g:.1f} LP launches a request)" if isinstance(g, int | float) else ""
+    return f" · LP in its requests costs it {(cost - 1) * 100:+.1f} %{grants}{held}"
 
 
 def cells(row: TaskRow) -> dict[str, Text]:

@@ -174,6 +174,7 @@ _ATTACHED: dict[str, Check] = {
     "idle_ms": num,
     "harvest_cost": num,
     "harvest_held_off": flag,
+    "lp_grants_per_request": num,
 }
 attached = _map_of(_ATTACHED)
 

@@ -149,6 +149,7 @@ class AttachedInfo(TypedDict):
     # whether LP is kept out of them for costing more than --harvest-guard
     harvest_cost: NotRequired[float | None]
     harvest_held_off: NotRequired[bool]
+    lp_grants_per_request: NotRequired[float | None]  # hp: LP launches let into a request
     idle_ms: float
     mps: bool  # an MPS daemon serves the program (else the GPU time-slices contexts)
 

@@ -87,7 +87,8 @@ async def test_an_hp_program_s_harvest_cost_is_in_its_detail_line() -> None:
     st = attached_state_body()
     i = next(k for k, t in enumerate(st["tasks"]) if t["name"] == "serve")
     st["tasks"][i]["attached"] = dict(st["tasks"][i]["attached"], harvest_cost=1.5,
-                                      harvest_held_off=True)  # fmt: skip
+                                      harvest_held_off=True,
+                                      lp_grants_per_request=12.25)  # fmt: skip
     m.apply({"type": "state", "seq": 100, "engine_id": "sim-7f3a", "body": st}, T0)
     app = app_of(m)
     async with app.run_test(size=(200, 50)) as pilot:
@@ -96,4 +97,7 @@ async def test_an_hp_program_s_harvest_cost_is_in_its_detail_line() -> None:
         app.tick()
         await pilot.pause()
         text = str(app.query_one("#detail", Static).render())
-        assert "LP in its requests costs it +50.0 % — LP kept out of its requests" in text
+        assert (
+            "LP in its requests costs it +50.0 % (12.2 LP launches a request) — LP kept "
+            "out of its requests"
+        ) in text

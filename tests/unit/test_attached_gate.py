@@ -222,6 +222,8 @@ def test_a_time_sliced_request_takes_only_its_share_of_switches() -> None:
         s._gate([at], [hp], hp.idle_since + 1 * US)
         assert att.granted == granted, (grants, mps, guard)
         assert hp.open[0].grants == grants + granted  # the grant is counted
+        hp._finish(hp.open.popleft(), 3000 * US)
+        assert hp.grants_per_request == grants + granted  # reported per completed request
 
 
 def test_no_lp_inside_a_request_that_has_used_up_its_slo_slack() -> None:

@@ -87,6 +87,7 @@ class HpTracker:
         self.timed_out = 0  # marker requests closed by MAX_REQUEST_NS
         self.stale = 0  # times outstanding work was given up on (STALE_NS)
         self.guard = HarvestGuard()  # what LP inside its requests costs it (target: set)
+        self.grants_done = 0  # LP grants inside the requests completed so far
 
     # -- feeding -------------------------------------------------------------------
     def on_launch(self, rec: L.Launch, now_ns: int) -> None:
@@ -184,6 +185,7 @@ class HpTracker:
     def _finish(self, r: HpRequest, end_ns: int) -> None:
         lat = max(0, end_ns - r.arrival_ns)
         self.latency.add(lat)
+        self.grants_done += r.grants
         self.p50_ns = self.latency.percentile(50)  # (per request: not per poll)
         self.done.append((r, lat))
 
@@ -210,6 +212,12 @@ class HpTracker:
             r.grants += 1
 
     # -- reading -------------------------------------------------------------------
+    @property
+    def grants_per_request(self) -> float | None:
+        """LP grants inside a completed request, on average (None before one completed)."""
+        n = self.latency.n
+        return self.grants_done / n if n else None
+
     @property
     def in_request(self) -> bool:
         return bool(self.open) or self.busy

@@ -92,7 +92,11 @@ class AttachedTask:
             "modules": _count(self.modules.values()),
             "requests_from": "markers" if self.hp is not None and self.hp.markers else "bursts",
             **(
-                {"harvest_cost": self.hp.guard.cost, "harvest_held_off": self.hp.guard.held_off}
+                {
+                    "harvest_cost": self.hp.guard.cost,
+                    "harvest_held_off": self.hp.guard.held_off,
+                    "lp_grants_per_request": self.hp.grants_per_request,
+                }
                 if self.hp is not None
                 else {}
             ),  # fmt: skip
