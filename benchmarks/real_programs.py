@@ -994,6 +994,7 @@ def analyse(ctx: Ctx, pairs: list[Pair], scenarios: list[str]) -> list[dict[str,
             row["harvest_cost"] = guard.get("harvest_cost")
             row["harvest_held_off"] = guard.get("harvest_held_off")
             row["lp_grants_per_request"] = guard.get("lp_grants_per_request")
+            row["lp_bubble_cost_us"] = guard.get("lp_bubble_cost_us")
             host = hp.get("host_per_request") or {}
             row["hp_on_cpu_ms"] = host.get("on_cpu_ms")
             row["hp_runqueue_ms"] = host.get("runqueue_ms")
@@ -1112,6 +1113,8 @@ def table(rows: list[dict[str, Any]], lp_alone: dict[str, Any] | None) -> str:
             held = ", LP held off its requests at the end" if r.get("harvest_held_off") else ""
             g = r.get("lp_grants_per_request")
             held += f", {g:.1f} LP launches let into each request" if g is not None else ""
+            c = r.get("lp_bubble_cost_us")
+            held += f", each {c:+.0f} us to the HP's next kernel" if c is not None else ""
             out.append(f"{r['pair']} {r['scenario']}: the engine measured LP in HP requests "
                        f"costing the HP {(r['harvest_cost'] - 1) * 100:+.1f} %{held}")  # fmt: skip
     if lp_alone:

@@ -175,6 +175,7 @@ _ATTACHED: dict[str, Check] = {
     "harvest_cost": num,
     "harvest_held_off": flag,
     "lp_grants_per_request": num,
+    "lp_bubble_cost_us": num,
 }
 attached = _map_of(_ATTACHED)
 

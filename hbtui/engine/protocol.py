@@ -150,6 +150,8 @@ class AttachedInfo(TypedDict):
     harvest_cost: NotRequired[float | None]
     harvest_held_off: NotRequired[bool]
     lp_grants_per_request: NotRequired[float | None]  # hp: LP launches let into a request
+    # hp: how much longer its first kernel after a bubble took when LP ran in the bubble
+    lp_bubble_cost_us: NotRequired[float | None]
     idle_ms: float
     mps: bool  # an MPS daemon serves the program (else the GPU time-slices contexts)
 

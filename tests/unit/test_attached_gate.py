@@ -373,3 +373,24 @@ def test_with_no_hp_to_protect_lp_runs_ungated_until_one_attaches() -> None:
     s, att, hp, at = _set("exclusive")
     s._gate([at], [], 0)
     assert att.gated and att.granted == 0  # exclusive holds LP regardless
+
+
+def test_the_hp_measures_what_lp_in_a_bubble_costs_its_next_kernel() -> None:
+    """The first HP launch after a bubble: enqueue -> completion took 150 us after the
+    bubbles LP was let into, 20 us after the others: 130 us per grant."""
+    hp = HpTracker(idle_ns=1000 * US)
+    done = [0] * L.COMP_SLOTS
+    t, seq = 0, 0
+    for i in range(20):
+        lp = i % 2 == 0
+        if lp and hp.open:
+            hp.on_grant()
+        seq += 1
+        hp.on_launch(rec(seq, t), t)
+        if i < 2:
+            assert hp.bubble_cost_ns is None
+        done[1] = seq
+        hp.poll(done, t + (150 if lp else 20) * US)
+        t += 400 * US  # the next bubble
+    assert len(hp.after_lp) >= 8 and len(hp.after_idle) >= 8
+    assert hp.bubble_cost_ns == 130 * US

@@ -18,6 +18,7 @@ attached), so latencies carry up to one poll period of error.
 
 from __future__ import annotations
 
+import statistics
 from bisect import bisect_left
 from collections import deque
 from dataclasses import dataclass
@@ -45,6 +46,12 @@ MARKER_QUIET_NS = 10_000_000_000
 # right after LP ran (6-9 % measured on an H100 with built-in kernels), which no bubble
 # prediction sees (the cuda backend's slo_reserve, the same figure).
 SLACK_RESERVE = 0.35
+# What an LP grant inside a bubble costs the HP's next kernel (the switch back to its
+# context, time-sliced; SM contention under MPS): the wait from the enqueue of the first
+# HP launch after a bubble to its completion, after bubbles with LP vs without, medians
+# over the last AFTER_KEPT of each once both have AFTER_MIN.
+AFTER_KEPT = 256
+AFTER_MIN = 8
 
 
 @dataclass(slots=True)
@@ -88,6 +95,10 @@ class HpTracker:
         self.stale = 0  # times outstanding work was given up on (STALE_NS)
         self.guard = HarvestGuard()  # what LP inside its requests costs it (target: set)
         self.grants_done = 0  # LP grants inside the requests completed so far
+        self.lp_in_bubble = False  # LP was granted since the HP's last launch
+        self._after: tuple[int, int, int, bool] | None = None  # slot, seq, enqueue, after LP
+        self.after_lp: deque[int] = deque(maxlen=AFTER_KEPT)  # those waits (ns), after LP
+        self.after_idle: deque[int] = deque(maxlen=AFTER_KEPT)  # after a bubble without LP
 
     # -- feeding -------------------------------------------------------------------
     def on_launch(self, rec: L.Launch, now_ns: int) -> None:
@@ -108,16 +119,20 @@ class HpTracker:
             return  # recorded into a graph, not run
         self.guard.on_launch(rec.enqueue_ns, bool(self.open))
         self.launches += 1
-        if not self.busy and self.open and self.idle_since:
+        after_bubble = not self.busy and self.open and self.idle_since
+        if after_bubble:
             self.gaps.append(max(0, rec.enqueue_ns - self.idle_since))
             self._sorted = None
         if rec.comp_slot != L.COMP_NONE:  # (without a counter, busy cannot be known)
             s = rec.comp_slot
+            if after_bubble and self._after is None and not rec.flags & L.LF_COALESCED:
+                self._after = (s, rec.seq, rec.enqueue_ns, self.lp_in_bubble)
             if rec.seq > self.last_seq.get(s, 0):
                 self.last_seq[s] = rec.seq
             if not rec.flags & L.LF_COALESCED and rec.seq > self.last_written.get(s, 0):
                 self.last_written[s] = rec.seq
             self.busy = True
+        self.lp_in_bubble = False
         self.last_launch_ns = max(self.last_launch_ns, rec.return_ns)
         self.progress_at = max(self.progress_at, now_ns)
         if not self.markers and not self.open:
@@ -133,6 +148,13 @@ class HpTracker:
         ``syncing``: a program thread is inside a wrapped synchronisation, whose return
         advances the counters over the coalesced tail: the tail is not guessed done."""
         self.guard.tick(now_ns)
+        if self._after is not None:
+            slot, seq, enq, lp = self._after
+            if completed[slot] >= seq:
+                (self.after_lp if lp else self.after_idle).append(max(0, now_ns - enq))
+                self._after = None
+            elif now_ns - enq > STALE_NS:  # its counter will not move: measure the next
+                self._after = None
         for s in self.last_seq:
             if completed[s] != self._seen_done.get(s):
                 self._seen_done[s] = completed[s]
@@ -208,10 +230,19 @@ class HpTracker:
 
     def on_grant(self) -> None:
         """An LP launch went inside the open requests."""
+        self.lp_in_bubble = True
         for r in self.open:
             r.grants += 1
 
     # -- reading -------------------------------------------------------------------
+    @property
+    def bubble_cost_ns(self) -> float | None:
+        """How much longer the HP's first kernel after a bubble took when LP ran in the
+        bubble than when it did not (medians; None until both have AFTER_MIN)."""
+        if len(self.after_lp) < AFTER_MIN or len(self.after_idle) < AFTER_MIN:
+            return None
+        return statistics.median(self.after_lp) - statistics.median(self.after_idle)
+
     @property
     def grants_per_request(self) -> float | None:
         """LP grants inside a completed request, on average (None before one completed)."""

@@ -14,6 +14,10 @@ from hbtui.engine.metrics import TaskStats
 from hbtui.engine.model import Task
 
 
+def _us(ns: float | None) -> float | None:
+    return None if ns is None else round(ns / 1e3, 1)
+
+
 def _count(values: Any) -> dict[str, int]:
     out: dict[str, int] = {}
     for v in values:
@@ -96,6 +100,7 @@ class AttachedTask:
                     "harvest_cost": self.hp.guard.cost,
                     "harvest_held_off": self.hp.guard.held_off,
                     "lp_grants_per_request": self.hp.grants_per_request,
+                    "lp_bubble_cost_us": _us(self.hp.bubble_cost_ns),
                 }
                 if self.hp is not None
                 else {}
