@@ -394,3 +394,25 @@ def test_the_hp_measures_what_lp_in_a_bubble_costs_its_next_kernel() -> None:
         t += 400 * US  # the next bubble
     assert len(hp.after_lp) >= 8 and len(hp.after_idle) >= 8
     assert hp.bubble_cost_ns == 130 * US
+
+
+def test_a_measured_grant_cost_limits_grants_under_mps_too() -> None:
+    """Once the HP's own kernels show what a grant costs (here 50 us after LP, under
+    MPS where no switch is charged by default), a 2-ms median request at a 5 % share
+    takes 2 grants; before that measurement it takes any number."""
+    for measured, grants, granted in ((False, 5, 1), (True, 1, 1), (True, 2, 0)):
+        s, att, hp, at = _set("hummingbird")
+        at.mps = True
+        s.tasks["train"] = at
+        _request_with_bubbles(hp)
+        hp.after_idle.clear()  # (the bubbles above measured 5 us each)
+        if measured:
+            hp.after_lp.extend([70 * US] * 8)
+            hp.after_idle.extend([20 * US] * 8)
+            assert hp.grant_cost_ns(0.0) == 50 * US
+        hp.p50_ns = 2000 * US
+        hp.open[0].grants = grants
+        att.next_seq = 1
+        att.held = [SimpleNamespace(seq=1, func=0xF00)]
+        s._gate([at], [hp], hp.idle_since + 1 * US)
+        assert att.granted == granted, (measured, grants)

@@ -66,7 +66,8 @@ BUBBLE_MARGIN_NS = 30_000  # a bubble grant's spare time: poll + launch (--bubbl
 # +10 / +33 us under MPS (benchmarks/ctx_switch.py). A grant inside a request needs a
 # bubble that long more (--switch-cost-us), unless every attached program is under MPS,
 # and a request takes only as many as cost it the harvest guard's share (5 %) of the
-# median request (~12 for a 36-ms request).
+# median request (~12 for a 36-ms request), priced by what a grant measurably costs the
+# HP's next kernel once known (HpTracker.grant_cost_ns).
 SWITCH_COST_NS = 150_000
 DEAD_CHECK_NS = 500_000_000  # how often a launcher's pid is checked
 
@@ -301,12 +302,10 @@ class AttachedSet:
             ):  # (the guard: LP in these requests cost them more than its target)
                 open_hps = [h for h in hps if h.open]
                 switch = self.switch_ns()
-                if (
-                    switch
-                    and self.harvest_guard
-                    and not all(h.may_switch(self.harvest_guard, switch) for h in open_hps)
+                if self.harvest_guard and not all(
+                    h.may_grant(self.harvest_guard, h.grant_cost_ns(switch)) for h in open_hps
                 ):
-                    continue  # time-sliced: these requests had their share of switches
+                    continue  # these requests had their share of what grants cost them
                 fits = partial(_fits_all, open_hps, now, self.bubble_margin_ns + switch)
                 # within the budget and the open requests' SLO slack (none left: no LP)
                 slack = [h.slack_ns(now, h.slo_ns) for h in hps]

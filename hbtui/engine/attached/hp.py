@@ -220,13 +220,22 @@ class HpTracker:
         elapsed = now_ns - self.open[0].arrival_ns
         return slo_ns * (1 - SLACK_RESERVE) - max(elapsed, self.p50_ns)
 
-    def may_switch(self, share: float, switch_ns: float) -> bool:
-        """On a time-sliced GPU each LP grant inside a request costs the HP a switch back
-        to its context: whether its open requests can take one more while LP's cost stays
-        within ``share`` of the median request. None before a request completed, and none
-        in requests shorter than ``switch_ns / share`` (3 ms at 150 us and 5 %)."""
+    def grant_cost_ns(self, default_ns: float) -> float:
+        """What one LP grant inside a request costs this program: as measured on its own
+        kernels (``bubble_cost_ns``, never below 0) once it can be, else ``default_ns``
+        (the switch on a time-sliced GPU, 0 under MPS)."""
+        c = self.bubble_cost_ns
+        return default_ns if c is None else max(0.0, c)
+
+    def may_grant(self, share: float, cost_ns: float) -> bool:
+        """Whether its open requests can take one more LP grant at ``cost_ns`` each while
+        what LP costs them stays within ``share`` of the median request. With a cost:
+        none before a request completed, none in requests shorter than ``cost_ns / share``
+        (3 ms at 150 us and 5 %)."""
+        if cost_ns <= 0:
+            return True
         allowed = share * self.p50_ns
-        return all((r.grants + 1) * switch_ns <= allowed for r in self.open)
+        return all((r.grants + 1) * cost_ns <= allowed for r in self.open)
 
     def on_grant(self) -> None:
         """An LP launch went inside the open requests."""

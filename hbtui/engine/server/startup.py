@@ -129,8 +129,9 @@ def _parser() -> argparse.ArgumentParser:
         metavar="PCT",
         help="what LP inside an `hbtui run` HP program's requests may cost it: LP stays "
         "out while it measurably slows them by more than PCT %% (control epochs without "
-        "LP), and on a time-sliced GPU a request takes only as many grants as cost PCT %% "
-        "of the median request at --switch-cost-us each (0: neither)",
+        "LP), and a request takes only as many grants as cost it PCT %% of the median "
+        "request at what one costs its next kernel (measured on its kernels; until then "
+        "--switch-cost-us on a time-sliced GPU, 0 under MPS) (0: neither)",
     )
     ap.add_argument(
         "--exit-with-parent",
