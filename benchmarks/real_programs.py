@@ -993,7 +993,7 @@ def analyse(ctx: Ctx, pairs: list[Pair], scenarios: list[str]) -> list[dict[str,
             guard = (rec.get("engine_hp") or {}).get("attached") or {}  # the harvest guard
             row["harvest_cost"] = guard.get("harvest_cost")
             row["harvest_held_off"] = guard.get("harvest_held_off")
-            row["lp_grants_per_request"] = guard.get("lp_grants_per_request")
+            row["lp_bubbles_per_request"] = guard.get("lp_bubbles_per_request")
             row["lp_bubble_cost_us"] = guard.get("lp_bubble_cost_us")
             host = hp.get("host_per_request") or {}
             row["hp_on_cpu_ms"] = host.get("on_cpu_ms")
@@ -1111,8 +1111,8 @@ def table(rows: list[dict[str, Any]], lp_alone: dict[str, Any] | None) -> str:
                        f"{r['lp_wait_share']:.0%} of the window")  # fmt: skip
         if r.get("harvest_cost") is not None:
             held = ", LP held off its requests at the end" if r.get("harvest_held_off") else ""
-            g = r.get("lp_grants_per_request")
-            held += f", {g:.1f} LP launches let into each request" if g is not None else ""
+            g = r.get("lp_bubbles_per_request")
+            held += f", LP in {g:.1f} bubbles of each request" if g is not None else ""
             c = r.get("lp_bubble_cost_us")
             held += f", each {c:+.0f} us to the HP's next kernel" if c is not None else ""
             out.append(f"{r['pair']} {r['scenario']}: the engine measured LP in HP requests "

@@ -78,8 +78,8 @@ def harvest_text(att: dict[str, Any]) -> str:
     if not isinstance(cost, int | float) or isinstance(cost, bool):
         return ""
     held = " — LP kept out of its requests" if att.get("harvest_held_off") else ""
-    g, b = att.get("lp_grants_per_request"), att.get("lp_bubble_cost_us")
-    grants = f" ({g:.1f} LP launches a request" if isinstance(g, int | float) else ""
+    g, b = att.get("lp_bubbles_per_request"), att.get("lp_bubble_cost_us")
+    grants = f" ({g:.1f} bubbles with LP a request" if isinstance(g, int | float) else ""
     if grants and isinstance(b, int | float):
         grants += f", {b:+.0f} µs each to its next kernel"
     grants += ")" if grants else ""

@@ -174,8 +174,8 @@ _ATTACHED: dict[str, Check] = {
     "idle_ms": num,
     "harvest_cost": num,
     "harvest_held_off": flag,
-    "lp_grants_per_request": num,
-    "lp_bubble_cost_us": num,
+    "lp_bubbles_per_request": num,
+    "lp_bubble_cost_us": _nums(-MAX_NUM, MAX_NUM),  # (a difference of medians)
 }
 attached = _map_of(_ATTACHED)
 

@@ -149,8 +149,9 @@ class AttachedInfo(TypedDict):
     # whether LP is kept out of them for costing more than --harvest-guard
     harvest_cost: NotRequired[float | None]
     harvest_held_off: NotRequired[bool]
-    lp_grants_per_request: NotRequired[float | None]  # hp: LP launches let into a request
+    lp_bubbles_per_request: NotRequired[float | None]  # hp: its bubbles LP entered, a request
     # hp: how much longer its first kernel after a bubble took when LP ran in the bubble
+    # (a difference of medians: may be negative)
     lp_bubble_cost_us: NotRequired[float | None]
     idle_ms: float
     mps: bool  # an MPS daemon serves the program (else the GPU time-slices contexts)

@@ -88,7 +88,8 @@ async def test_an_hp_program_s_harvest_cost_is_in_its_detail_line() -> None:
     i = next(k for k, t in enumerate(st["tasks"]) if t["name"] == "serve")
     st["tasks"][i]["attached"] = dict(st["tasks"][i]["attached"], harvest_cost=1.5,
                                       harvest_held_off=True,
-                                      lp_grants_per_request=12.25)  # fmt: skip
+                                      lp_bubbles_per_request=12.25,
+                                      lp_bubble_cost_us=-3.5)  # fmt: skip
     m.apply({"type": "state", "seq": 100, "engine_id": "sim-7f3a", "body": st}, T0)
     app = app_of(m)
     async with app.run_test(size=(200, 50)) as pilot:
@@ -98,6 +99,6 @@ async def test_an_hp_program_s_harvest_cost_is_in_its_detail_line() -> None:
         await pilot.pause()
         text = str(app.query_one("#detail", Static).render())
         assert (
-            "LP in its requests costs it +50.0 % (12.2 LP launches a request) — LP kept "
-            "out of its requests"
+            "LP in its requests costs it +50.0 % (12.2 bubbles with LP a request, -4 µs "
+            "each to its next kernel) — LP kept out of its requests"
         ) in text

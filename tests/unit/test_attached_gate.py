@@ -216,14 +216,14 @@ def test_a_time_sliced_request_takes_only_its_share_of_switches() -> None:
         s.switch_cost_ns, s.harvest_guard = 10 * US, guard
         _request_with_bubbles(hp)
         hp.p50_ns = 2000 * US
-        hp.open[0].grants = grants
+        hp.open[0].lp_bubbles = grants
         att.next_seq = 1
         att.held = [SimpleNamespace(seq=1, func=0xF00)]
         s._gate([at], [hp], hp.idle_since + 1 * US)
         assert att.granted == granted, (grants, mps, guard)
-        assert hp.open[0].grants == grants + granted  # the grant is counted
+        assert hp.open[0].lp_bubbles == grants + granted  # the bubble LP entered is counted
         hp._finish(hp.open.popleft(), 3000 * US)
-        assert hp.grants_per_request == grants + granted  # reported per completed request
+        assert hp.lp_bubbles_per_request == grants + granted  # per completed request
 
 
 def test_no_lp_inside_a_request_that_has_used_up_its_slo_slack() -> None:
@@ -407,12 +407,54 @@ def test_a_measured_grant_cost_limits_grants_under_mps_too() -> None:
         _request_with_bubbles(hp)
         hp.after_idle.clear()  # (the bubbles above measured 5 us each)
         if measured:
-            hp.after_lp.extend([70 * US] * 8)
-            hp.after_idle.extend([20 * US] * 8)
+            hp.after_lp.extend([(0, 70 * US)] * 8)
+            hp.after_idle.extend([(0, 20 * US)] * 8)
             assert hp.grant_cost_ns(0.0) == 50 * US
         hp.p50_ns = 2000 * US
-        hp.open[0].grants = grants
+        hp.open[0].lp_bubbles = grants
         att.next_seq = 1
         att.held = [SimpleNamespace(seq=1, func=0xF00)]
         s._gate([at], [hp], hp.idle_since + 1 * US)
         assert att.granted == granted, (measured, grants)
+
+
+def test_lp_bubbles_are_counted_once_and_measured_only_inside_requests() -> None:
+    """Two grants in one bubble are one switch back; a launch without a counter does not
+    end the bubble; with markers the time between two requests is no bubble (neither in
+    the bubble history nor in the cost); old samples expire so a cost is measured anew."""
+    hp = HpTracker(idle_ns=1000 * US)
+    done = [0] * L.COMP_SLOTS
+    hp.on_launch(rec(1, 0), 0)
+    done[1] = 1
+    hp.poll(done, 10 * US)
+    assert hp.in_request and not hp.busy
+    hp.on_grant()
+    hp.on_grant()
+    assert hp.open[0].lp_bubbles == 1 and hp.may_grant(0.05, 10**9)  # same bubble: free
+    hp.on_launch(rec(2, 300 * US, slot=L.COMP_NONE), 300 * US)
+    assert hp.lp_in_bubble  # no counter: the bubble is not over
+    hp.on_launch(rec(3, 400 * US), 400 * US)
+    assert not hp.lp_in_bubble and hp._after is not None and hp._after[3]
+    # markers: a request whose begin came after the HP went idle
+    m = HpTracker(idle_ns=1000 * US)
+    m.on_launch(SimpleNamespace(kind=L.KIND_REQ_BEGIN, seq=1, tid=0, enqueue_ns=0,
+                                flags=0, comp_slot=0), 0)  # fmt: skip
+    m.on_launch(rec(2, 10 * US), 10 * US)
+    done = [0] * L.COMP_SLOTS
+    done[1] = 2
+    m.poll(done, 20 * US)
+    m.on_launch(SimpleNamespace(kind=L.KIND_REQ_END, seq=3, tid=0, enqueue_ns=25 * US,
+                                flags=0, comp_slot=0), 25 * US)  # fmt: skip
+    m.poll(done, 30 * US)
+    assert not m.open
+    gaps = len(m.gaps)
+    m.on_launch(SimpleNamespace(kind=L.KIND_REQ_BEGIN, seq=4, tid=0, enqueue_ns=5000 * US,
+                                flags=0, comp_slot=0), 5000 * US)  # fmt: skip
+    m.on_launch(rec(5, 5010 * US), 5010 * US)
+    assert len(m.gaps) == gaps and m._after is None  # 5 ms between requests: no bubble
+    # expiry
+    hp.after_lp.extend([(0, 70 * US)] * 8)
+    hp.after_idle.extend([(0, 20 * US)] * 8)
+    assert hp.bubble_cost_ns == 50 * US
+    hp.poll([0] * L.COMP_SLOTS, 31_000_000 * US)
+    assert hp.bubble_cost_ns is None and not hp.after_lp

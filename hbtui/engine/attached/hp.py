@@ -46,12 +46,16 @@ MARKER_QUIET_NS = 10_000_000_000
 # right after LP ran (6-9 % measured on an H100 with built-in kernels), which no bubble
 # prediction sees (the cuda backend's slo_reserve, the same figure).
 SLACK_RESERVE = 0.35
-# What an LP grant inside a bubble costs the HP's next kernel (the switch back to its
-# context, time-sliced; SM contention under MPS): the wait from the enqueue of the first
-# HP launch after a bubble to its completion, after bubbles with LP vs without, medians
-# over the last AFTER_KEPT of each once both have AFTER_MIN.
+# What LP in a bubble costs the HP's next kernel (the switch back to its context,
+# time-sliced; SM contention under MPS): the wait from the enqueue of the first HP launch
+# after a bubble to its completion, after bubbles LP entered vs bubbles at least
+# AFTER_MIN_GAP_NS long it did not (the kind LP could have used), medians over the last
+# AFTER_KEPT of each within AFTER_TTL_NS (so a cost that stopped LP is measured anew),
+# once both have AFTER_MIN.
 AFTER_KEPT = 256
 AFTER_MIN = 8
+AFTER_MIN_GAP_NS = 100_000
+AFTER_TTL_NS = 30_000_000_000
 
 
 @dataclass(slots=True)
@@ -62,7 +66,7 @@ class HpRequest:
     end_seq: int = 0  # markers: the end marker's seq (0: still open)
     # markers: per completion slot, the highest seq launched before the end marker
     need: dict[int, int] | None = None
-    grants: int = 0  # LP launches granted inside it
+    lp_bubbles: int = 0  # its bubbles LP entered (each costs the HP one switch back)
 
 
 class HpTracker:
@@ -94,11 +98,13 @@ class HpTracker:
         self.timed_out = 0  # marker requests closed by MAX_REQUEST_NS
         self.stale = 0  # times outstanding work was given up on (STALE_NS)
         self.guard = HarvestGuard()  # what LP inside its requests costs it (target: set)
-        self.grants_done = 0  # LP grants inside the requests completed so far
+        self.lp_bubbles_done = 0  # bubbles LP entered in the requests completed so far
         self.lp_in_bubble = False  # LP was granted since the HP's last launch
-        self._after: tuple[int, int, int, bool] | None = None  # slot, seq, enqueue, after LP
-        self.after_lp: deque[int] = deque(maxlen=AFTER_KEPT)  # those waits (ns), after LP
-        self.after_idle: deque[int] = deque(maxlen=AFTER_KEPT)  # after a bubble without LP
+        # the first launch after a bubble, until it completes: slot, seq, enqueue, LP
+        # entered the bubble, the bubble's length
+        self._after: tuple[int, int, int, bool, int] | None = None
+        self.after_lp: deque[tuple[int, int]] = deque(maxlen=AFTER_KEPT)  # (when, wait ns)
+        self.after_idle: deque[tuple[int, int]] = deque(maxlen=AFTER_KEPT)
 
     # -- feeding -------------------------------------------------------------------
     def on_launch(self, rec: L.Launch, now_ns: int) -> None:
@@ -119,20 +125,23 @@ class HpTracker:
             return  # recorded into a graph, not run
         self.guard.on_launch(rec.enqueue_ns, bool(self.open))
         self.launches += 1
-        after_bubble = not self.busy and self.open and self.idle_since
-        if after_bubble:
-            self.gaps.append(max(0, rec.enqueue_ns - self.idle_since))
+        # a bubble inside the newest open request (with markers, the time between two
+        # requests is not one: idle_since is then older than the request's begin)
+        gap = rec.enqueue_ns - self.idle_since
+        bubble = not self.busy and self.open and self.idle_since >= self.open[-1].arrival_ns
+        if bubble and self.idle_since:
+            self.gaps.append(max(0, gap))
             self._sorted = None
         if rec.comp_slot != L.COMP_NONE:  # (without a counter, busy cannot be known)
             s = rec.comp_slot
-            if after_bubble and self._after is None and not rec.flags & L.LF_COALESCED:
-                self._after = (s, rec.seq, rec.enqueue_ns, self.lp_in_bubble)
+            if bubble and self._after is None and not rec.flags & L.LF_COALESCED:
+                self._after = (s, rec.seq, rec.enqueue_ns, self.lp_in_bubble, gap)
+            self.lp_in_bubble = False
             if rec.seq > self.last_seq.get(s, 0):
                 self.last_seq[s] = rec.seq
             if not rec.flags & L.LF_COALESCED and rec.seq > self.last_written.get(s, 0):
                 self.last_written[s] = rec.seq
             self.busy = True
-        self.lp_in_bubble = False
         self.last_launch_ns = max(self.last_launch_ns, rec.return_ns)
         self.progress_at = max(self.progress_at, now_ns)
         if not self.markers and not self.open:
@@ -149,12 +158,16 @@ class HpTracker:
         advances the counters over the coalesced tail: the tail is not guessed done."""
         self.guard.tick(now_ns)
         if self._after is not None:
-            slot, seq, enq, lp = self._after
+            slot, seq, enq, lp, gap = self._after
             if completed[slot] >= seq:
-                (self.after_lp if lp else self.after_idle).append(max(0, now_ns - enq))
+                if lp or gap >= AFTER_MIN_GAP_NS:
+                    (self.after_lp if lp else self.after_idle).append((now_ns, now_ns - enq))
                 self._after = None
             elif now_ns - enq > STALE_NS:  # its counter will not move: measure the next
                 self._after = None
+        for d in (self.after_lp, self.after_idle):
+            while d and now_ns - d[0][0] > AFTER_TTL_NS:
+                d.popleft()
         for s in self.last_seq:
             if completed[s] != self._seen_done.get(s):
                 self._seen_done[s] = completed[s]
@@ -207,7 +220,7 @@ class HpTracker:
     def _finish(self, r: HpRequest, end_ns: int) -> None:
         lat = max(0, end_ns - r.arrival_ns)
         self.latency.add(lat)
-        self.grants_done += r.grants
+        self.lp_bubbles_done += r.lp_bubbles
         self.p50_ns = self.latency.percentile(50)  # (per request: not per poll)
         self.done.append((r, lat))
 
@@ -221,27 +234,29 @@ class HpTracker:
         return slo_ns * (1 - SLACK_RESERVE) - max(elapsed, self.p50_ns)
 
     def grant_cost_ns(self, default_ns: float) -> float:
-        """What one LP grant inside a request costs this program: as measured on its own
-        kernels (``bubble_cost_ns``, never below 0) once it can be, else ``default_ns``
-        (the switch on a time-sliced GPU, 0 under MPS)."""
+        """What LP in one bubble costs this program: as measured on its own kernels
+        (``bubble_cost_ns``, never below 0) once it can be, else ``default_ns`` (the
+        switch on a time-sliced GPU, 0 under MPS)."""
         c = self.bubble_cost_ns
         return default_ns if c is None else max(0.0, c)
 
     def may_grant(self, share: float, cost_ns: float) -> bool:
-        """Whether its open requests can take one more LP grant at ``cost_ns`` each while
-        what LP costs them stays within ``share`` of the median request. With a cost:
-        none before a request completed, none in requests shorter than ``cost_ns / share``
-        (3 ms at 150 us and 5 %)."""
-        if cost_ns <= 0:
+        """Whether LP may go into the current bubble: free if it is already in it (one
+        switch back either way), else if its open requests can take one more bubble with
+        LP at ``cost_ns`` while what LP costs them stays within ``share`` of the median
+        request. With a cost: none before a request completed, none in requests shorter
+        than ``cost_ns / share`` (3 ms at 150 us and 5 %)."""
+        if cost_ns <= 0 or self.lp_in_bubble:
             return True
         allowed = share * self.p50_ns
-        return all((r.grants + 1) * cost_ns <= allowed for r in self.open)
+        return all((r.lp_bubbles + 1) * cost_ns <= allowed for r in self.open)
 
     def on_grant(self) -> None:
-        """An LP launch went inside the open requests."""
+        """An LP launch went inside the open requests (counted once per bubble)."""
+        if not self.lp_in_bubble:
+            for r in self.open:
+                r.lp_bubbles += 1
         self.lp_in_bubble = True
-        for r in self.open:
-            r.grants += 1
 
     # -- reading -------------------------------------------------------------------
     @property
@@ -250,13 +265,14 @@ class HpTracker:
         bubble than when it did not (medians; None until both have AFTER_MIN)."""
         if len(self.after_lp) < AFTER_MIN or len(self.after_idle) < AFTER_MIN:
             return None
-        return statistics.median(self.after_lp) - statistics.median(self.after_idle)
+        lp = statistics.median(w for _, w in self.after_lp)
+        return lp - statistics.median(w for _, w in self.after_idle)
 
     @property
-    def grants_per_request(self) -> float | None:
-        """LP grants inside a completed request, on average (None before one completed)."""
+    def lp_bubbles_per_request(self) -> float | None:
+        """Bubbles LP entered in a completed request, on average (None before one)."""
         n = self.latency.n
-        return self.grants_done / n if n else None
+        return self.lp_bubbles_done / n if n else None
 
     @property
     def in_request(self) -> bool:

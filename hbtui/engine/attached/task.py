@@ -99,7 +99,7 @@ class AttachedTask:
                 {
                     "harvest_cost": self.hp.guard.cost,
                     "harvest_held_off": self.hp.guard.held_off,
-                    "lp_grants_per_request": self.hp.grants_per_request,
+                    "lp_bubbles_per_request": self.hp.lp_bubbles_per_request,
                     "lp_bubble_cost_us": _us(self.hp.bubble_cost_ns),
                 }
                 if self.hp is not None
