@@ -118,6 +118,9 @@ def detail(row: TaskRow) -> Text:
     t.append("  ")
     t.append(command(att) or "(command not known yet)")
     t.append(f"  · {status_text(row)}")
+    mps = att.get("mps")
+    if isinstance(mps, bool):  # (measured: a switch between contexts costs ~130 us)
+        t.append(" · under MPS" if mps else " · time-sliced (no MPS)")
     if row.cls == "lp":
         t.append(" · gated" if att.get("gated") else " · not gated")
         t.append(f" · {ptx_text(att)} sliceable")

@@ -172,6 +172,7 @@ _ATTACHED: dict[str, Check] = {
     "slicing": flag,
     "requests_from": text,
     "idle_ms": num,
+    "mps": flag,
     "harvest_cost": num,
     "harvest_held_off": flag,
     "lp_bubbles_per_request": num,

@@ -89,7 +89,7 @@ async def test_an_hp_program_s_harvest_cost_is_in_its_detail_line() -> None:
     st["tasks"][i]["attached"] = dict(st["tasks"][i]["attached"], harvest_cost=1.5,
                                       harvest_held_off=True,
                                       lp_bubbles_per_request=12.25,
-                                      lp_bubble_cost_us=-3.5)  # fmt: skip
+                                      lp_bubble_cost_us=-3.5, mps=False)  # fmt: skip
     m.apply({"type": "state", "seq": 100, "engine_id": "sim-7f3a", "body": st}, T0)
     app = app_of(m)
     async with app.run_test(size=(200, 50)) as pilot:
@@ -102,3 +102,4 @@ async def test_an_hp_program_s_harvest_cost_is_in_its_detail_line() -> None:
             "LP in its requests costs it +50.0 % (12.2 bubbles with LP a request, -4 µs "
             "each to its next kernel) — LP kept out of its requests"
         ) in text
+        assert " · time-sliced (no MPS)" in text
