@@ -264,3 +264,32 @@ def test_lp_kernels_run_as_slices_under_a_real_engine(engine, env: dict, native:
     assert seen == list(range(3000)) * 2
     (tmp_path / "hp-go").touch()
     assert hp.finish(30) == 0, hp.err
+
+
+def test_lp_alone_runs_ungated_unless_the_engine_serves_its_own_hp(
+    engine, env: dict, native: Native, tmp_path: Path
+) -> None:
+    """With no HP program attached and no HP task in the engine's profile, an LP program
+    runs ungated (as without hbtui); beside the default profile's HP task it is gated."""
+    c, ctl, _ = engine
+    p = Prog([*RUN, "--lp", "--task", "train", "--engine", ctl, "--", str(native.prog),
+              "dlsym", "launch:2", "sleep:3000"], env)  # fmt: skip
+    t = _until(lambda: (s := _task(c, "train")) and s["attached"]["launches"] >= 2 and s)
+    assert not t["attached"]["gated"]
+    p.p.terminate()
+    p.finish()
+    ctl2, pub2 = f"ipc://{tmp_path}/ctl2", f"ipc://{tmp_path}/pub2"
+    proc = start_engine("--profile", "default", "--backend", "sim", "--ctl", ctl2,
+                        "--pub", pub2)  # fmt: skip
+    c2 = wait_running(ctl2)
+    try:
+        p = Prog([*RUN, "--lp", "--task", "job", "--engine", ctl2, "--", str(native.prog),
+                  "dlsym", "launch:2", "sleep:3000"], env)  # fmt: skip
+        t = _until(lambda: (s := _task(c2, "job")) and s)
+        assert t["attached"]["gated"]
+        p.p.terminate()
+        p.finish()
+    finally:
+        c2.close()
+        rc, err = stop(proc)
+        assert rc == 0, err
