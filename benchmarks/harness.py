@@ -22,6 +22,7 @@ import datetime
 import json
 import os
 import platform
+import re
 import shlex
 import shutil
 import signal
@@ -250,6 +251,12 @@ class HeadlessEngine:
 
 
 # -- child processes -----------------------------------------------------------------------
+def file_name(name: str) -> str:
+    """``name`` with only letters, digits and ``._-`` (a scenario's ``+`` kept its files
+    from coming back from the lent GPU machine)."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", name)
+
+
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
@@ -275,7 +282,7 @@ class Proc:
                  stdin_pipe: bool = False) -> None:  # fmt: skip
         self.name = name
         self.cmd = cmd
-        self.log_path = logdir / f"{name}.log"
+        self.log_path = logdir / file_name(f"{name}.log")
         self.tail: deque[str] = deque(maxlen=60)
         self.ready = threading.Event()
         self.t_start = time.monotonic()

@@ -134,10 +134,21 @@ class Env:
 SCENARIO_RE = r"hbtui-([a-z]+)(-whole)?(-noguard)?(\+mps)?"
 
 
+REPEAT_RE = r"-r[2-9][0-9]*$"  # a co-located scenario again: NAME-r2, NAME-r3, ...
+
+
+def base_name(name: str) -> str:
+    """The scenario a repeat (``NAME-rK``) runs again."""
+    return re.sub(REPEAT_RE, "", name)
+
+
 def parse_scenarios(s: str) -> list[str]:
     names = [x.strip() for x in s.split(",") if x.strip()]
     for n in names:
-        if n in ("hp-alone", "lp-alone", "plain", "mps", "hp-hbtui", "hp-hbtui+mps"):
+        if n in ("hp-alone", "lp-alone"):
+            continue
+        n = base_name(n)
+        if n in ("plain", "mps", "hp-hbtui", "hp-hbtui+mps"):
             continue
         m = re.fullmatch(SCENARIO_RE, n)
         if (
@@ -148,21 +159,30 @@ def parse_scenarios(s: str) -> list[str]:
             raise argparse.ArgumentTypeError(
                 f"unknown scenario {n!r}: hp-alone, lp-alone, plain, mps, hp-hbtui[+mps], "
                 f"hbtui-POLICY[+mps] with POLICY in {', '.join(POLICIES)}, "
-                "hbtui-hummingbird[-whole][-noguard][+mps] (no slicing, no harvest guard)"
+                "hbtui-hummingbird[-whole][-noguard][+mps] (no slicing, no harvest guard); "
+                "a co-located one again as NAME-r2, NAME-r3, ..."
             )
     if not names:
         raise argparse.ArgumentTypeError("no scenarios")
     return list(dict.fromkeys(names))
 
 
+def with_repeats(names: list[str], n: int) -> list[str]:
+    """Each co-located scenario ``n`` times: NAME, NAME-r2, ..., NAME-rN, in turn."""
+    co = [s for s in names if s not in ("hp-alone", "lp-alone")]
+    extra = [f"{s}-r{k}" for k in range(2, n + 1) for s in co if base_name(s) == s]
+    return list(dict.fromkeys([*names, *extra]))
+
+
 def env_of(name: str) -> Env:
-    if name == "plain":
+    base = base_name(name)
+    if base == "plain":
         return Env(name, None, False)
-    if name == "mps":
+    if base == "mps":
         return Env(name, None, True)
-    if name in ("hp-hbtui", "hp-hbtui+mps"):  # (+mps: does MPS itself slow the HP?)
-        return Env(name, "hummingbird", name.endswith("+mps"), lp=False)
-    m = re.fullmatch(SCENARIO_RE, name)
+    if base in ("hp-hbtui", "hp-hbtui+mps"):  # (+mps: does MPS itself slow the HP?)
+        return Env(name, "hummingbird", base.endswith("+mps"), lp=False)
+    m = re.fullmatch(SCENARIO_RE, base)
     assert m, name
     return Env(name, m.group(1), bool(m.group(4)), whole=bool(m.group(2)),
                noguard=bool(m.group(3)))  # fmt: skip
@@ -400,7 +420,8 @@ class Engine:
     a thread that keeps its telemetry (``stats`` once a second, ``event``)."""
 
     def __init__(self, policy: str, py: str, env: dict[str, str], logdir: Path, life_s: float,
-                 extra: list[str], cpus: list[int] | None = None) -> None:  # fmt: skip
+                 extra: list[str], cpus: list[int] | None = None,
+                 scenario: str | None = None) -> None:  # fmt: skip
         self.policy = policy
         self.dir = Path(tempfile.mkdtemp(prefix="hbrp-"))  # short: ipc paths are <= 107 bytes
         self.ctl, self.pub = f"ipc://{self.dir}/ctl", f"ipc://{self.dir}/pub"
@@ -416,7 +437,8 @@ class Engine:
         self.watch_error: str | None = None
         self._stop = threading.Event()
         self._watch: threading.Thread | None = None
-        self.proc = Proc(f"engine-{policy}", pinned(cmd, cpus, py), env, logdir)
+        # one log per scenario (two scenarios of one policy must not share a file)
+        self.proc = Proc(f"engine-{scenario or policy}", pinned(cmd, cpus, py), env, logdir)
 
     def client(self, timeout: float = 2.0) -> Any:
         from hbtui.engine.client import EngineClient
@@ -629,7 +651,7 @@ def run_hp(ctx: Ctx, pair: Pair, scen: str, env: dict[str, str], eng: Engine | N
     service_ms = None if alone else base["service_ms"]
     slo_ms = None if alone else base["slo_ms"]
     drain = a.drain if colocated else max(2.0, a.drain)
-    out = ctx.workdir / f"hp-{scen}-{pair.tag}.json"
+    out = ctx.workdir / harness.file_name(f"hp-{scen}-{pair.tag}.json")
     cmd = hp_cmd(ctx, pair, out, service_ms=service_ms, slo_ms=slo_ms,
                  profile=a.profile_requests if alone else 0,
                  linger=1.5 if eng is not None else 0.0, drain=drain)  # fmt: skip
@@ -762,7 +784,7 @@ def run_session(ctx: Ctx, env_spec: Env, pairs: list[Pair], lp_alone: bool) -> N
     sess: dict[str, Any] = {"scenario": env_spec.name, "errors": []}
     ctx.doc["sessions"].append(sess)
     env = ctx.base_env()
-    lp_out = ctx.workdir / f"lp-{env_spec.name}.json"
+    lp_out = ctx.workdir / harness.file_name(f"lp-{env_spec.name}.json")
     lp_proc: Proc | None = None
     lp_res: dict[str, Any] | None = None
     runs: dict[str, dict[str, Any]] = {}
@@ -796,7 +818,7 @@ def run_session(ctx: Ctx, env_spec: Env, pairs: list[Pair], lp_alone: bool) -> N
             if env_spec.noguard:
                 extra += ["--harvest-guard", "0"]
             eng = Engine(env_spec.policy, a.python, env, ctx.logdir, life, extra,
-                         ctx.pin_for("engine"))  # fmt: skip
+                         ctx.pin_for("engine"), env_spec.name)  # fmt: skip
             if ctx.cpu is not None:
                 ctx.cpu.watch("engine", eng.proc.p.pid)
             sess["engine_state_start"] = eng.wait_up(ctx.budget.cap(60))
@@ -1164,6 +1186,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--profile-requests", type=int, default=3,
                     help="hp-alone: requests profiled after the window for GPU busy time "
                          "(0: none; the GPU-idle figure then comes from NVML)")  # fmt: skip
+    ap.add_argument("--repeat", type=int, default=1, metavar="N",
+                    help="run each co-located scenario N times (NAME, NAME-r2, ...): the "
+                         "eager service varies by ~20 %% from process to process")  # fmt: skip
     ap.add_argument("--pin", action="store_true",
                     help="pin the HP's process tree to whole physical cores of its own (a "
                          "quarter) and the engine, the LP and MPS to the rest")  # fmt: skip
@@ -1190,6 +1215,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     a = ap.parse_args(argv)
     a.pairs = a.pairs or parse_pairs(DEFAULT_PAIRS)
     a.scenarios = a.scenarios or parse_scenarios(DEFAULT_SCENARIOS)
+    if not 1 <= a.repeat <= 9:
+        ap.error("--repeat: 1 to 9")
+    a.scenarios = with_repeats(a.scenarios, a.repeat)
     defaults = {"duration": (10.0, 3.0), "drain": (4.0, 2.0), "pre_window": (2.0, 1.0),
                 "budget": (540.0, 600.0)}  # fmt: skip
     for k, (gpu, smoke) in defaults.items():

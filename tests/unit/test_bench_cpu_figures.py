@@ -130,3 +130,19 @@ def test_hp_alone_under_hbtui_may_run_under_mps_and_pinning_splits_whole_cores()
         rp.cpu_split({0, 8}, sib)  # one core: nothing to split
     assert rp.pinned(["x"], None, "py") == ["x"]
     assert rp.pinned(["x", "y"], [2, 3], "py")[-3:] == ["2,3", "x", "y"]
+
+
+def test_repeats_run_a_scenario_again_under_its_own_name() -> None:
+    import argparse
+
+    assert rp.parse_scenarios("hbtui-temporal+mps-r2,plain-r3") == [
+        "hbtui-temporal+mps-r2", "plain-r3"]  # fmt: skip
+    e = rp.env_of("hbtui-temporal+mps-r2")
+    assert (e.name, e.policy, e.mps) == ("hbtui-temporal+mps-r2", "temporal", True)
+    assert rp.with_repeats(["hp-alone", "mps", "hbtui-temporal"], 3) == [
+        "hp-alone", "mps", "hbtui-temporal", "mps-r2", "hbtui-temporal-r2", "mps-r3",
+        "hbtui-temporal-r3"]  # fmt: skip
+    for bad in ("hbtui-temporal-r1", "hp-alone-r2", "hbtui-temporal-rx"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            rp.parse_scenarios(bad)
+    assert rp.harness.file_name("lp-x+mps.json") == "lp-x_mps.json"
