@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import math
 import os
 import sys
 import time
@@ -153,16 +154,14 @@ class AttachedSet:
             att.heartbeat()
             # LP that ran free (no HP) is paced before the reply (what it queued until now
             # still runs ahead of the HP's first requests, once)
-            policy = self.policy()
             for o in self.tasks.values():
-                if o.lp is not None and policy != "spatial":
-                    o.lp.slices.set_on(policy == "hummingbird" and self.slicing)
-                    o.lp.set_gated(True)
+                if o.lp is not None:
+                    self._set_mode(o, self.policy(), free=False)
         else:
             at.lp = LpGate(att)
             policy = self.policy()  # (before the reply: the first launch already obeys it)
-            hp_here = any(o.hp is not None for o in self.tasks.values()) or self.other_hp()
-            at.lp.set_gated(policy == "exclusive" or (policy != "spatial" and hp_here))
+            hp_here = any(o.hp is not None for o in self.tasks.values())
+            self._set_mode(at, policy, self._free(policy, hp_here))
         at.rate_mark = (time.monotonic_ns(), 0)
         if not self.tasks:
             _fine_timer_slack()
@@ -275,47 +274,61 @@ class AttachedSet:
     def _gate(self, lps: list[AttachedTask], hps: list[HpTracker], now: int) -> None:
         policy = self.policy()
         in_request = any(h.in_request for h in hps)
-        hp_busy = any(h.busy for h in hps)
-        # no HP to protect: LP runs as without hbtui (pacing it within the budget cost a
-        # compiled GPT-2 a quarter of its speed) until an HP program attaches
-        free = not hps and policy != "exclusive" and not self.other_hp()
+        free = self._free(policy, bool(hps))
+        bubble = self._bubble(policy, hps, now) if in_request else None
         for at in lps:
             lp = at.lp
             assert lp is not None
-            # slices under hummingbird only (spatial too runs whole: slices only cost launches)
-            lp.slices.set_on(policy == "hummingbird" and self.slicing and not free)
-            if (policy == "spatial" or free) and not at.task.paused:
-                lp.set_gated(False)
-                continue
-            lp.set_gated(True)
-            if policy == "exclusive" or at.task.paused:
+            if not self._set_mode(at, policy, free) or policy == "exclusive" or at.task.paused:
                 continue
             budget = (at.task.slice_us or self.default_budget_us(at)) * 1e3
             lp.slices.plan(now, budget / 2)  # a slice running and one queued fit the budget
             if not in_request:
                 lp.slices.restore()
                 lp.grant_within(budget)
-            elif (
-                policy == "hummingbird"
-                and not hp_busy
-                and all(h.guard.allowed(now) for h in hps if h.open)
-            ):  # (the guard: LP in these requests cost them more than its target)
-                open_hps = [h for h in hps if h.open]
-                switch = self.switch_ns()
-                if self.harvest_guard and not all(
-                    h.may_grant(self.harvest_guard, h.grant_cost_ns(switch)) for h in open_hps
-                ):
-                    continue  # these requests had their share of what grants cost them
-                fits = partial(_fits_all, open_hps, now, self.bubble_margin_ns + switch)
-                # within the budget and the open requests' SLO slack (none left: no LP)
-                slack = [h.slack_ns(now, h.slo_ns) for h in hps]
-                cap = min([budget, *(x for x in slack if x is not None)])
-                before = lp.att.granted
-                if cap > 0:
-                    lp.grant_in_bubble(fits, cap)
-                if lp.att.granted != before:
+            elif bubble is not None:
+                open_hps, fits, slack = bubble
+                cap = min(budget, slack)  # (no SLO slack left: no LP)
+                if cap > 0 and lp.grant_in_bubble(fits, cap):
                     for h in open_hps:
                         h.on_grant()
+
+    def _free(self, policy: str, hp_attached: bool) -> bool:
+        """No HP to protect: LP runs as without hbtui (pacing it within the budget cost a
+        compiled GPT-2 a quarter of its speed) until an HP program attaches."""
+        return not hp_attached and policy != "exclusive" and not self.other_hp()
+
+    def _set_mode(self, at: AttachedTask, policy: str, free: bool) -> bool:
+        """One LP program's gate and slicing for the policy; True when it is gated."""
+        lp = at.lp
+        assert lp is not None
+        # slices under hummingbird only (spatial too runs whole: slices only cost launches)
+        lp.slices.set_on(policy == "hummingbird" and self.slicing and not free)
+        lp.set_gated(not ((policy == "spatial" or free) and not at.task.paused))
+        return lp.gated
+
+    def _bubble(
+        self, policy: str, hps: list[HpTracker], now: int
+    ) -> tuple[list[HpTracker], Callable[[float], bool], float] | None:
+        """Inside HP requests under hummingbird, while HP is GPU-idle: the open requests'
+        programs, what an LP launch must fit (the bubble rule) and the SLO slack it may
+        take; None when LP may not go in now (HP busy, the guard holding LP off, or the
+        requests' share of what LP in their bubbles costs them spent)."""
+        open_hps = [h for h in hps if h.open]
+        if (
+            policy != "hummingbird"
+            or any(h.busy for h in hps)
+            or not all(h.guard.allowed(now) for h in open_hps)
+        ):
+            return None
+        switch = self.switch_ns()
+        if self.harvest_guard and not all(
+            h.may_grant(self.harvest_guard, h.grant_cost_ns(switch)) for h in open_hps
+        ):
+            return None
+        fits = partial(_fits_all, open_hps, now, self.bubble_margin_ns + switch)
+        slack = [s for h in hps if (s := h.slack_ns(now, h.slo_ns)) is not None]
+        return open_hps, fits, min(slack, default=math.inf)
 
     def switch_ns(self) -> float:
         """What an in-request grant costs the HP in a switch back to its context: the

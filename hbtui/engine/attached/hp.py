@@ -105,6 +105,7 @@ class HpTracker:
         self._after: tuple[int, int, int, bool, int] | None = None
         self.after_lp: deque[tuple[int, int]] = deque(maxlen=AFTER_KEPT)  # (when, wait ns)
         self.after_idle: deque[tuple[int, int]] = deque(maxlen=AFTER_KEPT)
+        self._cost: tuple[tuple[object, ...], float | None] = ((), None)  # (samples' key, cost)
 
     # -- feeding -------------------------------------------------------------------
     def on_launch(self, rec: L.Launch, now_ns: int) -> None:
@@ -262,11 +263,17 @@ class HpTracker:
     @property
     def bubble_cost_ns(self) -> float | None:
         """How much longer the HP's first kernel after a bubble took when LP ran in the
-        bubble than when it did not (medians; None until both have AFTER_MIN)."""
-        if len(self.after_lp) < AFTER_MIN or len(self.after_idle) < AFTER_MIN:
-            return None
-        lp = statistics.median(w for _, w in self.after_lp)
-        return lp - statistics.median(w for _, w in self.after_idle)
+        bubble than when it did not (medians; None until both have AFTER_MIN). The gate
+        asks every poll inside a request: recomputed only when the samples changed."""
+        a, b = self.after_lp, self.after_idle
+        key = (len(a), a[0] if a else None, a[-1] if a else None,
+               len(b), b[0] if b else None, b[-1] if b else None)  # fmt: skip
+        if key != self._cost[0]:
+            cost = None
+            if len(a) >= AFTER_MIN and len(b) >= AFTER_MIN:
+                cost = statistics.median(w for _, w in a) - statistics.median(w for _, w in b)
+            self._cost = (key, cost)
+        return self._cost[1]
 
     @property
     def lp_bubbles_per_request(self) -> float | None:

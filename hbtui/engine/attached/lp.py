@@ -142,15 +142,19 @@ class LpGate:
         elif not self.inflight and held:  # one kernel bigger than the budget: alone
             self._grant(held[0].seq)
 
-    def grant_in_bubble(self, fits: Callable[[float], bool], cap_ns: float) -> None:
+    def grant_in_bubble(self, fits: Callable[[float], bool], cap_ns: float) -> bool:
         """In a bubble inside an HP request: the oldest held launch goes, alone, as a slice
         sized to the bubble when it runs as slices, else whole when ``fits(its learned
-        duration)`` and the duration is within ``cap_ns``."""
+        duration)`` and the duration is within ``cap_ns``. True when something went."""
         head = self._head()
-        if head is not None and not self._slice_head(head, fits, cap_ns):
+        if head is None:
+            return False
+        before = self.att.granted
+        if not self._slice_head(head, fits, cap_ns):
             d = self.duration_ns(head.func)
             if d <= cap_ns and fits(d):
                 self._grant(head.seq)
+        return self.att.granted != before
 
     def grant_slice_if(self, fits: Callable[[float], bool], cap_ns: float) -> bool:
         """The slice part of ``grant_in_bubble``: True when the oldest held launch runs as

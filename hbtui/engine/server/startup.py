@@ -16,6 +16,7 @@ from typing import Any
 
 import zmq
 
+from hbtui.engine import attached
 from hbtui.engine import profile as profiles
 from hbtui.engine.atomic import write_atomic
 from hbtui.engine.backends import BackendError, resolve_backend
@@ -108,7 +109,7 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument(
         "--bubble-margin-us",
         type=_margin_us,
-        default=30.0,
+        default=attached.BUBBLE_MARGIN_NS / 1e3,
         metavar="US",
         help="spare time an LP grant inside an `hbtui run` HP request must leave in the "
         "predicted bubble (30: the engine's poll and the launch)",
@@ -116,7 +117,7 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument(
         "--switch-cost-us",
         type=_margin_us,
-        default=150.0,
+        default=attached.SWITCH_COST_NS / 1e3,
         metavar="US",
         help="on a time-sliced GPU (a program not under MPS), what the switch back to an "
         "HP program's context adds to an in-request grant's need (150: an H100 measured "
@@ -125,7 +126,7 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument(
         "--harvest-guard",
         type=_guard_pct,
-        default=5.0,
+        default=attached.DEFAULT_HARVEST_GUARD * 100,
         metavar="PCT",
         help="what LP inside an `hbtui run` HP program's requests may cost it: LP stays "
         "out while it measurably slows them by more than PCT %% (control epochs without "
