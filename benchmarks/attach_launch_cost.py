@@ -1,6 +1,7 @@
 """Added host cost per kernel launch of ``hbtui run``'s interceptor on a real GPU.
 
-    python3 benchmarks/attach_launch_cost.py [--batches N] [--runs R] [--out FILE]
+    python3 benchmarks/attach_launch_cost.py [--batches N] [--runs R] [--pollute-kb K]
+        [--poll-us U] [--out FILE]
 
 Compiles benchmarks/native/launch_cost_gpu.c (cc), then times cuLaunchKernel of an empty
 kernel in batches of 100: without the interceptor, and preloaded with an HP segment
@@ -8,7 +9,12 @@ kernel in batches of 100: without the interceptor, and preloaded with an HP segm
 same with a write per launch (HBTUI_COMP_EVERY_US=0), an HP segment with NO_COMPLETION
 (record only) and an LP segment pre-granted (the gate's fast path). Each configuration runs R
 times; the run with the lowest median is kept (the least disturbed). Target (issue 15):
-<= 1 us median added for HP.
+<= 1 us median added for HP. A tight loop keeps the interceptor's data in the caches of
+one core, which a real program does not: ``--pollute-kb`` writes that much of a buffer
+before each launch (the interceptor then runs cache-cold, as between a Python program's
+launches) and ``--poll-us`` has a second thread read the segment like the engine's poll
+(the interceptor's lines then move between cores). The JSON also gives the ns of one
+``clock_gettime`` (two per HP launch), which on some VMs is a system call.
 """
 
 from __future__ import annotations
@@ -30,11 +36,11 @@ from hbtui.attach import layout as L
 HERE = Path(__file__).resolve().parent
 
 
-def _run(exe: Path, env: dict[str, str], batches: int, runs: int) -> list[float]:
+def _run(exe: Path, env: dict[str, str], batches: int, runs: int, extra: list[str]) -> list[float]:
     best: list[float] | None = None
     for _ in range(runs):
-        r = subprocess.run([str(exe), str(batches)], env=env, capture_output=True, text=True,
-                           timeout=120)  # fmt: skip
+        r = subprocess.run([str(exe), str(batches), *extra], env=env, capture_output=True,
+                           text=True, timeout=120)  # fmt: skip
         if r.returncode != 0:
             raise SystemExit(f"launch_cost_gpu failed ({r.returncode}): {r.stderr[-2000:]}")
         vals = [float(x) for x in r.stdout.split()]
@@ -48,12 +54,24 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batches", type=int, default=2000)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument(
+        "--pollute-kb",
+        type=int,
+        default=0,
+        help="KiB written before each launch (cold caches; 0: off)",
+    )
+    ap.add_argument(
+        "--poll-us",
+        type=int,
+        default=0,
+        help="a reader thread polls the segment every U us (0: off)",
+    )
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
     tmp = Path(tempfile.mkdtemp())
     exe = tmp / "launch_cost_gpu"
     build.compile_c([HERE / "native" / "launch_cost_gpu.c"], exe, ("-O2", "-std=gnu11"),
-                    ("-ldl",))  # fmt: skip
+                    ("-ldl", "-lpthread"))  # fmt: skip
     so = str(build.build())
     base = {k: v for k, v in os.environ.items() if not k.startswith("HBTUI_")}
     base.pop("LD_PRELOAD", None)
@@ -75,15 +93,18 @@ def main() -> int:
     t.start()
     out: dict[str, object] = {}
     try:
-        out["none"] = _run(exe, base, a.batches, a.runs)
+        extra = [str(a.pollute_kb), str(a.poll_us)]
+        clock_ns = float(subprocess.run([str(exe), "clock"], capture_output=True, text=True,
+                                        timeout=60, check=True).stdout)  # fmt: skip
+        out["none"] = _run(exe, base, a.batches, a.runs, extra)
         for name, shm in segs.items():
             cls = "lp" if name.startswith("lp") else "hp"
             env = {**base, "LD_PRELOAD": so, "HBTUI_SHM": shm, "HBTUI_CLASS": cls,
                    "HBTUI_TASK": "bench"}  # fmt: skip
-            out[name] = _run(exe, env, a.batches, a.runs)
+            out[name] = _run(exe, env, a.batches, a.runs, extra)
             if name == "hp":  # the default coalesces writes to one per 100 us per stream
                 env["HBTUI_COMP_EVERY_US"] = "0"
-                out["hp_write_each"] = _run(exe, env, a.batches, a.runs)
+                out["hp_write_each"] = _run(exe, env, a.batches, a.runs, extra)
     finally:
         stop.set()
         t.join(2)
@@ -100,6 +121,9 @@ def main() -> int:
         "date": datetime.date.today().isoformat(),
         "machine": platform.node(),
         "commit": os.environ.get("HBTUI_COMMIT", ""),
+        "pollute_kb": a.pollute_kb,
+        "poll_us": a.poll_us,
+        "clock_gettime_ns": clock_ns,
         "results": rows,
     }
     try:

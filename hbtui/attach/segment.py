@@ -27,6 +27,7 @@ import platform
 import secrets
 import struct
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -141,23 +142,40 @@ class _Ring:
         self.tail = 0
         self.lost = 0
         self._stall: tuple[int, float] | None = None
+        self._head_at = 0.0  # when head() was last asked
 
-    def read(self, mm: mmap.mmap, head: int, limit: int) -> list:
+    def read(self, mm: mmap.mmap, head: Callable[[], int], limit: int) -> list:
+        """Records published since the last call. Each record's ``pub`` says whether it is
+        there, so the ring's head (``head()``, on the interceptor's line, which every
+        launch writes with an atomic add) is asked only after a lap or every 100 ms: read
+        on every poll, that line would go back and forth between the engine's core and
+        the program's, a cache miss for each HP launch."""
         out: list = []
-        if head - self.tail > self.cap:  # the producers lapped us
-            self.lost += head - self.cap - self.tail
-            self.tail = head - self.cap
-        while self.tail < head and len(out) < limit:
+        while len(out) < limit:
             t = self.tail
             o = self.off + (t & (self.cap - 1)) * self.size
             (pub,) = struct.unpack_from("<Q", mm, o)
             if pub != t + 1:
-                if pub > t + 1:  # overwritten by a later lap
-                    self.lost += 1
-                    self.tail += 1
+                if pub > t + 1:  # overwritten by a later lap: skip to the oldest kept
+                    h = head()
+                    skip = max(1, h - self.cap - t)
+                    self.lost += skip
+                    self.tail += skip
                     continue
-                # claimed, not yet published: wait, unless its writer is gone (100 ms)
+                # not yet written, or claimed and being written: ask the head at most
+                # every 100 ms, to drop a record whose writer died after claiming it
                 now = time.monotonic()
+                if now - self._head_at < 0.1:
+                    break
+                self._head_at = now
+                h = head()
+                if h <= t:  # nothing claimed beyond: all read
+                    self._stall = None
+                    break
+                if h - t > self.cap:  # lapped while its slot is being rewritten
+                    self.lost += h - self.cap - t
+                    self.tail = h - self.cap
+                    continue
                 if self._stall is None or self._stall[0] != t:
                     self._stall = (t, now)
                 elif now - self._stall[1] > 0.1:
@@ -257,14 +275,14 @@ class Attachment:
 
     def launches(self, limit: int = 1 << 30) -> list[L.Launch]:
         """Launch records published since the last call (copies), in ring order."""
-        return self._rings["launch"].read(self._mm, self.h.launch_head, limit)
+        return self._rings["launch"].read(self._mm, lambda: self.h.launch_head, limit)
 
     def modules(self, limit: int = 1 << 30) -> list[L.Module]:
-        return self._rings["module"].read(self._mm, self.h.module_head, limit)
+        return self._rings["module"].read(self._mm, lambda: self.h.module_head, limit)
 
     def functions(self, limit: int = 1 << 30) -> list[FuncName]:
         out = []
-        for r in self._rings["func"].read(self._mm, self.h.func_head, limit):
+        for r in self._rings["func"].read(self._mm, lambda: self.h.func_head, limit):
             out.append(FuncName(
                 r.func, r.name.decode(errors="replace"), r.module, r.module_hash, r.api,
                 r.result, r.name_len, r.name_hash,

@@ -21,6 +21,7 @@ from __future__ import annotations
 import statistics
 from bisect import bisect_left
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from hbtui.attach import layout as L
@@ -152,11 +153,14 @@ class HpTracker:
         self.open.append(HpRequest(self.next_id, t, tid))
         self.next_id += 1
 
-    def poll(self, completed: list[int], now_ns: int, syncing: bool = False) -> None:
+    def poll(
+        self, completed: list[int], now_ns: int, syncing: Callable[[], bool] = lambda: False
+    ) -> None:
         """Update busy/idle from the completion counters; close finished requests.
 
-        ``syncing``: a program thread is inside a wrapped synchronisation, whose return
-        advances the counters over the coalesced tail: the tail is not guessed done."""
+        ``syncing()``: a program thread is inside a wrapped synchronisation, whose return
+        advances the counters over the coalesced tail: the tail is not guessed done. Asked
+        only then (it reads the interceptor's line: see ``segment._Ring.read``)."""
         self.guard.tick(now_ns)
         if self._after is not None:
             slot, seq, enq, lp, gap = self._after
@@ -182,7 +186,7 @@ class HpTracker:
             quiet = now_ns - self.last_launch_ns
             if all(completed[s] >= q for s, q in self.last_seq.items()):
                 self._idle(now_ns)
-            elif quiet >= self.idle_ns and self.written_done_at and not syncing:
+            elif quiet >= self.idle_ns and self.written_done_at and not syncing():
                 # only coalesced launches unconfirmed and the program quiet: the work
                 # ended about when the last launch with a write of its own completed
                 self._idle(self.written_done_at)

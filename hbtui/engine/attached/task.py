@@ -54,6 +54,7 @@ class AttachedTask:
     rate_mark: tuple[int, int] = (0, 0)  # (ns, launches) at the last stats
     kernels_per_s: float = 0.0
     mps: bool = False  # an MPS daemon serves the program (else: time-sliced contexts)
+    beat_ns: int = 0  # when the engine last wrote the segment's heartbeat
 
     @property
     def name(self) -> str:
