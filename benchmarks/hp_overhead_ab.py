@@ -234,6 +234,18 @@ def summarise(rounds: list[dict[str, Any]], mode: str, limit: float, boot: int,
                 "p99": pct(every, 99), "mean": statistics.fmean(every),
                 "n": len(every),
             }  # fmt: skip
+    own = [(c["blocks"][HBTUI]["self_median_us"], c["blocks"][HBTUI]["self_launches_median"],
+            c["blocks"][HBTUI]["quiet_median_ms"])
+           for r in rs for c in r["cycles"]
+           if "self_median_us" in c["blocks"].get(HBTUI, {})]  # fmt: skip
+    if own:  # --self-time: the interceptor's own time per observed request
+        out["self_time"] = {
+            "per_request_us": statistics.median(o[0] for o in own),
+            "launches_per_request": statistics.median(o[1] for o in own),
+            "ns_per_launch": statistics.median([o[0] * 1e3 / o[1] for o in own if o[1]] or [0]),
+            "share_of_quiet_request": statistics.median(o[0] / 1e3 / o[2] for o in own),
+            "blocks": len(own),
+        }
     med = (out.get("ratios") or {}).get("median") or {}
     out["primary"] = PRIMARY if PRIMARY in med else "hbtui/alone"
     prim, null = med.get(out["primary"]), med.get("alone2/alone")
@@ -485,7 +497,10 @@ class Run:
                 cmd = self.hp_cmd(mode, outs[c], quiet_ab=c == HBTUI and a.quiet_ab)
                 if c == HBTUI:
                     cmd = self.under_hbtui(task, cmd)
-                children[c] = Child(f"{mode}-r{r + 1}-{c}", cmd, self.env(), self.logdir)
+                env = self.env()
+                if c == HBTUI and a.self_time:
+                    env["HBTUI_SELF_TIME"] = "1"
+                children[c] = Child(f"{mode}-r{r + 1}-{c}", cmd, env, self.logdir)
                 rec["procs"][c] = {"command": shlex.join(cmd),
                                    "log": str(children[c].log_path)}  # fmt: skip
             for c in start_order:
@@ -698,6 +713,13 @@ def table(doc: dict[str, Any]) -> str:
             )
         lines.append(f"{ind}  within {s['limit'] * 100:g} % of alone: "
                      f"{s['verdict']}")  # fmt: skip
+        own = s.get("self_time")
+        if own:
+            lines.append(
+                f"{ind}  interceptor's own time: {own['per_request_us']:.0f} us per observed "
+                f"request ({own['share_of_quiet_request'] * 100:.2f} % of a quiet one), "
+                f"{own['ns_per_launch']:.0f} ns x {own['launches_per_request']:.0f} launches"
+            )
         inp = rat.get(IN_PROCESS)
         if inp is not None and inp["ci95"]:
             lines.append(
@@ -733,6 +755,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="the hbtui process alternates quiet and observed requests in "
                          "each block (hp_service --quiet-ab): the in-process comparison "
                          "(on)")  # fmt: skip
+    ap.add_argument(
+        "--self-time",
+        action="store_true",
+        help="the hbtui process sums the interceptor's own time per observed "
+        "request (HBTUI_SELF_TIME=1: one more clock read a launch)",
+    )
     ap.add_argument("--svc-cpus", default=None,
                     help="CPUs of the service processes (default: whole cores from the top, "
                          ">= 4 CPUs; smoke 1); 'none': no pinning")  # fmt: skip

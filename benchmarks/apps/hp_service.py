@@ -524,10 +524,27 @@ def quiet_switch() -> Callable[[int], int]:
     return fn
 
 
+def self_time() -> Callable[[], tuple[int, int]] | None:
+    """The interceptor's own ns and launches so far (HBTUI_SELF_TIME=1), else None."""
+    if os.environ.get("HBTUI_SELF_TIME") != "1":
+        return None
+    fn = getattr(ctypes.CDLL(None), "hbtui_self_ns", None)
+    if fn is None:
+        return None
+    fn.argtypes, fn.restype = [ctypes.POINTER(ctypes.c_uint64)], ctypes.c_uint64
+    n = ctypes.c_uint64()
+
+    def read() -> tuple[int, int]:
+        return int(fn(ctypes.byref(n))), int(n.value)
+
+    return read
+
+
 def run_closed(a: argparse.Namespace, svc: Service, t_start: float) -> dict[str, Any]:
     """Closed loop: blocks of back-to-back requests (see the module docstring)."""
     markers, marker_state = _markers(a)
     quiet = quiet_switch() if a.quiet_ab else None
+    own = self_time()
     for _ in range(a.warmup_requests):
         svc.serve()
     gap = a.gap_ms / 1e3
@@ -547,15 +564,22 @@ def run_closed(a: argparse.Namespace, svc: Service, t_start: float) -> dict[str,
                 time.sleep(gap)
         times: list[float] = []
         quiet_ms: list[float] = []
+        self_us: list[float] = []  # the interceptor's own time per observed request
+        self_n: list[int] = []  # ... and its observed launches
         t0 = time.monotonic()
         for j in range(a.closed * (2 if quiet else 1)):
             q = quiet is not None and (i + j) % 2 == 0  # even blocks start quiet, odd observed
             if quiet is not None:
                 quiet(int(q))
+            o0 = own() if own and not q else None
             s = time.monotonic()
             with markers():
                 svc.serve()
             (quiet_ms if q else times).append((time.monotonic() - s) * 1e3)
+            if own and o0 is not None:
+                o1 = own()
+                self_us.append((o1[0] - o0[0]) / 1e3)
+                self_n.append(o1[1] - o0[1])
             if gap:
                 time.sleep(gap)
         if quiet is not None:
@@ -568,6 +592,9 @@ def run_closed(a: argparse.Namespace, svc: Service, t_start: float) -> dict[str,
             blk |= {"quiet_median_ms": statistics.median(quiet_ms),
                     "quiet_mean_ms": statistics.fmean(quiet_ms),
                     "quiet_ms": [round(x, 5) for x in quiet_ms]}  # fmt: skip
+        if self_us:
+            blk |= {"self_median_us": statistics.median(self_us),
+                    "self_launches_median": statistics.median(self_n)}  # fmt: skip
         blocks.append(blk)
         print("block " + json.dumps(blk), flush=True)
     every = [x for b in blocks for x in b["service_ms"]]

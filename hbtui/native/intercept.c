@@ -268,6 +268,10 @@ static int g_quiet;
 static inline int observing(void) {
   return __atomic_load_n(&g_on, __ATOMIC_RELAXED) && !__atomic_load_n(&g_quiet, __ATOMIC_RELAXED);
 }
+// HBTUI_SELF_TIME=1 (benchmarks/hp_overhead_ab.py --self-time): the interceptor's own
+// time in observed HP launches, summed (hbtui_self_ns), at one more clock read a launch.
+static int g_self_time;
+static uint64_t g_self_ns, g_self_launches;
 static uint32_t g_comp;          // HB_COMP_*: process-local (registration is per process)
 static CUdeviceptr g_comp_dev;   // device address of the completion page
 static int g_captures;           // stream captures in progress (>0: ask the driver)
@@ -397,6 +401,8 @@ __attribute__((constructor)) static void hb_init(void) {
     long us = strtol(every, NULL, 10);
     if (us >= 0 && us <= 1000000) g_coalesce_ns = (int64_t)us * 1000;  // 0: a write per launch
   }
+  const char *self = getenv("HBTUI_SELF_TIME");
+  g_self_time = self && !strcmp(self, "1");
   const char *moddir = getenv("HBTUI_MODULE_DIR");
   if (G.lp && moddir && moddir[0] == '/' && strlen(moddir) < sizeof g_moddir)
     memcpy(g_moddir, moddir, strlen(moddir) + 1);
@@ -760,6 +766,11 @@ static inline void hb_after(const hb_call *c, CUresult r, hb_pre *p) {
   L->slice_parts = c->slice_parts;
   if (c->slice_blocks) L->flags |= HB_LF_SLICE;
   __atomic_store_n(&L->pub, i + 1, __ATOMIC_RELEASE);
+  if (UNLIKELY(g_self_time)) {  // before the driver call + after it (the clock reads partly)
+    int64_t own = (p->issue - p->enq) + (now_ns() - ret);
+    __atomic_fetch_add(&g_self_ns, (uint64_t)own, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&g_self_launches, 1, __ATOMIC_RELAXED);
+  }
 }
 
 // ---------------------------------------------------------------- request markers
@@ -795,6 +806,13 @@ static void mark(uint8_t kind) {
 HB_EXPORT int hbtui_set_quiet(int on) {
   if (!__atomic_load_n(&g_on, __ATOMIC_ACQUIRE) || G.lp) return -1;
   return __atomic_exchange_n(&g_quiet, on ? 1 : 0, __ATOMIC_ACQ_REL);
+}
+
+// HBTUI_SELF_TIME=1: ns of the interceptor's own work in observed launches so far, and
+// how many launches that was (*n, may be NULL). 0 when the variable is not set.
+HB_EXPORT uint64_t hbtui_self_ns(uint64_t *n) {
+  if (n) *n = __atomic_load_n(&g_self_launches, __ATOMIC_RELAXED);
+  return __atomic_load_n(&g_self_ns, __ATOMIC_RELAXED);
 }
 
 HB_EXPORT void hbtui_request_begin(void) { mark(HB_KIND_REQ_BEGIN); }
