@@ -284,8 +284,18 @@ static int g_captures;           // stream captures in progress (>0: ask the dri
 // the counters are advanced from the host. Per process, like the registration.
 #define HB_COALESCE_DEFAULT_US 100
 static int64_t g_coalesce_ns;
-static int64_t g_slot_write_ns[HB_COMP_SLOTS], g_slot_launch_ns[HB_COMP_SLOTS];
-static uint64_t g_slot_seq[HB_COMP_SLOTS];  // highest seq this process launched per slot
+// Per completion slot, in one place (a launch touches one line of it, not three arrays):
+// the highest seq this process launched on it, its last launch and its last write.
+typedef struct {
+  uint64_t seq;
+  int64_t launch_ns, write_ns, _pad;
+} hb_slot_state;
+static hb_slot_state g_slot[HB_COMP_SLOTS] __attribute__((aligned(64)));
+static int g_no_comp;  // the segment's HB_FLAG_NO_COMPLETION (set when it is made)
+// the calling thread's last stream and its slot: a program launches on few streams, and
+// the probe reads the shared key page (a cache miss between a Python program's launches)
+static __thread uint64_t t_slot_key;
+static __thread uint16_t t_slot;
 static __thread uint32_t t_tid;
 // LP only: where PTX module images are written for the engine's slicer (HBTUI_MODULE_DIR,
 // an absolute path; empty = do not write). Set once in hb_init.
@@ -401,6 +411,7 @@ __attribute__((constructor)) static void hb_init(void) {
     long us = strtol(every, NULL, 10);
     if (us >= 0 && us <= 1000000) g_coalesce_ns = (int64_t)us * 1000;  // 0: a write per launch
   }
+  g_no_comp = (__atomic_load_n(&h->flags, __ATOMIC_RELAXED) & HB_FLAG_NO_COMPLETION) != 0;
   const char *self = getenv("HBTUI_SELF_TIME");
   g_self_time = self && !strcmp(self, "1");
   const char *moddir = getenv("HBTUI_MODULE_DIR");
@@ -456,15 +467,18 @@ static inline uint16_t comp_slot(uint64_t stream) {
   // reuse stream handle values (0, the per-thread stream, allocator addresses), and a
   // counter written by two processes out of seq order would go backwards
   uint64_t k = (stream + 1) ^ g_pid_key;
+  if (LIKELY(k == t_slot_key)) return t_slot;  // keys stay once set (a fork changes k)
   uint32_t s = (uint32_t)((k * 0x9E3779B97F4A7C15ULL) >> 56);
   for (int n = 0; n < 16; n++, s = (s + 1) & (HB_COMP_SLOTS - 1)) {
     if (s == 0) continue;
     uint64_t cur = __atomic_load_n(&G.comp_key[s], __ATOMIC_RELAXED);
-    if (cur == k) return (uint16_t)s;
-    if (cur == 0) {
-      if (__atomic_compare_exchange_n(&G.comp_key[s], &cur, k, 0, __ATOMIC_RELAXED,
-                                      __ATOMIC_RELAXED) || cur == k)
-        return (uint16_t)s;
+    if (cur == 0 && !__atomic_compare_exchange_n(&G.comp_key[s], &cur, k, 0, __ATOMIC_RELAXED,
+                                                 __ATOMIC_RELAXED) && cur != k)
+      continue;  // another stream took it first
+    if (cur == 0 || cur == k) {
+      t_slot_key = k;
+      t_slot = (uint16_t)s;
+      return (uint16_t)s;
     }
   }
   __atomic_fetch_add(&G.h->comp_overflow, 1, __ATOMIC_RELAXED);
@@ -507,19 +521,22 @@ static inline uint16_t complete_coalesced(uint64_t stream, uint64_t seq, int64_t
   if (UNLIKELY(__atomic_load_n(&g_comp, __ATOMIC_ACQUIRE) < HB_COMP_WRITEVAL)) {
     uint16_t s = complete(stream, seq);  // the first launch registers the page
     if (s != HB_COMP_NONE) {
-      max_u64(&g_slot_seq[s], seq);
-      __atomic_store_n(&g_slot_launch_ns[s], now, __ATOMIC_RELAXED);
-      __atomic_store_n(&g_slot_write_ns[s], now, __ATOMIC_RELAXED);
+      max_u64(&g_slot[s].seq, seq);
+      __atomic_store_n(&g_slot[s].launch_ns, now, __ATOMIC_RELAXED);
+      __atomic_store_n(&g_slot[s].write_ns, now, __ATOMIC_RELAXED);
     }
     return s;
   }
   if (__atomic_load_n(&g_comp, __ATOMIC_RELAXED) == HB_COMP_OFF) return HB_COMP_NONE;
   uint16_t s = comp_slot(stream);
-  max_u64(&g_slot_seq[s], seq);
-  int64_t last_launch = __atomic_exchange_n(&g_slot_launch_ns[s], now, __ATOMIC_RELAXED);
-  int64_t last_write = __atomic_load_n(&g_slot_write_ns[s], __ATOMIC_RELAXED);
+  max_u64(&g_slot[s].seq, seq);
+  // plain load and store (no locked exchange): threads racing on one stream at worst
+  // add or skip one write
+  int64_t last_launch = __atomic_load_n(&g_slot[s].launch_ns, __ATOMIC_RELAXED);
+  __atomic_store_n(&g_slot[s].launch_ns, now, __ATOMIC_RELAXED);
+  int64_t last_write = __atomic_load_n(&g_slot[s].write_ns, __ATOMIC_RELAXED);
   if (now - last_write >= g_coalesce_ns || now - last_launch >= g_coalesce_ns) {
-    __atomic_store_n(&g_slot_write_ns[s], now, __ATOMIC_RELAXED);
+    __atomic_store_n(&g_slot[s].write_ns, now, __ATOMIC_RELAXED);
     return complete(stream, seq);
   }
   *flags |= HB_LF_COALESCED;
@@ -542,10 +559,10 @@ static int sync_snapshot(hb_sync_snap *sn, int all, uint64_t stream) {
   sn->all = all;
   if (all) {
     for (uint32_t s = 0; s < HB_COMP_SLOTS; s++)
-      sn->seq[s] = __atomic_load_n(&g_slot_seq[s], __ATOMIC_RELAXED);
+      sn->seq[s] = __atomic_load_n(&g_slot[s].seq, __ATOMIC_RELAXED);
   } else {
     sn->slot = comp_slot(stream);
-    sn->seq[0] = __atomic_load_n(&g_slot_seq[sn->slot], __ATOMIC_RELAXED);
+    sn->seq[0] = __atomic_load_n(&g_slot[sn->slot].seq, __ATOMIC_RELAXED);
   }
   // while a thread waits here, the engine must not take the coalesced tail as done early
   __atomic_fetch_add(&G.h->syncing, 1, __ATOMIC_RELEASE);
@@ -727,7 +744,7 @@ static inline void hb_after(const hb_call *c, CUresult r, hb_pre *p) {
     if (!G.lp && UNLIKELY(capturing(c->stream))) {
       p->flags |= HB_LF_CAPTURED;
       __atomic_fetch_add(&h->captured_launches, 1, __ATOMIC_RELAXED);
-    } else if (!(__atomic_load_n(&h->flags, __ATOMIC_RELAXED) & HB_FLAG_NO_COMPLETION)) {
+    } else if (!g_no_comp) {
       // graph launches always get their own write: a graph is long GPU work launched
       // back to back (a request of 4 replays was seen done after the first, measured)
       if (!G.lp && g_coalesce_ns && c->kind != HB_KIND_GRAPH) {
@@ -735,9 +752,9 @@ static inline void hb_after(const hb_call *c, CUresult r, hb_pre *p) {
       } else {
         slot = complete(c->stream, p->seq);
         if (!G.lp && g_coalesce_ns && slot != HB_COMP_NONE) {  // a write like any other
-          max_u64(&g_slot_seq[slot], p->seq);
-          __atomic_store_n(&g_slot_launch_ns[slot], ret, __ATOMIC_RELAXED);
-          __atomic_store_n(&g_slot_write_ns[slot], ret, __ATOMIC_RELAXED);
+          max_u64(&g_slot[slot].seq, p->seq);
+          __atomic_store_n(&g_slot[slot].launch_ns, ret, __ATOMIC_RELAXED);
+          __atomic_store_n(&g_slot[slot].write_ns, ret, __ATOMIC_RELAXED);
         }
       }
     }
