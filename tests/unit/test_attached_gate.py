@@ -458,3 +458,109 @@ def test_lp_bubbles_are_counted_once_and_measured_only_inside_requests() -> None
     assert hp.bubble_cost_ns == 50 * US
     hp.poll([0] * L.COMP_SLOTS, 31_000_000 * US)
     assert hp.bubble_cost_ns is None and not hp.after_lp
+
+
+def test_a_measured_cost_below_the_switch_does_not_lift_the_limit_when_time_sliced() -> None:
+    """The measured cost compares different kernels and can come out below the switch a
+    time-sliced GPU surely costs, even negative: the limit then stays at the switch, and
+    a request that has used its share gets no more grants (under MPS, with no floor, a
+    cost of 0 is no limit)."""
+    hp = HpTracker(idle_ns=1000 * US)
+    hp.after_lp.extend([(0, 20 * US)] * 8)
+    hp.after_idle.extend([(0, 30 * US)] * 8)
+    assert hp.bubble_cost_ns == -10 * US
+    assert hp.grant_cost_ns(150 * US) == 150 * US  # time-sliced: at least the switch
+    assert hp.grant_cost_ns(0.0) == 0.0  # MPS
+    hp.after_lp.extend([(0, 400 * US)] * 16)
+    assert hp.grant_cost_ns(150 * US) == 370 * US  # measured above the switch: measured
+    for mps, granted in ((False, 0), (True, 1)):
+        s, att, hp, at = _set("hummingbird")
+        at.mps = mps
+        s.tasks["train"] = at
+        _request_with_bubbles(hp)
+        hp.after_lp.clear()
+        hp.after_idle.clear()
+        hp.after_lp.extend([(0, 20 * US)] * 8)
+        hp.after_idle.extend([(0, 30 * US)] * 8)
+        s.switch_cost_ns = 10 * US  # small enough for the ~100-us bubbles to fit
+        hp.p50_ns = 2000 * US  # 5 %: 100 us, 10 switches
+        hp.open[0].lp_bubbles = 10
+        att.next_seq = 1
+        att.held = [SimpleNamespace(seq=1, func=0xF00)]
+        s._gate([at], [hp], hp.idle_since + 1 * US)
+        assert att.granted == granted, mps
+
+
+def test_lp_still_in_the_bubble_a_request_begins_in_is_charged_to_that_request() -> None:
+    """LP granted in the tail of one marker request is still in the bubble when the next
+    begins: that request's first kernel pays the switch, so it starts with one LP bubble
+    (not free for a request that has no share left)."""
+    m = HpTracker(idle_ns=1000 * US)
+    begin = SimpleNamespace(kind=L.KIND_REQ_BEGIN, seq=1, tid=0, enqueue_ns=0, flags=0,
+                            comp_slot=0)  # fmt: skip
+    m.on_launch(begin, 0)
+    m.on_launch(rec(2, 10 * US), 10 * US)
+    done = [0] * L.COMP_SLOTS
+    done[1] = 2
+    m.poll(done, 20 * US)
+    m.on_grant()  # LP in the tail bubble, before the end marker
+    m.on_launch(SimpleNamespace(kind=L.KIND_REQ_END, seq=3, tid=0, enqueue_ns=25 * US,
+                                flags=0, comp_slot=0), 25 * US)  # fmt: skip
+    m.poll(done, 30 * US)
+    assert not m.open and m.lp_bubbles_per_request == 1
+    m.on_launch(SimpleNamespace(kind=L.KIND_REQ_BEGIN, seq=4, tid=0, enqueue_ns=40 * US,
+                                flags=0, comp_slot=0), 40 * US)  # fmt: skip
+    assert m.open[0].lp_bubbles == 1
+
+
+def test_lp_running_in_a_bubble_without_a_grant_in_it_is_counted() -> None:
+    """Work granted before the request (or in an earlier bubble) still running in a
+    bubble costs the HP's next kernel a switch as a grant would: the bubble counts as
+    one LP entered, for the per-request limit and for the cost measurement."""
+    s, att, hp, at = _set("hummingbird")
+    _request_with_bubbles(hp)
+    lp = at.lp
+    assert lp is not None
+    lp.inflight.append(SimpleNamespace(seq=1, slot=2, func=0xF00, issue_ns=0, blocks=0))
+    hp.guard.target, hp.guard._until = 0.05, 10**15  # no grant may be made in the bubble
+    s._gate([at], [hp], hp.idle_since + 1 * US)
+    assert att.granted == 0
+    assert hp.lp_in_bubble and hp.open[0].lp_bubbles == 1
+
+
+def test_reset_stats_starts_the_request_figures_over() -> None:
+    s, att, hp, at = _set("hummingbird")
+    hpt = AttachedTask(Task("svc", "hp"), FakeAtt(), "/y", 2, ["svc"], 1.0,  # type: ignore[arg-type]
+                       hp=hp, stats=TaskStats("svc", "hp"))  # fmt: skip
+    s.tasks["svc"] = hpt
+    _request_with_bubbles(hp)
+    hp.open[0].lp_bubbles = 5
+    hp._finish(hp.open.popleft(), 5000 * US)
+    assert hp.lp_bubbles_per_request == 5 and hp.p50_ns > 0
+    s.reset_stats()
+    assert hp.lp_bubbles_per_request is None and hp.latency.n == 0 and hp.p50_ns == 0
+    assert len(hp.gaps) >= 16  # what the gate learned is kept
+
+
+def test_the_bubble_before_a_marker_requests_first_kernel_starts_at_its_begin() -> None:
+    """A marker request that begins long after the HP went idle: its first bubble is
+    measured from the begin marker, not from the end of the last request's work (which
+    the bubble history leaves out), so a long wait between requests does not make it
+    look like a bubble that outlasted every other."""
+    s, att, hp, at = _set("hummingbird")
+    _request_with_bubbles(hp)
+    hp.open.clear()
+    idle = hp.idle_since
+    hp.on_launch(SimpleNamespace(kind=L.KIND_REQ_BEGIN, seq=100, tid=0,
+                                 enqueue_ns=idle + 50_000 * US, flags=0, comp_slot=0),
+                 idle + 50_000 * US)  # fmt: skip
+    att.next_seq = 1
+    att.held = [SimpleNamespace(seq=1, func=0xF00)]
+    s._gate([at], [hp], idle + 50_001 * US)  # 1 us into the bubble: a short one may end
+    granted_early = att.granted
+    s2, att2, hp2, at2 = _set("hummingbird")
+    _request_with_bubbles(hp2)  # the same history, now 1 us into a bubble of a request
+    att2.next_seq = 1
+    att2.held = [SimpleNamespace(seq=1, func=0xF00)]
+    s2._gate([at2], [hp2], hp2.idle_since + 1 * US)
+    assert granted_early == att2.granted == 1

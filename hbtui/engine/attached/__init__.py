@@ -89,7 +89,11 @@ def _fine_timer_slack() -> None:
 
 def _fits_all(open_hps: list[HpTracker], now: int, margin_ns: float, duration_ns: float) -> bool:
     need = duration_ns + margin_ns
-    return all(h.bubble_fits(now - h.idle_since, need) for h in open_hps)
+    # a bubble starts no earlier than its request (the time between marker requests is
+    # not part of any bubble, as in the bubble history)
+    return all(
+        h.bubble_fits(now - max(h.idle_since, h.open[-1].arrival_ns), need) for h in open_hps
+    )
 
 
 class AttachedSet:
@@ -298,6 +302,12 @@ class AttachedSet:
                 if cap > 0 and lp.grant_in_bubble(fits, cap):
                     for h in open_hps:
                         h.on_grant()
+        if in_request and any(at.lp is not None and at.lp.inflight for at in lps):
+            # LP still running in a bubble (granted before the request, or in an earlier
+            # bubble): the HP's next kernel pays for it as for a grant made in it
+            for h in hps:
+                if h.open and not h.busy:
+                    h.on_grant()
 
     def _free(self, policy: str, hp_attached: bool) -> bool:
         """No HP to protect: LP runs as without hbtui (pacing it within the budget cost a
@@ -474,4 +484,6 @@ class AttachedSet:
             if at.lp is not None:
                 at.lp.completed = 0
                 at.lp.busy_ns = at.lp.sliceable_ns = 0.0
+            if at.hp is not None:
+                at.hp.reset()
         self.departed.clear()

@@ -150,7 +150,9 @@ class HpTracker:
             self._begin(rec.enqueue_ns)
 
     def _begin(self, t: int, tid: int = 0) -> None:
-        self.open.append(HpRequest(self.next_id, t, tid))
+        # LP still in the bubble a request begins in (granted in the last one's tail): its
+        # first kernel pays the switch back, so the new request is charged that bubble
+        self.open.append(HpRequest(self.next_id, t, tid, lp_bubbles=int(self.lp_in_bubble)))
         self.next_id += 1
 
     def poll(
@@ -240,10 +242,22 @@ class HpTracker:
 
     def grant_cost_ns(self, default_ns: float) -> float:
         """What LP in one bubble costs this program: as measured on its own kernels
-        (``bubble_cost_ns``, never below 0) once it can be, else ``default_ns`` (the
-        switch on a time-sliced GPU, 0 under MPS)."""
+        (``bubble_cost_ns``) once it can be, never below ``default_ns`` (the switch on a
+        time-sliced GPU, surely paid; 0 under MPS). The measurement compares the first
+        kernels after different bubbles (LP fits only the long host gaps, which come
+        before particular kernels), so it can come out below the switch, even negative,
+        which would otherwise lift the per-request limit for good."""
         c = self.bubble_cost_ns
-        return default_ns if c is None else max(0.0, c)
+        return default_ns if c is None else max(default_ns, c)
+
+    def reset(self) -> None:
+        """``reset_stats``: the request figures start over (latency, LP bubbles per
+        request, timeouts); what the gate learned (bubbles, costs) is kept."""
+        self.latency = Histogram()
+        self.lp_bubbles_done = 0
+        self.p50_ns = 0.0
+        self.timed_out = self.stale = 0
+        self.done.clear()
 
     def may_grant(self, share: float, cost_ns: float) -> bool:
         """Whether LP may go into the current bubble: free if it is already in it (one
