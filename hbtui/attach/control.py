@@ -52,15 +52,19 @@ class AttachInfo:
 def mps_serving(env: dict[str, str]) -> bool:
     """Whether an NVIDIA MPS control daemon serves a program started with ``env``: its
     pipe directory (``CUDA_MPS_PIPE_DIRECTORY``, default /tmp/nvidia-mps) holds the
-    daemon's ``control`` socket. With MPS, kernels of different processes run
+    daemon's ``control`` socket, and it accepts a connection (a daemon that crashed
+    leaves the socket file behind). With MPS, kernels of different processes run
     concurrently; without it, the GPU time-slices between their contexts."""
     import os
-    import stat
+    import socket
 
     d = env.get("CUDA_MPS_PIPE_DIRECTORY") or "/tmp/nvidia-mps"
     try:
-        return stat.S_ISSOCK(os.stat(os.path.join(d, "control")).st_mode)
-    except OSError:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as c:
+            c.settimeout(0.5)
+            c.connect(os.path.join(d, "control"))
+        return True
+    except OSError:  # no socket, nobody listening, not ours
         return False
 
 

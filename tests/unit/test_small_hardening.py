@@ -56,3 +56,24 @@ def test_keys_generate_keeps_an_existing_directory_mode(tmp_path: Path) -> None:
     new = tmp_path / "a" / "keys"
     generate(new)
     assert stat.S_IMODE(new.stat().st_mode) == 0o700
+
+
+def test_mps_is_seen_only_where_a_daemon_answers(tmp_path) -> None:
+    """`hbtui run` says whether MPS serves the program: a control socket left behind by
+    a daemon that died is not MPS (the engine would charge no context switch)."""
+    import socket
+
+    from hbtui.attach.control import mps_serving
+
+    env = {"CUDA_MPS_PIPE_DIRECTORY": str(tmp_path)}
+    assert not mps_serving(env)  # no socket
+    path = str(tmp_path / "control")
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(path)  # bound, never listening: what a dead daemon leaves
+    assert not mps_serving(env)
+    stale.close()
+    (tmp_path / "control").unlink()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as live:
+        live.bind(path)
+        live.listen(1)
+        assert mps_serving(env)
