@@ -605,7 +605,7 @@ def lp_cmd(ctx: Ctx, out: Path, life_s: float) -> list[str]:
 
 
 def under_hbtui(ctx: Ctx, eng: Engine, cls: str, task: str, slo_ms: float | None,
-                cmd: list[str]) -> list[str]:  # fmt: skip
+                cmd: list[str], mps: bool = False) -> list[str]:  # fmt: skip
     a = ctx.args
     pre = [a.python, "-m", "hbtui", "run", f"--{cls}", "--task", task, "--engine", eng.ctl,
            "--attach-timeout", "5"]  # fmt: skip
@@ -613,6 +613,8 @@ def under_hbtui(ctx: Ctx, eng: Engine, cls: str, task: str, slo_ms: float | None
         pre += ["--slo", f"{slo_ms:.4f}"]
     if cls == "hp" and a.hp_idle_ms is not None:
         pre += ["--idle-ms", f"{a.hp_idle_ms:g}"]
+    if cls == "lp" and mps and a.lp_sm_percent is not None:
+        pre += ["--sm-percent", str(a.lp_sm_percent)]
     return [*pre, "--", *cmd]
 
 
@@ -824,12 +826,15 @@ def run_session(ctx: Ctx, env_spec: Env, pairs: list[Pair], lp_alone: bool) -> N
             sess["engine_state_start"] = eng.wait_up(ctx.budget.cap(60))
         if env_spec.lp:
             cmd = lp_cmd(ctx, lp_out, ctx.budget.left() + 120)
+            lp_env = dict(env)
             if eng is not None:
-                cmd = under_hbtui(ctx, eng, "lp", LP_TASK, None, cmd)
+                cmd = under_hbtui(ctx, eng, "lp", LP_TASK, None, cmd, env_spec.mps)
+            elif env_spec.mps and a.lp_sm_percent is not None:  # (plain MPS: the variable)
+                lp_env["CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"] = str(a.lp_sm_percent)
             with contextlib.suppress(FileNotFoundError):
                 lp_out.unlink()
             cmd = pinned(cmd, ctx.pin_for("lp"), a.python)
-            lp_proc = Proc(f"lp-{env_spec.name}", cmd, env, ctx.logdir)
+            lp_proc = Proc(f"lp-{env_spec.name}", cmd, lp_env, ctx.logdir)
             if ctx.cpu is not None:
                 ctx.cpu.watch("lp", lp_proc.p.pid)  # (under hbtui: the launcher and the job)
             sess["lp_command"] = shlex.join(cmd)
@@ -1189,6 +1194,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--repeat", type=int, default=1, metavar="N",
                     help="run each co-located scenario N times (NAME, NAME-r2, ...): the "
                          "eager service varies by ~20 %% from process to process")  # fmt: skip
+    ap.add_argument("--lp-sm-percent", type=int, default=None, metavar="N",
+                    help="MPS scenarios: the LP runs on at most N %% of the SMs (`hbtui run "
+                         "--sm-percent`; plain MPS: CUDA_MPS_ACTIVE_THREAD_PERCENTAGE), the "
+                         "rest left free for the HP's kernels")  # fmt: skip
     ap.add_argument("--pin", action="store_true",
                     help="pin the HP's process tree to whole physical cores of its own (a "
                          "quarter) and the engine, the LP and MPS to the rest")  # fmt: skip
@@ -1217,6 +1226,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     a.scenarios = a.scenarios or parse_scenarios(DEFAULT_SCENARIOS)
     if not 1 <= a.repeat <= 9:
         ap.error("--repeat: 1 to 9")
+    if a.lp_sm_percent is not None and not 1 <= a.lp_sm_percent <= 100:
+        ap.error("--lp-sm-percent: 1 to 100")
     a.scenarios = with_repeats(a.scenarios, a.repeat)
     defaults = {"duration": (10.0, 3.0), "drain": (4.0, 2.0), "pre_window": (2.0, 1.0),
                 "budget": (540.0, 600.0)}  # fmt: skip

@@ -58,6 +58,10 @@ details: docs/attach.md""",
     p.add_argument("--idle-ms", type=float, metavar="MS",
                    help="HP without request markers: a request ends when the program's GPU "
                         "work is done and no launch came for MS (engine default 1)")  # fmt: skip
+    p.add_argument("--sm-percent", type=int, metavar="N",
+                   help="LP under MPS: run on at most N %% of the GPU's SMs "
+                        "(CUDA_MPS_ACTIVE_THREAD_PERCENTAGE), leaving the rest free for the "
+                        "HP's kernels; no effect without MPS")  # fmt: skip
     p.add_argument("--engine", default=DEFAULT_ENDPOINT, metavar="ENDPOINT",
                    help=f"engine control endpoint (default {DEFAULT_ENDPOINT})")  # fmt: skip
     p.add_argument("--attach-timeout", type=float, default=1.0, metavar="S",
@@ -73,7 +77,13 @@ def _warn(msg: str) -> None:
 
 
 def child_env(
-    base: dict[str, str], so: str, shm: str, cls: str, task: str, module_dir: str | None = None
+    base: dict[str, str],
+    so: str,
+    shm: str,
+    cls: str,
+    task: str,
+    module_dir: str | None = None,
+    sm_percent: int | None = None,
 ) -> dict[str, str]:
     env = dict(base)
     pre = env.get("LD_PRELOAD", "").strip()
@@ -87,6 +97,8 @@ def child_env(
         # under MPS, kernels of both programs share the SMs; BELOW_NORMAL (1) tells the
         # MPS server to schedule the HP's pending blocks first (no effect without MPS)
         env.setdefault("CUDA_MPS_CLIENT_PRIORITY", "1")
+        if sm_percent is not None:  # (the operator's --sm-percent wins over the variable)
+            env["CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"] = str(sm_percent)
     if cls == "lp" and module_dir:  # the interceptor saves the PTX images it sees there
         env[modcache.ENV] = module_dir
         # CuPy compiles RawKernels to cubins (no PTX to slice) unless told otherwise; with
@@ -146,10 +158,16 @@ def run(
     idle_ms: float | None = None,
     link: EngineLink | None = None,
     env: dict[str, str] | None = None,
+    sm_percent: int | None = None,
 ) -> int:
     """Run ``cmd`` attached; returns its exit code. ``link`` defaults to no engine."""
     link = link or NoEngine()
     base = dict(os.environ if env is None else env)
+    mps = mps_serving(base)
+    if sm_percent is not None and not mps:
+        _warn("warning: --sm-percent applies under MPS only and no MPS daemon serves this "
+              "program (CUDA_MPS_PIPE_DIRECTORY): the GPU is time-sliced, the LP gets every "
+              "SM while it runs")  # fmt: skip
     try:
         so = str(build())
     except BuildError as e:
@@ -172,15 +190,13 @@ def run(
     attached = False
     code: int | None = None
     try:
-        res = link.attach(
-            AttachInfo(task, cls, shm, os.getpid(), cmd, slo_ms, idle_ms, mps_serving(base))
-        )
+        res = link.attach(AttachInfo(task, cls, shm, os.getpid(), cmd, slo_ms, idle_ms, mps))
         attached = res.attached
         if not attached and res.reason:
             _warn(f"warning: {res.reason}; running {cmd[0]} ungated (observed only)")
         try:
             mdir = _module_dir(base) if cls == "lp" else None
-            pid = _spawn(cmd, child_env(base, so, shm, cls, task, mdir))
+            pid = _spawn(cmd, child_env(base, so, shm, cls, task, mdir, sm_percent))
         except FileNotFoundError:
             _warn(f"{cmd[0]}: command not found")
             code = 127
@@ -217,9 +233,17 @@ def main(argv: list[str]) -> int:
         _parser().error("--slo: a positive number of ms")
     if ns.idle_ms is not None and not 0.01 <= ns.idle_ms <= 1e4:
         _parser().error("--idle-ms: a number of ms in 0.01..10000")
+    if ns.sm_percent is not None and (not ns.lp or not 1 <= ns.sm_percent <= 100):
+        _parser().error("--sm-percent: LP only, a whole number of percent in 1..100")
     link: EngineLink = (
         NoEngine() if ns.no_engine else ZmqEngineLink(ns.engine, timeout=ns.attach_timeout)
     )
     return run(
-        cmd, cls="lp" if ns.lp else "hp", task=ns.task, slo_ms=ns.slo, idle_ms=ns.idle_ms, link=link
+        cmd,
+        cls="lp" if ns.lp else "hp",
+        task=ns.task,
+        slo_ms=ns.slo,
+        idle_ms=ns.idle_ms,
+        link=link,
+        sm_percent=ns.sm_percent,
     )

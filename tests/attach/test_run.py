@@ -225,3 +225,24 @@ def test_hbtui_run_asks_mps_for_below_normal_priority_for_lp_only() -> None:
     assert lp["CUDA_MPS_CLIENT_PRIORITY"] == "1"
     assert "CUDA_MPS_CLIENT_PRIORITY" not in hp
     assert own["CUDA_MPS_CLIENT_PRIORITY"] == "0"  # the operator's choice stands
+
+
+def test_sm_percent_confines_an_lp_program_under_mps(env: dict, tmp_path: Path) -> None:
+    """--sm-percent N: the LP program's MPS client limit (CUDA_MPS_ACTIVE_THREAD_PERCENTAGE),
+    the operator's flag over an inherited variable; HP or out of range is a usage error;
+    without an MPS daemon, one warning that it has no effect."""
+    lp = child_env({"CUDA_MPS_ACTIVE_THREAD_PERCENTAGE": "90"}, "/x/libhbtui.so",
+                   "/hbtui-1-2-ab", "lp", "train", sm_percent=60)  # fmt: skip
+    assert lp["CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"] == "60"
+    kept = child_env({"CUDA_MPS_ACTIVE_THREAD_PERCENTAGE": "90"}, "/x/libhbtui.so",
+                     "/hbtui-1-2-ab", "lp", "train")  # fmt: skip
+    assert kept["CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"] == "90"
+    for bad in (["--hp", "--sm-percent", "50"], ["--lp", "--sm-percent", "0"],
+                ["--lp", "--sm-percent", "101"], ["--lp", "--sm-percent", "x"]):  # fmt: skip
+        r = run(env, *bad, "--task", "t", "--no-engine", "--", "true")
+        assert r.returncode == 2 and "--sm-percent" in r.stderr, bad
+    no_mps = {**env, "CUDA_MPS_PIPE_DIRECTORY": str(tmp_path)}
+    r = run(no_mps, "--lp", "--sm-percent", "50", "--task", "t", "--no-engine", "--",
+            "sh", "-c", "echo $CUDA_MPS_ACTIVE_THREAD_PERCENTAGE")  # fmt: skip
+    assert r.returncode == 0 and r.stdout.strip() == "50"
+    assert "applies under MPS only" in r.stderr and len(r.stderr.strip().splitlines()) == 1
