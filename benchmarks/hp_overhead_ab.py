@@ -235,7 +235,7 @@ def summarise(rounds: list[dict[str, Any]], mode: str, limit: float, boot: int,
                 "n": len(every),
             }  # fmt: skip
     own = [(c["blocks"][HBTUI]["self_median_us"], c["blocks"][HBTUI]["self_launches_median"],
-            c["blocks"][HBTUI]["quiet_median_ms"])
+            c["blocks"][HBTUI].get("quiet_median_ms") or c["blocks"][HBTUI]["median_ms"])
            for r in rs for c in r["cycles"]
            if "self_median_us" in c["blocks"].get(HBTUI, {})]  # fmt: skip
     if own:  # --self-time: the interceptor's own time per observed request
@@ -243,6 +243,7 @@ def summarise(rounds: list[dict[str, Any]], mode: str, limit: float, boot: int,
             "per_request_us": statistics.median(o[0] for o in own),
             "launches_per_request": statistics.median(o[1] for o in own),
             "ns_per_launch": statistics.median([o[0] * 1e3 / o[1] for o in own if o[1]] or [0]),
+            # of a quiet request (--no-quiet-ab: of an observed one)
             "share_of_quiet_request": statistics.median(o[0] / 1e3 / o[2] for o in own),
             "blocks": len(own),
         }

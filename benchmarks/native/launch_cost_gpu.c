@@ -9,8 +9,9 @@
 // program does between its launches), so the interceptor runs with cold caches; the time
 // of the writes is in every configuration alike. POLL_US > 0: a second thread reads the
 // segment named by HBTUI_SHM every POLL_US (its interceptor line and newest record, as the
-// engine's poll does), so the lines the interceptor writes are shared with another core;
-// without a segment it spins all the same.
+// engine's poll did before 94b8a35, which reads records by their pub stamps instead), so
+// the lines the interceptor writes are shared with another core; without a segment it
+// spins all the same.
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <fcntl.h>

@@ -233,6 +233,12 @@ class Attachment:
         """Beat (CLOCK_MONOTONIC ns, the interceptor's clock)."""
         self.h.heartbeat_ns = time.monotonic_ns() if now_ns is None else now_ns
 
+    @property
+    def grace_ns(self) -> int:
+        """How stale the heartbeat may get before LP runs ungated (the interceptor may
+        have set it from the program's HBTUI_GRACE_MS; 0 means its 2-s default)."""
+        return (self.h.grace_ms or 2000) * 1_000_000
+
     def set_gated(self, gated: bool) -> None:
         """GATED: LP launches wait for grants. PASS: nothing waits (held ones are let go)."""
         if gated:

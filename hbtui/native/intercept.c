@@ -284,6 +284,9 @@ static int g_captures;           // stream captures in progress (>0: ask the dri
 // the counters are advanced from the host. Per process, like the registration.
 #define HB_COALESCE_DEFAULT_US 100
 static int64_t g_coalesce_ns;
+// Thread-locals read on every launch: initial-exec (no __tls_get_addr call); the library
+// is preloaded, so its few bytes come from the static TLS block.
+#define HB_TLS __attribute__((tls_model("initial-exec")))
 // Per completion slot, in one place (a launch touches one line of it, not three arrays):
 // the highest seq this process launched on it, its last launch and its last write.
 typedef struct {
@@ -294,9 +297,9 @@ static hb_slot_state g_slot[HB_COMP_SLOTS] __attribute__((aligned(64)));
 static int g_no_comp;  // the segment's HB_FLAG_NO_COMPLETION (set when it is made)
 // the calling thread's last stream and its slot: a program launches on few streams, and
 // the probe reads the shared key page (a cache miss between a Python program's launches)
-static __thread uint64_t t_slot_key;
-static __thread uint16_t t_slot;
-static __thread uint32_t t_tid;
+static __thread uint64_t t_slot_key HB_TLS;
+static __thread uint16_t t_slot HB_TLS;
+static __thread uint32_t t_tid HB_TLS;
 // LP only: where PTX module images are written for the engine's slicer (HBTUI_MODULE_DIR,
 // an absolute path; empty = do not write). Set once in hb_init.
 static char g_moddir[PATH_MAX - 64];

@@ -35,6 +35,7 @@ class FakeAtt:
             intercept_pid=0, ungated=0, device_cc=0, held_launches=4, held_ns=3_000_000
         )
         self.syncing = False
+        self.grace_ns = 2_000_000_000
 
     def _take(self, name: str) -> list[SimpleNamespace]:
         out, self.__dict__[name] = self.__dict__[name], []

@@ -130,6 +130,7 @@ class HpTracker:
         # a bubble inside the newest open request (with markers, the time between two
         # requests is not one: idle_since is then older than the request's begin)
         gap = rec.enqueue_ns - self.idle_since
+        lp_before = self.lp_in_bubble  # (a burst request this launch opens is charged it)
         bubble = not self.busy and self.open and self.idle_since >= self.open[-1].arrival_ns
         if bubble and self.idle_since:
             self.gaps.append(max(0, gap))
@@ -147,12 +148,15 @@ class HpTracker:
         self.last_launch_ns = max(self.last_launch_ns, rec.return_ns)
         self.progress_at = max(self.progress_at, now_ns)
         if not self.markers and not self.open:
-            self._begin(rec.enqueue_ns)
+            self._begin(rec.enqueue_ns, lp=lp_before)
 
-    def _begin(self, t: int, tid: int = 0) -> None:
+    def _begin(self, t: int, tid: int = 0, lp: bool | None = None) -> None:
         # LP still in the bubble a request begins in (granted in the last one's tail): its
         # first kernel pays the switch back, so the new request is charged that bubble
-        self.open.append(HpRequest(self.next_id, t, tid, lp_bubbles=int(self.lp_in_bubble)))
+        # (with markers a grant before the end marker was charged to that request too:
+        # counted twice, on the cautious side)
+        lp = self.lp_in_bubble if lp is None else lp
+        self.open.append(HpRequest(self.next_id, t, tid, lp_bubbles=int(lp)))
         self.next_id += 1
 
     def poll(
@@ -252,10 +256,10 @@ class HpTracker:
 
     def reset(self) -> None:
         """``reset_stats``: the request figures start over (latency, LP bubbles per
-        request, timeouts); what the gate learned (bubbles, costs) is kept."""
+        request, timeouts); what the gate learned (bubbles, costs, the median request it
+        prices grants and slack by) is kept."""
         self.latency = Histogram()
         self.lp_bubbles_done = 0
-        self.p50_ns = 0.0
         self.timed_out = self.stale = 0
         self.done.clear()
 
