@@ -30,6 +30,7 @@ def test_the_kept_scripts() -> None:
     assert SCRIPTS == [
         "attach_engine_cpu.py",
         "attach_launch_cost.py",
+        "attach_python_cost.py",
         "attach_smoke.py",
         "calibrate_kernels.py",
         "console_bench.py",
@@ -138,3 +139,15 @@ def test_hp_overhead_ab_smoke(tmp_path: Path) -> None:
         assert s["cycles"] == 2 and s["primary"] == "hbtui/alones"
         assert s["verdict"] in ("PASS", "FAIL", "UNDECIDED")
     assert "within 2 % of alone" in r.stdout
+
+
+def test_attach_python_cost_cpu(tmp_path: Path) -> None:
+    """The fake-driver stand-in for the in-process 2 % check runs on a CPU: observed and
+    quiet requests both timed, the interceptor's own time read back."""
+    out = tmp_path / "cost.json"
+    r = run("attach_python_cost.py", "--blocks", "2", "--requests", "3", "--launches", "50",
+            "--self-time", "--out", str(out))  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    doc = _result(out, "attach_python_cost.py")
+    assert len(doc["blocks"]) == 2 and doc["quiet_ns_per_launch"] > 0
+    assert all(b["observed_ns"] > 0 and b["self_ns"] > 0 for b in doc["blocks"])
