@@ -36,6 +36,7 @@ class AttachInfo:
     slo_ms: float | None = None
     idle_ms: float | None = None
     mps: bool = False  # an MPS control daemon answers for this program (mps_serving())
+    sm_percent: int | None = None  # LP under MPS: CUDA_MPS_ACTIVE_THREAD_PERCENTAGE
 
     def args(self) -> dict[str, Any]:
         a: dict[str, Any] = {"task": self.task, "class": self.cls, "shm": self.shm,
@@ -46,6 +47,8 @@ class AttachInfo:
         if self.idle_ms is not None:
             a["idle_ms"] = float(self.idle_ms)
         a["mps"] = self.mps
+        if self.sm_percent is not None:
+            a["sm_percent"] = int(self.sm_percent)
         return a
 
 

@@ -109,6 +109,15 @@ def child_env(
     return env
 
 
+def _sm_share(base: dict[str, str], sm_percent: int | None) -> int | None:
+    """The LP's MPS thread percentage: --sm-percent, else the program's own variable when it
+    is a whole number in 1..100 (None: all SMs)."""
+    if sm_percent is not None:
+        return sm_percent
+    v = base.get("CUDA_MPS_ACTIVE_THREAD_PERCENTAGE", "").strip()
+    return int(v) if v.isdigit() and 1 <= int(v) <= 100 else None
+
+
 def _module_dir(base: dict[str, str]) -> str | None:
     """LP: the PTX image cache (made 0700), or None when it cannot be used."""
     d = modcache.module_dir(base)
@@ -190,7 +199,8 @@ def run(
     attached = False
     code: int | None = None
     try:
-        res = link.attach(AttachInfo(task, cls, shm, os.getpid(), cmd, slo_ms, idle_ms, mps))
+        share = _sm_share(base, sm_percent) if mps and cls == "lp" else None
+        res = link.attach(AttachInfo(task, cls, shm, os.getpid(), cmd, slo_ms, idle_ms, mps, share))
         attached = res.attached
         if not attached and res.reason:
             _warn(f"warning: {res.reason}; running {cmd[0]} ungated (observed only)")

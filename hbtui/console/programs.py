@@ -121,6 +121,9 @@ def detail(row: TaskRow) -> Text:
     mps = att.get("mps")
     if isinstance(mps, bool):  # (measured: a switch between contexts costs ~130 us)
         t.append(" · under MPS" if mps else " · time-sliced (no MPS)")
+        share = att.get("sm_percent")
+        if mps and isinstance(share, int) and not isinstance(share, bool):
+            t.append(f" on ≤ {share} % of the SMs")
     if row.cls == "lp":
         t.append(" · gated" if att.get("gated") else " · not gated")
         t.append(f" · {ptx_text(att)} sliceable")

@@ -173,6 +173,7 @@ _ATTACHED: dict[str, Check] = {
     "requests_from": text,
     "idle_ms": num,
     "mps": flag,
+    "sm_percent": lambda p, v: integer(p, v, 1, 100),
     "harvest_cost": num,
     "harvest_held_off": flag,
     "lp_bubbles_per_request": num,

@@ -155,6 +155,9 @@ class AttachedInfo(TypedDict):
     lp_bubble_cost_us: NotRequired[float | None]
     idle_ms: float
     mps: bool  # an MPS daemon serves the program (else the GPU time-slices contexts)
+    # lp under MPS: the share of the SMs it may use (CUDA_MPS_ACTIVE_THREAD_PERCENTAGE;
+    # None: all of them)
+    sm_percent: NotRequired[int | None]
 
 
 class KernelState(TypedDict):

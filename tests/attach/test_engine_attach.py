@@ -188,6 +188,35 @@ def test_attach_with_an_impossible_pid_is_refused_and_the_engine_lives(engine) -
     assert c.ping()["phase"] == "running"
 
 
+def test_sm_percent_is_checked_and_reported_for_lp_under_mps(engine) -> None:
+    """``attach``'s ``sm_percent`` (hbtui run --sm-percent): out of range or not a whole
+    number is refused naming the field; an LP program under MPS shows it in its
+    ``attached`` map, one not under MPS none (the variable means nothing there)."""
+    from hbtui.attach import layout as L
+    from hbtui.attach.segment import create_segment, unlink_segment
+    from hbtui.engine.client import ClientError
+
+    c, _, _ = engine
+    base = {"task": "x", "class": "lp", "shm": "/hbtui-0-1-ab", "pid": os.getpid(),
+            "cmd": ["x"], "layout": L.VERSION, "mps": True}  # fmt: skip
+    for bad, code in ((0, "bad_value"), (101, "bad_value"), ("50", "bad_args")):
+        with pytest.raises(ClientError) as e:
+            c.call("attach", {**base, "sm_percent": bad})
+        assert e.value.code == code and "'sm_percent'" in e.value.message, bad
+    shms = [create_segment(n, L.CLASS_LP) for n in ("a", "b")]
+    try:
+        c.call("attach", {**base, "task": "a", "shm": shms[0], "sm_percent": 40})
+        c.call("attach", {**base, "task": "b", "shm": shms[1], "sm_percent": 40, "mps": False})
+        a, b = _task(c, "a"), _task(c, "b")
+        assert a is not None and b is not None
+        assert a["attached"]["sm_percent"] == 40 and a["attached"]["mps"] is True
+        assert b["attached"]["sm_percent"] is None
+    finally:
+        for shm in shms:
+            c.call("detach", {"shm": shm})
+            unlink_segment(shm)
+
+
 def test_programs_appear_in_the_prometheus_scrape(env: dict, native: Native, tmp_path) -> None:
     import urllib.request
 

@@ -246,3 +246,30 @@ def test_sm_percent_confines_an_lp_program_under_mps(env: dict, tmp_path: Path) 
             "sh", "-c", "echo $CUDA_MPS_ACTIVE_THREAD_PERCENTAGE")  # fmt: skip
     assert r.returncode == 0 and r.stdout.strip() == "50"
     assert "applies under MPS only" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_sm_percent_reaches_the_engine_when_mps_serves(env: dict, native: Native, tmp_path) -> None:
+    """Under MPS (a control socket that answers) the attach carries the LP's SM share, from
+    --sm-percent or else the program's own CUDA_MPS_ACTIVE_THREAD_PERCENTAGE."""
+    import socket
+
+    pipe = tmp_path / "mps"
+    pipe.mkdir()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as daemon:
+        daemon.bind(str(pipe / "control"))
+        daemon.listen(8)
+        shares = []
+        for extra, var in ((["--sm-percent", "30"], "90"), ([], "70"), ([], "lots")):
+            eng = StandInEngine(f"ipc://{tmp_path}/ctl")
+            e = {**env, "CUDA_MPS_PIPE_DIRECTORY": str(pipe),
+                 "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE": var}  # fmt: skip
+            try:
+                r = run(e, "--lp", *extra, "--task", "train", "--engine",
+                        f"ipc://{tmp_path}/ctl", "--", "true")  # fmt: skip
+            finally:
+                eng.close()
+            assert r.returncode == 0 and r.stderr == "", r.stderr
+            (op, a), _ = eng.requests
+            assert op == "attach" and a["mps"] is True
+            shares.append(a.get("sm_percent"))
+    assert shares == [30, 70, None]

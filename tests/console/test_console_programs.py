@@ -103,3 +103,18 @@ async def test_an_hp_program_s_harvest_cost_is_in_its_detail_line() -> None:
             "each to its next kernel) — LP kept out of its requests"
         ) in text
         assert " · time-sliced (no MPS)" in text
+
+
+async def test_an_lp_program_confined_under_mps_says_so() -> None:
+    m = attached_model()
+    st = attached_state_body()
+    i = next(k for k, t in enumerate(st["tasks"]) if t["name"] == "finetune")
+    st["tasks"][i]["attached"] = dict(st["tasks"][i]["attached"], mps=True, sm_percent=50)
+    m.apply({"type": "state", "seq": 100, "engine_id": "sim-7f3a", "body": st}, T0)
+    app = app_of(m)
+    async with app.run_test(size=(200, 50)) as pilot:
+        table = app.query_one("TaskTable")
+        table.move_cursor(row=table.get_row_index("finetune"))
+        app.tick()
+        await pilot.pause()
+        assert " · under MPS on ≤ 50 % of the SMs" in str(app.query_one("#detail", Static).render())

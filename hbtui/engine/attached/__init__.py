@@ -132,6 +132,7 @@ class AttachedSet:
     def attach(
         self, *, task: str, cls: str, shm: str, launcher_pid: int, cmd: list[str], layout: int,
         slo_ms: float | None, idle_ms: float | None, taken: set[str], mps: bool = False,
+        sm_percent: int | None = None,
     ) -> AttachedTask:  # fmt: skip
         if layout != L.VERSION:
             raise AttachError("bad_value", f"segment layout {layout}, this engine speaks "
@@ -156,6 +157,7 @@ class AttachedSet:
         at = AttachedTask(t, att, shm, launcher_pid, list(cmd), idle_ms or DEFAULT_IDLE_MS)
         at.stats = TaskStats(task, cls)
         at.mps = mps
+        at.sm_percent = sm_percent if mps and cls == LP else None  # (else it means nothing)
         if cls == HP:
             at.hp = HpTracker(int(at.idle_ms * 1e6))
             at.hp.guard.target = self.harvest_guard

@@ -55,6 +55,7 @@ class AttachedTask:
     kernels_per_s: float = 0.0
     mps: bool = False  # an MPS daemon serves the program (else: time-sliced contexts)
     beat_ns: int = 0  # when the engine last wrote the segment's heartbeat
+    sm_percent: int | None = None  # LP under MPS: its share of the SMs (None: all)
 
     @property
     def name(self) -> str:
@@ -108,4 +109,5 @@ class AttachedTask:
             ),  # fmt: skip
             "idle_ms": self.idle_ms,
             "mps": self.mps,
+            "sm_percent": self.sm_percent,
         }

@@ -59,6 +59,7 @@ def attach(eng: Engine, c: Call) -> AttachResult:
             task=a["task"], cls=a["class"], shm=a["shm"], launcher_pid=a["pid"],
             cmd=a["cmd"], layout=a["layout"], slo_ms=a.get("slo_ms"),
             idle_ms=a.get("idle_ms"), mps=a.get("mps", False), taken=eng.task_names(),
+            sm_percent=a.get("sm_percent"),
         )  # fmt: skip
     except AttachError as e:
         raise ControlError(e.code, f"{c.op}: {e}") from None

@@ -380,7 +380,12 @@ TABLE: dict[str, Op] = {
         attach_ops.attach,
         True,
         _ATTACH,
-        {"slo_ms": _SLO["ms"], "idle_ms": positive(1e4, lo=0.01), "mps": boolean},
+        {
+            "slo_ms": _SLO["ms"],
+            "idle_ms": positive(1e4, lo=0.01),
+            "mps": boolean,
+            "sm_percent": integer(1, 100),
+        },  # fmt: skip
         while_calibrating=True,
     ),
     "detach": Op(
