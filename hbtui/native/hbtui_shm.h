@@ -156,7 +156,7 @@ typedef struct {
   uint64_t stream;             // as passed; a _ptsz entry point's 0 is recorded as 2
   int64_t enqueue_ns;          // CLOCK_MONOTONIC when the program called
   int64_t issue_ns;            // when the real driver call began (LP: after the gate)
-  int64_t return_ns;           // when it returned
+  int64_t return_ns;           // when it returned (HP: = enqueue_ns, one clock read)
   uint32_t grid[3];
   uint32_t block[3];
   uint32_t smem;

@@ -516,6 +516,14 @@ static inline void max_u64(uint64_t *p, uint64_t v) {
   }
 }
 
+// A slot's highest launched seq, raised without a locked instruction (it is this
+// process's own, read only by its syncs): two threads launching on one stream at once
+// may leave it one launch low, and a sync then advances the counter less far than it
+// could (the engine waits for the next write: never early).
+static inline void raise_u64(uint64_t *p, uint64_t v) {
+  if (__atomic_load_n(p, __ATOMIC_RELAXED) < v) __atomic_store_n(p, v, __ATOMIC_RELAXED);
+}
+
 // HP with coalescing: a completion write only for the first launch of a burst on this
 // stream or when the last write is older than g_coalesce_ns; otherwise the launch is
 // marked COALESCED (its completion shows once a later write or a sync covers its seq).
@@ -524,7 +532,7 @@ static inline uint16_t complete_coalesced(uint64_t stream, uint64_t seq, int64_t
   if (UNLIKELY(__atomic_load_n(&g_comp, __ATOMIC_ACQUIRE) < HB_COMP_WRITEVAL)) {
     uint16_t s = complete(stream, seq);  // the first launch registers the page
     if (s != HB_COMP_NONE) {
-      max_u64(&g_slot[s].seq, seq);
+      raise_u64(&g_slot[s].seq, seq);
       __atomic_store_n(&g_slot[s].launch_ns, now, __ATOMIC_RELAXED);
       __atomic_store_n(&g_slot[s].write_ns, now, __ATOMIC_RELAXED);
     }
@@ -532,7 +540,7 @@ static inline uint16_t complete_coalesced(uint64_t stream, uint64_t seq, int64_t
   }
   if (__atomic_load_n(&g_comp, __ATOMIC_RELAXED) == HB_COMP_OFF) return HB_COMP_NONE;
   uint16_t s = comp_slot(stream);
-  max_u64(&g_slot[s].seq, seq);
+  raise_u64(&g_slot[s].seq, seq);
   // plain load and store (no locked exchange): threads racing on one stream at worst
   // add or skip one write
   int64_t last_launch = __atomic_load_n(&g_slot[s].launch_ns, __ATOMIC_RELAXED);
@@ -739,9 +747,20 @@ static inline void hb_before(const hb_call *c, hb_pre *p) {
 
 static inline void hb_after(const hb_call *c, CUresult r, hb_pre *p) {
   if (UNLIKELY(!p->enq)) return;  // hb_before did nothing
-  const int64_t ret = now_ns();
+  // HP: one clock read a launch (33-46 ns on the lent H100 VMs): its return time is its
+  // enqueue time, a driver call (a few us) early, which the engine's idle and burst rules
+  // (a millisecond) do not notice. LP records how long its call took (the gate's wait).
+  const int64_t ret = (G.lp || UNLIKELY(g_self_time)) ? now_ns() : p->enq;
   hb_header *h = G.h;
-  if (!p->seq) p->seq = __atomic_add_fetch(&h->next_seq, 1, __ATOMIC_RELAXED);
+  // HP: the record's ring index gives its seq, so a launch takes one locked instruction,
+  // not two (each is a full barrier that waits for the program's pending stores: inside a
+  // Python program the interceptor's own time was 0.46 us a launch, measured). LP took
+  // its seq before the gate and claims its record below.
+  uint64_t i = UINT64_MAX;
+  if (!p->seq) {
+    i = __atomic_fetch_add(&h->launch_head, 1, __ATOMIC_RELAXED);
+    p->seq = i + 1;
+  }
   uint16_t slot = HB_COMP_NONE;
   if (r == 0 && !(p->flags & HB_LF_CAPTURED)) {
     if (!G.lp && UNLIKELY(capturing(c->stream))) {
@@ -755,7 +774,7 @@ static inline void hb_after(const hb_call *c, CUresult r, hb_pre *p) {
       } else {
         slot = complete(c->stream, p->seq);
         if (!G.lp && g_coalesce_ns && slot != HB_COMP_NONE) {  // a write like any other
-          max_u64(&g_slot[slot].seq, p->seq);
+          raise_u64(&g_slot[slot].seq, p->seq);
           __atomic_store_n(&g_slot[slot].launch_ns, ret, __ATOMIC_RELAXED);
           __atomic_store_n(&g_slot[slot].write_ns, ret, __ATOMIC_RELAXED);
         }
@@ -763,7 +782,7 @@ static inline void hb_after(const hb_call *c, CUresult r, hb_pre *p) {
     }
   }
   if (slot == HB_COMP_NONE) p->flags |= HB_LF_NO_SLOT;
-  uint64_t i = __atomic_fetch_add(&h->launch_head, 1, __ATOMIC_RELAXED);
+  if (i == UINT64_MAX) i = __atomic_fetch_add(&h->launch_head, 1, __ATOMIC_RELAXED);
   hb_launch *L = &G.launch[i & (HB_LAUNCH_CAP - 1)];
   __atomic_store_n(&L->pub, 0, __ATOMIC_RELAXED);
   __atomic_thread_fence(__ATOMIC_RELEASE);
@@ -786,7 +805,7 @@ static inline void hb_after(const hb_call *c, CUresult r, hb_pre *p) {
   L->slice_parts = c->slice_parts;
   if (c->slice_blocks) L->flags |= HB_LF_SLICE;
   __atomic_store_n(&L->pub, i + 1, __ATOMIC_RELEASE);
-  if (UNLIKELY(g_self_time)) {  // before the driver call + after it (the clock reads partly)
+  if (UNLIKELY(g_self_time)) {  // after the driver call (HP: hb_before is one clock read)
     int64_t own = (p->issue - p->enq) + (now_ns() - ret);
     __atomic_fetch_add(&g_self_ns, (uint64_t)own, __ATOMIC_RELAXED);
     __atomic_fetch_add(&g_self_launches, 1, __ATOMIC_RELAXED);
@@ -803,9 +822,15 @@ static void mark(uint8_t kind) {
   hb_call c = {0, 0, {0, 0, 0}, {0, 0, 0}, 0, kind, 0};
   hb_pre p = {0, now_ns(), 0, HB_LF_NO_SLOT};
   p.issue = p.enq;
-  p.seq = __atomic_add_fetch(&G.h->next_seq, 1, __ATOMIC_ACQ_REL);
   hb_header *h = G.h;
-  uint64_t i = __atomic_fetch_add(&h->launch_head, 1, __ATOMIC_RELAXED);
+  uint64_t i;
+  if (G.lp) {  // (seqs as the LP's launches take them)
+    p.seq = __atomic_add_fetch(&h->next_seq, 1, __ATOMIC_ACQ_REL);
+    i = __atomic_fetch_add(&h->launch_head, 1, __ATOMIC_RELAXED);
+  } else {  // HP: the ring index, as its launches (hb_after)
+    i = __atomic_fetch_add(&h->launch_head, 1, __ATOMIC_RELAXED);
+    p.seq = i + 1;
+  }
   hb_launch *L = &G.launch[i & (HB_LAUNCH_CAP - 1)];
   __atomic_store_n(&L->pub, 0, __ATOMIC_RELAXED);
   __atomic_thread_fence(__ATOMIC_RELEASE);
