@@ -115,7 +115,7 @@ def _sm_share(base: dict[str, str], sm_percent: int | None) -> int | None:
     if sm_percent is not None:
         return sm_percent
     v = base.get("CUDA_MPS_ACTIVE_THREAD_PERCENTAGE", "").strip()
-    return int(v) if v.isdigit() and 1 <= int(v) <= 100 else None
+    return int(v) if v.isascii() and v.isdigit() and 1 <= int(v) <= 100 else None
 
 
 def _module_dir(base: dict[str, str]) -> str | None:

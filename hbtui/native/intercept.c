@@ -488,14 +488,18 @@ static inline uint16_t comp_slot(uint64_t stream) {
   return 0;
 }
 
-static inline uint16_t complete(uint64_t stream, uint64_t seq) {
+// The completion mechanism, set up at the first launch that asks (driver calls).
+static inline uint32_t comp_ready(void) {
   uint32_t st = __atomic_load_n(&g_comp, __ATOMIC_ACQUIRE);
-  if (UNLIKELY(st < HB_COMP_WRITEVAL)) st = comp_setup();
-  if (st == HB_COMP_OFF) return HB_COMP_NONE;
-  uint16_t s = comp_slot(stream);
+  return UNLIKELY(st < HB_COMP_WRITEVAL) ? comp_setup() : st;
+}
+
+// Enqueue the write of ``seq`` to counter ``s`` on ``stream`` (a driver call); 0 if it
+// failed (a failed stream write switches the process to host functions).
+static inline int comp_write(uint32_t st, uint64_t stream, uint16_t s, uint64_t seq) {
   if (LIKELY(st == HB_COMP_WRITEVAL)) {
     write64_t wv = (write64_t)g_extra[R_WRITE64];
-    if (LIKELY(wv((CUstream)(uintptr_t)stream, g_comp_dev + 8u * s, seq, 0) == 0)) return s;
+    if (LIKELY(wv((CUstream)(uintptr_t)stream, g_comp_dev + 8u * s, seq, 0) == 0)) return 1;
     __atomic_fetch_add(&G.h->comp_errors, 1, __ATOMIC_RELAXED);
     uint32_t exp = HB_COMP_WRITEVAL;  // e.g. stream memory ops not supported: fall back
     __atomic_compare_exchange_n(&g_comp, &exp, HB_COMP_HOSTFN, 0, __ATOMIC_RELAXED,
@@ -504,9 +508,16 @@ static inline uint16_t complete(uint64_t stream, uint64_t seq) {
   }
   host_func_t hf = (host_func_t)extra(R_HOST_FUNC);
   if (hf && hf((CUstream)(uintptr_t)stream, hostfn_done, (void *)(uintptr_t)((seq << 8) | s)) == 0)
-    return s;
+    return 1;
   __atomic_fetch_add(&G.h->comp_errors, 1, __ATOMIC_RELAXED);
-  return HB_COMP_NONE;
+  return 0;
+}
+
+static inline uint16_t complete(uint64_t stream, uint64_t seq) {
+  uint32_t st = comp_ready();
+  if (st == HB_COMP_OFF) return HB_COMP_NONE;
+  uint16_t s = comp_slot(stream);
+  return comp_write(st, stream, s, seq) ? s : HB_COMP_NONE;
 }
 
 static inline void max_u64(uint64_t *p, uint64_t v) {
@@ -527,31 +538,18 @@ static inline void raise_u64(uint64_t *p, uint64_t v) {
 // HP with coalescing: a completion write only for the first launch of a burst on this
 // stream or when the last write is older than g_coalesce_ns; otherwise the launch is
 // marked COALESCED (its completion shows once a later write or a sync covers its seq).
-static inline uint16_t complete_coalesced(uint64_t stream, uint64_t seq, int64_t now,
-                                          uint8_t *flags) {
-  if (UNLIKELY(__atomic_load_n(&g_comp, __ATOMIC_ACQUIRE) < HB_COMP_WRITEVAL)) {
-    uint16_t s = complete(stream, seq);  // the first launch registers the page
-    if (s != HB_COMP_NONE) {
-      raise_u64(&g_slot[s].seq, seq);
-      __atomic_store_n(&g_slot[s].launch_ns, now, __ATOMIC_RELAXED);
-      __atomic_store_n(&g_slot[s].write_ns, now, __ATOMIC_RELAXED);
-    }
-    return s;
-  }
-  if (__atomic_load_n(&g_comp, __ATOMIC_RELAXED) == HB_COMP_OFF) return HB_COMP_NONE;
-  uint16_t s = comp_slot(stream);
-  raise_u64(&g_slot[s].seq, seq);
+// Whether slot ``s`` gets a write for a launch at ``now`` (and the slot's times updated).
+static inline int write_due(uint16_t s, int64_t now) {
   // plain load and store (no locked exchange): threads racing on one stream at worst
   // add or skip one write
   int64_t last_launch = __atomic_load_n(&g_slot[s].launch_ns, __ATOMIC_RELAXED);
   __atomic_store_n(&g_slot[s].launch_ns, now, __ATOMIC_RELAXED);
   int64_t last_write = __atomic_load_n(&g_slot[s].write_ns, __ATOMIC_RELAXED);
-  if (now - last_write >= g_coalesce_ns || now - last_launch >= g_coalesce_ns) {
+  if (!g_coalesce_ns || now - last_write >= g_coalesce_ns || now - last_launch >= g_coalesce_ns) {
     __atomic_store_n(&g_slot[s].write_ns, now, __ATOMIC_RELAXED);
-    return complete(stream, seq);
+    return 1;
   }
-  *flags |= HB_LF_COALESCED;
-  return s;
+  return 0;
 }
 
 // A synchronisation is about to run: what this process launched so far (on that stream,
@@ -745,44 +743,9 @@ static inline void hb_before(const hb_call *c, hb_pre *p) {
   p->issue = now_ns();
 }
 
-static inline void hb_after(const hb_call *c, CUresult r, hb_pre *p) {
-  if (UNLIKELY(!p->enq)) return;  // hb_before did nothing
-  // HP: one clock read a launch (33-46 ns on the lent H100 VMs): its return time is its
-  // enqueue time, a driver call (a few us) early, which the engine's idle and burst rules
-  // (a millisecond) do not notice. LP records how long its call took (the gate's wait).
-  const int64_t ret = (G.lp || UNLIKELY(g_self_time)) ? now_ns() : p->enq;
-  hb_header *h = G.h;
-  // HP: the record's ring index gives its seq, so a launch takes one locked instruction,
-  // not two (each is a full barrier that waits for the program's pending stores: inside a
-  // Python program the interceptor's own time was 0.46 us a launch, measured). LP took
-  // its seq before the gate and claims its record below.
-  uint64_t i = UINT64_MAX;
-  if (!p->seq) {
-    i = __atomic_fetch_add(&h->launch_head, 1, __ATOMIC_RELAXED);
-    p->seq = i + 1;
-  }
-  uint16_t slot = HB_COMP_NONE;
-  if (r == 0 && !(p->flags & HB_LF_CAPTURED)) {
-    if (!G.lp && UNLIKELY(capturing(c->stream))) {
-      p->flags |= HB_LF_CAPTURED;
-      __atomic_fetch_add(&h->captured_launches, 1, __ATOMIC_RELAXED);
-    } else if (!g_no_comp) {
-      // graph launches always get their own write: a graph is long GPU work launched
-      // back to back (a request of 4 replays was seen done after the first, measured)
-      if (!G.lp && g_coalesce_ns && c->kind != HB_KIND_GRAPH) {
-        slot = complete_coalesced(c->stream, p->seq, ret, &p->flags);
-      } else {
-        slot = complete(c->stream, p->seq);
-        if (!G.lp && g_coalesce_ns && slot != HB_COMP_NONE) {  // a write like any other
-          raise_u64(&g_slot[slot].seq, p->seq);
-          __atomic_store_n(&g_slot[slot].launch_ns, ret, __ATOMIC_RELAXED);
-          __atomic_store_n(&g_slot[slot].write_ns, ret, __ATOMIC_RELAXED);
-        }
-      }
-    }
-  }
-  if (slot == HB_COMP_NONE) p->flags |= HB_LF_NO_SLOT;
-  if (i == UINT64_MAX) i = __atomic_fetch_add(&h->launch_head, 1, __ATOMIC_RELAXED);
+// The launch record at ring index ``i`` (claimed by the caller), published last.
+static inline void record(uint64_t i, const hb_call *c, CUresult r, const hb_pre *p,
+                          int64_t ret, uint16_t slot) {
   hb_launch *L = &G.launch[i & (HB_LAUNCH_CAP - 1)];
   __atomic_store_n(&L->pub, 0, __ATOMIC_RELAXED);
   __atomic_thread_fence(__ATOMIC_RELEASE);
@@ -805,11 +768,60 @@ static inline void hb_after(const hb_call *c, CUresult r, hb_pre *p) {
   L->slice_parts = c->slice_parts;
   if (c->slice_blocks) L->flags |= HB_LF_SLICE;
   __atomic_store_n(&L->pub, i + 1, __ATOMIC_RELEASE);
-  if (UNLIKELY(g_self_time)) {  // after the driver call (HP: hb_before is one clock read)
-    int64_t own = (p->issue - p->enq) + (now_ns() - ret);
-    __atomic_fetch_add(&g_self_ns, (uint64_t)own, __ATOMIC_RELAXED);
+}
+
+// HP: one clock read (hb_before), one locked instruction (the ring index, whose + 1 is the
+// seq; each locked instruction is a full barrier that waits for the program's own pending
+// stores: inside a Python program the interceptor's own time was 0.46 us a launch on an
+// H100, measured) and the completion write, if due, only after the record is published:
+// a record must never stay claimed across a driver call (a write blocked on a full queue
+// would hide it, and every later one, from the engine, which gives a stalled record up
+// after 100 ms). Its return time is its enqueue time: a driver call (a few us) early,
+// which the engine's idle and burst rules (a millisecond) do not notice.
+static inline void hp_after(const hb_call *c, CUresult r, hb_pre *p) {
+  const int64_t ret = UNLIKELY(g_self_time) ? now_ns() : p->enq;
+  hb_header *h = G.h;
+  uint16_t slot = HB_COMP_NONE;
+  uint32_t st = HB_COMP_OFF;
+  int write = 0;
+  if (r == 0) {
+    if (UNLIKELY(capturing(c->stream))) {
+      p->flags |= HB_LF_CAPTURED;
+      __atomic_fetch_add(&h->captured_launches, 1, __ATOMIC_RELAXED);
+    } else if (!g_no_comp && (st = comp_ready()) != HB_COMP_OFF) {
+      slot = comp_slot(c->stream);
+      // graph launches always get their own write: a graph is long GPU work launched
+      // back to back (a request of 4 replays was seen done after the first, measured)
+      write = write_due(slot, ret) || c->kind == HB_KIND_GRAPH;
+      if (!write) p->flags |= HB_LF_COALESCED;
+    }
+  }
+  if (slot == HB_COMP_NONE) p->flags |= HB_LF_NO_SLOT;
+  uint64_t i = __atomic_fetch_add(&h->launch_head, 1, __ATOMIC_RELAXED);
+  p->seq = i + 1;
+  if (slot != HB_COMP_NONE) raise_u64(&g_slot[slot].seq, p->seq);
+  record(i, c, r, p, ret, slot);
+  // (a write that fails leaves the record naming a counter that will not reach its seq:
+  // the next write or a sync on the stream covers it)
+  if (write) comp_write(st, c->stream, slot, p->seq);
+  if (UNLIKELY(g_self_time)) {  // after the driver call (hb_before is one clock read)
+    __atomic_fetch_add(&g_self_ns, (uint64_t)(now_ns() - ret), __ATOMIC_RELAXED);
     __atomic_fetch_add(&g_self_launches, 1, __ATOMIC_RELAXED);
   }
+}
+
+static inline void hb_after(const hb_call *c, CUresult r, hb_pre *p) {
+  if (UNLIKELY(!p->enq)) return;  // hb_before did nothing
+  if (!G.lp) {
+    hp_after(c, r, p);
+    return;
+  }
+  // LP: its seq was taken before the gate; a write for every launch that ran
+  const int64_t ret = now_ns();
+  uint16_t slot = HB_COMP_NONE;
+  if (r == 0 && !(p->flags & HB_LF_CAPTURED) && !g_no_comp) slot = complete(c->stream, p->seq);
+  if (slot == HB_COMP_NONE) p->flags |= HB_LF_NO_SLOT;
+  record(__atomic_fetch_add(&G.h->launch_head, 1, __ATOMIC_RELAXED), c, r, p, ret, slot);
 }
 
 // ---------------------------------------------------------------- request markers

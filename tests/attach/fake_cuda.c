@@ -11,7 +11,8 @@
 // resident blocks per SM the occupancy calls report: 4 and 2), FAKE_LOG=1 (every kernel
 // launch goes to a log, fake_log(), with its params read as u32 up to a NULL pointer or,
 // for the `extra` form, its packed buffer: test programs NULL-terminate their arrays),
-// FAKE_FAIL_FUNC=0xHANDLE (launches of that function fail with 701, too many resources).
+// FAKE_FAIL_FUNC=0xHANDLE (launches of that function fail with 701, too many resources),
+// FAKE_SLOW_STREAM=0xHANDLE + FAKE_SLOW_MS=N (stream writes on it block N ms).
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <stdint.h>
@@ -473,6 +474,9 @@ E(CUresult cuMemHostGetDevicePointer_v2(uint64_t *d, void *p, unsigned f)) {
 static CUresult write64(CUstream s, uint64_t dptr, uint64_t v) {
   const char *no = getenv("FAKE_NO_WRITEVALUE");
   if (no && *no == '1') return 801;  // CUDA_ERROR_NOT_SUPPORTED
+  const char *slow = getenv("FAKE_SLOW_STREAM");  // its queue is full: the call blocks
+  if (slow && (uint64_t)(uintptr_t)s == strtoull(slow, NULL, 0))
+    usleep((useconds_t)env_int("FAKE_SLOW_MS", 0) * 1000);
   char *h = (char *)(uintptr_t)(dptr ^ DEV_XOR);
   for (int i = 0; i < nregs; i++)
     if (h >= regs[i].p && h + 8 <= regs[i].p + regs[i].n) {

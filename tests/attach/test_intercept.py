@@ -140,6 +140,37 @@ def test_hp_completions_per_stream(native: Native, make_segment) -> None:
     assert _counts(r.stdout)["cuStreamWriteValue64_v2"] == 45
 
 
+def test_a_blocked_completion_write_hides_no_record(native: Native, make_segment) -> None:
+    """A completion write that blocks (a full queue: 250 ms here) comes after the launch's
+    record is published: the engine, reading the ring meanwhile, loses no record and sees
+    the other thread's launches at once (it gives a record claimed but unpublished for
+    100 ms up as its writer's death)."""
+    import threading
+    import time
+
+    att = make_segment(L.CLASS_HP)
+    env = prog_env(native, att.name, FAKE_SLOW_STREAM="0x200", FAKE_SLOW_MS="250")
+    seen: list = []
+    stop = threading.Event()
+
+    def read() -> None:
+        while not stop.is_set():
+            seen.extend(att.launches())
+            time.sleep(0.001)
+
+    t = threading.Thread(target=read)
+    t.start()
+    try:
+        r = run_prog(_argv(native, "dlsym", "threads:2:4"), env)
+    finally:
+        stop.set()
+        t.join()
+    seen.extend(att.launches())
+    assert r.returncode == 0, r.stderr
+    assert sorted(x.seq for x in seen) == list(range(1, 9))
+    assert att.lost() == {"launch": 0, "module": 0, "func": 0}
+
+
 def test_coalesced_hp_completions_and_sync_advance(native: Native, make_segment) -> None:
     """HBTUI_COMP_EVERY_US: a burst gets one GPU write (its first launch); the others are
     COALESCED and become done when the program's own cuCtxSynchronize returns."""

@@ -259,7 +259,7 @@ def test_sm_percent_reaches_the_engine_when_mps_serves(env: dict, native: Native
         daemon.bind(str(pipe / "control"))
         daemon.listen(8)
         shares = []
-        for extra, var in ((["--sm-percent", "30"], "90"), ([], "70"), ([], "lots")):
+        for extra, var in ((["--sm-percent", "30"], "90"), ([], "70"), ([], "lots"), ([], "²")):
             eng = StandInEngine(f"ipc://{tmp_path}/ctl")
             e = {**env, "CUDA_MPS_PIPE_DIRECTORY": str(pipe),
                  "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE": var}  # fmt: skip
@@ -272,4 +272,4 @@ def test_sm_percent_reaches_the_engine_when_mps_serves(env: dict, native: Native
             (op, a), _ = eng.requests
             assert op == "attach" and a["mps"] is True
             shares.append(a.get("sm_percent"))
-    assert shares == [30, 70, None]
+    assert shares == [30, 70, None, None]
