@@ -401,8 +401,14 @@ __attribute__((constructor)) static void hb_init(void) {
   G.launch = (hb_launch *)(G.base + HB_OFF_LAUNCH);
   G.module = (hb_module *)(G.base + HB_OFF_MODULE);
   G.func = (hb_func *)(G.base + HB_OFF_FUNC);
+  // the segment's class decides (HP and LP take seqs differently: a process of the
+  // other class in one segment would reuse seqs); HBTUI_CLASS only says what was meant
+  G.lp = h->cls == HB_CLASS_LP;
   const char *cls = getenv("HBTUI_CLASS");
-  G.lp = cls ? strcmp(cls, "lp") == 0 : h->cls == HB_CLASS_LP;
+  if (cls && (strcmp(cls, "lp") == 0) != G.lp)
+    warn(G.lp ? "hbtui: warning: HBTUI_CLASS=%.8s but the segment is LP's; running as LP\n"
+              : "hbtui: warning: HBTUI_CLASS=%.8s but the segment is HP's; running as HP\n",
+         cls);
   const char *grace = getenv("HBTUI_GRACE_MS");
   if (grace && *grace) {
     long g = strtol(grace, NULL, 10);

@@ -338,3 +338,14 @@ def test_dlsym_rtld_next_is_relative_to_its_real_caller(native: Native) -> None:
     r = run_prog([str(exe)], prog_env(native), timeout=10)
     assert (bare.returncode, bare.stdout) == (0, "ok same\n")
     assert (r.returncode, r.stdout, r.stderr) == (bare.returncode, bare.stdout, bare.stderr)
+
+
+def test_the_segment_decides_the_class(native: Native, make_segment) -> None:
+    """HBTUI_CLASS that disagrees with the segment (a program that rewrote its own
+    environment): one warning, and the segment's class holds (HP and LP take seqs
+    differently, so two classes in one segment would reuse seqs)."""
+    att = make_segment(L.CLASS_HP)
+    r = run_prog(_argv(native, "dlsym", "launch:2"), prog_env(native, att.name, cls="lp"))
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.count("running as HP") == 1
+    assert [x.seq for x in att.launches()] == [1, 2]  # never held: HP
