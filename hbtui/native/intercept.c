@@ -476,6 +476,9 @@ static inline uint16_t comp_slot(uint64_t stream) {
   // reuse stream handle values (0, the per-thread stream, allocator addresses), and a
   // counter written by two processes out of seq order would go backwards
   uint64_t k = (stream + 1) ^ g_pid_key;
+  // each thread's per-thread default stream is its own stream: its own counter, so that
+  // one thread's sync on it does not confirm another thread's launches
+  if (stream == CU_STREAM_PER_THREAD) k ^= (uint64_t)tid() << 20;
   if (LIKELY(k == t_slot_key)) return t_slot;  // keys stay once set (a fork changes k)
   uint32_t s = (uint32_t)((k * 0x9E3779B97F4A7C15ULL) >> 56);
   for (int n = 0; n < 16; n++, s = (s + 1) & (HB_COMP_SLOTS - 1)) {
@@ -590,7 +593,8 @@ static void synced(const hb_sync_snap *sn, int ok) {
   if (ok && sn->all) {
     for (uint32_t s = 0; s < HB_COMP_SLOTS; s++)
       if (sn->seq[s]) max_u64(&G.comp_done[s], sn->seq[s]);
-  } else if (ok && sn->seq[0]) {
+  } else if (ok && sn->seq[0] && sn->slot != 0) {
+    // (slot 0 is shared by the streams that found no slot: one's sync covers not the rest)
     max_u64(&G.comp_done[sn->slot], sn->seq[0]);
   }
   __atomic_fetch_sub(&G.h->syncing, 1, __ATOMIC_RELEASE);

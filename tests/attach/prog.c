@@ -13,6 +13,7 @@
 //         ex:N coop:N graph:N   the same through the other launch calls
 //         null:N         N cuLaunchKernel on the default stream (0)
 //         threads:T:N    T threads, N launches each on their own stream ("t K I")
+//         tnull:T:N      T threads, N launches each on the default stream (0)
 //         holdsync       a thread launches once; the main thread syncs meanwhile
 //         capture        capture a launch on stream 0x300, end capture, launch the graph
 //         sync           cuCtxSynchronize
@@ -239,6 +240,14 @@ static void *thread_main(void *a) {
   return NULL;
 }
 
+static void *null_main(void *a) {
+  targ *t = a;
+  char tag[16];
+  snprintf(tag, sizeof tag, "n %d", t->k);
+  launch_n("launch", t->n, NULL, tag);
+  return NULL;
+}
+
 static void *held_main(void *a) {
   (void)a;
   launch_n("launch", 1, (void *)0x100, "held");
@@ -269,12 +278,12 @@ int main(int argc, char **argv) {
     int n = 0, t = 0;
     if (strcmp(s, "mod") == 0) {
       do_mod();
-    } else if (sscanf(s, "threads:%d:%d", &t, &n) == 2) {
+    } else if (sscanf(s, "threads:%d:%d", &t, &n) == 2 || sscanf(s, "tnull:%d:%d", &t, &n) == 2) {
       pthread_t th[64];
       targ ta[64];
       for (int k = 0; k < t && k < 64; k++) {
         ta[k] = (targ){k, n};
-        pthread_create(&th[k], NULL, thread_main, &ta[k]);
+        pthread_create(&th[k], NULL, s[1] == 'n' ? null_main : thread_main, &ta[k]);
       }
       for (int k = 0; k < t && k < 64; k++) pthread_join(th[k], NULL);
       printf("threads done\n");

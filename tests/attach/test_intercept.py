@@ -124,6 +124,23 @@ def test_per_thread_default_stream_is_recorded_as_such(native: Native, make_segm
     assert rec.stream == 0 and not rec.flags & L.LF_PTSZ
 
 
+def test_each_threads_default_stream_has_its_own_counter(native: Native, make_segment) -> None:
+    """Per-thread default streams (the _ptsz entry points with stream 0) are one stream
+    per thread: each thread's launches get their own completion counter, so a thread's
+    sync on its stream never confirms another thread's work."""
+    att = make_segment(L.CLASS_HP)
+    r = run_prog(_argv(native, "ptsz", "tnull:3:4", "sync"), prog_env(native, att.name))
+    assert r.returncode == 0, r.stderr
+    recs = att.launches()
+    assert len(recs) == 12 and {x.stream for x in recs} == {2}
+    by_thread: dict[int, set[int]] = {}
+    for x in recs:
+        by_thread.setdefault(x.tid, set()).add(x.comp_slot)
+    assert len(by_thread) == 3 and all(len(v) == 1 for v in by_thread.values())
+    assert len({next(iter(v)) for v in by_thread.values()}) == 3  # three counters
+    assert all(att.done(x) for x in recs)
+
+
 def test_hp_completions_per_stream(native: Native, make_segment) -> None:
     att = make_segment(L.CLASS_HP)
     env = prog_env(native, att.name, FAKE_KERNEL_US="200")
