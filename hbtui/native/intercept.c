@@ -295,6 +295,13 @@ typedef struct {
 } hb_slot_state;
 static hb_slot_state g_slot[HB_COMP_SLOTS] __attribute__((aligned(64)));
 static int g_no_comp;  // the segment's HB_FLAG_NO_COMPLETION (set when it is made)
+// Per-thread default streams with a counter of their own, per process: a server that
+// keeps starting threads would otherwise fill the table (256 slots, never freed) and
+// push every new stream onto the shared overflow slot. Beyond this many, the threads'
+// streams share one counter (a single-stream sync does not advance it: never early).
+#define HB_PTDS_SLOTS 32
+static uint32_t g_ptds_slots;   // per-thread-stream counters this process claimed
+static uint16_t g_ptds_shared;  // the counter they share beyond that (0: none yet)
 // the calling thread's last stream and its slot: a program launches on few streams, and
 // the probe reads the shared key page (a cache miss between a Python program's launches)
 static __thread uint64_t t_slot_key HB_TLS;
@@ -357,6 +364,8 @@ static void locks_release(void);
 static void atfork_child(void) {
   locks_release();
   t_tid = 0;
+  g_ptds_slots = 0;  // (the child's keys carry its own pid)
+  g_ptds_shared = 0;
   g_pid_key = (uint64_t)getpid() << 40;
 }
 
@@ -469,31 +478,58 @@ static uint32_t comp_setup(void) {
   return st;
 }
 
-// The completion counter of a stream: open addressing on the stream handle (key + 1;
-// 0 = free); slot 0 is shared by streams that find no slot.
-static inline uint16_t comp_slot(uint64_t stream) {
-  // keyed by process and stream: processes sharing a segment (exec'd or forked children)
-  // reuse stream handle values (0, the per-thread stream, allocator addresses), and a
-  // counter written by two processes out of seq order would go backwards
-  uint64_t k = (stream + 1) ^ g_pid_key;
-  // each thread's per-thread default stream is its own stream: its own counter, so that
-  // one thread's sync on it does not confirm another thread's launches
-  if (stream == CU_STREAM_PER_THREAD) k ^= (uint64_t)tid() << 20;
-  if (LIKELY(k == t_slot_key)) return t_slot;  // keys stay once set (a fork changes k)
+// Open addressing on a key (0 = free; slot 0 is the overflow, never a key's): the slot
+// that holds ``k``, claiming a free one when ``claim``; 0 when none (full, or not there).
+static uint16_t slot_probe(uint64_t k, int claim, int *claimed) {
   uint32_t s = (uint32_t)((k * 0x9E3779B97F4A7C15ULL) >> 56);
   for (int n = 0; n < 16; n++, s = (s + 1) & (HB_COMP_SLOTS - 1)) {
     if (s == 0) continue;
     uint64_t cur = __atomic_load_n(&G.comp_key[s], __ATOMIC_RELAXED);
-    if (cur == 0 && !__atomic_compare_exchange_n(&G.comp_key[s], &cur, k, 0, __ATOMIC_RELAXED,
-                                                 __ATOMIC_RELAXED) && cur != k)
-      continue;  // another stream took it first
-    if (cur == 0 || cur == k) {
-      t_slot_key = k;
-      t_slot = (uint16_t)s;
+    if (cur == k) return (uint16_t)s;
+    if (cur != 0) continue;
+    if (!claim) return 0;  // (keys are never removed: k would sit here)
+    if (__atomic_compare_exchange_n(&G.comp_key[s], &cur, k, 0, __ATOMIC_RELAXED,
+                                    __ATOMIC_RELAXED)) {
+      *claimed = 1;
       return (uint16_t)s;
     }
+    if (cur == k) return (uint16_t)s;  // another thread claimed it for k
   }
-  __atomic_fetch_add(&G.h->comp_overflow, 1, __ATOMIC_RELAXED);
+  return 0;
+}
+
+// The completion counter of a stream (0: the overflow slot, shared by streams that found
+// none). ``claim`` 0: only look it up (a sync needs no counter for a stream it never saw).
+static inline uint16_t comp_slot(uint64_t stream, int claim) {
+  // keyed by process and stream: processes sharing a segment (exec'd or forked children)
+  // reuse stream handle values (0, the per-thread stream, allocator addresses), and a
+  // counter written by two processes out of seq order would go backwards
+  uint64_t k = (stream + 1) ^ g_pid_key;
+  int claimed = 0;
+  if (stream == CU_STREAM_PER_THREAD) {
+    // each thread's per-thread default stream is its own stream: its own counter, so
+    // that one thread's sync on it does not confirm another thread's launches (tid in
+    // bits 4-25: clear of the pid's bits and of pointer handles' low bits)
+    uint64_t kt = k ^ ((uint64_t)tid() << 4);
+    if (LIKELY(kt == t_slot_key)) return t_slot;
+    int room = __atomic_load_n(&g_ptds_slots, __ATOMIC_RELAXED) < HB_PTDS_SLOTS;
+    uint16_t s = slot_probe(kt, claim && room, &claimed);
+    if (s) {
+      if (claimed) __atomic_fetch_add(&g_ptds_slots, 1, __ATOMIC_RELAXED);
+      t_slot_key = kt;
+      t_slot = s;
+      return s;
+    }
+  }
+  if (LIKELY(k == t_slot_key)) return t_slot;  // keys stay once set (a fork changes k)
+  uint16_t s = slot_probe(k, claim, &claimed);
+  if (s) {
+    if (stream == CU_STREAM_PER_THREAD) __atomic_store_n(&g_ptds_shared, s, __ATOMIC_RELAXED);
+    t_slot_key = k;
+    t_slot = s;
+    return s;
+  }
+  if (claim) __atomic_fetch_add(&G.h->comp_overflow, 1, __ATOMIC_RELAXED);
   return 0;
 }
 
@@ -525,7 +561,7 @@ static inline int comp_write(uint32_t st, uint64_t stream, uint16_t s, uint64_t 
 static inline uint16_t complete(uint64_t stream, uint64_t seq) {
   uint32_t st = comp_ready();
   if (st == HB_COMP_OFF) return HB_COMP_NONE;
-  uint16_t s = comp_slot(stream);
+  uint16_t s = comp_slot(stream, 1);
   return comp_write(st, stream, s, seq) ? s : HB_COMP_NONE;
 }
 
@@ -579,7 +615,7 @@ static int sync_snapshot(hb_sync_snap *sn, int all, uint64_t stream) {
     for (uint32_t s = 0; s < HB_COMP_SLOTS; s++)
       sn->seq[s] = __atomic_load_n(&g_slot[s].seq, __ATOMIC_RELAXED);
   } else {
-    sn->slot = comp_slot(stream);
+    sn->slot = comp_slot(stream, 0);
     sn->seq[0] = __atomic_load_n(&g_slot[sn->slot].seq, __ATOMIC_RELAXED);
   }
   // while a thread waits here, the engine must not take the coalesced tail as done early
@@ -590,11 +626,14 @@ static int sync_snapshot(hb_sync_snap *sn, int all, uint64_t stream) {
 // ... and it returned: advance the counters from the host to the snapshot (when it
 // succeeded), then leave the syncing count.
 static void synced(const hb_sync_snap *sn, int ok) {
+  // (slot 0 is shared by the streams that found no slot, of every process on the segment,
+  // and the shared per-thread-stream counter by this process's threads: a sync that
+  // covers one stream, or this process's context, does not cover all of theirs)
   if (ok && sn->all) {
-    for (uint32_t s = 0; s < HB_COMP_SLOTS; s++)
+    for (uint32_t s = 1; s < HB_COMP_SLOTS; s++)
       if (sn->seq[s]) max_u64(&G.comp_done[s], sn->seq[s]);
-  } else if (ok && sn->seq[0] && sn->slot != 0) {
-    // (slot 0 is shared by the streams that found no slot: one's sync covers not the rest)
+  } else if (ok && sn->seq[0] && sn->slot != 0 &&
+             sn->slot != __atomic_load_n(&g_ptds_shared, __ATOMIC_RELAXED)) {
     max_u64(&G.comp_done[sn->slot], sn->seq[0]);
   }
   __atomic_fetch_sub(&G.h->syncing, 1, __ATOMIC_RELEASE);
@@ -799,7 +838,7 @@ static inline void hp_after(const hb_call *c, CUresult r, hb_pre *p) {
       p->flags |= HB_LF_CAPTURED;
       __atomic_fetch_add(&h->captured_launches, 1, __ATOMIC_RELAXED);
     } else if (!g_no_comp && (st = comp_ready()) != HB_COMP_OFF) {
-      slot = comp_slot(c->stream);
+      slot = comp_slot(c->stream, 1);
       // graph launches always get their own write: a graph is long GPU work launched
       // back to back (a request of 4 replays was seen done after the first, measured)
       write = write_due(slot, ret) || c->kind == HB_KIND_GRAPH;

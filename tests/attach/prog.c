@@ -14,6 +14,7 @@
 //         null:N         N cuLaunchKernel on the default stream (0)
 //         threads:T:N    T threads, N launches each on their own stream ("t K I")
 //         tnull:T:N      T threads, N launches each on the default stream (0)
+//         tchurn:T:N     the same, one thread after another (each joined before the next)
 //         holdsync       a thread launches once; the main thread syncs meanwhile
 //         capture        capture a launch on stream 0x300, end capture, launch the graph
 //         sync           cuCtxSynchronize
@@ -278,6 +279,14 @@ int main(int argc, char **argv) {
     int n = 0, t = 0;
     if (strcmp(s, "mod") == 0) {
       do_mod();
+    } else if (sscanf(s, "tchurn:%d:%d", &t, &n) == 2) {
+      for (int k = 0; k < t; k++) {
+        pthread_t th;
+        targ ta = {k, n};
+        pthread_create(&th, NULL, null_main, &ta);
+        pthread_join(th, NULL);
+      }
+      printf("threads done\n");
     } else if (sscanf(s, "threads:%d:%d", &t, &n) == 2 || sscanf(s, "tnull:%d:%d", &t, &n) == 2) {
       pthread_t th[64];
       targ ta[64];

@@ -141,6 +141,23 @@ def test_each_threads_default_stream_has_its_own_counter(native: Native, make_se
     assert all(att.done(x) for x in recs)
 
 
+def test_threads_started_one_after_another_do_not_fill_the_counters(
+    native: Native, make_segment
+) -> None:
+    """A program that keeps starting threads: the first 32 per-thread streams get their own
+    counters, the rest share one (the table of 256 is never freed); nothing overflows onto
+    the shared slot 0 and every launch completes."""
+    att = make_segment(L.CLASS_HP)
+    r = run_prog(_argv(native, "ptsz", "tchurn:40:2", "sync"), prog_env(native, att.name))
+    assert r.returncode == 0, r.stderr
+    recs = att.launches()
+    assert len(recs) == 80
+    slots = [x.comp_slot for x in recs]
+    assert len(set(slots[:64])) == 32 and len(set(slots[64:])) == 1
+    assert set(slots[64:]).isdisjoint(slots[:64]) and 0 not in slots
+    assert att.h.comp_overflow == 0 and all(att.done(x) for x in recs)
+
+
 def test_hp_completions_per_stream(native: Native, make_segment) -> None:
     att = make_segment(L.CLASS_HP)
     env = prog_env(native, att.name, FAKE_KERNEL_US="200")
