@@ -27,9 +27,9 @@ import platform
 import secrets
 import struct
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from hbtui.attach import layout as L
 
@@ -144,12 +144,12 @@ class _Ring:
         self._stall: tuple[int, float] | None = None
         self._head_at = 0.0  # when head() was last asked
 
-    def read(self, mm: mmap.mmap, head: Callable[[], int], limit: int) -> list:
+    def read(self, mm: mmap.mmap, h: Any, limit: int) -> list:
         """Records published since the last call. Each record's ``pub`` says whether it is
-        there, so the ring's head (``head()``, on the interceptor's line, which every
-        launch writes with an atomic add) is asked only after a lap or every 100 ms: read
-        on every poll, that line would go back and forth between the engine's core and
-        the program's, a cache miss for each HP launch."""
+        there, so the ring's head (``h``'s ``head_field``, on the interceptor's line, which
+        every launch writes with an atomic add) is read only after a lap or every 100 ms:
+        read on every poll, that line would go back and forth between the engine's core
+        and the program's, a cache miss for each HP launch."""
         out: list = []
         while len(out) < limit:
             t = self.tail
@@ -157,8 +157,7 @@ class _Ring:
             (pub,) = struct.unpack_from("<Q", mm, o)
             if pub != t + 1:
                 if pub > t + 1:  # overwritten by a later lap: skip to the oldest kept
-                    h = head()
-                    skip = max(1, h - self.cap - t)
+                    skip = max(1, getattr(h, self.head_field) - self.cap - t)
                     self.lost += skip
                     self.tail += skip
                     continue
@@ -168,13 +167,13 @@ class _Ring:
                 if now - self._head_at < 0.1:
                     break
                 self._head_at = now
-                h = head()
-                if h <= t:  # nothing claimed beyond: all read
+                head = getattr(h, self.head_field)
+                if head <= t:  # nothing claimed beyond: all read
                     self._stall = None
                     break
-                if h - t > self.cap:  # lapped while its slot is being rewritten
-                    self.lost += h - self.cap - t
-                    self.tail = h - self.cap
+                if head - t > self.cap:  # lapped while its slot is being rewritten
+                    self.lost += head - self.cap - t
+                    self.tail = head - self.cap
                     continue
                 if self._stall is None or self._stall[0] != t:
                     self._stall = (t, now)
@@ -276,19 +275,20 @@ class Attachment:
 
     @property
     def next_seq(self) -> int:
-        """The last seq the program handed out (launches so far, both classes)."""
+        """LP: the last seq the program handed out (its launches so far; an HP launch's
+        seq is its ring index + 1 and leaves this at 0)."""
         return self.h.next_seq
 
     def launches(self, limit: int = 1 << 30) -> list[L.Launch]:
         """Launch records published since the last call (copies), in ring order."""
-        return self._rings["launch"].read(self._mm, lambda: self.h.launch_head, limit)
+        return self._rings["launch"].read(self._mm, self.h, limit)
 
     def modules(self, limit: int = 1 << 30) -> list[L.Module]:
-        return self._rings["module"].read(self._mm, lambda: self.h.module_head, limit)
+        return self._rings["module"].read(self._mm, self.h, limit)
 
     def functions(self, limit: int = 1 << 30) -> list[FuncName]:
         out = []
-        for r in self._rings["func"].read(self._mm, lambda: self.h.func_head, limit):
+        for r in self._rings["func"].read(self._mm, self.h, limit):
             out.append(FuncName(
                 r.func, r.name.decode(errors="replace"), r.module, r.module_hash, r.api,
                 r.result, r.name_len, r.name_hash,

@@ -892,17 +892,7 @@ static void mark(uint8_t kind) {
     i = __atomic_fetch_add(&h->launch_head, 1, __ATOMIC_RELAXED);
     p.seq = i + 1;
   }
-  hb_launch *L = &G.launch[i & (HB_LAUNCH_CAP - 1)];
-  __atomic_store_n(&L->pub, 0, __ATOMIC_RELAXED);
-  __atomic_thread_fence(__ATOMIC_RELEASE);
-  memset((char *)L + sizeof L->pub, 0, sizeof *L - sizeof L->pub);
-  L->seq = p.seq;
-  L->enqueue_ns = L->issue_ns = L->return_ns = p.enq;
-  L->kind = c.kind;
-  L->flags = p.flags;
-  L->comp_slot = HB_COMP_NONE;
-  L->tid = tid();
-  __atomic_store_n(&L->pub, i + 1, __ATOMIC_RELEASE);
+  record(i, &c, 0, &p, p.enq, HB_COMP_NONE);
 }
 
 // 1: quiet, 0: observed again. Returns the previous state, or -1 (nothing changed) in an

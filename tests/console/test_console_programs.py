@@ -82,39 +82,33 @@ def test_cut_marks_what_it_cuts() -> None:
     assert cut("abcdef", 4) == "abc…" and cut("abc", 4) == "abc"
 
 
-async def test_an_hp_program_s_harvest_cost_is_in_its_detail_line() -> None:
+async def _detail_line(task: str, **attached: object) -> str:
+    """The detail line of ``task`` once its ``attached`` map has ``attached`` in it."""
     m = attached_model()
     st = attached_state_body()
-    i = next(k for k, t in enumerate(st["tasks"]) if t["name"] == "serve")
-    st["tasks"][i]["attached"] = dict(st["tasks"][i]["attached"], harvest_cost=1.5,
-                                      harvest_held_off=True,
-                                      lp_bubbles_per_request=12.25,
-                                      lp_bubble_cost_us=-3.5, mps=False)  # fmt: skip
+    i = next(k for k, t in enumerate(st["tasks"]) if t["name"] == task)
+    st["tasks"][i]["attached"] = dict(st["tasks"][i]["attached"], **attached)
     m.apply({"type": "state", "seq": 100, "engine_id": "sim-7f3a", "body": st}, T0)
     app = app_of(m)
     async with app.run_test(size=(200, 50)) as pilot:
         table = app.query_one("TaskTable")
-        table.move_cursor(row=table.get_row_index("serve"))
+        table.move_cursor(row=table.get_row_index(task))
         app.tick()
         await pilot.pause()
-        text = str(app.query_one("#detail", Static).render())
-        assert (
-            "LP in its requests costs it +50.0 % (12.2 bubbles with LP a request, -4 µs "
-            "each to its next kernel) — LP kept out of its requests"
-        ) in text
-        assert " · time-sliced (no MPS)" in text
+        return str(app.query_one("#detail", Static).render())
+
+
+async def test_an_hp_program_s_harvest_cost_is_in_its_detail_line() -> None:
+    text = await _detail_line("serve", harvest_cost=1.5, harvest_held_off=True,
+                              lp_bubbles_per_request=12.25, lp_bubble_cost_us=-3.5,
+                              mps=False)  # fmt: skip
+    assert (
+        "LP in its requests costs it +50.0 % (12.2 bubbles with LP a request, -4 µs "
+        "each to its next kernel) — LP kept out of its requests"
+    ) in text
+    assert " · time-sliced (no MPS)" in text
 
 
 async def test_an_lp_program_confined_under_mps_says_so() -> None:
-    m = attached_model()
-    st = attached_state_body()
-    i = next(k for k, t in enumerate(st["tasks"]) if t["name"] == "finetune")
-    st["tasks"][i]["attached"] = dict(st["tasks"][i]["attached"], mps=True, sm_percent=50)
-    m.apply({"type": "state", "seq": 100, "engine_id": "sim-7f3a", "body": st}, T0)
-    app = app_of(m)
-    async with app.run_test(size=(200, 50)) as pilot:
-        table = app.query_one("TaskTable")
-        table.move_cursor(row=table.get_row_index("finetune"))
-        app.tick()
-        await pilot.pause()
-        assert " · under MPS on ≤ 50 % of the SMs" in str(app.query_one("#detail", Static).render())
+    text = await _detail_line("finetune", mps=True, sm_percent=50)
+    assert " · under MPS on ≤ 50 % of the SMs" in text

@@ -37,7 +37,8 @@ class Ring:
     def add(self, seq: int) -> None:
         self.publish(self.claim(), seq)
 
-    def head_fn(self) -> int:
+    @property
+    def launch_head(self) -> int:  # the header field the reader asks
         self.asked += 1
         return self.head
 
@@ -53,14 +54,14 @@ def test_records_are_found_by_pub_and_the_head_is_asked_once_per_100_ms(clock):
     ring, r = Ring(), segment._Ring("launch")
     for s in range(1, 4):
         ring.add(s)
-    assert [x.seq for x in r.read(ring.mm, ring.head_fn, 1 << 30)] == [1, 2, 3]
+    assert [x.seq for x in r.read(ring.mm, ring, 1 << 30)] == [1, 2, 3]
     asked = ring.asked
     for _ in range(50):  # caught up, polled every 20 us: the head is not asked again
         clock[0] += 20e-6
-        assert r.read(ring.mm, ring.head_fn, 1 << 30) == []
+        assert r.read(ring.mm, ring, 1 << 30) == []
     assert ring.asked == asked
     ring.add(4)
-    assert [x.seq for x in r.read(ring.mm, ring.head_fn, 1 << 30)] == [4]
+    assert [x.seq for x in r.read(ring.mm, ring, 1 << 30)] == [4]
     assert ring.asked == asked and r.lost == 0
 
 
@@ -68,11 +69,11 @@ def test_a_record_claimed_but_never_published_is_dropped_after_the_stall(clock):
     ring, r = Ring(), segment._Ring("launch")
     ring.claim()  # its writer died between claim and publish
     ring.add(2)
-    assert r.read(ring.mm, ring.head_fn, 1 << 30) == []  # it may still be written
+    assert r.read(ring.mm, ring, 1 << 30) == []  # it may still be written
     clock[0] += 0.05
-    assert r.read(ring.mm, ring.head_fn, 1 << 30) == []  # head not asked again yet
+    assert r.read(ring.mm, ring, 1 << 30) == []  # head not asked again yet
     clock[0] += 0.1
-    assert [x.seq for x in r.read(ring.mm, ring.head_fn, 1 << 30)] == [2]
+    assert [x.seq for x in r.read(ring.mm, ring, 1 << 30)] == [2]
     assert r.lost == 1
 
 
@@ -81,9 +82,9 @@ def test_a_claimed_record_published_in_time_is_read(clock):
     i = ring.claim()
     ring.add(2)
     clock[0] += 0.15
-    assert r.read(ring.mm, ring.head_fn, 1 << 30) == []
+    assert r.read(ring.mm, ring, 1 << 30) == []
     ring.publish(i, 1)
-    assert [x.seq for x in r.read(ring.mm, ring.head_fn, 1 << 30)] == [1, 2]
+    assert [x.seq for x in r.read(ring.mm, ring, 1 << 30)] == [1, 2]
     assert r.lost == 0
 
 
@@ -92,6 +93,6 @@ def test_a_lapped_reader_skips_to_the_oldest_record_kept(clock):
     n = L.LAUNCH_CAP + 10
     for s in range(1, n + 1):
         ring.add(s)
-    got = r.read(ring.mm, ring.head_fn, 1 << 30)
+    got = r.read(ring.mm, ring, 1 << 30)
     assert r.lost == 10
     assert [x.seq for x in got] == list(range(11, n + 1))

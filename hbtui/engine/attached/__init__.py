@@ -249,8 +249,8 @@ class AttachedSet:
         fresh = False
         for at in self.tasks.values():
             att = at.att
-            if now - at.beat_ns >= min(BEAT_NS, att.grace_ns // 4):
-                at.beat_ns = now
+            if now - at.beat_ns >= at.beat_every_ns:
+                at.beat_ns, at.beat_every_ns = now, min(BEAT_NS, att.grace_ns // 4)
                 att.heartbeat(now)
             self._read_names(at)
             recs = att.launches()

@@ -55,6 +55,7 @@ class AttachedTask:
     kernels_per_s: float = 0.0
     mps: bool = False  # an MPS daemon serves the program (else: time-sliced contexts)
     beat_ns: int = 0  # when the engine last wrote the segment's heartbeat
+    beat_every_ns: int = 0  # ... and the next after: 10 ms, or grace/4 if shorter
     sm_percent: int | None = None  # LP under MPS: its share of the SMs (None: all)
 
     @property
