@@ -877,6 +877,8 @@ def main(argv: list[str] | None = None) -> int:
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "command": harness.command(),
         "argv": sys.argv,
+        # the interceptor's and engine's knobs set for this run (HBTUI_COMP_EVERY_US, ...)
+        "hbtui_env": {k: v for k, v in sorted(os.environ.items()) if k.startswith("HBTUI_")},
         "machine": harness.machine(
             cpu_cores=cpu_cores(list(range(os.cpu_count() or 1))),
             svc_cpus=a.svc_cpus,
