@@ -10,7 +10,7 @@ from __future__ import annotations
 import ctypes
 
 MAGIC = 0x314D485355544248  # "HBTUSHM1"
-VERSION = 3  # 2: ptx_saved, ptx_save_errors; 3: slices (variant table)
+VERSION = 4  # 2: ptx_saved, ptx_save_errors; 3: slices (variant table); 4: hp_comp_us
 
 LAUNCH_CAP = 4096
 MODULE_CAP = 512
@@ -85,7 +85,8 @@ class Header(ctypes.Structure):
         ("flags", u32),
         ("engine_pid", i32),
         ("slice_on", u32),  # LP: launches of functions with a variant run as slices
-        ("_pad1", u8 * 20),
+        ("hp_comp_us", u32),  # HP: completion-write coalescing asked for (0: 100 us)
+        ("_pad1", u8 * 16),
         # interceptor line
         ("next_seq", u64),
         ("launch_head", u64),

@@ -248,6 +248,12 @@ class Attachment:
         self.h.gate_word = (self.h.gate_word + 1) & 0xFFFFFFFF
         self._wake()
 
+    def set_hp_comp_us(self, us: int) -> None:
+        """HP: the completion-write coalescing the interceptor should use (written only on
+        a change: the interceptor reads this line on every launch)."""
+        if self.h.hp_comp_us != us:
+            self.h.hp_comp_us = us
+
     def grant(self, seq: int) -> int:
         """Let LP launches with seq <= ``seq`` go; returns the new watermark (never lowered)."""
         if seq > self.h.granted_seq:

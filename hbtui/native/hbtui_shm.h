@@ -17,7 +17,7 @@
 #include <stdint.h>
 
 #define HB_SHM_MAGIC 0x314d485355544248ULL  // "HBTUSHM1" little-endian
-#define HB_SHM_VERSION 3u  // 2: ptx_saved, ptx_save_errors; 3: slices (variant table)
+#define HB_SHM_VERSION 4u  // 2: ptx_saved, ptx_save_errors; 3: slices; 4: hp_comp_us
 
 #define HB_LAUNCH_CAP 4096u  // launch records (power of two)
 #define HB_MODULE_CAP 512u   // module-load records (power of two)
@@ -114,7 +114,9 @@ typedef struct {
   uint32_t flags;              // HB_FLAG_*
   int32_t engine_pid;          // 0: no engine attached
   uint32_t slice_on;           // LP: run launches of functions with a variant as slices
-  uint8_t _pad1[64 - 44];
+  uint32_t hp_comp_us;         // HP: completion-write coalescing asked for now, us (0: 100);
+                               //   HBTUI_COMP_EVERY_US in the program's environment wins
+  uint8_t _pad1[64 - 48];
   // --- interceptor line (I, atomics) ------------------------------------ 192
   uint64_t next_seq;           // last seq handed out (launch seqs start at 1)
   uint64_t launch_head;        // launch records claimed so far

@@ -277,15 +277,23 @@ static uint64_t g_self_ns, g_self_launches;
 static uint32_t g_comp;          // HB_COMP_*: process-local (registration is per process)
 static CUdeviceptr g_comp_dev;   // device address of the completion page
 static int g_captures;           // stream captures in progress (>0: ask the driver)
-// HP completion coalescing (HBTUI_COMP_EVERY_US, default 100, 0 = off): a completion
-// write is itself a driver call (+0.89 us median per launch on an H200 with a write each,
-// +0.14 us coalesced to 100 us, measured), so an HP kernel launch
-// gets one only when its stream had none for that long, or was quiet that long (the
-// first launch of a burst); the launches in between are covered by the next write
-// (seqs on a stream only grow) and by the program's own synchronisations, after which
-// the counters are advanced from the host. Per process, like the registration.
+// HP completion coalescing: a completion write is itself a driver call (+0.89 us median
+// per launch on an H200 with a write each, +0.14 us coalesced to 100 us, measured in a
+// tight loop; inside an eager PyTorch service on an H100 the interceptor's own time was
+// 0.6-0.7 us a launch at 100 us and 0.2 us at 1 ms), so an HP kernel launch gets one only
+// when its stream had none for that long, or was quiet that long (the first launch of a
+// burst); the launches in between are covered by the next write (seqs on a stream only
+// grow) and by the program's own synchronisations, after which the counters are advanced
+// from the host. How long: the engine's header.hp_comp_us (fine while an LP program can
+// use the HP's bubbles, coarse otherwise), unless HBTUI_COMP_EVERY_US fixes it (0 = a write
+// per launch). Per process, like the registration.
 #define HB_COALESCE_DEFAULT_US 100
-static int64_t g_coalesce_ns;
+static int64_t g_coalesce_fixed = -1;  // HBTUI_COMP_EVERY_US in ns; -1: the engine's
+static inline int64_t coalesce_ns(void) {
+  if (g_coalesce_fixed >= 0) return g_coalesce_fixed;
+  uint32_t us = __atomic_load_n(&G.h->hp_comp_us, __ATOMIC_RELAXED);  // the engine's line
+  return (int64_t)(us ? us : HB_COALESCE_DEFAULT_US) * 1000;
+}
 // Thread-locals read on every launch: initial-exec (no __tls_get_addr call); the library
 // is preloaded, so its few bytes come from the static TLS block.
 #define HB_TLS __attribute__((tls_model("initial-exec")))
@@ -426,10 +434,13 @@ __attribute__((constructor)) static void hb_init(void) {
     if (g > 0 && g < INT_MAX) __atomic_store_n(&h->grace_ms, (uint32_t)g, __ATOMIC_RELAXED);
   }
   const char *every = getenv("HBTUI_COMP_EVERY_US");
-  g_coalesce_ns = HB_COALESCE_DEFAULT_US * 1000;
   if (every && *every) {
-    long us = strtol(every, NULL, 10);
-    if (us >= 0 && us <= 1000000) g_coalesce_ns = (int64_t)us * 1000;  // 0: a write per launch
+    char *end;
+    long us = strtol(every, &end, 10);
+    if (*end || us < 0 || us > 1000000)
+      warn("hbtui: warning: HBTUI_COMP_EVERY_US=%s is not 0..1000000 (us); ignored\n", every);
+    else
+      g_coalesce_fixed = (int64_t)us * 1000;  // 0: a write per launch
   }
   g_no_comp = (__atomic_load_n(&h->flags, __ATOMIC_RELAXED) & HB_FLAG_NO_COMPLETION) != 0;
   const char *self = getenv("HBTUI_SELF_TIME");
@@ -585,7 +596,7 @@ static inline void raise_u64(uint64_t *p, uint64_t v) {
 }
 
 // HP with coalescing: a completion write only for the first launch of a burst on this
-// stream or when the last write is older than g_coalesce_ns; otherwise the launch is
+// stream or when the last write is older than coalesce_ns(); otherwise the launch is
 // marked COALESCED (its completion shows once a later write or a sync covers its seq).
 // Whether slot ``s`` gets a write for a launch at ``now`` (and the slot's times updated).
 static inline int write_due(uint16_t s, int64_t now) {
@@ -594,7 +605,8 @@ static inline int write_due(uint16_t s, int64_t now) {
   int64_t last_launch = __atomic_load_n(&g_slot[s].launch_ns, __ATOMIC_RELAXED);
   __atomic_store_n(&g_slot[s].launch_ns, now, __ATOMIC_RELAXED);
   int64_t last_write = __atomic_load_n(&g_slot[s].write_ns, __ATOMIC_RELAXED);
-  if (!g_coalesce_ns || now - last_write >= g_coalesce_ns || now - last_launch >= g_coalesce_ns) {
+  const int64_t every = coalesce_ns();
+  if (!every || now - last_write >= every || now - last_launch >= every) {
     __atomic_store_n(&g_slot[s].write_ns, now, __ATOMIC_RELAXED);
     return 1;
   }
@@ -611,7 +623,7 @@ typedef struct {
 } hb_sync_snap;
 
 static int sync_snapshot(hb_sync_snap *sn, int all, uint64_t stream) {
-  if (!g_coalesce_ns || !observing()) return 0;
+  if (!observing() || !coalesce_ns()) return 0;
   uint32_t st = __atomic_load_n(&g_comp, __ATOMIC_RELAXED);
   if (st != HB_COMP_WRITEVAL && st != HB_COMP_HOSTFN) return 0;
   sn->all = all;

@@ -245,6 +245,27 @@ def test_coalescing_is_the_default_for_hp(native: Native, make_segment) -> None:
         assert att.h.syncing == 0  # the sync left the count
 
 
+def test_the_engine_sets_the_hp_coalescing_unless_the_environment_fixes_it(
+    native: Native, make_segment
+) -> None:
+    """header.hp_comp_us (the engine's) governs an HP program's completion writes; a valid
+    HBTUI_COMP_EVERY_US wins over it, an invalid one is named in a warning and ignored."""
+    steps = ["launch:6", "sleep:3", "launch:6", "sync", "check"]  # two bursts 3 ms apart
+    for engine_us, env_us, want_writes in ((1000000, None, 1), (1000, None, 2),
+                                           (1000000, "0", 12), (1000, "x9", 2)):  # fmt: skip
+        att = make_segment(L.CLASS_HP)
+        att.set_hp_comp_us(engine_us)
+        env = prog_env(native, att.name, FAKE_KERNEL_US="20")
+        del env["HBTUI_COMP_EVERY_US"]
+        if env_us is not None:
+            env["HBTUI_COMP_EVERY_US"] = env_us
+        r = run_prog(_argv(native, "dlsym", *steps), env)
+        assert r.returncode == 0, r.stderr
+        assert _counts(r.stdout)["cuStreamWriteValue64_v2"] == want_writes, (engine_us, env_us)
+        assert ("HBTUI_COMP_EVERY_US=x9 is not 0..1000000" in r.stderr) == (env_us == "x9")
+        assert all(att.done(x) for x in att.launches())  # the sync covers the tail
+
+
 def test_graph_launches_always_get_a_write(native: Native, make_segment) -> None:
     """Coalescing (the default) leaves graph launches alone: each is long GPU work, and
     a burst of replays must not look done after its first."""

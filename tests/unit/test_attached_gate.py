@@ -592,3 +592,32 @@ def test_the_heartbeat_is_written_every_10_ms_or_every_quarter_grace() -> None:
             s.poll(10_000_000 * US + t * US)
         assert len(beats) == want, grace_ms
         assert max(b - a for a, b in zip(beats, beats[1:], strict=False)) <= att.grace_ns // 4
+
+
+def test_hp_completion_writes_are_fine_only_while_lp_can_use_the_bubbles() -> None:
+    """header.hp_comp_us: the HP's completion writes coalesced to 1 ms (a burst's first
+    launch still gets one) unless an LP program is attached under hummingbird, which needs
+    HP kernels seen done inside a bubble (100 us)."""
+    from hbtui.engine import attached as A
+
+    for policy in ("exclusive", "spatial", "temporal", "hummingbird"):
+        s, att, _, at = _set(policy)
+        hp_att = FakeAtt()
+        asked: list[int] = []
+        hp_att.set_hp_comp_us = asked.append  # type: ignore[attr-defined]
+        for a in (att, hp_att):
+            a.heartbeat = lambda now=None: None  # type: ignore[attr-defined]
+            a.modules = a.functions = a.launches = lambda: []  # type: ignore[attr-defined]
+            a.syncing = 0  # type: ignore[attr-defined]
+        hp = HpTracker(idle_ns=1000 * US)
+        s.tasks["svc"] = AttachedTask(Task("svc", "hp"), hp_att, "/y", 2, ["svc"], 1.0,  # type: ignore[arg-type]
+                                      hp=hp, stats=TaskStats("svc", "hp"))  # fmt: skip
+        s.poll(1_000 * US)
+        assert asked[-1] == A.HP_COMP_COARSE_US, policy  # HP alone
+        s.tasks["train"] = at
+        s.poll(1_100 * US)
+        want = A.HP_COMP_FINE_US if policy == "hummingbird" else A.HP_COMP_COARSE_US
+        assert asked[-1] == want, policy
+        del s.tasks["train"]
+        s.poll(1_200 * US)
+        assert asked[-1] == A.HP_COMP_COARSE_US, policy  # the LP left

@@ -73,6 +73,9 @@ class FakeAtt:
     def set_slicing(self, on: bool) -> None:
         self.slicing = on
 
+    def set_hp_comp_us(self, us: int) -> None:
+        self.hp_comp_us = us
+
     def publish_variant(self, func: int, module_hash: int, name: str, nparams: int,
                         param_bytes: int | None) -> int:  # fmt: skip
         self.__dict__.setdefault("variants", {})

@@ -53,7 +53,9 @@ from hbtui.engine.scheduler import ControlError
 
 log = logging.getLogger("hbtui.engine")
 
-POLL_NS = int(os.environ.get("HBTUI_DIAG_POLL_US", "20")) * 1000  # DIAG; loop tick while an attached program is active (HP busy, LP in flight)
+POLL_NS = (
+    int(os.environ.get("HBTUI_DIAG_POLL_US", "20")) * 1000
+)  # DIAG; loop tick while an attached program is active (HP busy, LP in flight)
 # ... and while all are quiet (nothing in flight, no request open): an idle engine with a
 # held LP program used 86 % of a core at the 20-us tick (2-vCPU dev VM). A quiet poll only
 # delays the first grant after a quiet spell; request arrival times come from the records.
@@ -65,6 +67,11 @@ BEAT_NS = 10_000_000
 MAX_ATTACHED = 32
 DEFAULT_IDLE_MS = 1.0  # burst rule: a request ends this long after HP went idle
 DEFAULT_HARVEST_GUARD = 0.05  # LP leaves HP requests alone when it slows them more
+# HP completion-write coalescing (header.hp_comp_us): fine only while LP may use the HP's
+# bubbles (they need HP kernels seen done inside one); eager PyTorch service, H100: the
+# interceptor's own time 0.6-0.7 us a launch at 100 us, 0.2 us at 1 ms.
+HP_COMP_FINE_US = 100
+HP_COMP_COARSE_US = 1000
 BUBBLE_MARGIN_NS = 30_000  # a bubble grant's spare time: poll + launch (--bubble-margin-us)
 # On a time-sliced GPU (no MPS) an HP kernel launched after another process's kernel ran
 # waits for the GPU to switch back to its context: +133 us (p50), +130 us (p99) on an H100,
@@ -272,6 +279,10 @@ class AttachedSet:
                 lps.append(at)
         if lps:
             self._gate(lps, hps, now)
+        fine = bool(lps) and self.policy() == "hummingbird"
+        for at in self.tasks.values():
+            if at.hp is not None:
+                at.att.set_hp_comp_us(HP_COMP_FINE_US if fine else HP_COMP_COARSE_US)
         self.hot = (
             fresh
             or any(h.busy or h.open for h in hps)
