@@ -53,9 +53,7 @@ from hbtui.engine.scheduler import ControlError
 
 log = logging.getLogger("hbtui.engine")
 
-POLL_NS = (
-    int(os.environ.get("HBTUI_DIAG_POLL_US", "20")) * 1000
-)  # DIAG; loop tick while an attached program is active (HP busy, LP in flight)
+POLL_NS = int(os.environ.get("HBTUI_DIAG_POLL_US", "20")) * 1000  # DIAG: tick while active
 # ... and while all are quiet (nothing in flight, no request open): an idle engine with a
 # held LP program used 86 % of a core at the 20-us tick (2-vCPU dev VM). A quiet poll only
 # delays the first grant after a quiet spell; request arrival times come from the records.
