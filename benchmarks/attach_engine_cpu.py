@@ -5,8 +5,9 @@
 Builds the fake libcuda and test program of tests/attach, starts
 ``hbtui engine --profile programs --backend sim``, measures the engine's CPU time
 (``/proc/PID/stat``) over S seconds with nothing attached, then with one LP program held
-under ``exclusive`` (its launch waits for a grant that never comes). Prints both as a share
-of one core.
+under ``exclusive`` (its launch waits for a grant that never comes), then with one HP
+program alone that keeps launching (bursts of 20 launches of 50-us fake kernels, 1 ms
+apart: always inside a request). Prints each as a share of one core.
 """
 
 from __future__ import annotations
@@ -59,11 +60,20 @@ def main() -> int:
         held = _share(eng.pid, a.seconds)
         c.call("set_policy", {"policy": "temporal"})
         p.wait(10)
+        steps = ["launch:20", "sleep:1"] * int((a.seconds + 3) * 1000 / 1.5)
+        hp_env = {**env, "FAKE_KERNEL_US": "50"}
+        p = subprocess.Popen([sys.executable, "-m", "hbtui", "run", "--hp", "--task", "svc",
+                              "--engine", ctl, "--", str(prog), "dlsym", *steps],
+                             env=hp_env, stdout=subprocess.DEVNULL)  # fmt: skip
+        time.sleep(1.5)
+        hp = _share(eng.pid, a.seconds)
+        p.kill()
+        p.wait(10)
     finally:
         c.close()
         stop(eng)
     print(f"engine CPU: nothing attached {idle * 100:.1f} %, one held LP program "
-          f"{held * 100:.1f} % of a core")  # fmt: skip
+          f"{held * 100:.1f} %, one busy HP program {hp * 100:.1f} % of a core")  # fmt: skip
     return 0
 
 

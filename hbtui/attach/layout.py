@@ -10,7 +10,7 @@ from __future__ import annotations
 import ctypes
 
 MAGIC = 0x314D485355544248  # "HBTUSHM1"
-VERSION = 4  # 2: ptx_saved, ptx_save_errors; 3: slices (variant table); 4: hp_comp_us
+VERSION = 4  # 2: ptx_saved, ptx_save_errors; 3: slices (variant table); 4: hp_comp_us, synced_ns
 
 LAUNCH_CAP = 4096
 MODULE_CAP = 512
@@ -113,7 +113,8 @@ class Header(ctypes.Structure):
         ("sliced_launches", u64),
         ("slice_launches", u64),
         ("slice_fallbacks", u64),
-        ("_pad3", u8 * 152),
+        ("synced_ns", i64),  # HP: when a wrapped sync last returned and advanced counters
+        ("_pad3", u8 * 144),
     ]
 
 

@@ -315,6 +315,11 @@ class Attachment:
         """Whether an HP program thread is inside a wrapped sync now (coalesced tails)."""
         return self.h.syncing > 0
 
+    @property
+    def synced_ns(self) -> int:
+        """HP: when a wrapped sync last returned (and advanced the counters it covers)."""
+        return self.h.synced_ns
+
     def completed(self, slot: int) -> int:
         """The latest seq the GPU completed on the stream of completion ``slot``."""
         return self._done[slot]

@@ -17,7 +17,7 @@
 #include <stdint.h>
 
 #define HB_SHM_MAGIC 0x314d485355544248ULL  // "HBTUSHM1" little-endian
-#define HB_SHM_VERSION 4u  // 2: ptx_saved, ptx_save_errors; 3: slices; 4: hp_comp_us
+#define HB_SHM_VERSION 4u  // 2: ptx_saved, ptx_save_errors; 3: slices; 4: hp_comp_us, synced_ns
 
 #define HB_LAUNCH_CAP 4096u  // launch records (power of two)
 #define HB_MODULE_CAP 512u   // module-load records (power of two)
@@ -144,7 +144,8 @@ typedef struct {
   uint64_t sliced_launches;    // LP: launches that ran as slices
   uint64_t slice_launches;     // LP: sub-grid launches those took (1-3 per slice)
   uint64_t slice_fallbacks;    // LP: launches run whole because their variant failed
-  uint8_t _pad3[512 - 360];
+  int64_t synced_ns;           // HP: when a wrapped sync last returned and advanced counters
+  uint8_t _pad3[512 - 368];
 } hb_header;
 
 // One launch (128 B). Ring of HB_LAUNCH_CAP at HB_OFF_LAUNCH, slot = index % cap.

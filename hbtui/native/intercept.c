@@ -642,6 +642,9 @@ static int sync_snapshot(hb_sync_snap *sn, int all, uint64_t stream) {
 // ... and it returned: advance the counters from the host to the snapshot (when it
 // succeeded), then leave the syncing count.
 static void synced(const hb_sync_snap *sn, int ok) {
+  // when it returned, before the counters (the engine, seeing them advanced, reads it as
+  // the time the work ended instead of its own poll's, which may be 250 us later)
+  if (ok) __atomic_store_n(&G.h->synced_ns, now_ns(), __ATOMIC_RELAXED);
   // (slot 0 is shared by the streams that found no slot, of every process on the segment,
   // and the shared per-thread-stream counter by this process's threads: a sync that
   // covers one stream, or this process's context, does not cover all of theirs)

@@ -220,6 +220,7 @@ def test_coalesced_hp_completions_and_sync_advance(native: Native, make_segment)
     assert _counts(r.stdout)["cuStreamWriteValue64_v2"] == 1
     # the first six are covered by the sync (host-side advance), the last two by nothing
     assert all(att.done(x) for x in recs[:6]) and att.completed(recs[0].comp_slot) == 6
+    assert recs[5].enqueue_ns < att.synced_ns < recs[6].enqueue_ns  # when the sync returned
 
 
 def test_coalescing_is_the_default_for_hp(native: Native, make_segment) -> None:

@@ -347,6 +347,24 @@ def test_the_engine_ticks_fast_only_while_a_program_is_active() -> None:
     s.poll(1_200 * US)
     s.poll(1_300 * US)
     assert s.poll_ns == A.IDLE_POLL_NS  # it finished and nothing new came
+    # only an HP program attached: nothing to schedule, so a slower tick while it works
+    hp_att = FakeAtt()
+    hp_att.set_hp_comp_us = lambda us: None  # type: ignore[attr-defined]
+    hp_att.heartbeat = att.heartbeat  # type: ignore[attr-defined]
+    hp_att.modules = hp_att.functions = att.modules  # type: ignore[attr-defined]
+    hp_att.launches = att.launches  # type: ignore[attr-defined]
+    hp_att.syncing, hp_att.synced_ns = False, 0  # type: ignore[attr-defined]
+    del s.tasks["train"]
+    hp = HpTracker(idle_ns=1000 * US)
+    s.tasks["svc"] = AttachedTask(Task("svc", "hp"), hp_att, "/y", 2, ["svc"], 1.0,  # type: ignore[arg-type]
+                                  hp=hp, stats=TaskStats("svc", "hp"))  # fmt: skip
+    queued.append(rec(2, 1_400 * US))
+    s.poll(1_400 * US)
+    assert s.poll_ns == A.HP_POLL_NS
+    s.tasks["train"] = at  # an LP program attaches: the fast tick again
+    queued.append(rec(3, 1_500 * US))
+    s.poll(1_500 * US)
+    assert s.poll_ns == A.POLL_NS
 
 
 def test_many_waiting_threads_are_let_go_only_as_far_as_the_budget() -> None:
@@ -621,3 +639,21 @@ def test_hp_completion_writes_are_fine_only_while_lp_can_use_the_bubbles() -> No
         del s.tasks["train"]
         s.poll(1_200 * US)
         assert asked[-1] == A.HP_COMP_COARSE_US, policy  # the LP left
+
+
+def test_work_that_ends_in_the_programs_sync_is_dated_to_the_sync() -> None:
+    """Seen done at a poll after a wrapped sync returned: the HP went idle when the sync
+    returned, not at the engine's tick (a slower tick then does not stretch requests);
+    a sync older than the previous poll says nothing about this poll's completions."""
+    for synced_at, want in ((1_130 * US, 1_130 * US), (900 * US, 1_200 * US)):
+        hp = HpTracker(idle_ns=1000 * US)
+        done = [0] * L.COMP_SLOTS
+        hp.on_launch(rec(1, 1_000 * US), 1_000 * US)
+        hp.poll(done, 1_100 * US, synced=lambda t=synced_at: t)
+        assert hp.busy
+        done[1] = 1
+        hp.poll(done, 1_200 * US, synced=lambda t=synced_at: t)
+        assert not hp.busy and hp.idle_since == want, synced_at
+        hp.poll(done, 2_300 * US)
+        ((req, lat),) = hp.take_done()
+        assert lat == want - 1_000 * US

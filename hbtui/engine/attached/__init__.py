@@ -40,6 +40,20 @@ from hbtui.engine.attached.hp import HpTracker
 from hbtui.engine.attached.lp import DEFAULT_BUDGET_US, LpGate
 from hbtui.engine.attached.slices import SLICED_BUDGET_US
 from hbtui.engine.attached.task import AttachedTask, AttachError
+from hbtui.engine.attached.tuning import (
+    BEAT_NS,
+    BUBBLE_MARGIN_NS,
+    DEAD_CHECK_NS,
+    DEFAULT_HARVEST_GUARD,
+    DEFAULT_IDLE_MS,
+    HP_COMP_COARSE_US,
+    HP_COMP_FINE_US,
+    HP_POLL_NS,
+    IDLE_POLL_NS,
+    MAX_ATTACHED,
+    POLL_NS,
+    SWITCH_COST_NS,
+)
 from hbtui.engine.attached.variants import (
     EntryInfo,
     Job,
@@ -52,34 +66,6 @@ from hbtui.engine.model import HP, LP, Task
 from hbtui.engine.scheduler import ControlError
 
 log = logging.getLogger("hbtui.engine")
-
-POLL_NS = int(os.environ.get("HBTUI_DIAG_POLL_US", "20")) * 1000  # DIAG: tick while active
-# ... and while all are quiet (nothing in flight, no request open): an idle engine with a
-# held LP program used 86 % of a core at the 20-us tick (2-vCPU dev VM). A quiet poll only
-# delays the first grant after a quiet spell; request arrival times come from the records.
-IDLE_POLL_NS = 250_000
-# The heartbeat (LP waits for grants while it is fresher than the grace, 2 s by default)
-# is written this often (or every grace/4 if that is shorter), not every poll: a write
-# per 20-us poll kept its cache line moving between the engine's core and the program's.
-BEAT_NS = 10_000_000
-MAX_ATTACHED = 32
-DEFAULT_IDLE_MS = 1.0  # burst rule: a request ends this long after HP went idle
-DEFAULT_HARVEST_GUARD = 0.05  # LP leaves HP requests alone when it slows them more
-# HP completion-write coalescing (header.hp_comp_us): fine only while LP may use the HP's
-# bubbles (they need HP kernels seen done inside one); eager PyTorch service, H100: the
-# interceptor's own time 0.6-0.7 us a launch at 100 us, 0.2 us at 1 ms.
-HP_COMP_FINE_US = 100
-HP_COMP_COARSE_US = 1000
-BUBBLE_MARGIN_NS = 30_000  # a bubble grant's spare time: poll + launch (--bubble-margin-us)
-# On a time-sliced GPU (no MPS) an HP kernel launched after another process's kernel ran
-# waits for the GPU to switch back to its context: +133 us (p50), +130 us (p99) on an H100,
-# +10 / +33 us under MPS (benchmarks/ctx_switch.py). A grant inside a request needs a
-# bubble that long more (--switch-cost-us), unless every attached program is under MPS,
-# and a request takes only as many as cost it the harvest guard's share (5 %) of the
-# median request (~12 for a 36-ms request), priced by what a grant measurably costs the
-# HP's next kernel once known (HpTracker.grant_cost_ns).
-SWITCH_COST_NS = 150_000
-DEAD_CHECK_NS = 500_000_000  # how often a launcher's pid is checked
 
 
 def _fine_timer_slack() -> None:
@@ -121,7 +107,7 @@ class AttachedSet:
         self.listeners: list[Any] = []  # on_request(task, req, latency_ns, slo_ok)
         self._dead_check = 0
         self.departed: dict[str, dict[str, Any]] = {}  # last stats of detached programs
-        self.hot = False  # some program is active: the engine ticks every POLL_NS
+        self.tick_ns = IDLE_POLL_NS  # how often to poll now (poll_ns)
         # the engine's own HP profile tasks share the GPU (then LP stays paced even with
         # no HP program attached)
         self.other_hp: Callable[[], bool] = lambda: False
@@ -265,7 +251,7 @@ class AttachedSet:
                 for r in recs:
                     hp.on_launch(r, now)
                 hp.slo_ns = at.task.slo_ns(None)
-                hp.poll(att.counters, now, syncing=lambda a=att: a.syncing)
+                hp.poll(att.counters, now, lambda a=att: a.syncing, lambda a=att: a.synced_ns)
                 self._requests_done(at)
                 hps.append(hp)
             else:
@@ -281,16 +267,17 @@ class AttachedSet:
         for at in self.tasks.values():
             if at.hp is not None:
                 at.att.set_hp_comp_us(HP_COMP_FINE_US if fine else HP_COMP_COARSE_US)
-        self.hot = (
+        active = (
             fresh
             or any(h.busy or h.open for h in hps)
             or any(at.lp is not None and at.lp.inflight for at in lps)
         )
+        self.tick_ns = (POLL_NS if lps else HP_POLL_NS) if active else IDLE_POLL_NS
 
     @property
     def poll_ns(self) -> int:
         """How often the engine's loop should tick for these programs now."""
-        return POLL_NS if self.hot else IDLE_POLL_NS
+        return self.tick_ns
 
     def _gate(self, lps: list[AttachedTask], hps: list[HpTracker], now: int) -> None:
         policy = self.policy()

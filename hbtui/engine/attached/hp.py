@@ -107,6 +107,7 @@ class HpTracker:
         self.after_lp: deque[tuple[int, int]] = deque(maxlen=AFTER_KEPT)  # (when, wait ns)
         self.after_idle: deque[tuple[int, int]] = deque(maxlen=AFTER_KEPT)
         self._cost: tuple[tuple[object, ...], float | None] = ((), None)  # (samples' key, cost)
+        self._polled_ns = 0  # the last poll's time
 
     # -- feeding -------------------------------------------------------------------
     def on_launch(self, rec: L.Launch, now_ns: int) -> None:
@@ -160,13 +161,21 @@ class HpTracker:
         self.next_id += 1
 
     def poll(
-        self, completed: list[int], now_ns: int, syncing: Callable[[], bool] = lambda: False
+        self,
+        completed: list[int],
+        now_ns: int,
+        syncing: Callable[[], bool] = lambda: False,
+        synced: Callable[[], int] = lambda: 0,
     ) -> None:
         """Update busy/idle from the completion counters; close finished requests.
 
         ``syncing()``: a program thread is inside a wrapped synchronisation, whose return
         advances the counters over the coalesced tail: the tail is not guessed done. Asked
-        only then (it reads the interceptor's line: see ``segment._Ring.read``)."""
+        only then (it reads the interceptor's line: see ``segment._Ring.read``).
+        ``synced()``: when a wrapped sync last returned; asked when the work is seen done,
+        which is then dated to that sync if it fell since the last poll (a request that
+        ends in the program's sync is timed to it, not to the engine's tick)."""
+        since, self._polled_ns = self._polled_ns, now_ns
         self.guard.tick(now_ns)
         if self._after is not None:
             slot, seq, enq, lp, gap = self._after
@@ -191,7 +200,8 @@ class HpTracker:
         if self.busy:
             quiet = now_ns - self.last_launch_ns
             if all(completed[s] >= q for s, q in self.last_seq.items()):
-                self._idle(now_ns)
+                t = synced()
+                self._idle(t if since < t <= now_ns else now_ns)
             elif quiet >= self.idle_ns and self.written_done_at and not syncing():
                 # only coalesced launches unconfirmed and the program quiet: the work
                 # ended about when the last launch with a write of its own completed
