@@ -322,7 +322,9 @@ class Engine:
     """``python -m hbtui engine --profile programs --backend sim`` (policy hummingbird) on
     ipc sockets in a private directory; log to a file."""
 
-    def __init__(self, py: str, env: dict[str, str], logdir: Path, life_s: float) -> None:
+    def __init__(
+        self, py: str, env: dict[str, str], logdir: Path, life_s: float, extra: list[str]
+    ) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="hbab-"))  # short: ipc paths <= 107 bytes
         self.ctl, self.pub = f"ipc://{self.dir}/ctl", f"ipc://{self.dir}/pub"
         self.summary_path = self.dir / "summary.json"
@@ -331,7 +333,7 @@ class Engine:
                     "--backend", "sim", "--ctl", self.ctl, "--pub", self.pub,
                     "--calibrate", "0", "--summary-json", str(self.summary_path),
                     "--exit-with-parent", str(os.getpid()), "--duration",
-                    f"{life_s:.0f}"]  # fmt: skip
+                    f"{life_s:.0f}", *extra]  # fmt: skip
         log(f"start engine: {shlex.join(self.cmd)}")
         self.logf = open(self.log_path, "w", buffering=1)  # noqa: SIM115 - closed in stop
         self.p = subprocess.Popen(self.cmd, env=env, cwd=ROOT, stdin=subprocess.DEVNULL,
@@ -553,7 +555,7 @@ class Run:
 
     def run(self) -> None:
         a = self.a
-        self.engine = Engine(a.python, self.env(), self.logdir, a.budget + 120)
+        self.engine = Engine(a.python, self.env(), self.logdir, a.budget + 120, a.engine_arg or [])
         self.doc["engine"] = {"command": shlex.join(self.engine.cmd),
                               "state": self.engine.wait_up(self.cap(60))}  # fmt: skip
         log(f"engine up (hummingbird, sim backend): {self.engine.ctl}")
@@ -780,6 +782,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--block-timeout", type=float, default=60.0,
                     help="max seconds for one block beyond its expected time")  # fmt: skip
     ap.add_argument("--hp-arg", action="append", help="extra hp_service argument (repeatable)")
+    ap.add_argument("--engine-arg", action="append",
+                    help="extra `hbtui engine` argument (repeatable), e.g. "
+                         "--engine-arg=--hp-poll-us=20")  # fmt: skip
     ap.add_argument("--python", default=sys.executable, help="interpreter for the children")
     ap.add_argument("--out", default=None, help="result JSON (default hp-overhead-ab-DATE.json)")
     ap.add_argument("--logs", default=None, help="log directory (default OUT-logs/)")

@@ -271,8 +271,6 @@ static inline int observing(void) {
 // HBTUI_SELF_TIME=1 (benchmarks/hp_overhead_ab.py --self-time): the interceptor's own
 // time in observed HP launches, summed (hbtui_self_ns), at one more clock read a launch.
 static int g_self_time;
-static int g_diag_norecord, g_diag_prefetch;  // DIAGNOSTIC (temporary): HBTUI_DIAG_*
-static uint64_t g_diag_seq;
 static uint64_t g_self_ns, g_self_launches;
 static uint32_t g_comp;          // HB_COMP_*: process-local (registration is per process)
 static CUdeviceptr g_comp_dev;   // device address of the completion page
@@ -445,8 +443,6 @@ __attribute__((constructor)) static void hb_init(void) {
   g_no_comp = (__atomic_load_n(&h->flags, __ATOMIC_RELAXED) & HB_FLAG_NO_COMPLETION) != 0;
   const char *self = getenv("HBTUI_SELF_TIME");
   g_self_time = self && !strcmp(self, "1");
-  g_diag_norecord = getenv("HBTUI_DIAG_HP_NORECORD") != NULL;
-  g_diag_prefetch = getenv("HBTUI_DIAG_PREFETCH") != NULL;
   const char *moddir = getenv("HBTUI_MODULE_DIR");
   if (G.lp && moddir && moddir[0] == '/' && strlen(moddir) < sizeof g_moddir)
     memcpy(g_moddir, moddir, strlen(moddir) + 1);
@@ -642,8 +638,8 @@ static int sync_snapshot(hb_sync_snap *sn, int all, uint64_t stream) {
 // ... and it returned: advance the counters from the host to the snapshot (when it
 // succeeded), then leave the syncing count.
 static void synced(const hb_sync_snap *sn, int ok) {
-  // when it returned, before the counters (the engine, seeing them advanced, reads it as
-  // the time the work ended instead of its own poll's, which may be 250 us later)
+  // when it returned, before the counters: the engine, seeing them advanced, takes it as
+  // the time the work ended instead of its own poll's (up to a tick, 100 us, later)
   if (ok) __atomic_store_n(&G.h->synced_ns, now_ns(), __ATOMIC_RELAXED);
   // (slot 0 is shared by the streams that found no slot, of every process on the segment,
   // and the shared per-thread-stream counter by this process's threads: a sync that
@@ -865,21 +861,10 @@ static inline void hp_after(const hb_call *c, CUresult r, hb_pre *p) {
     }
   }
   if (slot == HB_COMP_NONE) p->flags |= HB_LF_NO_SLOT;
-  if (UNLIKELY(g_diag_norecord)) {  // DIAGNOSTIC: no record, no write (engine sees none)
-    p->seq = __atomic_add_fetch(&g_diag_seq, 1, __ATOMIC_RELAXED);
-    if (slot != HB_COMP_NONE) raise_u64(&g_slot[slot].seq, p->seq);
-    write = 0;
-  } else {
   uint64_t i = __atomic_fetch_add(&h->launch_head, 1, __ATOMIC_RELAXED);
   p->seq = i + 1;
   if (slot != HB_COMP_NONE) raise_u64(&g_slot[slot].seq, p->seq);
   record(i, c, r, p, ret, slot);
-  if (UNLIKELY(g_diag_prefetch)) {
-    const char *nx = (const char *)&G.launch[(i + 1) & (HB_LAUNCH_CAP - 1)];
-    __builtin_prefetch(nx, 1, 3);
-    __builtin_prefetch(nx + 64, 1, 3);
-  }
-  }
   // (a write that fails leaves the record naming a counter that will not reach its seq:
   // the next write or a sync on the stream covers it)
   if (write) comp_write(st, c->stream, slot, p->seq);

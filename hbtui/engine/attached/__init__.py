@@ -101,6 +101,7 @@ class AttachedSet:
         self.slicing = True  # hummingbird runs sliceable LP kernels as slices (--slice-programs)
         self.bubble_margin_ns = BUBBLE_MARGIN_NS
         self.switch_cost_ns = SWITCH_COST_NS
+        self.hp_poll_ns = HP_POLL_NS  # --hp-poll-us
         self.harvest_guard = DEFAULT_HARVEST_GUARD  # --harvest-guard (fraction; 0: off)
         self.tasks: dict[str, AttachedTask] = {}
         self.by_shm: dict[str, AttachedTask] = {}
@@ -272,7 +273,7 @@ class AttachedSet:
             or any(h.busy or h.open for h in hps)
             or any(at.lp is not None and at.lp.inflight for at in lps)
         )
-        self.tick_ns = (POLL_NS if lps else HP_POLL_NS) if active else IDLE_POLL_NS
+        self.tick_ns = (POLL_NS if lps else self.hp_poll_ns) if active else IDLE_POLL_NS
 
     @property
     def poll_ns(self) -> int:

@@ -1,14 +1,12 @@
 """The engine's timing and tuning constants for programs under ``hbtui run``, each with the
 measured fact it rests on (docs/attach.md, "Scheduler integration")."""
 
-import os
-
 POLL_NS = 20_000  # loop tick while an attached program is active (HP busy, LP in flight)
 # ... with only HP programs attached: nothing to schedule, they are only timed (a request
 # that ends in the program's sync is dated to it, not to the tick). A busy HP program kept
 # the engine at 86 % of a core at 20 us, 33 % at 100 us (benchmarks/attach_engine_cpu.py,
 # 2-vCPU dev VM), on a core that shares the last-level cache with the program's.
-HP_POLL_NS = int(os.environ.get("HBTUI_DIAG_HP_POLL_US", "100")) * 1000  # DIAG knob
+HP_POLL_NS = 100_000  # (--hp-poll-us)
 # ... and while all are quiet (nothing in flight, no request open): an idle engine with a
 # held LP program used 86 % of a core at the 20-us tick (2-vCPU dev VM). A quiet poll only
 # delays the first grant after a quiet spell; request arrival times come from the records.

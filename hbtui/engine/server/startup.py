@@ -45,6 +45,7 @@ def _number_in(lo: float, hi: float, what: str, unit: str, span: str) -> Callabl
 
 
 _margin_us = _number_in(0, 1e6, "a number of microseconds", "us", "from 0 to 1000000")
+_poll_us = _number_in(10, 1e4, "a number of microseconds", "us", "from 10 to 10000")
 _guard_pct = _number_in(0, 100, "a percentage", "%", "from 0 (off) to 100")
 
 
@@ -122,6 +123,15 @@ def _parser() -> argparse.ArgumentParser:
         help="on a time-sliced GPU (a program not under MPS), what the switch back to an "
         "HP program's context adds to an in-request grant's need (150: an H100 measured "
         "+133 us; 0: ignore it)",
+    )
+    ap.add_argument(
+        "--hp-poll-us",
+        type=_poll_us,
+        default=attached.HP_POLL_NS / 1e3,
+        metavar="US",
+        help="with only `hbtui run --hp` programs attached, how often the engine polls "
+        "them while they work (100; LP scheduling ticks every 20 us, which kept the "
+        "engine at 86 %% of a core)",
     )
     ap.add_argument(
         "--harvest-guard",
@@ -273,6 +283,7 @@ def main(argv: list[str] | None = None) -> int:
             engine.attached.slicing = args.slice_programs == "on"
             engine.attached.bubble_margin_ns = args.bubble_margin_us * 1e3
             engine.attached.switch_cost_ns = args.switch_cost_us * 1e3
+            engine.attached.hp_poll_ns = int(args.hp_poll_us * 1e3)
             engine.attached.harvest_guard = args.harvest_guard / 100
         except (BackendError, ValueError) as e:
             raise UsageError(f"backend {kind}: {e}") from None
