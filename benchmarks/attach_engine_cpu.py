@@ -60,7 +60,8 @@ def main() -> int:
         held = _share(eng.pid, a.seconds)
         c.call("set_policy", {"policy": "temporal"})
         p.wait(10)
-        steps = ["launch:20", "sleep:1"] * int((a.seconds + 3) * 1000 / 1.5)
+        # (an iteration takes ~1.1 ms: twice what the window needs; killed after it)
+        steps = ["launch:20", "sleep:1"] * int((a.seconds + 3) * 1000 / 0.55)
         hp_env = {**env, "FAKE_KERNEL_US": "50"}
         p = subprocess.Popen([sys.executable, "-m", "hbtui", "run", "--hp", "--task", "svc",
                               "--engine", ctl, "--", str(prog), "dlsym", *steps],

@@ -113,7 +113,7 @@ class Header(ctypes.Structure):
         ("sliced_launches", u64),
         ("slice_launches", u64),
         ("slice_fallbacks", u64),
-        ("synced_ns", i64),  # HP: when a wrapped sync last returned and advanced counters
+        ("synced_ns", i64),  # HP: when a wrapped sync last returned with all work done
         ("_pad3", u8 * 144),
     ]
 

@@ -317,7 +317,7 @@ class Attachment:
 
     @property
     def synced_ns(self) -> int:
-        """HP: when a wrapped sync last returned (and advanced the counters it covers)."""
+        """HP: when a wrapped sync last returned having ended all the program's work."""
         return self.h.synced_ns
 
     def completed(self, slot: int) -> int:

@@ -144,7 +144,7 @@ typedef struct {
   uint64_t sliced_launches;    // LP: launches that ran as slices
   uint64_t slice_launches;     // LP: sub-grid launches those took (1-3 per slice)
   uint64_t slice_fallbacks;    // LP: launches run whole because their variant failed
-  int64_t synced_ns;           // HP: when a wrapped sync last returned and advanced counters
+  int64_t synced_ns;           // HP: when a wrapped sync last returned with all work done
   uint8_t _pad3[512 - 368];
 } hb_header;
 

@@ -637,10 +637,23 @@ static int sync_snapshot(hb_sync_snap *sn, int all, uint64_t stream) {
 
 // ... and it returned: advance the counters from the host to the snapshot (when it
 // succeeded), then leave the syncing count.
+// Whether all this process launched is done now that the sync returned: the snapshot covers
+// each slot's launches (a context sync) or the synced stream's, and the other slots'
+// counters already show theirs done (a launch made during the sync is covered by neither).
+static int all_done_after(const hb_sync_snap *sn) {
+  for (uint32_t s = 0; s < HB_COMP_SLOTS; s++) {
+    uint64_t q = __atomic_load_n(&g_slot[s].seq, __ATOMIC_RELAXED);
+    uint64_t covered = sn->all ? sn->seq[s] : (s == sn->slot ? sn->seq[0] : 0);
+    if (q > covered && q > __atomic_load_n(&G.comp_done[s], __ATOMIC_ACQUIRE)) return 0;
+  }
+  return 1;
+}
+
 static void synced(const hb_sync_snap *sn, int ok) {
-  // when it returned, before the counters: the engine, seeing them advanced, takes it as
-  // the time the work ended instead of its own poll's (up to a tick, 100 us, later)
-  if (ok) __atomic_store_n(&G.h->synced_ns, now_ns(), __ATOMIC_RELAXED);
+  // when it returned, if that ended all this process's work, stored before the counters
+  // advance: the engine, seeing them advanced, takes it as the time the work ended instead
+  // of its own poll's (up to a tick, 100 us, later)
+  if (ok && all_done_after(sn)) __atomic_store_n(&G.h->synced_ns, now_ns(), __ATOMIC_RELAXED);
   // (slot 0 is shared by the streams that found no slot, of every process on the segment,
   // and the shared per-thread-stream counter by this process's threads: a sync that
   // covers one stream, or this process's context, does not cover all of theirs)

@@ -18,6 +18,7 @@
 //         holdsync       a thread launches once; the main thread syncs meanwhile
 //         capture        capture a launch on stream 0x300, end capture, launch the graph
 //         sync           cuCtxSynchronize
+//         ssync          cuStreamSynchronize(0x100)
 //         sleep:MS       sleep
 //         wait:PATH      wait (<= 20 s) until PATH exists
 //         where          print which object each entry point lives in
@@ -322,6 +323,9 @@ int main(int argc, char **argv) {
     } else if (strcmp(s, "sync") == 0) {
       check(cu.ctx_sync(), "cuCtxSynchronize");
       printf("sync\n");
+    } else if (strcmp(s, "ssync") == 0) {
+      check(cu.stream_sync((void *)0x100), "cuStreamSynchronize");
+      printf("ssync\n");
     } else if (sscanf(s, "sleep:%d", &n) == 1) {
       usleep((useconds_t)n * 1000);
     } else if (strncmp(s, "wait:", 5) == 0) {

@@ -9,7 +9,7 @@ import re
 import sys
 
 import pytest
-from conftest import Native, prog_env, run_prog
+from conftest import Native, Prog, prog_env, run_prog
 
 from hbtui.attach import layout as L
 
@@ -265,6 +265,36 @@ def test_the_engine_sets_the_hp_coalescing_unless_the_environment_fixes_it(
         assert _counts(r.stdout)["cuStreamWriteValue64_v2"] == want_writes, (engine_us, env_us)
         assert ("HBTUI_COMP_EVERY_US=x9 is not 0..1000000" in r.stderr) == (env_us == "x9")
         assert all(att.done(x) for x in att.launches())  # the sync covers the tail
+
+
+def test_the_engines_coalescing_is_read_live(native: Native, make_segment) -> None:
+    """A change of header.hp_comp_us applies to the program's next launches: two bursts of
+    two halves 2 ms apart get one write each at 1 s, two each once the engine asks 1 ms."""
+    att = make_segment(L.CLASS_HP)
+    att.set_hp_comp_us(1000000)
+    env = prog_env(native, att.name)
+    del env["HBTUI_COMP_EVERY_US"]
+    half = ["launch:3", "sleep:2", "launch:3"]
+    p = Prog([str(native.prog), "dlsym", *half, "sleep:600", *half, "check"], env)
+    p.expect("launch 2")
+    p.expect("launch 2")  # the first burst is over, the second 600 ms away
+    att.set_hp_comp_us(1000)
+    assert p.finish() == 0
+    assert _counts("\n".join(p.lines))["cuStreamWriteValue64_v2"] == 3
+
+
+def test_a_sync_dates_the_end_only_when_it_ended_all_the_work(native: Native, make_segment) -> None:
+    """header.synced_ns: written when a wrapped sync returns with everything this process
+    launched done; a stream sync while another stream's coalesced launch is unconfirmed
+    leaves it alone (the engine then dates the end to its own poll)."""
+    for steps, dated in ((["launch:2", "ssync"], True), (["null:2", "launch:2", "ssync"], False),
+                         (["null:2", "launch:2", "sync"], True)):  # fmt: skip
+        att = make_segment(L.CLASS_HP)
+        env = prog_env(native, att.name, FAKE_KERNEL_US="100", HBTUI_COMP_EVERY_US="1000000")
+        r = run_prog(_argv(native, "dlsym", *steps), env)
+        assert r.returncode == 0, r.stderr
+        last = max(x.enqueue_ns for x in att.launches())
+        assert (att.synced_ns > last) == dated and (att.synced_ns == 0) != dated, steps
 
 
 def test_graph_launches_always_get_a_write(native: Native, make_segment) -> None:

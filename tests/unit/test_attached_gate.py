@@ -612,10 +612,10 @@ def test_the_heartbeat_is_written_every_10_ms_or_every_quarter_grace() -> None:
         assert max(b - a for a, b in zip(beats, beats[1:], strict=False)) <= att.grace_ns // 4
 
 
-def test_hp_completion_writes_are_fine_only_while_lp_can_use_the_bubbles() -> None:
+def test_hp_completion_writes_are_fine_only_while_lp_depends_on_the_hp() -> None:
     """header.hp_comp_us: the HP's completion writes coalesced to 1 ms (a burst's first
-    launch still gets one) unless an LP program is attached under hummingbird, which needs
-    HP kernels seen done inside a bubble (100 us)."""
+    launch still gets one) unless an LP program is attached under a policy whose grants
+    follow the HP's activity (temporal: request ends; hummingbird: also bubbles): 100 us."""
     from hbtui.engine import attached as A
 
     for policy in ("exclusive", "spatial", "temporal", "hummingbird"):
@@ -634,8 +634,12 @@ def test_hp_completion_writes_are_fine_only_while_lp_can_use_the_bubbles() -> No
         assert asked[-1] == A.HP_COMP_COARSE_US, policy  # HP alone
         s.tasks["train"] = at
         s.poll(1_100 * US)
-        want = A.HP_COMP_FINE_US if policy == "hummingbird" else A.HP_COMP_COARSE_US
-        assert asked[-1] == want, policy
+        fine = policy in ("temporal", "hummingbird")
+        assert asked[-1] == (A.HP_COMP_FINE_US if fine else A.HP_COMP_COARSE_US), policy
+        s.policy = lambda: "spatial"  # the operator switches policy: LP runs free
+        s.poll(1_150 * US)
+        assert asked[-1] == A.HP_COMP_COARSE_US, policy
+        s.policy = lambda p=policy: p
         del s.tasks["train"]
         s.poll(1_200 * US)
         assert asked[-1] == A.HP_COMP_COARSE_US, policy  # the LP left
@@ -644,16 +648,21 @@ def test_hp_completion_writes_are_fine_only_while_lp_can_use_the_bubbles() -> No
 def test_work_that_ends_in_the_programs_sync_is_dated_to_the_sync() -> None:
     """Seen done at a poll after a wrapped sync returned: the HP went idle when the sync
     returned, not at the engine's tick (a slower tick then does not stretch requests);
-    a sync older than the previous poll says nothing about this poll's completions."""
-    for synced_at, want in ((1_130 * US, 1_130 * US), (900 * US, 1_200 * US)):
+    a sync older than the previous poll, or than a launch seen since (its kernel ended
+    after the sync), or later than now says nothing about this poll's completions."""
+    cases = [(1_130, None, 1_130), (900, None, 1_200), (1_130, 1_150, 1_200), (1_300, None, 1_200)]
+    for synced_at, relaunch_at, want in cases:
         hp = HpTracker(idle_ns=1000 * US)
         done = [0] * L.COMP_SLOTS
         hp.on_launch(rec(1, 1_000 * US), 1_000 * US)
-        hp.poll(done, 1_100 * US, synced=lambda t=synced_at: t)
+        hp.poll(done, 1_100 * US, synced=lambda t=synced_at: t * US)
         assert hp.busy
         done[1] = 1
-        hp.poll(done, 1_200 * US, synced=lambda t=synced_at: t)
-        assert not hp.busy and hp.idle_since == want, synced_at
+        if relaunch_at is not None:  # launched after the sync, done by the next poll
+            hp.on_launch(rec(2, relaunch_at * US), relaunch_at * US)
+            done[1] = 2
+        hp.poll(done, 1_200 * US, synced=lambda t=synced_at: t * US)
+        assert not hp.busy and hp.idle_since == want * US, (synced_at, relaunch_at)
         hp.poll(done, 2_300 * US)
         ((req, lat),) = hp.take_done()
-        assert lat == want - 1_000 * US
+        assert lat == (want - 1_000) * US

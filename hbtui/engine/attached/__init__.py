@@ -264,7 +264,7 @@ class AttachedSet:
                 lps.append(at)
         if lps:
             self._gate(lps, hps, now)
-        fine = bool(lps) and self.policy() == "hummingbird"
+        fine = bool(lps) and self.policy() in ("temporal", "hummingbird")
         for at in self.tasks.values():
             if at.hp is not None:
                 at.att.set_hp_comp_us(HP_COMP_FINE_US if fine else HP_COMP_COARSE_US)

@@ -172,9 +172,10 @@ class HpTracker:
         ``syncing()``: a program thread is inside a wrapped synchronisation, whose return
         advances the counters over the coalesced tail: the tail is not guessed done. Asked
         only then (it reads the interceptor's line: see ``segment._Ring.read``).
-        ``synced()``: when a wrapped sync last returned; asked when the work is seen done,
-        which is then dated to that sync if it fell since the last poll (a request that
-        ends in the program's sync is timed to it, not to the engine's tick)."""
+        ``synced()``: when a wrapped sync last returned having ended all the program's work;
+        asked when the work is seen done, which is dated to that sync if it fell after the
+        last poll and the last launch (a request that ends in the program's sync is timed
+        to it, not to the engine's tick)."""
         since, self._polled_ns = self._polled_ns, now_ns
         self.guard.tick(now_ns)
         if self._after is not None:
@@ -200,8 +201,8 @@ class HpTracker:
         if self.busy:
             quiet = now_ns - self.last_launch_ns
             if all(completed[s] >= q for s, q in self.last_seq.items()):
-                t = synced()
-                self._idle(t if since < t <= now_ns else now_ns)
+                t = synced()  # (a launch after it, seen done by now, ended later)
+                self._idle(t if max(since, self.last_launch_ns) < t <= now_ns else now_ns)
             elif quiet >= self.idle_ns and self.written_done_at and not syncing():
                 # only coalesced launches unconfirmed and the program quiet: the work
                 # ended about when the last launch with a write of its own completed

@@ -18,9 +18,11 @@ BEAT_NS = 10_000_000
 MAX_ATTACHED = 32
 DEFAULT_IDLE_MS = 1.0  # burst rule: a request ends this long after HP went idle
 DEFAULT_HARVEST_GUARD = 0.05  # LP leaves HP requests alone when it slows them more
-# HP completion-write coalescing (header.hp_comp_us): fine only while LP may use the HP's
-# bubbles (they need HP kernels seen done inside one); eager PyTorch service, H100: the
-# interceptor's own time 0.6-0.7 us a launch at 100 us, 0.2 us at 1 ms.
+# HP completion-write coalescing (header.hp_comp_us): fine only while an LP program's grants
+# depend on the HP's activity (temporal: a request's end; hummingbird: also its bubbles,
+# which need HP kernels seen done inside one); coarse with no LP, or spatial/exclusive.
+# Eager PyTorch service, H100: the interceptor's own time 0.6-0.7 us a launch at 100 us,
+# 0.2 us at 1 ms.
 HP_COMP_FINE_US = 100
 HP_COMP_COARSE_US = 1000
 BUBBLE_MARGIN_NS = 30_000  # a bubble grant's spare time: poll + launch (--bubble-margin-us)

@@ -45,7 +45,7 @@ def _number_in(lo: float, hi: float, what: str, unit: str, span: str) -> Callabl
 
 
 _margin_us = _number_in(0, 1e6, "a number of microseconds", "us", "from 0 to 1000000")
-_poll_us = _number_in(10, 1e4, "a number of microseconds", "us", "from 10 to 10000")
+_poll_us = _number_in(10, 250, "a number of microseconds", "us", "from 10 to 250 (the idle tick)")
 _guard_pct = _number_in(0, 100, "a percentage", "%", "from 0 (off) to 100")
 
 
