@@ -114,7 +114,8 @@ class Header(ctypes.Structure):
         ("slice_launches", u64),
         ("slice_fallbacks", u64),
         ("synced_ns", i64),  # HP: when a wrapped sync last returned with all work done
-        ("_pad3", u8 * 144),
+        ("comp_fixed_us", i32),  # HP: HBTUI_COMP_EVERY_US in force, -1: hp_comp_us rules
+        ("_pad3", u8 * 140),
     ]
 
 

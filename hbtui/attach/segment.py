@@ -80,6 +80,7 @@ def create_segment(
             h.pending_cap, h.comp_slots, h.name_max = L.PENDING_CAP, L.COMP_SLOTS, L.NAME_MAX
             h.task = task.encode()[:63]
             h.mode, h.grace_ms, h.spin_us, h.flags = L.MODE_PASS, grace_ms, spin_us, flags
+            h.comp_fixed_us = -1  # (the interceptor says whether the program fixed it)
             struct.pack_into("<Q", mm, L.OFF_COMP_KEY, 2**64 - 1)  # slot 0: overflow
             h.magic = L.MAGIC  # last: a reader never sees a half-made header as valid
             del h
@@ -253,6 +254,12 @@ class Attachment:
         a change: the interceptor reads this line on every launch)."""
         if self.h.hp_comp_us != us:
             self.h.hp_comp_us = us
+
+    def hp_comp_every_us(self) -> int | None:
+        """HP: the completion-write period in force: the program's HBTUI_COMP_EVERY_US if it
+        set one (0: a write per launch), else the engine's ask (None: not asked yet)."""
+        fixed = int(self.h.comp_fixed_us)
+        return fixed if fixed >= 0 else (int(self.h.hp_comp_us) or None)
 
     def grant(self, seq: int) -> int:
         """Let LP launches with seq <= ``seq`` go; returns the new watermark (never lowered)."""

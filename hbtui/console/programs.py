@@ -135,6 +135,10 @@ def detail(row: TaskRow) -> Text:
             t.append(f" · requests inferred from bursts{gap}")
         elif src == "markers":
             t.append(" · requests from hbtui.request() markers")
+        every = att.get("completion_every_us")
+        if isinstance(every, int) and not isinstance(every, bool) and every > 0:
+            span = f"{every / 1000:g} ms" if every >= 1000 else f"{every} µs"
+            t.append(f" · completion writes coalesced to {span}")
         t.append(harvest_text(att), style="yellow" if att.get("harvest_held_off") else "")
     launches = att.get("launches")
     if isinstance(launches, int):

@@ -145,7 +145,8 @@ typedef struct {
   uint64_t slice_launches;     // LP: sub-grid launches those took (1-3 per slice)
   uint64_t slice_fallbacks;    // LP: launches run whole because their variant failed
   int64_t synced_ns;           // HP: when a wrapped sync last returned with all work done
-  uint8_t _pad3[512 - 368];
+  int32_t comp_fixed_us;       // HP: HBTUI_COMP_EVERY_US in force (us), -1 (L): hp_comp_us rules
+  uint8_t _pad3[512 - 372];
 } hb_header;
 
 // One launch (128 B). Ring of HB_LAUNCH_CAP at HB_OFF_LAUNCH, slot = index % cap.

@@ -440,6 +440,9 @@ __attribute__((constructor)) static void hb_init(void) {
     else
       g_coalesce_fixed = (int64_t)us * 1000;  // 0: a write per launch
   }
+  if (!G.lp)  // (told to the engine, which shows what observing the program costs)
+    __atomic_store_n(&h->comp_fixed_us, g_coalesce_fixed < 0 ? -1 : (int32_t)(g_coalesce_fixed / 1000),
+                     __ATOMIC_RELAXED);
   g_no_comp = (__atomic_load_n(&h->flags, __ATOMIC_RELAXED) & HB_FLAG_NO_COMPLETION) != 0;
   const char *self = getenv("HBTUI_SELF_TIME");
   g_self_time = self && !strcmp(self, "1");

@@ -322,3 +322,28 @@ def test_lp_alone_runs_ungated_unless_the_engine_serves_its_own_hp(
         c2.close()
         rc, err = stop(proc)
         assert rc == 0, err
+
+
+def test_an_hp_program_s_completion_writes_follow_what_lp_needs(
+    engine, env: dict, native: Native
+) -> None:
+    """The attached map says the completion-write period in force: 1 ms with the HP alone,
+    100 us once an LP program attaches under hummingbird; a program's own
+    HBTUI_COMP_EVERY_US wins and is shown."""
+    c, ctl, _ = engine
+    c.call("set_policy", {"policy": "hummingbird"})
+    hp = Prog([*RUN, "--hp", "--task", "svc", "--engine", ctl, "--", str(native.prog),
+               "dlsym", "launch:1", "sleep:6000"], env)  # fmt: skip
+    fixed = Prog([*RUN, "--hp", "--task", "fixed", "--engine", ctl, "--", str(native.prog),
+                  "dlsym", "launch:1", "sleep:6000"],
+                 {**env, "HBTUI_COMP_EVERY_US": "0"})  # fmt: skip
+    every = lambda t: (s := _task(c, t)) and s["attached"].get("completion_every_us")  # noqa: E731
+    _until(lambda: every("svc") == 1000)
+    _until(lambda: every("fixed") == 0)
+    lp = Prog([*RUN, "--lp", "--task", "train", "--engine", ctl, "--", str(native.prog),
+               "dlsym", "sleep:6000"], env)  # fmt: skip
+    _until(lambda: every("svc") == 100)
+    assert every("fixed") == 0
+    for p in (hp, fixed, lp):
+        p.p.kill()
+        p.finish()

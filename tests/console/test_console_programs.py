@@ -109,6 +109,13 @@ async def test_an_hp_program_s_harvest_cost_is_in_its_detail_line() -> None:
     assert " · time-sliced (no MPS)" in text
 
 
+async def test_an_hp_program_s_completion_write_period_is_in_its_detail_line() -> None:
+    for every, want in ((1000, "1 ms"), (100, "100 µs")):
+        text = await _detail_line("serve", completion_every_us=every)
+        assert f" · completion writes coalesced to {want}" in text
+    assert "completion writes" not in await _detail_line("serve", completion_every_us=None)
+
+
 async def test_an_lp_program_confined_under_mps_says_so() -> None:
     text = await _detail_line("finetune", mps=True, sm_percent=50)
     assert " · under MPS on ≤ 50 % of the SMs" in text
