@@ -258,8 +258,8 @@ class Attachment:
     def hp_comp_every_us(self) -> int | None:
         """HP: the completion-write period in force: the program's HBTUI_COMP_EVERY_US if it
         set one (0: a write per launch), else the engine's ask (None: not asked yet)."""
-        fixed = int(self.h.comp_fixed_us)
-        return fixed if fixed >= 0 else (int(self.h.hp_comp_us) or None)
+        fixed = int(self.h.comp_fixed_us)  # (the program's word: checked)
+        return fixed if 0 <= fixed <= 1_000_000 else (int(self.h.hp_comp_us) or None)
 
     def grant(self, seq: int) -> int:
         """Let LP launches with seq <= ``seq`` go; returns the new watermark (never lowered)."""

@@ -136,9 +136,10 @@ def detail(row: TaskRow) -> Text:
         elif src == "markers":
             t.append(" · requests from hbtui.request() markers")
         every = att.get("completion_every_us")
-        if isinstance(every, int) and not isinstance(every, bool) and every > 0:
+        if isinstance(every, int) and not isinstance(every, bool) and every >= 0:
             span = f"{every / 1000:g} ms" if every >= 1000 else f"{every} µs"
-            t.append(f" · completion writes coalesced to {span}")
+            t.append(f" · completion writes coalesced to {span}" if every
+                     else " · a completion write per launch")  # fmt: skip
         t.append(harvest_text(att), style="yellow" if att.get("harvest_held_off") else "")
     launches = att.get("launches")
     if isinstance(launches, int):

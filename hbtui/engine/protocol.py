@@ -153,8 +153,9 @@ class AttachedInfo(TypedDict):
     # hp: how much longer its first kernel after a bubble took when LP ran in the bubble
     # (a difference of medians: may be negative)
     lp_bubble_cost_us: NotRequired[float | None]
-    # hp: the period of its GPU completion writes the engine asks for now (100 us while
-    # an LP program follows it, 1000 otherwise; None: not set yet)
+    # hp: the period of its GPU completion writes in force: the engine's ask (100 us while
+    # an LP program follows it, 1000 otherwise) or the program's own HBTUI_COMP_EVERY_US
+    # (0-1000000; 0: a write per launch); None: not set yet
     completion_every_us: NotRequired[int | None]
     idle_ms: float
     mps: bool  # an MPS daemon serves the program (else the GPU time-slices contexts)

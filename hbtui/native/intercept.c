@@ -641,12 +641,15 @@ static int sync_snapshot(hb_sync_snap *sn, int all, uint64_t stream) {
 // ... and it returned: advance the counters from the host to the snapshot (when it
 // succeeded), then leave the syncing count.
 // Whether all this process launched is done now that the sync returned: the snapshot covers
-// each slot's launches (a context sync) or the synced stream's, and the other slots'
+// each slot's launches (a context sync) or the synced stream's (unless its slot is shared
+// with other streams: slot 0, the shared per-thread-stream counter), and the other slots'
 // counters already show theirs done (a launch made during the sync is covered by neither).
 static int all_done_after(const hb_sync_snap *sn) {
+  const uint16_t shared = __atomic_load_n(&g_ptds_shared, __ATOMIC_RELAXED);
+  const int own = sn->slot != 0 && sn->slot != shared;
   for (uint32_t s = 0; s < HB_COMP_SLOTS; s++) {
     uint64_t q = __atomic_load_n(&g_slot[s].seq, __ATOMIC_RELAXED);
-    uint64_t covered = sn->all ? sn->seq[s] : (s == sn->slot ? sn->seq[0] : 0);
+    uint64_t covered = sn->all ? sn->seq[s] : (own && s == sn->slot ? sn->seq[0] : 0);
     if (q > covered && q > __atomic_load_n(&G.comp_done[s], __ATOMIC_ACQUIRE)) return 0;
   }
   return 1;

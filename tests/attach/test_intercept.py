@@ -6,6 +6,7 @@ device-mapped page, host-function fallback)."""
 from __future__ import annotations
 
 import re
+import struct
 import sys
 
 import pytest
@@ -287,9 +288,16 @@ def test_a_sync_dates_the_end_only_when_it_ended_all_the_work(native: Native, ma
     """header.synced_ns: written when a wrapped sync returns with everything this process
     launched done; a stream sync while another stream's coalesced launch is unconfirmed
     leaves it alone (the engine then dates the end to its own poll)."""
-    for steps, dated in ((["launch:2", "ssync"], True), (["null:2", "launch:2", "ssync"], False),
-                         (["null:2", "launch:2", "sync"], True)):  # fmt: skip
+    cases = [(["launch:2", "ssync"], True, False),
+             (["null:2", "launch:2", "ssync"], False, False),  # null's 2nd launch unconfirmed
+             (["null:1", "sleep:5", "launch:2", "ssync"], True, False),  # null's seen done
+             (["null:2", "launch:2", "sync"], True, False),
+             (["threads:1:2", "launch:2", "ssync"], False, True)]  # fmt: skip
+    for steps, dated, overflow in cases:
         att = make_segment(L.CLASS_HP)
+        if overflow:  # every slot taken by other streams: this process's share slot 0
+            for s in range(1, L.COMP_SLOTS):
+                struct.pack_into("<Q", att._mm, L.OFF_COMP_KEY + 8 * s, 0xDEAD0000 + s)
         env = prog_env(native, att.name, FAKE_KERNEL_US="100", HBTUI_COMP_EVERY_US="1000000")
         r = run_prog(_argv(native, "dlsym", *steps), env)
         assert r.returncode == 0, r.stderr

@@ -110,10 +110,14 @@ async def test_an_hp_program_s_harvest_cost_is_in_its_detail_line() -> None:
 
 
 async def test_an_hp_program_s_completion_write_period_is_in_its_detail_line() -> None:
-    for every, want in ((1000, "1 ms"), (100, "100 µs")):
+    for every, want in ((1000, "coalesced to 1 ms"), (100, "coalesced to 100 µs"),
+                        (1_000_000, "coalesced to 1000 ms"), (0, None)):  # fmt: skip
         text = await _detail_line("serve", completion_every_us=every)
-        assert f" · completion writes coalesced to {want}" in text
-    assert "completion writes" not in await _detail_line("serve", completion_every_us=None)
+        assert (
+            f" · completion writes {want}" if want else " · a completion write per launch"
+        ) in text
+    for odd in (None, True):
+        assert "completion write" not in await _detail_line("serve", completion_every_us=odd)
 
 
 async def test_an_lp_program_confined_under_mps_says_so() -> None:
