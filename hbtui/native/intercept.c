@@ -282,9 +282,9 @@ static int g_captures;           // stream captures in progress (>0: ask the dri
 // when its stream had none for that long, or was quiet that long (the first launch of a
 // burst); the launches in between are covered by the next write (seqs on a stream only
 // grow) and by the program's own synchronisations, after which the counters are advanced
-// from the host. How long: the engine's header.hp_comp_us (fine while an LP program can
-// use the HP's bubbles, coarse otherwise), unless HBTUI_COMP_EVERY_US fixes it (0 = a write
-// per launch). Per process, like the registration.
+// from the host. How long: the engine's header.hp_comp_us (fine while an LP program's
+// grants follow the HP's activity, coarse otherwise), unless HBTUI_COMP_EVERY_US fixes it
+// (0 = a write per launch). Per process, like the registration.
 #define HB_COALESCE_DEFAULT_US 100
 static int64_t g_coalesce_fixed = -1;  // HBTUI_COMP_EVERY_US in ns; -1: the engine's
 static inline int64_t coalesce_ns(void) {
@@ -440,9 +440,10 @@ __attribute__((constructor)) static void hb_init(void) {
     else
       g_coalesce_fixed = (int64_t)us * 1000;  // 0: a write per launch
   }
-  if (!G.lp)  // (told to the engine, which shows what observing the program costs)
-    __atomic_store_n(&h->comp_fixed_us, g_coalesce_fixed < 0 ? -1 : (int32_t)(g_coalesce_fixed / 1000),
-                     __ATOMIC_RELAXED);
+  if (!G.lp) {  // (told to the engine, which shows what observing the program costs)
+    int32_t fixed_us = g_coalesce_fixed < 0 ? -1 : (int32_t)(g_coalesce_fixed / 1000);
+    __atomic_store_n(&h->comp_fixed_us, fixed_us, __ATOMIC_RELAXED);
+  }
   g_no_comp = (__atomic_load_n(&h->flags, __ATOMIC_RELAXED) & HB_FLAG_NO_COMPLETION) != 0;
   const char *self = getenv("HBTUI_SELF_TIME");
   g_self_time = self && !strcmp(self, "1");
@@ -638,15 +639,18 @@ static int sync_snapshot(hb_sync_snap *sn, int all, uint64_t stream) {
   return 1;
 }
 
-// ... and it returned: advance the counters from the host to the snapshot (when it
-// succeeded), then leave the syncing count.
+// Whether a single-stream sync covers all of slot ``s``: not slot 0 (shared by the streams
+// that found no slot, of every process on the segment) nor the per-thread streams' shared
+// counter (this process's threads beyond HB_PTDS_SLOTS).
+static inline int slot_is_own(uint16_t s) {
+  return s != 0 && s != __atomic_load_n(&g_ptds_shared, __ATOMIC_RELAXED);
+}
+
 // Whether all this process launched is done now that the sync returned: the snapshot covers
-// each slot's launches (a context sync) or the synced stream's (unless its slot is shared
-// with other streams: slot 0, the shared per-thread-stream counter), and the other slots'
+// each slot's launches (a context sync) or the synced stream's, and the other slots'
 // counters already show theirs done (a launch made during the sync is covered by neither).
 static int all_done_after(const hb_sync_snap *sn) {
-  const uint16_t shared = __atomic_load_n(&g_ptds_shared, __ATOMIC_RELAXED);
-  const int own = sn->slot != 0 && sn->slot != shared;
+  const int own = slot_is_own(sn->slot);
   for (uint32_t s = 0; s < HB_COMP_SLOTS; s++) {
     uint64_t q = __atomic_load_n(&g_slot[s].seq, __ATOMIC_RELAXED);
     uint64_t covered = sn->all ? sn->seq[s] : (own && s == sn->slot ? sn->seq[0] : 0);
@@ -655,19 +659,19 @@ static int all_done_after(const hb_sync_snap *sn) {
   return 1;
 }
 
+// ... and it returned: advance the counters from the host to the snapshot (when it
+// succeeded), then leave the syncing count.
 static void synced(const hb_sync_snap *sn, int ok) {
-  // when it returned, if that ended all this process's work, stored before the counters
-  // advance: the engine, seeing them advanced, takes it as the time the work ended instead
-  // of its own poll's (up to a tick, 100 us, later)
-  if (ok && all_done_after(sn)) __atomic_store_n(&G.h->synced_ns, now_ns(), __ATOMIC_RELAXED);
-  // (slot 0 is shared by the streams that found no slot, of every process on the segment,
-  // and the shared per-thread-stream counter by this process's threads: a sync that
-  // covers one stream, or this process's context, does not cover all of theirs)
+  // HP: when it returned, if that ended all this process's work, stored before the
+  // counters advance: the engine, seeing them advanced, takes it as the time the work
+  // ended instead of its own poll's (up to a tick, 100 us, later)
+  if (ok && !G.lp && all_done_after(sn))
+    __atomic_store_n(&G.h->synced_ns, now_ns(), __ATOMIC_RELAXED);
+  // (a context sync does not cover slot 0's other processes' streams either)
   if (ok && sn->all) {
     for (uint32_t s = 1; s < HB_COMP_SLOTS; s++)
       if (sn->seq[s]) max_u64(&G.comp_done[s], sn->seq[s]);
-  } else if (ok && sn->seq[0] && sn->slot != 0 &&
-             sn->slot != __atomic_load_n(&g_ptds_shared, __ATOMIC_RELAXED)) {
+  } else if (ok && sn->seq[0] && slot_is_own(sn->slot)) {
     max_u64(&G.comp_done[sn->slot], sn->seq[0]);
   }
   __atomic_fetch_sub(&G.h->syncing, 1, __ATOMIC_RELEASE);
