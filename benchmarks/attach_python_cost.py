@@ -27,6 +27,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -90,6 +91,9 @@ def main() -> int:
     ap.add_argument("--work-kb", type=int, default=256, help="KiB walked between launches")
     ap.add_argument("--blocks", type=int, default=20)
     ap.add_argument("--self-time", action="store_true", help="HBTUI_SELF_TIME=1 in the child")
+    ap.add_argument("--reader-us", type=int, default=0,
+                    help="read the launch ring every N us from another CPU, as the engine "
+                    "does (0: nobody reads it)")  # fmt: skip
     ap.add_argument("--so", default=None, help="interceptor library (default: build it)")
     ap.add_argument("--out", default=None)
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -116,9 +120,28 @@ def main() -> int:
     argv = [sys.executable, __file__, "--child", "--requests", str(a.requests),
             "--launches", str(a.launches), "--work-kb", str(a.work_kb),
             "--blocks", str(a.blocks)] + (["--self-time"] if a.self_time else [])  # fmt: skip
+    stop = threading.Event()
+    reads = [0]
+
+    def reader() -> None:  # the engine's side: drain the ring, pinned to another CPU
+        cpus = sorted(os.sched_getaffinity(0))
+        os.sched_setaffinity(0, cpus[-1:])
+        with segment.Attachment(shm) as att:
+            while not stop.is_set():
+                reads[0] += len(att.launches())
+                time.sleep(a.reader_us / 1e6)
+
+    t = threading.Thread(target=reader, daemon=True)
+    if a.reader_us:
+        t.start()
+    cpus = sorted(os.sched_getaffinity(0))
     try:
-        r = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=1800)
+        r = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=1800,
+                           preexec_fn=lambda: os.sched_setaffinity(0, cpus[:1]))  # fmt: skip
     finally:
+        stop.set()
+        if a.reader_us:
+            t.join()
         segment.unlink_segment(shm)
     if r.returncode != 0:
         print(r.stderr[-3000:], file=sys.stderr)
@@ -135,6 +158,7 @@ def main() -> int:
         "added_ns_per_launch": added,
         "quiet_ns_per_launch": quiet_per,
         "blocks": blocks,
+        "records_read": reads[0],
     }
     if blocks and "self_ns" in blocks[0]:
         doc["self_ns_per_launch"] = statistics.median(b["self_ns"] for b in blocks) / a.launches

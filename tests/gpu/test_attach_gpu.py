@@ -80,8 +80,16 @@ def test_hp_program_is_unchanged_and_observed(so: Path) -> None:
                   f"done {sum(d is True for d in done)}, unknown {sum(d is None for d in done)}; "
                   f"loop {t_plain:.4f} s plain vs {t_hp:.4f} s under the interceptor; "
                   f"stats {a.stats()} lost {a.lost()}")  # fmt: skip
+            fnames = {f.func: f.name for f in a.functions()}
+            late = [
+                f"#{i}/{len(launches)} seq {x.seq} slot {x.comp_slot} counter "
+                f"{a.completed(x.comp_slot)} stream {x.stream:#x} kind {x.kind} flags {x.flags} "
+                f"result {x.result} tid {x.tid} {fnames.get(x.func, hex(x.func))[:60]}"
+                for i, (x, d) in enumerate(zip(launches, done, strict=True))
+                if d is False
+            ]
             assert len(launches) > 100 and a.lost()["launch"] == 0
-            assert all(d is not False for d in done)  # every completion counted by the GPU
+            assert not late, late  # every completion counted by the GPU or a sync
     finally:
         segment.unlink_segment(shm)
 
