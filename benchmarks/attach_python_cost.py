@@ -5,7 +5,7 @@ interceptor builds. CPU only: the fake driver's launch costs tens of ns, not the
 driver's microseconds, so only the difference between builds means something.
 
     python benchmarks/attach_python_cost.py [--requests N] [--launches L] [--work-kb K]
-        [--blocks B] [--so LIB] [--out FILE]
+        [--blocks B] [--reader-us N] [--so LIB] [--out FILE]
 
 A child process runs under the interceptor (LD_PRELOAD, an HP segment made here, no
 engine). A "request" is L launches of cuLaunchKernel through ctypes with Python work
@@ -14,7 +14,9 @@ service's kernels: the interceptor then runs with the caches the program left it
 block alternates quiet requests (``hbtui_set_quiet(1)``: the interceptor passes calls
 straight through) and observed ones; per block the ratio of their medians. Prints the
 median ratio over blocks and the added ns per launch; ``--self-time`` also the
-interceptor's own time per launch (``hbtui_self_ns``).
+interceptor's own time per launch (``hbtui_self_ns``). ``--reader-us N``: a thread of this
+process, on another CPU, reads the launch ring every N us as the engine does (whose reads
+leave the records' lines shared, which the program pays for on the next lap).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def child(a: argparse.Namespace) -> int:
+    os.sched_setaffinity(0, {a.cpu})  # (the reader, if any, on another CPU)
     cuda = ctypes.CDLL("libcuda.so.1")
     cuda.cuInit(0)
     launch = cuda.cuLaunchKernel
@@ -97,6 +100,7 @@ def main() -> int:
     ap.add_argument("--so", default=None, help="interceptor library (default: build it)")
     ap.add_argument("--out", default=None)
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--cpu", type=int, default=0, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
         return child(a)
@@ -122,10 +126,10 @@ def main() -> int:
             "--blocks", str(a.blocks)] + (["--self-time"] if a.self_time else [])  # fmt: skip
     stop = threading.Event()
     reads = [0]
+    cpus = sorted(os.sched_getaffinity(0))  # the child on the first, the reader on the last
 
-    def reader() -> None:  # the engine's side: drain the ring, pinned to another CPU
-        cpus = sorted(os.sched_getaffinity(0))
-        os.sched_setaffinity(0, cpus[-1:])
+    def reader() -> None:  # the engine's side: drain the ring every reader_us
+        os.sched_setaffinity(0, cpus[-1:])  # (this thread only)
         with segment.Attachment(shm) as att:
             while not stop.is_set():
                 reads[0] += len(att.launches())
@@ -134,10 +138,9 @@ def main() -> int:
     t = threading.Thread(target=reader, daemon=True)
     if a.reader_us:
         t.start()
-    cpus = sorted(os.sched_getaffinity(0))
     try:
-        r = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=1800,
-                           preexec_fn=lambda: os.sched_setaffinity(0, cpus[:1]))  # fmt: skip
+        r = subprocess.run([*argv, "--cpu", str(cpus[0])], env=env, capture_output=True,
+                           text=True, timeout=1800)  # fmt: skip
     finally:
         stop.set()
         if a.reader_us:
