@@ -125,19 +125,26 @@ def main() -> int:
             "--launches", str(a.launches), "--work-kb", str(a.work_kb),
             "--blocks", str(a.blocks)] + (["--self-time"] if a.self_time else [])  # fmt: skip
     stop = threading.Event()
-    reads = [0]
+    reads, polls, failed = [0], [0], []
     cpus = sorted(os.sched_getaffinity(0))  # the child on the first, the reader on the last
+    if a.reader_us and len(cpus) < 2:
+        ap.error("--reader-us needs 2 CPUs (the reader would share the program's)")
 
     def reader() -> None:  # the engine's side: drain the ring every reader_us
         os.sched_setaffinity(0, cpus[-1:])  # (this thread only)
-        with segment.Attachment(shm) as att:
-            while not stop.is_set():
-                reads[0] += len(att.launches())
-                time.sleep(a.reader_us / 1e6)
+        try:
+            with segment.Attachment(shm) as att:
+                while not stop.is_set():
+                    reads[0] += len(att.launches())
+                    polls[0] += 1
+                    time.sleep(a.reader_us / 1e6)
+        except Exception as e:  # noqa: BLE001 (reported by the main thread)
+            failed.append(e)
 
     t = threading.Thread(target=reader, daemon=True)
     if a.reader_us:
         t.start()
+    t_run = time.monotonic()
     try:
         r = subprocess.run([*argv, "--cpu", str(cpus[0])], env=env, capture_output=True,
                            text=True, timeout=1800)  # fmt: skip
@@ -146,6 +153,8 @@ def main() -> int:
         if a.reader_us:
             t.join()
         segment.unlink_segment(shm)
+    if failed:
+        raise SystemExit(f"attach_python_cost: the ring reader failed: {failed[0]!r}")
     if r.returncode != 0:
         print(r.stderr[-3000:], file=sys.stderr)
         return 1
@@ -162,6 +171,9 @@ def main() -> int:
         "quiet_ns_per_launch": quiet_per,
         "blocks": blocks,
         "records_read": reads[0],
+        "reader_polls": polls[0],  # (a sleep of reader_us lasts longer: count the polls)
+        "run_s": time.monotonic() - t_run,
+        "cpus": {"program": cpus[0], "reader": cpus[-1] if a.reader_us else None},
     }
     if blocks and "self_ns" in blocks[0]:
         doc["self_ns_per_launch"] = statistics.median(b["self_ns"] for b in blocks) / a.launches

@@ -341,7 +341,9 @@ static inline void cpu_relax(void) {
 // A cache line fetched for writing ahead of the stores that will need it.
 static inline void prefetch_w(const void *p) {
 #if defined(__x86_64__) || defined(__i386__)
-  __asm__ volatile("prefetchw %0" : : "m"(*(const char *)p));  // a NOP where unsupported
+  // (a hint: every x86-64 since Broadwell and K8 implements it; gcc emits it only with
+  // -mprfchw, which the build does not pass)
+  __asm__ volatile("prefetchw %0" : : "m"(*(const char *)p));
 #else
   __builtin_prefetch(p, 1, 3);
 #endif
@@ -864,11 +866,10 @@ static inline void record(uint64_t i, const hb_call *c, CUresult r, const hb_pre
   L->slice_parts = c->slice_parts;
   if (c->slice_blocks) L->flags |= HB_LF_SLICE;
   __atomic_store_n(&L->pub, i + 1, __ATOMIC_RELEASE);
-  // The next record's two lines, owned again now: the engine reads every record from its
-  // core, which leaves the line shared, and the stores of the next lap would each wait
-  // for an invalidation, paid in the program's next locked instruction, outside the
-  // interceptor (+55-70 ns a launch in a Python stand-in with the ring read every 100 us,
-  // back to the figure with nobody reading: attach_python_cost.py --reader-us, CPU)
+  // Take the next slot's two lines for writing now. The engine reads each record from
+  // another core, leaving its lines shared; the next lap's stores into the slot would then
+  // wait for invalidations, a stall paid at the program's next locked instruction
+  // (+55-70 ns a launch, attach_python_cost.py --reader-us 100, CPU)
   const char *next = (const char *)&G.launch[(i + 1) & (HB_LAUNCH_CAP - 1)];
   prefetch_w(next);
   prefetch_w(next + 64);
