@@ -269,7 +269,7 @@ static inline int observing(void) {
   return __atomic_load_n(&g_on, __ATOMIC_RELAXED) && !__atomic_load_n(&g_quiet, __ATOMIC_RELAXED);
 }
 // HBTUI_SELF_TIME=1 (benchmarks/hp_overhead_ab.py --self-time): the interceptor's own
-// time in observed HP launches, summed (hbtui_self_ns), at one more clock read a launch.
+// time in observed HP launches, summed (hbtui_self_ns), at two more clock reads a launch.
 static int g_self_time;
 static uint64_t g_self_ns, g_self_launches;
 static uint32_t g_comp;          // HB_COMP_*: process-local (registration is per process)
@@ -910,8 +910,14 @@ static inline void hp_after(const hb_call *c, CUresult r, hb_pre *p) {
   // the next write or a sync on the stream covers it)
   if (write) comp_write(st, c->stream, slot, p->seq);
   if (UNLIKELY(g_self_time)) {  // after the driver call (hb_before is one clock read)
-    __atomic_fetch_add(&g_self_ns, (uint64_t)(now_ns() - ret), __ATOMIC_RELAXED);
-    __atomic_fetch_add(&g_self_launches, 1, __ATOMIC_RELAXED);
+    // plain adds, no locked instruction (which would wait for the record's stores and
+    // cost the program more than what it measures): threads launching at once may lose
+    // one another's additions
+    const uint64_t d = (uint64_t)(now_ns() - ret);
+    __atomic_store_n(&g_self_ns, __atomic_load_n(&g_self_ns, __ATOMIC_RELAXED) + d,
+                     __ATOMIC_RELAXED);
+    __atomic_store_n(&g_self_launches, __atomic_load_n(&g_self_launches, __ATOMIC_RELAXED) + 1,
+                     __ATOMIC_RELAXED);
   }
 }
 
