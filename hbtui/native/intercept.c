@@ -53,7 +53,7 @@
 #define UNLIKELY(x) __builtin_expect(!!(x), 0)
 
 typedef int CUresult;
-typedef void *CUfunction, *CUstream, *CUmodule, *CUlibrary, *CUkernel, *CUgraphExec;
+typedef void *CUfunction, *CUstream, *CUmodule, *CUlibrary, *CUkernel, *CUgraphExec, *CUcontext;
 typedef uint64_t CUdeviceptr;
 typedef void (*CUhostFn)(void *);
 typedef struct {  // CUlaunchConfig (cuda.h, CUDA >= 11.8)
@@ -99,6 +99,7 @@ typedef struct {  // CUlaunchConfig (cuda.h, CUDA >= 11.8)
   X(H_SSYNC, cuStreamSynchronize, 1)                             \
   X(H_SSYNC_PTSZ, cuStreamSynchronize_ptsz, 1)                   \
   X(H_CSYNC, cuCtxSynchronize, 0)                                \
+  X(H_CSYNC2, cuCtxSynchronize_v2, 1)                            \
   X(H_GPA, cuGetProcAddress, 0)                                  \
   X(H_GPA2, cuGetProcAddress_v2, 0)
 
@@ -123,6 +124,7 @@ enum {
   R_OCCUPANCY,
   R_CTX_GET_DEVICE,
   R_DEV_ATTR,
+  R_CTX_GET_CURRENT,
   R_COUNT
 };
 static const char *const extra_name[R_COUNT][2] = {
@@ -135,6 +137,7 @@ static const char *const extra_name[R_COUNT][2] = {
     {"cuOccupancyMaxActiveBlocksPerMultiprocessor", NULL},
     {"cuCtxGetDevice", NULL},
     {"cuDeviceGetAttribute", NULL},
+    {"cuCtxGetCurrent", NULL},
 };
 static void *volatile g_extra[R_COUNT];
 static int g_extra_done[R_COUNT];
@@ -1266,6 +1269,30 @@ HB_EXPORT CUresult cuCtxSynchronize(void) {
   hb_sync_snap sn;  // (2 KB of stack; the current context's work only is waited for, but
   int snap = sync_snapshot(&sn, 1, 0);  // slots are not per context: a documented limit)
   CUresult r = fn();
+  if (snap) synced(&sn, r == 0);
+  return r;
+}
+
+// CUDA 13's cuCtxSynchronize_v2(ctx): what the CUDA 13 runtime's cudaDeviceSynchronize
+// (torch.cuda.synchronize) calls, got through cuGetProcAddress("cuCtxSynchronize", 13000);
+// unwrapped, a program's context syncs went unseen and a coalesced tail on a stream it
+// never synced alone stayed unconfirmed (found on an H100 with PyTorch cu130). Taken as a
+// context sync only for NULL or the calling thread's current context (slots are not per
+// context): another context's sync, a green context's say, confirms nothing.
+typedef CUresult (*csync2_t)(CUcontext);
+typedef CUresult (*ctx_current_t)(CUcontext *);
+static int is_current_ctx(CUcontext ctx) {
+  if (!ctx) return 1;
+  ctx_current_t f = (ctx_current_t)extra(R_CTX_GET_CURRENT);
+  CUcontext cur = NULL;
+  return f && f(&cur) == 0 && cur == ctx;
+}
+HB_EXPORT CUresult cuCtxSynchronize_v2(CUcontext ctx) {
+  csync2_t fn = (csync2_t)real(H_CSYNC2);
+  if (UNLIKELY(!fn)) return missing(H_CSYNC2);
+  hb_sync_snap sn;
+  int snap = observing() && is_current_ctx(ctx) && sync_snapshot(&sn, 1, 0);
+  CUresult r = fn(ctx);
   if (snap) synced(&sn, r == 0);
   return r;
 }

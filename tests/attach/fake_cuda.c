@@ -51,7 +51,8 @@ static int env_int(const char *name, int dflt) {
   X(cuMemHostRegister) X(cuMemHostRegister_v2) X(cuMemHostGetDevicePointer)              \
   X(cuMemHostGetDevicePointer_v2) X(cuStreamWriteValue64) X(cuStreamWriteValue64_v2)     \
   X(cuLaunchHostFunc) X(cuStreamSynchronize) X(cuCtxSynchronize) X(cuFuncSetAttribute)      \
-  X(cuOccupancyMaxActiveBlocksPerMultiprocessor) X(cuCtxGetDevice) X(cuDeviceGetAttribute)
+  X(cuOccupancyMaxActiveBlocksPerMultiprocessor) X(cuCtxGetDevice) X(cuDeviceGetAttribute)  \
+  X(cuCtxSynchronize_v2) X(cuCtxGetCurrent)
 
 #define X_ENUM(n) C_##n,
 enum { NAMES(X_ENUM) C_COUNT };
@@ -506,6 +507,11 @@ E(CUresult cuLaunchHostFunc(CUstream s, void (*fn)(void *), void *arg)) {
 }
 E(CUresult cuStreamSynchronize(CUstream s)) { COUNT(cuStreamSynchronize); (void)s; drain(); return 0; }
 E(CUresult cuCtxSynchronize(void)) { COUNT(cuCtxSynchronize); drain(); return 0; }
+// CUDA 13: a context argument (FAKE_CTX is the current one; any other is "another
+// context", whose sync still drains this fake's single queue)
+#define FAKE_CTX ((void *)0xC7C)
+E(CUresult cuCtxSynchronize_v2(void *ctx)) { COUNT(cuCtxSynchronize_v2); (void)ctx; drain(); return 0; }
+E(CUresult cuCtxGetCurrent(void **ctx)) { COUNT(cuCtxGetCurrent); if (ctx) *ctx = FAKE_CTX; return 0; }
 E(CUresult cuInit(unsigned f)) { COUNT(cuInit); (void)f; return 0; }
 E(CUresult cuDriverGetVersion(int *v)) { COUNT(cuDriverGetVersion); if (v) *v = 12040; return 0; }
 
@@ -529,7 +535,8 @@ static CUresult lookup(const char *sym, void **pfn, int ver, uint64_t flags, int
       (strcmp(sym, "cuStreamBeginCapture") == 0 && ver >= 10010) ||
       (strcmp(sym, "cuMemHostRegister") == 0 && ver >= 6050) ||
       (strcmp(sym, "cuMemHostGetDevicePointer") == 0 && ver >= 3020) ||
-      (strcmp(sym, "cuStreamWriteValue64") == 0 && ver >= 12000))
+      (strcmp(sym, "cuStreamWriteValue64") == 0 && ver >= 12000) ||
+      (strcmp(sym, "cuCtxSynchronize") == 0 && ver >= 13000))
     snprintf(base, sizeof base, "%s_v2", sym);
   void *p = NULL;
   if (flags & 2) {  // CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM

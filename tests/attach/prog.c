@@ -19,6 +19,10 @@
 //         capture        capture a launch on stream 0x300, end capture, launch the graph
 //         sync           cuCtxSynchronize
 //         ssync          cuStreamSynchronize(0x100)
+//         sync13         what the CUDA 13 runtime's cudaDeviceSynchronize calls: the entry
+//                        point for "cuCtxSynchronize" at version 13000 (cuCtxSynchronize_v2;
+//                        dlsym modes: by that name) on the current context
+//         sync13x        the same on another context (0xBAD)
 //         sleep:MS       sleep
 //         wait:PATH      wait (<= 20 s) until PATH exists
 //         where          print which object each entry point lives in
@@ -323,6 +327,16 @@ int main(int argc, char **argv) {
     } else if (strcmp(s, "sync") == 0) {
       check(cu.ctx_sync(), "cuCtxSynchronize");
       printf("sync\n");
+    } else if (strcmp(s, "sync13") == 0 || strcmp(s, "sync13x") == 0) {
+      void *f = NULL, *cur = NULL;
+      int st = 0;
+      if (gpa2) gpa2("cuCtxSynchronize", &f, 13000, gpa_flags, &st);
+      else if (gpa) gpa("cuCtxSynchronize", &f, 13000, gpa_flags);
+      else f = dlsym(lib, "cuCtxSynchronize_v2");
+      int (*cur_fn)(void **) = (int (*)(void **))get("cuCtxGetCurrent");
+      if (!f || cur_fn(&cur) != 0) die("sync13");
+      check(((int (*)(void *))f)(s[6] == 'x' ? (void *)0xBAD : cur), "cuCtxSynchronize_v2");
+      printf("%s\n", s);
     } else if (strcmp(s, "ssync") == 0) {
       check(cu.stream_sync((void *)0x100), "cuStreamSynchronize");
       printf("ssync\n");
@@ -349,7 +363,7 @@ int main(int argc, char **argv) {
           "cuModuleLoadFatBinary", "cuLibraryLoadData", "cuModuleGetFunction",
           "cuLibraryGetKernel", "cuKernelGetFunction", "cuStreamBeginCapture_v2",
           "cuStreamEndCapture", "cuStreamWriteValue64_v2", "cuLaunchHostFunc",
-          "cuMemHostRegister_v2", "cuCtxSynchronize"};
+          "cuMemHostRegister_v2", "cuCtxSynchronize", "cuCtxSynchronize_v2"};
       if (!count || !last) die("check: not the fake driver");
       for (size_t i = 0; i < sizeof names / sizeof *names; i++)
         printf("count %s %ld\n", names[i], count(names[i]));

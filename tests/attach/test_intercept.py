@@ -247,6 +247,26 @@ def test_coalescing_is_the_default_for_hp(native: Native, make_segment) -> None:
         assert att.h.syncing == 0  # the sync left the count
 
 
+@pytest.mark.parametrize("mode", ["dlsym", "gpa", "gpa2"])
+def test_a_cuda13_context_sync_covers_the_tail_on_the_current_context_only(
+    native: Native, make_segment, mode: str
+) -> None:
+    """The CUDA 13 runtime's cudaDeviceSynchronize calls cuCtxSynchronize_v2(ctx), got for
+    "cuCtxSynchronize" at version 13000: on the current context it covers a coalesced HP
+    tail like cuCtxSynchronize; on another context it confirms nothing."""
+    for step, covered in (("sync13", True), ("sync13x", False)):
+        att = make_segment(L.CLASS_HP)
+        env = prog_env(native, att.name, "hp")
+        del env["HBTUI_COMP_EVERY_US"]  # coalesced: the tail has no write of its own
+        r = run_prog(_argv(native, mode, "launch:50", step, "check"), env)
+        assert r.returncode == 0, r.stderr
+        assert _counts(r.stdout)["cuCtxSynchronize_v2"] == 1
+        recs = att.launches()
+        assert len(recs) == 50 and any(x.flags & L.LF_COALESCED for x in recs)
+        assert all(att.done(x) for x in recs) == covered, step
+        assert att.h.syncing == 0
+
+
 def test_the_engine_sets_the_hp_coalescing_unless_the_environment_fixes_it(
     native: Native, make_segment
 ) -> None:
