@@ -45,6 +45,9 @@
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
 
 #include "hbtui_shm.h"
 
@@ -341,15 +344,26 @@ static inline void cpu_relax(void) {
 #endif
 }
 
-// A cache line fetched for writing ahead of the stores that will need it.
+// A cache line fetched for writing ahead of the stores that will need it: PREFETCHW where
+// CPUID says the CPU has it (Intel since Broadwell, AMD; gcc emits it only with -mprfchw,
+// which the build does not pass), else a plain prefetch.
+static int g_prefetchw;  // set in hb_init
+static int has_prefetchw(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  unsigned a, b, c = 0, d;
+  return __get_cpuid(0x80000001u, &a, &b, &c, &d) && (c & (1u << 8));  // CPUID PRFCHW
+#else
+  return 0;
+#endif
+}
 static inline void prefetch_w(const void *p) {
 #if defined(__x86_64__) || defined(__i386__)
-  // (a hint: every x86-64 since Broadwell and K8 implements it; gcc emits it only with
-  // -mprfchw, which the build does not pass)
-  __asm__ volatile("prefetchw %0" : : "m"(*(const char *)p));
-#else
-  __builtin_prefetch(p, 1, 3);
+  if (LIKELY(g_prefetchw)) {
+    __asm__ volatile("prefetchw %0" : : "m"(*(const char *)p));
+    return;
+  }
 #endif
+  __builtin_prefetch(p, 1, 3);
 }
 
 // 64-bit hash of a byte string, 8 bytes at a time (the last word zero-padded). Python's
@@ -395,6 +409,7 @@ __attribute__((constructor)) static void hb_init(void) {
   if (!g_dlsym) init_dlsym();
   pthread_atfork(locks_prepare, locks_release, atfork_child);
   g_pid_key = (uint64_t)getpid() << 40;
+  g_prefetchw = has_prefetchw();
   const char *name = getenv("HBTUI_SHM");
   if (!name || !*name) return;  // not under `hbtui run`: pure pass-through
   char path[256];
@@ -1584,13 +1599,16 @@ static int hook_by_name(const char *name) {
 }
 
 // The wrapper for an entry point `p` the driver returned for `sym`, or `p` itself.
-static void *substitute(const char *sym, void *p, uint64_t flags) {
+static void *substitute(const char *sym, void *p, int ver, uint64_t flags) {
   if (!sym || sym[0] != 'c' || sym[1] != 'u' || !p) return p;
   for (int i = 0; i < H_COUNT; i++)  // exactly one of the functions we wrap
     if (real(i) == p) return hook_fn[i];
   for (int i = 0; i < H_COUNT; i++)
     if (p == hook_fn[i]) return p;
-  // Not an exported function: wrap by name where the ABI never changed.
+  // Not an exported function. cuCtxSynchronize's ABI changed at 13.0 (a context argument):
+  // the version asked for says which one this is.
+  if (strcmp(sym, "cuCtxSynchronize") == 0) return hook_fn[ver >= 13000 ? H_CSYNC2 : H_CSYNC];
+  // Otherwise wrap by name where the ABI never changed.
   char name[96];
   snprintf(name, sizeof name, "%s%s", sym,
            (flags & CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM) ? "_ptsz" : "");
@@ -1606,7 +1624,7 @@ HB_EXPORT CUresult cuGetProcAddress(const char *sym, void **pfn, int ver, uint64
   gpa1_t fn = (gpa1_t)real(H_GPA);
   if (!fn) return missing(H_GPA);
   CUresult r = fn(sym, pfn, ver, flags);
-  if (r == 0 && pfn) *pfn = substitute(sym, *pfn, flags);
+  if (r == 0 && pfn) *pfn = substitute(sym, *pfn, ver, flags);
   return r;
 }
 
@@ -1615,7 +1633,7 @@ HB_EXPORT CUresult cuGetProcAddress_v2(const char *sym, void **pfn, int ver, uin
   gpa2_t fn = (gpa2_t)real(H_GPA2);
   if (!fn) return missing(H_GPA2);
   CUresult r = fn(sym, pfn, ver, flags, status);
-  if (r == 0 && pfn) *pfn = substitute(sym, *pfn, flags);
+  if (r == 0 && pfn) *pfn = substitute(sym, *pfn, ver, flags);
   return r;
 }
 

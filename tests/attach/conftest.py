@@ -45,8 +45,10 @@ def _cc(*args: str) -> None:
 def native(tmp_path_factory: pytest.TempPathFactory) -> Native:
     d = tmp_path_factory.mktemp("attach")
     fake = d / "libcuda.so.1"
-    _cc(*CFLAGS, "-shared", "-fPIC", "-Wl,-soname,libcuda.so.1", "-o", str(fake),
-        str(HERE / "fake_cuda.c"))  # fmt: skip
+    # -Bsymbolic: the fake's cuGetProcAddress hands out its own functions, as the real
+    # driver does, not the preloaded interceptor's exports of the same names
+    _cc(*CFLAGS, "-shared", "-fPIC", "-Wl,-soname,libcuda.so.1", "-Wl,-Bsymbolic", "-o",
+        str(fake), str(HERE / "fake_cuda.c"))  # fmt: skip
     prog, prog_link = d / "prog", d / "prog_link"
     _cc(*CFLAGS, "-o", str(prog), str(HERE / "prog.c"), "-ldl")
     _cc(*CFLAGS, "-DLINKED", "-o", str(prog_link), str(HERE / "prog.c"), f"-L{d}",

@@ -511,6 +511,9 @@ E(CUresult cuCtxSynchronize(void)) { COUNT(cuCtxSynchronize); drain(); return 0;
 // context", whose sync still drains this fake's single queue)
 #define FAKE_CTX ((void *)0xC7C)
 E(CUresult cuCtxSynchronize_v2(void *ctx)) { COUNT(cuCtxSynchronize_v2); (void)ctx; drain(); return 0; }
+// FAKE_GPA_HIDDEN=1: cuGetProcAddress gives out this unexported twin instead (a driver may
+// hand out entry points that no symbol names)
+static CUresult hidden_ctx_sync_v2(void *ctx) { return cuCtxSynchronize_v2(ctx); }
 E(CUresult cuCtxGetCurrent(void **ctx)) { COUNT(cuCtxGetCurrent); if (ctx) *ctx = FAKE_CTX; return 0; }
 E(CUresult cuInit(unsigned f)) { COUNT(cuInit); (void)f; return 0; }
 E(CUresult cuDriverGetVersion(int *v)) { COUNT(cuDriverGetVersion); if (v) *v = 12040; return 0; }
@@ -545,6 +548,7 @@ static CUresult lookup(const char *sym, void **pfn, int ver, uint64_t flags, int
     p = find(pt);
   }
   if (!p) p = find(base);
+  if (p == (void *)&cuCtxSynchronize_v2 && getenv("FAKE_GPA_HIDDEN")) p = (void *)&hidden_ctx_sync_v2;
   *pfn = p;
   if (status) *status = p ? 0 : 1;
   return p ? 0 : 500;

@@ -247,22 +247,29 @@ def test_coalescing_is_the_default_for_hp(native: Native, make_segment) -> None:
         assert att.h.syncing == 0  # the sync left the count
 
 
-@pytest.mark.parametrize("mode", ["dlsym", "gpa", "gpa2"])
+@pytest.mark.parametrize("mode", ["dlsym", "gpa", "gpa2", "gpa-hidden"])
 def test_a_cuda13_context_sync_covers_the_tail_on_the_current_context_only(
     native: Native, make_segment, mode: str
 ) -> None:
     """The CUDA 13 runtime's cudaDeviceSynchronize calls cuCtxSynchronize_v2(ctx), got for
-    "cuCtxSynchronize" at version 13000: on the current context it covers a coalesced HP
-    tail like cuCtxSynchronize; on another context it confirms nothing."""
+    "cuCtxSynchronize" at version 13000 (gpa-hidden: as an entry point no symbol names): on
+    the current context it covers a coalesced HP tail like cuCtxSynchronize; on another
+    context it confirms nothing."""
+    hidden = mode == "gpa-hidden"
+    lookup = "gpa" if hidden else mode
     for step, covered in (("sync13", True), ("sync13x", False)):
         att = make_segment(L.CLASS_HP)
-        env = prog_env(native, att.name, "hp")
-        del env["HBTUI_COMP_EVERY_US"]  # coalesced: the tail has no write of its own
-        r = run_prog(_argv(native, mode, "launch:50", step, "check"), env)
+        # writes 1 s apart: only the first launch has one, the sync must cover the rest
+        env = prog_env(native, att.name, "hp", HBTUI_COMP_EVERY_US="1000000")
+        if hidden:
+            env["FAKE_GPA_HIDDEN"] = "1"
+        r = run_prog(_argv(native, lookup, "launch:50", step, "check"), env)
         assert r.returncode == 0, r.stderr
         assert _counts(r.stdout)["cuCtxSynchronize_v2"] == 1
         recs = att.launches()
-        assert len(recs) == 50 and any(x.flags & L.LF_COALESCED for x in recs)
+        assert len(recs) == 50 and not recs[0].flags & L.LF_COALESCED
+        assert all(x.flags & L.LF_COALESCED for x in recs[1:])
+        assert att.done(recs[0]) and att.done(recs[-1]) == covered, step
         assert all(att.done(x) for x in recs) == covered, step
         assert att.h.syncing == 0
 
