@@ -56,7 +56,7 @@
 #define UNLIKELY(x) __builtin_expect(!!(x), 0)
 
 typedef int CUresult;
-typedef void *CUfunction, *CUstream, *CUmodule, *CUlibrary, *CUkernel, *CUgraphExec, *CUcontext, *CUevent;
+typedef void *CUfunction, *CUstream, *CUmodule, *CUlibrary, *CUkernel, *CUgraphExec, *CUcontext;
 typedef uint64_t CUdeviceptr;
 typedef void (*CUhostFn)(void *);
 typedef struct {  // CUlaunchConfig (cuda.h, CUDA >= 11.8)
@@ -103,11 +103,6 @@ typedef struct {  // CUlaunchConfig (cuda.h, CUDA >= 11.8)
   X(H_SSYNC_PTSZ, cuStreamSynchronize_ptsz, 1)                   \
   X(H_CSYNC, cuCtxSynchronize, 0)                                \
   X(H_CSYNC2, cuCtxSynchronize_v2, 1)                            \
-  X(H_EV_RECORD, cuEventRecord, 1)                               \
-  X(H_EV_RECORD_PTSZ, cuEventRecord_ptsz, 1)                     \
-  X(H_EV_RECORD_F, cuEventRecordWithFlags, 1)                    \
-  X(H_EV_RECORD_F_PTSZ, cuEventRecordWithFlags_ptsz, 1)          \
-  X(H_EV_SYNC, cuEventSynchronize, 1)                            \
   X(H_GPA, cuGetProcAddress, 0)                                  \
   X(H_GPA2, cuGetProcAddress_v2, 0)
 
@@ -1314,88 +1309,6 @@ HB_EXPORT CUresult cuCtxSynchronize_v2(CUcontext ctx) {
   int snap = observing() && is_current_ctx(ctx) && sync_snapshot(&sn, 1, 0);
   CUresult r = fn(ctx);
   if (snap) synced(&sn, r == 0);
-  return r;
-}
-
-// Events (HP): a wait on an event covers what its stream had launched when it was
-// recorded (servers wait this way: a non-blocking copy to the host, then the event's
-// synchronize). cuEventRecord notes the stream's slot and highest seq, read before the
-// real call (a launch another thread makes meanwhile is not covered), in a small table
-// keyed by the event; cuEventSynchronize advances that counter once the wait succeeded.
-// A record into a capture, on a shared slot or with nothing to note clears the event's
-// note (re-recorded, it no longer stands for the old point); an entry taken by another
-// event is a miss: nothing advances, never early.
-#define HB_EVENT_CAP 1024u
-static struct {
-  uint64_t key, val;  // the event; slot << 48 | seq (0: nothing)
-} g_events[HB_EVENT_CAP];
-static inline uint32_t event_index(CUevent ev) {
-  return (uint32_t)(((uint64_t)(uintptr_t)ev * 0x9E3779B97F4A7C15ULL) >> 54);
-}
-static void event_note(CUevent ev, uint64_t val) {
-  uint32_t i = event_index(ev);
-  const uint64_t k = (uint64_t)(uintptr_t)ev;
-  if (__atomic_load_n(&g_events[i].key, __ATOMIC_RELAXED) != k) {
-    __atomic_store_n(&g_events[i].key, 0, __ATOMIC_RELAXED);  // a reader now misses
-    __atomic_thread_fence(__ATOMIC_RELEASE);
-  }
-  __atomic_store_n(&g_events[i].val, val, __ATOMIC_RELAXED);
-  __atomic_store_n(&g_events[i].key, k, __ATOMIC_RELEASE);
-}
-static uint64_t event_noted(CUevent ev) {
-  uint32_t i = event_index(ev);
-  const uint64_t k = (uint64_t)(uintptr_t)ev;
-  if (!k || __atomic_load_n(&g_events[i].key, __ATOMIC_ACQUIRE) != k) return 0;
-  uint64_t v = __atomic_load_n(&g_events[i].val, __ATOMIC_RELAXED);
-  __atomic_thread_fence(__ATOMIC_ACQUIRE);
-  return __atomic_load_n(&g_events[i].key, __ATOMIC_RELAXED) == k ? v : 0;
-}
-
-typedef CUresult (*ev_record_t)(CUevent, CUstream);
-typedef CUresult (*ev_record_f_t)(CUevent, CUstream, unsigned);
-typedef CUresult (*ev_sync_t)(CUevent);
-
-static CUresult event_record(int hook, int ptsz, CUevent ev, CUstream s, int with_flags,
-                             unsigned flags) {
-  void *fn = real(hook);
-  if (UNLIKELY(!fn)) return missing(hook);
-  const int hp = observing() && !G.lp && ev;
-  uint64_t val = 0;
-  if (hp && coalesce_ns()) {
-    uint64_t stream = ptsz && !s ? CU_STREAM_PER_THREAD : (uint64_t)(uintptr_t)s;
-    uint16_t slot = comp_slot(stream, 0);
-    uint64_t seq = slot_is_own(slot) ? __atomic_load_n(&g_slot[slot].seq, __ATOMIC_RELAXED) : 0;
-    if (seq && seq < (1ULL << 48) && !capturing(stream)) val = (uint64_t)slot << 48 | seq;
-  }
-  CUresult r = with_flags ? ((ev_record_f_t)fn)(ev, s, flags) : ((ev_record_t)fn)(ev, s);
-  if (hp && r == 0) event_note(ev, val);
-  return r;
-}
-HB_EXPORT CUresult cuEventRecord(CUevent ev, CUstream s) {
-  return event_record(H_EV_RECORD, 0, ev, s, 0, 0);
-}
-HB_EXPORT CUresult cuEventRecord_ptsz(CUevent ev, CUstream s) {
-  return event_record(H_EV_RECORD_PTSZ, 1, ev, s, 0, 0);
-}
-HB_EXPORT CUresult cuEventRecordWithFlags(CUevent ev, CUstream s, unsigned flags) {
-  return event_record(H_EV_RECORD_F, 0, ev, s, 1, flags);
-}
-HB_EXPORT CUresult cuEventRecordWithFlags_ptsz(CUevent ev, CUstream s, unsigned flags) {
-  return event_record(H_EV_RECORD_F_PTSZ, 1, ev, s, 1, flags);
-}
-HB_EXPORT CUresult cuEventSynchronize(CUevent ev) {
-  ev_sync_t fn = (ev_sync_t)real(H_EV_SYNC);
-  if (UNLIKELY(!fn)) return missing(H_EV_SYNC);
-  hb_sync_snap sn;
-  uint64_t val = observing() && !G.lp && coalesce_ns() ? event_noted(ev) : 0;
-  if (val) {  // a one-slot snapshot: what the event's record covered
-    sn.all = 0;
-    sn.slot = (uint16_t)(val >> 48);
-    sn.seq[0] = val & ((1ULL << 48) - 1);
-    __atomic_fetch_add(&G.h->syncing, 1, __ATOMIC_RELEASE);
-  }
-  CUresult r = fn(ev);
-  if (val) synced(&sn, r == 0);
   return r;
 }
 

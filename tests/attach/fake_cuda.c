@@ -52,8 +52,7 @@ static int env_int(const char *name, int dflt) {
   X(cuMemHostGetDevicePointer_v2) X(cuStreamWriteValue64) X(cuStreamWriteValue64_v2)     \
   X(cuLaunchHostFunc) X(cuStreamSynchronize) X(cuCtxSynchronize) X(cuFuncSetAttribute)      \
   X(cuOccupancyMaxActiveBlocksPerMultiprocessor) X(cuCtxGetDevice) X(cuDeviceGetAttribute)  \
-  X(cuCtxSynchronize_v2) X(cuCtxGetCurrent) X(cuEventRecord) X(cuEventRecord_ptsz)         \
-  X(cuEventRecordWithFlags) X(cuEventRecordWithFlags_ptsz) X(cuEventSynchronize)
+  X(cuCtxSynchronize_v2) X(cuCtxGetCurrent)
 
 #define X_ENUM(n) C_##n,
 enum { NAMES(X_ENUM) C_COUNT };
@@ -512,12 +511,6 @@ E(CUresult cuCtxSynchronize(void)) { COUNT(cuCtxSynchronize); drain(); return 0;
 // context", whose sync still drains this fake's single queue)
 #define FAKE_CTX ((void *)0xC7C)
 E(CUresult cuCtxSynchronize_v2(void *ctx)) { COUNT(cuCtxSynchronize_v2); (void)ctx; drain(); return 0; }
-// events: recording is free, a wait drains the whole (single) queue
-E(CUresult cuEventRecord(void *e, CUstream s)) { COUNT(cuEventRecord); (void)e; (void)s; return 0; }
-E(CUresult cuEventRecord_ptsz(void *e, CUstream s)) { COUNT(cuEventRecord_ptsz); (void)e; (void)s; return 0; }
-E(CUresult cuEventRecordWithFlags(void *e, CUstream s, unsigned f)) { COUNT(cuEventRecordWithFlags); (void)e; (void)s; (void)f; return 0; }
-E(CUresult cuEventRecordWithFlags_ptsz(void *e, CUstream s, unsigned f)) { COUNT(cuEventRecordWithFlags_ptsz); (void)e; (void)s; (void)f; return 0; }
-E(CUresult cuEventSynchronize(void *e)) { COUNT(cuEventSynchronize); (void)e; drain(); return 0; }
 // FAKE_GPA_HIDDEN=1: cuGetProcAddress gives out this unexported twin instead (a driver may
 // hand out entry points that no symbol names)
 static CUresult hidden_ctx_sync_v2(void *ctx) { return cuCtxSynchronize_v2(ctx); }

@@ -23,9 +23,6 @@
 //                        point for "cuCtxSynchronize" at version 13000 (cuCtxSynchronize_v2;
 //                        dlsym modes: by that name) on the current context
 //         sync13x        the same on another context (0xBAD)
-//         erec / erecf   cuEventRecord / cuEventRecordWithFlags(event 0xE1, stream 0x100)
-//         erec2          cuEventRecord(event 0xE1, stream 0x200)
-//         esync          cuEventSynchronize(event 0xE1)
 //         sleep:MS       sleep
 //         wait:PATH      wait (<= 20 s) until PATH exists
 //         where          print which object each entry point lives in
@@ -340,17 +337,6 @@ int main(int argc, char **argv) {
       if (!f || cur_fn(&cur) != 0) die("sync13");
       check(((int (*)(void *))f)(s[6] == 'x' ? (void *)0xBAD : cur), "cuCtxSynchronize_v2");
       printf("%s\n", s);
-    } else if (strncmp(s, "erec", 4) == 0) {
-      void *ev = (void *)0xE1, *st = strcmp(s, "erec2") == 0 ? (void *)0x200 : (void *)0x100;
-      if (strcmp(s, "erecf") == 0)
-        check(((int (*)(void *, void *, unsigned))get("cuEventRecordWithFlags"))(ev, st, 0),
-              "cuEventRecordWithFlags");
-      else
-        check(((int (*)(void *, void *))get("cuEventRecord"))(ev, st), "cuEventRecord");
-      printf("%s\n", s);
-    } else if (strcmp(s, "esync") == 0) {
-      check(((int (*)(void *))get("cuEventSynchronize"))((void *)0xE1), "cuEventSynchronize");
-      printf("esync\n");
     } else if (strcmp(s, "ssync") == 0) {
       check(cu.stream_sync((void *)0x100), "cuStreamSynchronize");
       printf("ssync\n");
@@ -377,8 +363,7 @@ int main(int argc, char **argv) {
           "cuModuleLoadFatBinary", "cuLibraryLoadData", "cuModuleGetFunction",
           "cuLibraryGetKernel", "cuKernelGetFunction", "cuStreamBeginCapture_v2",
           "cuStreamEndCapture", "cuStreamWriteValue64_v2", "cuLaunchHostFunc",
-          "cuMemHostRegister_v2", "cuCtxSynchronize", "cuCtxSynchronize_v2",
-          "cuEventRecord", "cuEventSynchronize"};
+          "cuMemHostRegister_v2", "cuCtxSynchronize", "cuCtxSynchronize_v2"};
       if (!count || !last) die("check: not the fake driver");
       for (size_t i = 0; i < sizeof names / sizeof *names; i++)
         printf("count %s %ld\n", names[i], count(names[i]));

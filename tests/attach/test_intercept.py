@@ -274,30 +274,6 @@ def test_a_cuda13_context_sync_covers_the_tail_on_the_current_context_only(
         assert att.h.syncing == 0
 
 
-@pytest.mark.parametrize("mode", ["dlsym", "gpa", "ptsz"])
-def test_an_event_wait_covers_what_its_stream_launched_before_the_record(
-    native: Native, make_segment, mode: str
-) -> None:
-    """cuEventSynchronize confirms the HP launches its event's record followed on that
-    stream, not later ones; an event re-recorded where nothing is known confirms nothing."""
-    cases = (  # steps after 10 coalesced launches on 0x100, launches confirmed after
-        (["erec", "esync"], 10),
-        (["erecf", "esync"], 10),
-        (["erec", "launch:5", "esync"], 10),  # (the 5 after the record: not covered)
-        (["erec", "erec2", "esync"], 1),  # re-recorded on a stream without launches
-    )
-    for steps, want in cases:
-        att = make_segment(L.CLASS_HP)
-        env = prog_env(native, att.name, "hp", HBTUI_COMP_EVERY_US="1000000")
-        r = run_prog(_argv(native, mode, "launch:10", *steps, "check"), env)
-        assert r.returncode == 0, r.stderr
-        assert _counts(r.stdout)["cuEventSynchronize"] == 1
-        recs = att.launches()
-        assert all(x.flags & L.LF_COALESCED for x in recs[1:])  # only the first has a write
-        assert [att.done(x) for x in recs] == [i < want for i in range(len(recs))], steps
-        assert att.h.syncing == 0
-
-
 def test_the_engine_sets_the_hp_coalescing_unless_the_environment_fixes_it(
     native: Native, make_segment
 ) -> None:
