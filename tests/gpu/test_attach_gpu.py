@@ -95,6 +95,40 @@ def test_hp_program_is_unchanged_and_observed(so: Path) -> None:
         segment.unlink_segment(shm)
 
 
+SYNC_PROG = r"""
+import torch
+x = torch.randn(512, 512, device="cuda")
+s = torch.cuda.Stream()
+s.wait_stream(torch.cuda.current_stream())
+with torch.cuda.stream(s):  # two kernels on a side stream: the second has no write of its own
+    y = torch.relu(x @ x)
+torch.cuda.synchronize()  # the CUDA 13 runtime: cuCtxSynchronize_v2 via cuGetProcAddress
+print(float(y.sum()))
+"""
+
+
+def test_torch_cuda_synchronize_is_seen(so: Path) -> None:
+    """torch.cuda.synchronize() confirms an HP side stream's coalesced tail and dates the
+    program's sync (synced_ns), whatever entry point the CUDA runtime uses for it
+    (cuCtxSynchronize_v2 under CUDA 13)."""
+    shm = segment.create_segment("sync", L.CLASS_HP)
+    try:
+        env = {**os.environ, **_env(so, shm, "hp"), "HBTUI_COMP_EVERY_US": "1000000"}
+        r = subprocess.run([sys.executable, "-c", SYNC_PROG], env=env, capture_output=True,
+                           text=True, timeout=180)  # fmt: skip
+        assert r.returncode == 0, r.stderr[-3000:]
+        with segment.Attachment(shm) as a:
+            side = [x for x in a.launches() if x.comp_slot != L.COMP_NONE]
+            coalesced = [x for x in side if x.flags & L.LF_COALESCED]
+            print(f"\n{len(side)} launches with a counter, {len(coalesced)} coalesced, "
+                  f"synced_ns {a.synced_ns}, torch {torch.__version__}")  # fmt: skip
+            assert coalesced, "no coalesced launch: the test proves nothing"
+            assert all(a.done(x) for x in side)
+            assert a.synced_ns > 0 and a.h.syncing == 0
+    finally:
+        segment.unlink_segment(shm)
+
+
 def test_lp_program_is_held_until_granted(so: Path) -> None:
     want, _ = _run({})
     shm = segment.create_segment("train", L.CLASS_LP, grace_ms=5000)
