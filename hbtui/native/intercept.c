@@ -1290,10 +1290,10 @@ HB_EXPORT CUresult cuCtxSynchronize(void) {
 
 // CUDA 13's cuCtxSynchronize_v2(ctx): what the CUDA 13 runtime's cudaDeviceSynchronize
 // (torch.cuda.synchronize) calls, got through cuGetProcAddress("cuCtxSynchronize", 13000);
-// unwrapped, a program's context syncs went unseen and a coalesced tail on a stream it
-// never synced alone stayed unconfirmed (found on an H100 with PyTorch cu130). Taken as a
-// context sync only for NULL or the calling thread's current context (slots are not per
-// context): another context's sync, a green context's say, confirms nothing.
+// unwrapped, a program's context syncs go unseen and a coalesced tail on a stream it never
+// syncs alone stays unconfirmed. Taken as a context sync (like cuCtxSynchronize, slots are
+// not per context) only for NULL or the calling thread's current context; another
+// context's sync confirms nothing.
 typedef CUresult (*csync2_t)(CUcontext);
 typedef CUresult (*ctx_current_t)(CUcontext *);
 static int is_current_ctx(CUcontext ctx) {
