@@ -15,10 +15,11 @@
 // Per launch (cuLaunchKernel, cuLaunchKernelEx, cuLaunchCooperativeKernel,
 // cuGraphLaunch, and their _ptsz twins):
 //  - HP: the real call first; then one atomic add (seq), a record in the launch ring
-//    (atomic claim, plain stores, release publish) and a GPU-side write of the seq into
-//    the stream's completion counter (cuStreamWriteValue64 on the launch's stream to the
-//    device-mapped completion page; cuLaunchHostFunc when that is unavailable). No lock,
-//    no syscall, no allocation.
+//    (atomic claim, plain stores, release publish) and, when one is due (coalesced:
+//    write_due), a GPU-side write of the seq into the stream's completion counter
+//    (cuStreamWriteValue64 on the launch's stream to the device-mapped completion page;
+//    cuLaunchHostFunc when that is unavailable); the program's stream and context syncs
+//    advance the counters from the host. No lock, no syscall, no allocation.
 //  - LP: the seq is taken first; the launch waits in the calling thread until the
 //    engine's granted_seq reaches it (spin, then futex wait with a bounded timeout),
 //    unless the segment is in PASS mode or the engine's heartbeat is older than the
