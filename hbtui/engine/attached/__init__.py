@@ -108,7 +108,7 @@ class AttachedSet:
         self.listeners: list[Any] = []  # on_request(task, req, latency_ns, slo_ok)
         self._dead_check = 0
         self.departed: dict[str, dict[str, Any]] = {}  # last stats of detached programs
-        self.tick_ns = IDLE_POLL_NS  # how often to poll now (poll_ns)
+        self.poll_ns = IDLE_POLL_NS  # how often the engine's loop should tick for them now
         # the engine's own HP profile tasks share the GPU (then LP stays paced even with
         # no HP program attached)
         self.other_hp: Callable[[], bool] = lambda: False
@@ -237,7 +237,7 @@ class AttachedSet:
             self._dead_check = now
             self._drop_dead()
         self._take_variants()
-        hps, lps = [], []
+        hps, lps, hp_atts = [], [], []
         fresh = False
         for at in self.tasks.values():
             att = at.att
@@ -255,6 +255,7 @@ class AttachedSet:
                 hp.poll(att.counters, now, lambda a=att: a.syncing, lambda a=att: a.synced_ns)
                 self._requests_done(at)
                 hps.append(hp)
+                hp_atts.append(att)
             else:
                 lp = at.lp
                 assert lp is not None
@@ -265,20 +266,14 @@ class AttachedSet:
         if lps:
             self._gate(lps, hps, now)
         fine = bool(lps) and self.policy() in ("temporal", "hummingbird")
-        for at in self.tasks.values():
-            if at.hp is not None:
-                at.att.set_hp_comp_us(HP_COMP_FINE_US if fine else HP_COMP_COARSE_US)
+        for att in hp_atts:
+            att.set_hp_comp_us(HP_COMP_FINE_US if fine else HP_COMP_COARSE_US)
         active = (
             fresh
             or any(h.busy or h.open for h in hps)
             or any(at.lp is not None and at.lp.inflight for at in lps)
         )
-        self.tick_ns = (POLL_NS if lps else self.hp_poll_ns) if active else IDLE_POLL_NS
-
-    @property
-    def poll_ns(self) -> int:
-        """How often the engine's loop should tick for these programs now."""
-        return self.tick_ns
+        self.poll_ns = (POLL_NS if lps else self.hp_poll_ns) if active else IDLE_POLL_NS
 
     def _gate(self, lps: list[AttachedTask], hps: list[HpTracker], now: int) -> None:
         policy = self.policy()
