@@ -27,6 +27,11 @@ Design (what each piece removes):
   ratio of their block medians. It carries no difference between processes (the null
   above is ±20 % for the eager service on the lent VMs) and leaves out only the
   pass-through call itself (a function-pointer hop per call) and the launcher process.
+- **Where the in-process cost goes** (``--diag N``, with ``--no-alone`` to skip the plain
+  process): the ``hbtui`` process's interceptor is built with ``-DHB_DIAG=N``, which takes
+  one part of observing an HP launch out (1: the launch record, 2: the engine reading
+  them, the records going to a private ring instead, 3: the completion writes); the
+  in-process figure of each build against the normal one's says what that part costs.
 - **CPU pinning**: every service process pins itself to the same ``--svc-cpus`` (whole
   physical cores, chosen from the top of the allowed set by default) before torch
   starts; this orchestrator, the engine and the ``hbtui run`` launchers run on
@@ -448,6 +453,8 @@ class Run:
         return (n + w) * (self.svc_ms[mode] + self.a.gap_ms) / 1e3 + 0.3
 
     def conds(self) -> list[str]:
+        if not self.a.alone:
+            return [HBTUI]
         return [ALONE, HBTUI] + ([ALONE2] if self.a.null else [])
 
     def cycle_blocks(self) -> int:
@@ -503,6 +510,8 @@ class Run:
                 env = self.env()
                 if c == HBTUI and a.self_time:
                     env["HBTUI_SELF_TIME"] = "1"
+                if c == HBTUI and a.diag:  # a build of its own (the flag is in the cache key)
+                    env["CC"] = f"{env.get('CC') or 'cc'} -DHB_DIAG={a.diag}"
                 children[c] = Child(f"{mode}-r{r + 1}-{c}", cmd, env, self.logdir)
                 rec["procs"][c] = {"command": shlex.join(cmd),
                                    "log": str(children[c].log_path)}  # fmt: skip
@@ -550,7 +559,7 @@ class Run:
                     res = None
                 if res is not None:
                     rec["procs"][c]["result"] = {k: v for k, v in res.items() if k != "blocks"}
-        check_round(rec, n, w, a.smoke)
+        check_round(rec, n, w, expect=not a.smoke and a.diag not in (1, 2))
         return rec
 
     def run(self) -> None:
@@ -604,10 +613,10 @@ def cycle_ratios(blocks: dict[str, dict[str, Any]]) -> dict[str, dict[str, float
     return out
 
 
-def check_round(rec: dict[str, Any], n: int, w: int, smoke: bool) -> None:
+def check_round(rec: dict[str, Any], n: int, w: int, expect: bool) -> None:
     """Validity checks: each process ran as labelled, and the engine saw the hbtui one's
-    launches (on a GPU: launches per measured request, from the engine's counter before
-    and after the cycles; the process launches nothing between blocks)."""
+    launches when ``expect`` (on a GPU: launches per measured request, from the engine's
+    counter before and after the cycles; the process launches nothing between blocks)."""
     checks: list[str] = []
     for c, p in rec["procs"].items():
         res = p.get("result")
@@ -624,7 +633,7 @@ def check_round(rec: dict[str, Any], n: int, w: int, smoke: bool) -> None:
         d = after["launches"] - before["launches"]
         rec["engine_launches_in_cycles"] = d
         rec["engine_launches_per_request"] = d / served
-        if d <= 0 and not smoke:
+        if d <= 0 and expect:
             checks.append("the engine saw no launches of the hbtui process in its blocks")
     rec["checks"] = checks
     for x in checks:
@@ -754,6 +763,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="idle ms between requests (0: back to back)")  # fmt: skip
     ap.add_argument("--null", action=argparse.BooleanOptionalAction, default=True,
                     help="a second plain process per round: the null comparison (on)")  # fmt: skip
+    ap.add_argument("--alone", action=argparse.BooleanOptionalAction, default=True,
+                    help="a plain process per round beside the hbtui one (on); --no-alone "
+                         "leaves only the in-process comparison (needs --quiet-ab)")  # fmt: skip
+    ap.add_argument("--diag", type=int, choices=(1, 2, 3), default=None,
+                    help="the hbtui process's interceptor built with -DHB_DIAG=N (intercept.c"
+                         "): 1 no launch records, 2 records into a private ring nobody "
+                         "reads, 3 no completion writes; what each part costs (the engine "
+                         "then sees no launches, 1-2, or no completions, 3)")  # fmt: skip
     ap.add_argument("--quiet-ab", action=argparse.BooleanOptionalAction, default=True,
                     help="the hbtui process alternates quiet and observed requests in "
                          "each block (hp_service --quiet-ab): the in-process comparison "
@@ -796,6 +813,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if not a.modes or any(m not in MODES for m in a.modes):
         ap.error(f"--modes: a comma list of {', '.join(MODES)}")
     a.modes = list(dict.fromkeys(a.modes))
+    if not a.alone:
+        if not a.quiet_ab:
+            ap.error("--no-alone needs --quiet-ab (nothing would be compared)")
+        a.null = False
     for k, gpu, smoke in (("rounds", 4, 2), ("cycles", 6, 2), ("budget", 540.0, 400.0)):
         if getattr(a, k) is None:
             setattr(a, k, smoke if a.smoke else gpu)

@@ -860,10 +860,29 @@ static inline void hb_before(const hb_call *c, hb_pre *p) {
   p->issue = now_ns();
 }
 
+// Diagnostic builds (benchmarks/hp_overhead_ab.py --diag N builds with CC="cc -DHB_DIAG=N"):
+// what each part of observing an HP launch costs the program, taken out one at a time.
+// The engine then sees no HP launches (1, 2) or no completions (3); never a normal build.
+#ifndef HB_DIAG
+#define HB_DIAG 0
+#endif
+#define HB_DIAG_NO_RECORD 1     // no ring index and no record
+#define HB_DIAG_PRIVATE_RING 2  // the records go to a private ring that nobody reads
+#define HB_DIAG_NO_WRITE 3      // no completion writes
+#if HB_DIAG == HB_DIAG_PRIVATE_RING
+static hb_launch g_diag_ring[HB_LAUNCH_CAP] __attribute__((aligned(64)));
+static uint64_t g_diag_head;
+#define HB_HP_RING g_diag_ring
+#define HB_HP_HEAD g_diag_head
+#else
+#define HB_HP_RING G.launch
+#define HB_HP_HEAD G.h->launch_head
+#endif
+
 // The launch record at ring index ``i`` (claimed by the caller), published last.
-static inline void record(uint64_t i, const hb_call *c, CUresult r, const hb_pre *p,
-                          int64_t ret, uint16_t slot) {
-  hb_launch *L = &G.launch[i & (HB_LAUNCH_CAP - 1)];
+static inline void record_in(hb_launch *ring, uint64_t i, const hb_call *c, CUresult r,
+                             const hb_pre *p, int64_t ret, uint16_t slot) {
+  hb_launch *L = &ring[i & (HB_LAUNCH_CAP - 1)];
   __atomic_store_n(&L->pub, 0, __ATOMIC_RELAXED);
   __atomic_thread_fence(__ATOMIC_RELEASE);
   L->seq = p->seq;
@@ -889,9 +908,13 @@ static inline void record(uint64_t i, const hb_call *c, CUresult r, const hb_pre
   // another core, leaving its lines shared; the next lap's stores into the slot would then
   // wait for invalidations, a stall paid at the program's next locked instruction
   // (+55-70 ns a launch, attach_python_cost.py --reader-us 100, CPU)
-  const char *next = (const char *)&G.launch[(i + 1) & (HB_LAUNCH_CAP - 1)];
+  const char *next = (const char *)&ring[(i + 1) & (HB_LAUNCH_CAP - 1)];
   prefetch_w(next);
   prefetch_w(next + 64);
+}
+static inline void record(uint64_t i, const hb_call *c, CUresult r, const hb_pre *p,
+                          int64_t ret, uint16_t slot) {
+  record_in(G.launch, i, c, r, p, ret, slot);
 }
 
 // HP: one clock read (hb_before), one locked instruction (the ring index, whose + 1 is the
@@ -921,10 +944,20 @@ static inline void hp_after(const hb_call *c, CUresult r, hb_pre *p) {
     }
   }
   if (slot == HB_COMP_NONE) p->flags |= HB_LF_NO_SLOT;
-  uint64_t i = __atomic_fetch_add(&h->launch_head, 1, __ATOMIC_RELAXED);
+#if HB_DIAG == HB_DIAG_NO_WRITE
+  write = 0;
+#endif
+#if HB_DIAG == HB_DIAG_NO_RECORD
+  static uint64_t n;
+  uint64_t i = n++;
+#else
+  uint64_t i = __atomic_fetch_add(&HB_HP_HEAD, 1, __ATOMIC_RELAXED);
+#endif
   p->seq = i + 1;
   if (slot != HB_COMP_NONE) raise_u64(&g_slot[slot].seq, p->seq);
-  record(i, c, r, p, ret, slot);
+#if HB_DIAG != HB_DIAG_NO_RECORD
+  record_in(HB_HP_RING, i, c, r, p, ret, slot);
+#endif
   // (a write that fails leaves the record naming a counter that will not reach its seq:
   // the next write or a sync on the stream covers it)
   if (write) comp_write(st, c->stream, slot, p->seq);

@@ -5,6 +5,7 @@ device-mapped page, host-function fallback)."""
 
 from __future__ import annotations
 
+import os
 import re
 import struct
 import sys
@@ -470,3 +471,25 @@ def test_the_segment_decides_the_class(native: Native, make_segment) -> None:
     assert r.returncode == 0, r.stderr
     assert r.stderr.count("running as HP") == 1
     assert [x.seq for x in att.launches()] == [1, 2]  # never held: HP
+
+
+@pytest.mark.parametrize("diag", [1, 2, 3])
+def test_diagnostic_builds_take_out_one_part_each(native: Native, make_segment, tmp_path,
+                                                  monkeypatch, diag) -> None:  # fmt: skip
+    """hp_overhead_ab.py --diag N builds the interceptor with -DHB_DIAG=N: 1 and 2 leave
+    the segment without launch records (none claimed, or written to a private ring), 3
+    without completion writes; the driver sees every launch either way."""
+    from hbtui.attach import build
+
+    monkeypatch.setenv("CC", f"{os.environ.get('CC') or 'cc'} -DHB_DIAG={diag}")
+    so = build.build(cache=tmp_path)
+    assert so != native.so  # the define is in the cache key
+    att = make_segment(L.CLASS_HP)
+    env = prog_env(native, att.name, LD_PRELOAD=str(so))
+    r = run_prog(_argv(native, "dlsym", "launch:3", "check"), env)
+    assert r.returncode == 0, r.stderr
+    got = _counts(r.stdout)
+    assert got["cuLaunchKernel"] == 3
+    assert len(att.launches()) == (3 if diag == 3 else 0)
+    assert att.h.launch_head == (3 if diag == 3 else 0)
+    assert got.get("cuStreamWriteValue64_v2", 0) == (0 if diag == 3 else 3)
