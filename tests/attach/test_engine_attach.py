@@ -20,6 +20,8 @@ from hbtui.engine.client import EngineClient, Subscriber
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from engines import start_engine, stop, wait_running  # noqa: E402
 
+from hbtui.engine.attached.tuning import HP_COMP_COARSE_US, HP_COMP_FINE_US  # noqa: E402
+
 RUN = [sys.executable, "-m", "hbtui", "run"]
 
 
@@ -331,7 +333,7 @@ def test_lp_alone_runs_ungated_unless_the_engine_serves_its_own_hp(
 def test_an_hp_program_s_completion_writes_follow_what_lp_needs(
     engine, env: dict, native: Native
 ) -> None:
-    """The attached map says the completion-write period in force: 1 ms with the HP alone,
+    """The attached map says the completion-write period in force: 10 ms with the HP alone,
     100 us once an LP program attaches under hummingbird; a program's own
     HBTUI_COMP_EVERY_US wins and is shown."""
     c, ctl, _ = engine
@@ -342,11 +344,11 @@ def test_an_hp_program_s_completion_writes_follow_what_lp_needs(
                   "dlsym", "launch:1", "sleep:6000"],
                  {**env, "HBTUI_COMP_EVERY_US": "0"})  # fmt: skip
     every = lambda t: (s := _task(c, t)) and s["attached"].get("completion_every_us")  # noqa: E731
-    _until(lambda: every("svc") == 1000)
+    _until(lambda: every("svc") == HP_COMP_COARSE_US == 10_000)
     _until(lambda: every("fixed") == 0)
     lp = Prog([*RUN, "--lp", "--task", "train", "--engine", ctl, "--", str(native.prog),
                "dlsym", "sleep:6000"], env)  # fmt: skip
-    _until(lambda: every("svc") == 100)
+    _until(lambda: every("svc") == HP_COMP_FINE_US == 100)
     assert every("fixed") == 0
     for p in (hp, fixed, lp):
         p.p.kill()

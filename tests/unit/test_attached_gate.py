@@ -271,6 +271,30 @@ def test_coalesced_tail_counts_as_idle_once_the_program_is_quiet() -> None:
     assert not hp.busy  # quiet for idle_ms with every written launch done
 
 
+def test_a_coalesced_tail_ends_no_earlier_than_its_last_launch() -> None:
+    """Coarse writes (HP alone): the burst's last write lies early in it, or in the burst
+    before; the burst's work is dated to its last launch at the earliest, never before its
+    own start."""
+    hp = HpTracker(idle_ns=1000 * US)
+    done = [0] * L.COMP_SLOTS
+    hp.on_launch(rec(1, 0), 0)  # written; the burst runs on for 5 ms, coalesced
+    for i in range(2, 7):
+        hp.on_launch(rec(i, (i - 1) * 1000 * US, flags=L.LF_COALESCED), 0)
+    done[1] = 1
+    hp.poll(done, 300 * US)
+    hp.poll(done, 7000 * US)
+    assert not hp.busy and hp.idle_since == 5002 * US  # the last launch's return
+    hp.poll(done, 8100 * US)  # idle_ms later: the request closes
+    [(_, lat)] = hp.done
+    assert lat == 5002 * US
+    # the next burst has no write of its own (the last was < 10 ms ago): not dated back
+    hp.on_launch(rec(7, 12_000 * US, flags=L.LF_COALESCED), 0)
+    hp.poll(done, 12_100 * US)
+    assert hp.busy  # (quiet < idle_ms)
+    hp.poll(done, 14_000 * US)
+    assert not hp.busy and hp.idle_since == 12_002 * US
+
+
 def test_stuck_counters_never_hold_lp_or_hp_forever() -> None:
     from hbtui.engine.attached import hp as hp_mod
     from hbtui.engine.attached import lp as lp_mod

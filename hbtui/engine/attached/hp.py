@@ -205,8 +205,10 @@ class HpTracker:
                 self._idle(t if max(since, self.last_launch_ns) < t <= now_ns else now_ns)
             elif quiet >= self.idle_ns and self.written_done_at and not syncing():
                 # only coalesced launches unconfirmed and the program quiet: the work
-                # ended about when the last launch with a write of its own completed
-                self._idle(self.written_done_at)
+                # ended once the last launch with a write of its own completed, and not
+                # before the last launch was made (with coarse writes, 10 ms apart with HP
+                # alone, the last write may lie far back in the burst, or in the one before)
+                self._idle(max(self.written_done_at, self.last_launch_ns))
             elif quiet >= STALE_NS and now_ns - self.progress_at >= STALE_NS:
                 self.stale += 1  # counters stuck: give up rather than hold LP forever
                 self._idle(now_ns)

@@ -20,11 +20,13 @@ DEFAULT_IDLE_MS = 1.0  # burst rule: a request ends this long after HP went idle
 DEFAULT_HARVEST_GUARD = 0.05  # LP leaves HP requests alone when it slows them more
 # HP completion-write coalescing (header.hp_comp_us): fine only while an LP program's grants
 # depend on the HP's activity (temporal: a request's end; hummingbird: also its bubbles,
-# which need HP kernels seen done inside one); coarse with no LP, or spatial/exclusive.
-# Eager PyTorch service, H100: the interceptor's own time 0.6-0.7 us a launch at 100 us,
-# 0.2 us at 1 ms.
+# which need HP kernels seen done inside one); coarse with no LP, or spatial/exclusive,
+# where nothing waits on them (a request ending in a wrapped sync is timed to the sync; one
+# that does not, to its last launch at the earliest). Eager PyTorch service, H100, in one
+# process: the interceptor's own time 0.6-0.7 us a launch at 100 us and 0.2 us at 1 ms;
+# at 1 ms the writes still cost it ~1.2 of +2.2 % (built without them: +1.0 %).
 HP_COMP_FINE_US = 100
-HP_COMP_COARSE_US = 1000
+HP_COMP_COARSE_US = 10_000
 BUBBLE_MARGIN_NS = 30_000  # a bubble grant's spare time: poll + launch (--bubble-margin-us)
 # On a time-sliced GPU (no MPS) an HP kernel launched after another process's kernel ran
 # waits for the GPU to switch back to its context: +133 us (p50), +130 us (p99) on an H100,
