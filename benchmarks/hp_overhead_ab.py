@@ -645,12 +645,19 @@ def _f(v: Any, spec: str = ".3f") -> str:
     return "-" if v is None else format(v, spec)
 
 
+def round_key(rec: dict[str, Any]) -> str:
+    """The ratio a round's line shows: against the plain processes, or (--no-alone) the
+    in-process one."""
+    first = rec["cycles"][0]["ratios"]["median"]
+    return next((k for k in (PRIMARY, "hbtui/alone") if k in first), IN_PROCESS)
+
+
 def print_round(rec: dict[str, Any]) -> None:
     meds: dict[str, list[float]] = {}
     for c in rec["cycles"]:
         for k, b in c["blocks"].items():
             meds.setdefault(k, []).append(b["median_ms"])
-    key = PRIMARY if PRIMARY in rec["cycles"][0]["ratios"]["median"] else "hbtui/alone"
+    key = round_key(rec)
     rat = [c["ratios"]["median"].get(key) for c in rec["cycles"]]
     rat = [x for x in rat if x is not None]
     log(f"{rec['mode']} round {rec['round']}: block medians ms "
@@ -679,7 +686,7 @@ def table(doc: dict[str, Any]) -> str:
         for k in (ALONE, HBTUI, ALONE2):
             v = [c["blocks"][k]["median_ms"] for c in rec["cycles"] if k in c["blocks"]]
             med[k] = statistics.median(v) if v else None
-        key = PRIMARY if PRIMARY in rec["cycles"][0]["ratios"]["median"] else "hbtui/alone"
+        key = round_key(rec)
         hb = [c["ratios"]["median"][key] for c in rec["cycles"]
               if key in c["ratios"]["median"]]  # fmt: skip
         nu = [c["ratios"]["median"]["alone2/alone"] for c in rec["cycles"]
@@ -693,12 +700,23 @@ def table(doc: dict[str, Any]) -> str:
         key = s.get("primary", "hbtui/alone")
         p, nu = rat.get(key), rat.get("alone2/alone")
         mean_p = ((s.get("ratios") or {}).get("mean") or {}).get(key)
-        if p is None:
-            lines.append(f"{mode}: no complete cycle")
-            continue
 
         def pc(x: float) -> str:
             return f"{(x - 1) * 100:+.2f} %"
+
+        inp = rat.get(IN_PROCESS)
+        if p is None and inp is not None and inp["ci95"]:  # --no-alone
+            ci = inp["ci95"]
+            lines.append(
+                f"{mode}: in one process (observed / quiet requests, {inp['n']} blocks over "
+                f"{s['rounds']} rounds) {pc(inp['median'])} (95 % CI {pc(ci[0])} .. "
+                f"{pc(ci[1])}; rounds {pc(inp['round_min'])} .. {pc(inp['round_max'])}): "
+                f"within {s['limit'] * 100:g} %: {s.get('in_process_verdict')}"
+            )
+            continue
+        if p is None:
+            lines.append(f"{mode}: no complete cycle")
+            continue
 
         ci = p["ci95"]
         ind = " " * len(mode)
@@ -732,7 +750,6 @@ def table(doc: dict[str, Any]) -> str:
                 f"request ({own['share_of_quiet_request'] * 100:.2f} % of a quiet one), "
                 f"{own['ns_per_launch']:.0f} ns x {own['launches_per_request']:.0f} launches"
             )
-        inp = rat.get(IN_PROCESS)
         if inp is not None and inp["ci95"]:
             lines.append(
                 f"{ind}  in one process (observed / quiet requests, {inp['n']} blocks): "

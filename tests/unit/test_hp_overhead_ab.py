@@ -138,6 +138,31 @@ def test_summarise() -> None:
     assert "budget" in text
 
 
+def test_in_process_only_rounds(tmp_path) -> None:
+    """--no-alone: only the hbtui process serves, and the table reports the in-process
+    figure, per round and overall (not "no complete cycle")."""
+    rounds = []
+    for r, xs in enumerate(([1.010, 1.012, 1.011], [1.009, 1.011, 1.010])):
+        cycles = []
+        for i, x in enumerate(xs):
+            blocks = {"hbtui": {"median_ms": 10 * x, "mean_ms": 10 * x, "service_ms": [10 * x],
+                                "quiet_median_ms": 10.0, "quiet_mean_ms": 10.0}}  # fmt: skip
+            cycles.append({"index": i, "blocks": blocks, "ratios": ab.cycle_ratios(blocks)})
+        rounds.append({"mode": "eager", "round": r + 1, "cycles": cycles})
+    s = ab.summarise(rounds, "eager", 0.02, 500, 1)
+    assert s["in_process_verdict"] == "PASS" and s["verdict"] == "NO DATA"
+    text = ab.table({"rounds": rounds, "summary": {"eager": s}})
+    assert (
+        "eager: in one process (observed / quiet requests, 6 blocks over 2 rounds) +1.05 %" in text
+    )
+    assert "no complete cycle" not in text
+    assert "1.0110 [1.0100, 1.0120]" in text  # round 1's in-process ratios
+    a = ab.parse_args(["--no-alone", "--diag", "3", "--modes", "eager"])
+    assert a.null is False and a.diag == 3
+    with pytest.raises(SystemExit):
+        ab.parse_args(["--no-alone", "--no-quiet-ab"])
+
+
 def test_hp_service_closed_loop_arguments() -> None:
     a = svc.parse_args(["--mode", "eager", "--closed", "40", "--blocks", "6", "--gate",
                         "--cpus", "4-7", "--out", "x.json"])  # fmt: skip
