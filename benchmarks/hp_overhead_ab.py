@@ -559,7 +559,8 @@ class Run:
                     res = None
                 if res is not None:
                     rec["procs"][c]["result"] = {k: v for k, v in res.items() if k != "blocks"}
-        check_round(rec, n, w, expect=not a.smoke and a.diag not in (1, 2))
+        # (on the CPU the programs launch nothing; --diag 1 and 2 hide every launch)
+        check_round(rec, n, w, expect=None if a.smoke else a.diag not in (1, 2))
         return rec
 
     def run(self) -> None:
@@ -613,10 +614,12 @@ def cycle_ratios(blocks: dict[str, dict[str, Any]]) -> dict[str, dict[str, float
     return out
 
 
-def check_round(rec: dict[str, Any], n: int, w: int, expect: bool) -> None:
+def check_round(rec: dict[str, Any], n: int, w: int, expect: bool | None) -> None:
     """Validity checks: each process ran as labelled, and the engine saw the hbtui one's
-    launches when ``expect`` (on a GPU: launches per measured request, from the engine's
-    counter before and after the cycles; the process launches nothing between blocks)."""
+    launches if ``expect``, none if False (a diagnostic build that hides them: proof that
+    it was the one used), either if None (launches per measured request, from the
+    engine's counter before and after the cycles; the process launches nothing between
+    blocks)."""
     checks: list[str] = []
     for c, p in rec["procs"].items():
         res = p.get("result")
@@ -635,6 +638,8 @@ def check_round(rec: dict[str, Any], n: int, w: int, expect: bool) -> None:
         rec["engine_launches_per_request"] = d / served
         if d <= 0 and expect:
             checks.append("the engine saw no launches of the hbtui process in its blocks")
+        if d > 0 and expect is False:
+            checks.append(f"the engine saw {d} launches: not the diagnostic build")
     rec["checks"] = checks
     for x in checks:
         log(f"{rec['mode']} round {rec['round']}: CHECK: {x}")
@@ -666,9 +671,16 @@ def print_round(rec: dict[str, Any]) -> None:
            f"{max(rat):.4f}]" if rat else ""))  # fmt: skip
 
 
+def ratio_head(doc: dict[str, Any]) -> str:
+    done = [r for r in doc["rounds"] if r.get("cycles")]
+    if done and all(round_key(r) == IN_PROCESS for r in done):
+        return "hbtui/quiet [min, max]"
+    return "hbtui/alone(s) [min, max]"
+
+
 def table(doc: dict[str, Any]) -> str:
     hdr = (f"{'mode':<6} {'round':>5} {'cyc':>3} {'alone ms':>9} {'hbtui ms':>9} "
-           f"{'alone2 ms':>9}  {'hbtui/alone(s) [min, max]':<26} "
+           f"{'alone2 ms':>9}  {ratio_head(doc):<26} "
            f"{'alone2/alone [min, max]':<26}")  # fmt: skip
     lines = [hdr, "-" * len(hdr)]
 
@@ -782,12 +794,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="a second plain process per round: the null comparison (on)")  # fmt: skip
     ap.add_argument("--alone", action=argparse.BooleanOptionalAction, default=True,
                     help="a plain process per round beside the hbtui one (on); --no-alone "
-                         "leaves only the in-process comparison (needs --quiet-ab)")  # fmt: skip
+                         "leaves only the in-process comparison (needs --quiet-ab; implies "
+                         "--no-null)")  # fmt: skip
     ap.add_argument("--diag", type=int, choices=(1, 2, 3), default=None,
                     help="the hbtui process's interceptor built with -DHB_DIAG=N (intercept.c"
                          "): 1 no launch records, 2 records into a private ring nobody "
                          "reads, 3 no completion writes; what each part costs (the engine "
-                         "then sees no launches, 1-2, or no completions, 3)")  # fmt: skip
+                         "then sees no launches, 1-2, or no completions, 3; CC reaches the "
+                         "service too: harmless for hp_service, which compiles "
+                         "nothing)")  # fmt: skip
     ap.add_argument("--quiet-ab", action=argparse.BooleanOptionalAction, default=True,
                     help="the hbtui process alternates quiet and observed requests in "
                          "each block (hp_service --quiet-ab): the in-process comparison "

@@ -10,7 +10,8 @@ from __future__ import annotations
 import ctypes
 
 MAGIC = 0x314D485355544248  # "HBTUSHM1"
-VERSION = 4  # 2: ptx_saved, ptx_save_errors; 3: slices (variant table); 4: hp_comp_us, synced_ns
+VERSION = 5  # 2: ptx_saved, ptx_save_errors; 3: slices (variant table); 4: hp_comp_us, synced_ns;
+# 5: hp_burst_us
 
 LAUNCH_CAP = 4096
 MODULE_CAP = 512
@@ -86,7 +87,8 @@ class Header(ctypes.Structure):
         ("engine_pid", i32),
         ("slice_on", u32),  # LP: launches of functions with a variant run as slices
         ("hp_comp_us", u32),  # HP: completion-write coalescing asked for (0: 100 us)
-        ("_pad1", u8 * 16),
+        ("hp_burst_us", u32),  # HP: a launch after this long quiet gets a write (0: as above)
+        ("_pad1", u8 * 12),
         # interceptor line
         ("next_seq", u64),
         ("launch_head", u64),

@@ -249,11 +249,15 @@ class Attachment:
         self.h.gate_word = (self.h.gate_word + 1) & 0xFFFFFFFF
         self._wake()
 
-    def set_hp_comp_us(self, us: int) -> None:
-        """HP: the completion-write coalescing the interceptor should use (written only on
-        a change: the interceptor reads this line on every launch)."""
+    def set_hp_comp_us(self, us: int, burst_us: int = 0) -> None:
+        """HP: the completion-write coalescing the interceptor should use, and how long a
+        quiet spell gives the next launch a write whatever the coalescing (the burst rule's
+        idle threshold; 0: the coalescing's). Written only on a change: the interceptor
+        reads this line on every launch."""
         if self.h.hp_comp_us != us:
             self.h.hp_comp_us = us
+        if self.h.hp_burst_us != burst_us:
+            self.h.hp_burst_us = burst_us
 
     def hp_comp_every_us(self) -> int | None:
         """HP: the completion-write period in force: the program's HBTUI_COMP_EVERY_US if it

@@ -17,7 +17,8 @@
 #include <stdint.h>
 
 #define HB_SHM_MAGIC 0x314d485355544248ULL  // "HBTUSHM1" little-endian
-#define HB_SHM_VERSION 4u  // 2: ptx_saved, ptx_save_errors; 3: slices; 4: hp_comp_us, synced_ns
+#define HB_SHM_VERSION 5u  // 2: ptx_saved, ptx_save_errors; 3: slices; 4: hp_comp_us, synced_ns;
+                           // 5: hp_burst_us
 
 #define HB_LAUNCH_CAP 4096u  // launch records (power of two)
 #define HB_MODULE_CAP 512u   // module-load records (power of two)
@@ -116,7 +117,9 @@ typedef struct {
   uint32_t slice_on;           // LP: run launches of functions with a variant as slices
   uint32_t hp_comp_us;         // HP: completion-write coalescing asked for now, us (0: 100);
                                //   HBTUI_COMP_EVERY_US in the program's environment wins
-  uint8_t _pad1[64 - 48];
+  uint32_t hp_burst_us;        // HP: a launch after this long quiet gets a write whatever
+                               //   the coalescing (the burst rule's idle_ms; 0: the same)
+  uint8_t _pad1[64 - 52];
   // --- interceptor line (I, atomics) ------------------------------------ 192
   uint64_t next_seq;           // last seq handed out (launch seqs start at 1)
   uint64_t launch_head;        // launch records claimed so far

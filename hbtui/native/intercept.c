@@ -626,9 +626,12 @@ static inline void raise_u64(uint64_t *p, uint64_t v) {
 }
 
 // HP with coalescing: a completion write only for the first launch of a burst on this
-// stream or when the last write is older than coalesce_ns(); otherwise the launch is
-// marked COALESCED (its completion shows once a later write or a sync covers its seq).
-// Whether slot ``s`` gets a write for a launch at ``now`` (and the slot's times updated).
+// stream (after the engine's header.hp_burst_us quiet, or coalesce_ns() if shorter) or
+// when the last write is older than coalesce_ns(); otherwise the launch is marked
+// COALESCED (its completion shows once a later write or a sync covers its seq). So each
+// request the engine infers from bursts has a write at its start, however coarse the
+// coalescing. Whether slot ``s`` gets a write for a launch at ``now`` (and the slot's
+// times updated).
 static inline int write_due(uint16_t s, int64_t now) {
   // plain load and store (no locked exchange): threads racing on one stream at worst
   // add or skip one write
@@ -636,7 +639,9 @@ static inline int write_due(uint16_t s, int64_t now) {
   __atomic_store_n(&g_slot[s].launch_ns, now, __ATOMIC_RELAXED);
   int64_t last_write = __atomic_load_n(&g_slot[s].write_ns, __ATOMIC_RELAXED);
   const int64_t every = coalesce_ns();
-  if (!every || now - last_write >= every || now - last_launch >= every) {
+  const int64_t burst = (int64_t)__atomic_load_n(&G.h->hp_burst_us, __ATOMIC_RELAXED) * 1000;
+  if (!every || now - last_write >= every ||
+      now - last_launch >= (burst && burst < every ? burst : every)) {
     __atomic_store_n(&g_slot[s].write_ns, now, __ATOMIC_RELAXED);
     return 1;
   }

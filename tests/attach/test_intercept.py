@@ -279,19 +279,25 @@ def test_the_engine_sets_the_hp_coalescing_unless_the_environment_fixes_it(
     native: Native, make_segment
 ) -> None:
     """header.hp_comp_us (the engine's) governs an HP program's completion writes; a valid
-    HBTUI_COMP_EVERY_US wins over it, an invalid one is named in a warning and ignored."""
+    HBTUI_COMP_EVERY_US wins over it, an invalid one is named in a warning and ignored.
+    header.hp_burst_us (the engine's burst rule): a launch after that long quiet gets a
+    write however coarse the coalescing, from the engine or the environment."""
     steps = ["launch:6", "sleep:3", "launch:6", "sync", "check"]  # two bursts 3 ms apart
-    for engine_us, env_us, want_writes in ((1000000, None, 1), (1000, None, 2),
-                                           (1000000, "0", 12), (1000, "x9", 2)):  # fmt: skip
+    for engine_us, burst_us, env_us, want_writes in (
+        (1000000, 0, None, 1), (1000000, 1000, None, 2), (1000, 0, None, 2),
+        (1000000, 0, "0", 12), (1000000, 1000, "1000000", 2), (1000000, 10000, None, 1),
+        (1000, 0, "x9", 2),
+    ):  # fmt: skip
         att = make_segment(L.CLASS_HP)
-        att.set_hp_comp_us(engine_us)
+        att.set_hp_comp_us(engine_us, burst_us)
         env = prog_env(native, att.name, FAKE_KERNEL_US="20")
         del env["HBTUI_COMP_EVERY_US"]
         if env_us is not None:
             env["HBTUI_COMP_EVERY_US"] = env_us
         r = run_prog(_argv(native, "dlsym", *steps), env)
         assert r.returncode == 0, r.stderr
-        assert _counts(r.stdout)["cuStreamWriteValue64_v2"] == want_writes, (engine_us, env_us)
+        got = _counts(r.stdout)["cuStreamWriteValue64_v2"]
+        assert got == want_writes, (engine_us, burst_us, env_us)
         assert ("HBTUI_COMP_EVERY_US=x9 is not 0..1000000" in r.stderr) == (env_us == "x9")
         assert all(att.done(x) for x in att.launches())  # the sync covers the tail
 
@@ -483,7 +489,7 @@ def test_diagnostic_builds_take_out_one_part_each(native: Native, make_segment, 
 
     monkeypatch.setenv("CC", f"{os.environ.get('CC') or 'cc'} -DHB_DIAG={diag}")
     so = build.build(cache=tmp_path)
-    assert so != native.so  # the define is in the cache key
+    assert so.name != native.so.name  # the define is in the cache key
     att = make_segment(L.CLASS_HP)
     env = prog_env(native, att.name, LD_PRELOAD=str(so))
     r = run_prog(_argv(native, "dlsym", "launch:3", "check"), env)

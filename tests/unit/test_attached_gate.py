@@ -272,9 +272,8 @@ def test_coalesced_tail_counts_as_idle_once_the_program_is_quiet() -> None:
 
 
 def test_a_coalesced_tail_ends_no_earlier_than_its_last_launch() -> None:
-    """Coarse writes (HP alone): the burst's last write lies early in it, or in the burst
-    before; the burst's work is dated to its last launch at the earliest, never before its
-    own start."""
+    """Coarse writes (HP alone): a burst's only write may be its first launch's; its work
+    is dated to its last launch at the earliest (short by at most the tail's GPU time)."""
     hp = HpTracker(idle_ns=1000 * US)
     done = [0] * L.COMP_SLOTS
     hp.on_launch(rec(1, 0), 0)  # written; the burst runs on for 5 ms, coalesced
@@ -282,17 +281,19 @@ def test_a_coalesced_tail_ends_no_earlier_than_its_last_launch() -> None:
         hp.on_launch(rec(i, (i - 1) * 1000 * US, flags=L.LF_COALESCED), 0)
     done[1] = 1
     hp.poll(done, 300 * US)
-    hp.poll(done, 7000 * US)
+    assert hp.busy
+    hp.poll(done, 7000 * US)  # quiet for idle_ms: idle, and the request closes
     assert not hp.busy and hp.idle_since == 5002 * US  # the last launch's return
-    hp.poll(done, 8100 * US)  # idle_ms later: the request closes
     [(_, lat)] = hp.done
     assert lat == 5002 * US
-    # the next burst has no write of its own (the last was < 10 ms ago): not dated back
-    hp.on_launch(rec(7, 12_000 * US, flags=L.LF_COALESCED), 0)
-    hp.poll(done, 12_100 * US)
+    # a burst with no write at all (its write failed): dated to its own last launch, not
+    # to the last write's completion 8 ms before it began
+    hp.on_launch(rec(7, 8_000 * US, flags=L.LF_COALESCED), 0)
+    hp.poll(done, 8_100 * US)
     assert hp.busy  # (quiet < idle_ms)
-    hp.poll(done, 14_000 * US)
-    assert not hp.busy and hp.idle_since == 12_002 * US
+    hp.poll(done, 9_500 * US)
+    assert not hp.busy and hp.idle_since == 8_002 * US
+    assert [lat for _, lat in hp.done][-1] == 2 * US  # what the engine can know of it
 
 
 def test_stuck_counters_never_hold_lp_or_hp_forever() -> None:
@@ -373,7 +374,7 @@ def test_the_engine_ticks_fast_only_while_a_program_is_active() -> None:
     assert s.poll_ns == A.IDLE_POLL_NS  # it finished and nothing new came
     # only an HP program attached: nothing to schedule, so a slower tick while it works
     hp_att = FakeAtt()
-    hp_att.set_hp_comp_us = lambda us: None  # type: ignore[attr-defined]
+    hp_att.set_hp_comp_us = lambda us, burst_us=0: None  # type: ignore[attr-defined]
     hp_att.heartbeat = att.heartbeat  # type: ignore[attr-defined]
     hp_att.modules = hp_att.functions = att.modules  # type: ignore[attr-defined]
     hp_att.launches = att.launches  # type: ignore[attr-defined]
@@ -637,16 +638,22 @@ def test_the_heartbeat_is_written_every_10_ms_or_every_quarter_grace() -> None:
 
 
 def test_hp_completion_writes_are_fine_only_while_lp_depends_on_the_hp() -> None:
-    """header.hp_comp_us: the HP's completion writes coalesced to 1 ms (a burst's first
-    launch still gets one) unless an LP program is attached under a policy whose grants
-    follow the HP's activity (temporal: request ends; hummingbird: also bubbles): 100 us."""
+    """header.hp_comp_us: the HP's completion writes coalesced to 10 ms unless an LP program
+    is attached under a policy whose grants follow the HP's activity (temporal: request
+    ends; hummingbird: also bubbles): 100 us. header.hp_burst_us: the HP's burst rule's
+    idle threshold, so a burst's first launch gets a write however coarse the writes."""
     from hbtui.engine import attached as A
 
     for policy in ("exclusive", "spatial", "temporal", "hummingbird"):
         s, att, _, at = _set(policy)
         hp_att = FakeAtt()
         asked: list[int] = []
-        hp_att.set_hp_comp_us = asked.append  # type: ignore[attr-defined]
+
+        def ask(us: int, burst_us: int = 0, asked: list[int] = asked) -> None:
+            assert burst_us == 1000  # the tracker's idle_ns
+            asked.append(us)
+
+        hp_att.set_hp_comp_us = ask  # type: ignore[attr-defined]
         for a in (att, hp_att):
             a.heartbeat = lambda now=None: None  # type: ignore[attr-defined]
             a.modules = a.functions = a.launches = lambda: []  # type: ignore[attr-defined]

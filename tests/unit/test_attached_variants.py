@@ -73,7 +73,7 @@ class FakeAtt:
     def set_slicing(self, on: bool) -> None:
         self.slicing = on
 
-    def set_hp_comp_us(self, us: int) -> None:
+    def set_hp_comp_us(self, us: int, burst_us: int = 0) -> None:
         self.hp_comp_us = us
 
     def publish_variant(self, func: int, module_hash: int, name: str, nparams: int,

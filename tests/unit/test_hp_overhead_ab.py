@@ -157,6 +157,15 @@ def test_in_process_only_rounds(tmp_path) -> None:
     )
     assert "no complete cycle" not in text
     assert "1.0110 [1.0100, 1.0120]" in text  # round 1's in-process ratios
+    assert "hbtui/quiet [min, max]" in text
+    # the engine's launch count proves which build ran
+    for expect, seen, bad in ((True, 0, True), (True, 90, False), (False, 90, True),
+                              (False, 0, False), (None, 0, False)):  # fmt: skip
+        rec = {"mode": "eager", "round": 1, "procs": {}, "cycles": rounds[0]["cycles"],
+               "engine_before": {"launches": 10},
+               "engine_after": {"launches": 10 + seen}}  # fmt: skip
+        ab.check_round(rec, 40, 3, expect)
+        assert bool(rec["checks"]) == bad, (expect, seen)
     a = ab.parse_args(["--no-alone", "--diag", "3", "--modes", "eager"])
     assert a.null is False and a.diag == 3
     with pytest.raises(SystemExit):

@@ -266,8 +266,8 @@ class AttachedSet:
         if lps:
             self._gate(lps, hps, now)
         fine = bool(lps) and self.policy() in ("temporal", "hummingbird")
-        for att in hp_atts:
-            att.set_hp_comp_us(HP_COMP_FINE_US if fine else HP_COMP_COARSE_US)
+        for att, hp in zip(hp_atts, hps, strict=True):
+            att.set_hp_comp_us(HP_COMP_FINE_US if fine else HP_COMP_COARSE_US, hp.idle_ns // 1000)
         active = (
             fresh
             or any(h.busy or h.open for h in hps)
