@@ -87,7 +87,7 @@ class Header(ctypes.Structure):
         ("engine_pid", i32),
         ("slice_on", u32),  # LP: launches of functions with a variant run as slices
         ("hp_comp_us", u32),  # HP: completion-write coalescing asked for (0: 100 us)
-        ("hp_burst_us", u32),  # HP: a launch after this long quiet gets a write (0: as above)
+        ("hp_burst_us", u32),  # HP: a launch after this long quiet gets a write (0: the period)
         ("_pad1", u8 * 12),
         # interceptor line
         ("next_seq", u64),

@@ -286,12 +286,13 @@ static int g_captures;           // stream captures in progress (>0: ask the dri
 // per launch on an H200 with a write each, +0.14 us coalesced to 100 us, measured in a
 // tight loop; inside an eager PyTorch service on an H100 the interceptor's own time was
 // 0.6-0.7 us a launch at 100 us and 0.2 us at 1 ms), so an HP kernel launch gets one only
-// when its stream had none for that long, or was quiet that long (the first launch of a
-// burst); the launches in between are covered by the next write (seqs on a stream only
-// grow) and by the program's own synchronisations, after which the counters are advanced
-// from the host. How long: the engine's header.hp_comp_us (fine while an LP program's
-// grants follow the HP's activity, coarse otherwise), unless HBTUI_COMP_EVERY_US fixes it
-// (0 = a write per launch). Per process, like the registration.
+// when its stream had none for that long, or was quiet for header.hp_burst_us (the first
+// launch of a burst; that long if shorter); the launches in between are covered by the
+// next write (seqs on a stream only grow) and by the program's own synchronisations,
+// after which the counters are advanced from the host. How long: the engine's
+// header.hp_comp_us (fine while an LP program's grants follow the HP's activity, coarse
+// otherwise), unless HBTUI_COMP_EVERY_US fixes it (0 = a write per launch). Per process,
+// like the registration.
 #define HB_COALESCE_DEFAULT_US 100
 static int64_t g_coalesce_fixed = -1;  // HBTUI_COMP_EVERY_US in ns; -1: the engine's
 static inline int64_t coalesce_ns(void) {

@@ -281,12 +281,19 @@ def test_the_engine_sets_the_hp_coalescing_unless_the_environment_fixes_it(
     """header.hp_comp_us (the engine's) governs an HP program's completion writes; a valid
     HBTUI_COMP_EVERY_US wins over it, an invalid one is named in a warning and ignored.
     header.hp_burst_us (the engine's burst rule): a launch after that long quiet gets a
-    write however coarse the coalescing, from the engine or the environment."""
-    steps = ["launch:6", "sleep:3", "launch:6", "sync", "check"]  # two bursts 3 ms apart
+    write however coarse the coalescing, from the engine or the environment. Margins are
+    ~100 ms either side of every threshold (a loaded 2-core CI box stalls a launch for ms;
+    the first launch, which also sets the completions up, is outside the bursts)."""
+    steps = ["launch:1", "sleep:300", "launch:6", "sleep:300", "launch:6", "sync", "check"]
+    s, ms = 1_000_000, 1000  # (1 s: no write within one run of the program)
     for engine_us, burst_us, env_us, want_writes in (
-        (1000000, 0, None, 1), (1000000, 1000, None, 2), (1000, 0, None, 2),
-        (1000000, 0, "0", 12), (1000000, 1000, "1000000", 2), (1000000, 10000, None, 1),
-        (1000, 0, "x9", 2),
+        (s, 0, None, 1),  # only the first launch
+        (s, 100 * ms, None, 3),  # and each burst's first
+        (100 * ms, 0, None, 3),  # a period shorter than the gaps: the same launches
+        (s, 900 * ms, None, 1),  # a burst rule longer than the gaps: none
+        (s, 0, "0", 13),  # the environment: a write per launch
+        (s, 100 * ms, str(s), 3),  # the environment's period, the engine's burst rule
+        (100 * ms, 0, "x9", 3),  # an invalid environment value is ignored
     ):  # fmt: skip
         att = make_segment(L.CLASS_HP)
         att.set_hp_comp_us(engine_us, burst_us)
@@ -304,16 +311,17 @@ def test_the_engine_sets_the_hp_coalescing_unless_the_environment_fixes_it(
 
 def test_the_engines_coalescing_is_read_live(native: Native, make_segment) -> None:
     """A change of header.hp_comp_us applies to the program's next launches: two bursts of
-    two halves 2 ms apart get one write each at 1 s, two each once the engine asks 1 ms."""
+    two halves 200 ms apart get one write each at 1 s, two each once the engine asks
+    100 ms (margins of ~100 ms: a loaded CI box stalls a launch for ms)."""
     att = make_segment(L.CLASS_HP)
     att.set_hp_comp_us(1000000)
     env = prog_env(native, att.name)
     del env["HBTUI_COMP_EVERY_US"]
-    half = ["launch:3", "sleep:2", "launch:3"]
-    p = Prog([str(native.prog), "dlsym", *half, "sleep:600", *half, "check"], env)
+    half = ["launch:3", "sleep:200", "launch:3"]
+    p = Prog([str(native.prog), "dlsym", *half, "sleep:1500", *half, "check"], env)
     p.expect("launch 2")
-    p.expect("launch 2")  # the first burst is over, the second 600 ms away
-    att.set_hp_comp_us(1000)
+    p.expect("launch 2")  # the first burst is over, the second 1.5 s away
+    att.set_hp_comp_us(100_000)
     assert p.finish() == 0
     assert _counts("\n".join(p.lines))["cuStreamWriteValue64_v2"] == 3
 

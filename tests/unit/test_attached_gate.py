@@ -650,7 +650,7 @@ def test_hp_completion_writes_are_fine_only_while_lp_depends_on_the_hp() -> None
         asked: list[int] = []
 
         def ask(us: int, burst_us: int = 0, asked: list[int] = asked) -> None:
-            assert burst_us == 1000  # the tracker's idle_ns
+            assert burst_us == 2500  # the tracker's idle_ns, in us
             asked.append(us)
 
         hp_att.set_hp_comp_us = ask  # type: ignore[attr-defined]
@@ -658,7 +658,7 @@ def test_hp_completion_writes_are_fine_only_while_lp_depends_on_the_hp() -> None
             a.heartbeat = lambda now=None: None  # type: ignore[attr-defined]
             a.modules = a.functions = a.launches = lambda: []  # type: ignore[attr-defined]
             a.syncing = 0  # type: ignore[attr-defined]
-        hp = HpTracker(idle_ns=1000 * US)
+        hp = HpTracker(idle_ns=2500 * US)
         s.tasks["svc"] = AttachedTask(Task("svc", "hp"), hp_att, "/y", 2, ["svc"], 1.0,  # type: ignore[arg-type]
                                       hp=hp, stats=TaskStats("svc", "hp"))  # fmt: skip
         s.poll(1_000 * US)

@@ -24,7 +24,8 @@ DEFAULT_HARVEST_GUARD = 0.05  # LP leaves HP requests alone when it slows them m
 # where nothing waits on them (a request ending in a wrapped sync is timed to the sync; one
 # that does not, to its last launch at the earliest). Eager PyTorch service, H100, in one
 # process: the interceptor's own time 0.6-0.7 us a launch at 100 us and 0.2 us at 1 ms;
-# at 1 ms the writes still cost it ~1.2 of +2.2 % (built without them: +1.0 %).
+# at 1 ms the writes still cost it ~1.2 of +2.2 % (built without them: +1.0 %); at 10 ms
+# (and a write at each burst's start) +1.65 %.
 HP_COMP_FINE_US = 100
 HP_COMP_COARSE_US = 10_000
 BUBBLE_MARGIN_NS = 30_000  # a bubble grant's spare time: poll + launch (--bubble-margin-us)
