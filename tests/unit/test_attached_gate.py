@@ -296,6 +296,95 @@ def test_a_coalesced_tail_ends_no_earlier_than_its_last_launch() -> None:
     assert [lat for _, lat in hp.done][-1] == 2 * US  # what the engine can know of it
 
 
+def _coalesced_request(hp: HpTracker, done: list[int], bursts: int = 12) -> int:
+    """One open request of a host-bound service beside LP, in time order: bursts of 6
+    launches 17 us apart (the first with a write of its own, which lands 10 us after its
+    launch; the rest coalesced), 150-us host gaps between bursts, the engine polling every
+    20 us. Returns the end of the last gap."""
+    launches, t, seq = [], 0, 0
+    for _ in range(bursts):
+        for k in range(6):
+            seq += 1
+            launches.append((t, seq, k == 0))
+            t += 17 * US
+        t += 150 * US - 17 * US
+    end, landed = t, []
+    for now in range(0, end + 1, 20 * US):
+        while launches and launches[0][0] <= now:
+            at, sq, written = launches.pop(0)
+            hp.on_launch(rec(sq, at, flags=0 if written else L.LF_COALESCED), at)
+            if written:
+                landed.append((at + 10 * US, sq))
+        while landed and landed[0][0] <= now:
+            done[1] = landed.pop(0)[1]
+        hp.poll(done, now)
+    return end
+
+
+def test_predicted_bubbles_show_a_host_gap_that_coalesced_writes_hide() -> None:
+    """--bubble-quiet-us: with writes 100 us apart only a burst's first launch carries one,
+    so its tail is never seen done inside the request and no bubble shows (the default);
+    with the prediction each host gap becomes a bubble once the program was quiet that
+    long and the tail's predicted end (last launch + the write's lag) has passed."""
+    for quiet_us, want in ((0, 0), (50, 12)):
+        hp = HpTracker(idle_ns=1000 * US)
+        hp.bubble_quiet_ns = quiet_us * US
+        done = [0] * L.COMP_SLOTS
+        _coalesced_request(hp, done)
+        assert hp.in_request, quiet_us  # one open request throughout (gaps < idle_ms)
+        assert hp.predicted_bubbles == want, quiet_us
+        assert hp.busy == (quiet_us == 0), quiet_us
+        if want:
+            # the written launch is seen done at the first poll after it landed (10 us
+            # after its launch): its lag is 10-30 us, and the tail is due that long after
+            # the last launch returned
+            assert 10 * US <= hp.written_lag_ns <= 30 * US
+            assert hp.idle_since == hp.last_launch_ns + hp.written_lag_ns
+        # each next burst's first launch ends a bubble: the 150-us host gap less the lag
+        # and the 2 us of the last launch's return; without the prediction none is seen
+        # (the short gaps in the history: a burst's first launch seen done before its
+        # second came, by the default rule)
+        host_gaps = [g for g in hp.gaps if g >= 100 * US]
+        assert len(host_gaps) == max(0, want - 1), list(hp.gaps)
+        assert all(118 * US <= g <= 138 * US for g in host_gaps), host_gaps
+
+
+def test_a_predicted_bubble_waits_for_a_lagging_gpu_and_a_sync() -> None:
+    """The tail is predicted done only as long after its last launch as the last write
+    took to show: a GPU behind the host (lag 500 us) keeps HP busy that long; a program
+    inside a wrapped sync is never taken for idle."""
+    hp = HpTracker(idle_ns=10_000 * US)
+    hp.bubble_quiet_ns = 50 * US
+    done = [0] * L.COMP_SLOTS
+    hp.on_launch(rec(1, 0), 0)  # written
+    hp.on_launch(rec(2, 10 * US, flags=L.LF_COALESCED), 0)
+    hp.poll(done, 100 * US)
+    done[1] = 1
+    hp.poll(done, 500 * US)  # its write seen 500 us after its launch
+    assert hp.written_lag_ns == 500 * US and hp.busy
+    hp.poll(done, 505 * US)
+    assert hp.busy  # quiet 493 us, but the tail is due 500 us after its last launch (12 us)
+    hp.poll(done, 520 * US, syncing=lambda: True)
+    assert hp.busy  # inside a sync: its return will say
+    hp.poll(done, 540 * US)
+    assert not hp.busy and hp.idle_since == 512 * US and hp.predicted_bubbles == 1
+
+
+def test_the_engine_grants_lp_into_a_predicted_bubble() -> None:
+    """hummingbird with --bubble-quiet-us: the held LP launch goes into a host gap of a
+    request whose tail only the prediction shows done; without it, it waits."""
+    for quiet_us, want in ((0, 0), (50, 1)):
+        s, att, hp, at = _set("hummingbird")
+        hp.bubble_quiet_ns = quiet_us * US
+        hp.gaps.extend([150 * US] * 40)  # the bubble history: host gaps of ~150 us
+        done = [0] * L.COMP_SLOTS
+        _coalesced_request(hp, done, bursts=3)
+        att.next_seq = 1
+        att.held = [SimpleNamespace(seq=1, func=0xF00)]
+        s._gate([at], [hp], hp.idle_since + 1 * US if not hp.busy else 0)
+        assert att.granted == want, quiet_us
+
+
 def test_stuck_counters_never_hold_lp_or_hp_forever() -> None:
     from hbtui.engine.attached import hp as hp_mod
     from hbtui.engine.attached import lp as lp_mod

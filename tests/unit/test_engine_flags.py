@@ -34,3 +34,11 @@ def test_harvest_guard_is_a_percentage(capsys: pytest.CaptureFixture[str]) -> No
             _parser().parse_args(["--harvest-guard", bad])
         err = capsys.readouterr().err
         assert "--harvest-guard" in err and why in err, err
+
+
+def test_bubble_quiet_is_off_by_default(capsys: pytest.CaptureFixture[str]) -> None:
+    assert _parser().parse_args([]).bubble_quiet_us == 0
+    assert _parser().parse_args(["--bubble-quiet-us", "50"]).bubble_quiet_us == 50.0
+    with pytest.raises(SystemExit):
+        _parser().parse_args(["--bubble-quiet-us", "-1"])
+    assert "--bubble-quiet-us" in capsys.readouterr().err

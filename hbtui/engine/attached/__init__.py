@@ -103,6 +103,7 @@ class AttachedSet:
         self.switch_cost_ns = SWITCH_COST_NS
         self.hp_poll_ns = HP_POLL_NS  # --hp-poll-us
         self.harvest_guard = DEFAULT_HARVEST_GUARD  # --harvest-guard (fraction; 0: off)
+        self.bubble_quiet_ns = 0  # --bubble-quiet-us (0: off): predicted in-request bubbles
         self.tasks: dict[str, AttachedTask] = {}
         self.by_shm: dict[str, AttachedTask] = {}
         self.listeners: list[Any] = []  # on_request(task, req, latency_ns, slo_ok)
@@ -153,6 +154,7 @@ class AttachedSet:
         if cls == HP:
             at.hp = HpTracker(int(at.idle_ms * 1e6))
             at.hp.guard.target = self.harvest_guard
+            at.hp.bubble_quiet_ns = self.bubble_quiet_ns
             att.heartbeat()
             # LP that ran free (no HP) is paced before the reply (what it queued until now
             # still runs ahead of the HP's first requests, once)

@@ -92,6 +92,12 @@ class HpTracker:
         self.latency = Histogram()
         self.done: list[tuple[HpRequest, int]] = []  # (request, latency) since the last take
         self.written_done_at = 0  # when every launch with a write of its own was seen done
+        # --bubble-quiet-us (0: off): inside a request, HP counts GPU-idle once it launched
+        # nothing this long and its coalesced tail is predicted done (see poll)
+        self.bubble_quiet_ns = 0
+        self.written_enq_ns = 0  # enqueue of the newest launch with a write of its own
+        self.written_lag_ns = 0  # how long after its enqueue it was seen done
+        self.predicted_bubbles = 0  # bubbles seen by that prediction
         self.progress_at = 0  # when a counter last advanced or a launch last came
         self._seen_done: dict[int, int] = {}
         self.p50_ns = 0.0  # median request latency so far (the slack's expected remainder)
@@ -145,6 +151,7 @@ class HpTracker:
                 self.last_seq[s] = rec.seq
             if not rec.flags & L.LF_COALESCED and rec.seq > self.last_written.get(s, 0):
                 self.last_written[s] = rec.seq
+                self.written_enq_ns = max(self.written_enq_ns, rec.enqueue_ns)
             self.busy = True
         self.last_launch_ns = max(self.last_launch_ns, rec.return_ns)
         self.progress_at = max(self.progress_at, now_ns)
@@ -196,6 +203,7 @@ class HpTracker:
         if self.last_written and all(completed[s] >= q for s, q in self.last_written.items()):
             if not self.written_done_at:
                 self.written_done_at = now_ns
+                self.written_lag_ns = max(0, now_ns - self.written_enq_ns)
         else:
             self.written_done_at = 0
         if self.busy:
@@ -209,6 +217,11 @@ class HpTracker:
                 # before the last launch was made (with coarse writes, 10 ms apart with HP
                 # alone, the last write may lie far back in the burst, or in the one before)
                 self._idle(max(self.written_done_at, self.last_launch_ns))
+            elif self._tail_predicted_done(now_ns, quiet) and not syncing():
+                # a host gap inside a request: the tail launched after the last write
+                # ran as that write's launch did, as long after its launch
+                self.predicted_bubbles += 1
+                self._idle(max(self.written_done_at, self.last_launch_ns + self.written_lag_ns))
             elif quiet >= STALE_NS and now_ns - self.progress_at >= STALE_NS:
                 self.stale += 1  # counters stuck: give up rather than hold LP forever
                 self._idle(now_ns)
@@ -220,6 +233,21 @@ class HpTracker:
         elif not self.busy and self.open:
             if now_ns - max(self.idle_since, self.last_launch_ns) >= self.idle_ns:
                 self._finish(self.open.popleft(), self.idle_since or now_ns)
+
+    def _tail_predicted_done(self, now_ns: int, quiet: int) -> bool:
+        """--bubble-quiet-us: inside an open request, no launch for that long, every launch
+        with a write of its own seen done, and the coalesced tail after it predicted done
+        (its last launch + the lag the last write showed: the GPU keeping up with the
+        host, as in an eager service, gives a lag of about one poll). Unmeasured on a GPU;
+        a wrong guess costs the HP what any in-request grant costs it (the switch back),
+        which the harvest guard measures."""
+        return bool(
+            self.bubble_quiet_ns
+            and self.open
+            and self.written_done_at
+            and quiet >= self.bubble_quiet_ns
+            and now_ns >= self.last_launch_ns + self.written_lag_ns
+        )
 
     def _idle(self, at_ns: int) -> None:
         self.busy = False

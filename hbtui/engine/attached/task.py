@@ -103,6 +103,7 @@ class AttachedTask:
                     "harvest_cost": self.hp.guard.cost,
                     "harvest_held_off": self.hp.guard.held_off,
                     "lp_bubbles_per_request": self.hp.lp_bubbles_per_request,
+                    "predicted_bubbles": self.hp.predicted_bubbles,  # --bubble-quiet-us
                     "lp_bubble_cost_us": _us(self.hp.bubble_cost_ns),
                     # what observing it costs now (docs/attach.md, "Coalescing")
                     "completion_every_us": self.att.hp_comp_every_us(),

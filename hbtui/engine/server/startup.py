@@ -125,6 +125,17 @@ def _parser() -> argparse.ArgumentParser:
         "+133 us; 0: ignore it)",
     )
     ap.add_argument(
+        "--bubble-quiet-us",
+        type=_margin_us,
+        default=0,
+        metavar="US",
+        help="under hummingbird, count an `hbtui run` HP program GPU-idle inside a request "
+        "once it launched nothing for US us, every launch with a completion write is seen "
+        "done and the coalesced tail after it is predicted done from the last write's lag "
+        "(0, the default: only once every launch is seen done, which for a host-bound "
+        "service is rare between writes 100 us apart; not yet measured on a GPU)",
+    )
+    ap.add_argument(
         "--hp-poll-us",
         type=_poll_us,
         default=attached.HP_POLL_NS / 1e3,
@@ -285,6 +296,7 @@ def main(argv: list[str] | None = None) -> int:
             engine.attached.switch_cost_ns = args.switch_cost_us * 1e3
             engine.attached.hp_poll_ns = int(args.hp_poll_us * 1e3)
             engine.attached.harvest_guard = args.harvest_guard / 100
+            engine.attached.bubble_quiet_ns = int(args.bubble_quiet_us * 1e3)
         except (BackendError, ValueError) as e:
             raise UsageError(f"backend {kind}: {e}") from None
         engine.profile_dirs = extra
