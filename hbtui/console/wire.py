@@ -179,6 +179,7 @@ _ATTACHED: dict[str, Check] = {
     "lp_bubbles_per_request": num,
     "lp_bubble_cost_us": _nums(-MAX_NUM, MAX_NUM),  # (a difference of medians)
     "completion_every_us": lambda p, v: integer(p, v, 0, 1_000_000),
+    "predicted_bubbles": integer,
 }
 attached = _map_of(_ATTACHED)
 

@@ -150,6 +150,7 @@ class AttachedInfo(TypedDict):
     harvest_cost: NotRequired[float | None]
     harvest_held_off: NotRequired[bool]
     lp_bubbles_per_request: NotRequired[float | None]  # hp: its bubbles LP entered, a request
+    predicted_bubbles: NotRequired[int]  # hp: bubbles predicted (--bubble-quiet-us)
     # hp: how much longer its first kernel after a bubble took when LP ran in the bubble
     # (a difference of medians: may be negative)
     lp_bubble_cost_us: NotRequired[float | None]

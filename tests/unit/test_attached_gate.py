@@ -324,22 +324,23 @@ def _coalesced_request(hp: HpTracker, done: list[int], bursts: int = 12) -> int:
 def test_predicted_bubbles_show_a_host_gap_that_coalesced_writes_hide() -> None:
     """--bubble-quiet-us: with writes 100 us apart only a burst's first launch carries one,
     so its tail is never seen done inside the request and no bubble shows (the default);
-    with the prediction each host gap becomes a bubble once the program was quiet that
-    long and the tail's predicted end (last launch + the write's lag) has passed."""
+    with the prediction each host gap becomes a bubble for LP grants once the program was
+    quiet that long and the tail is due (last launch + the newest write's lag). HP stays
+    busy (request ends and latencies are the counters' alone)."""
     for quiet_us, want in ((0, 0), (50, 12)):
         hp = HpTracker(idle_ns=1000 * US)
         hp.bubble_quiet_ns = quiet_us * US
         done = [0] * L.COMP_SLOTS
         _coalesced_request(hp, done)
-        assert hp.in_request, quiet_us  # one open request throughout (gaps < idle_ms)
+        assert hp.in_request and hp.busy, quiet_us  # one open request throughout
         assert hp.predicted_bubbles == want, quiet_us
-        assert hp.busy == (quiet_us == 0), quiet_us
+        assert hp.gpu_idle == bool(want), quiet_us
         if want:
-            # the written launch is seen done at the first poll after it landed (10 us
-            # after its launch): its lag is 10-30 us, and the tail is due that long after
-            # the last launch returned
+            # the newest write was first seen done 10-30 us after its launch (it lands
+            # 10 us after it, the engine polls every 20 us); the tail is due that long
+            # after the last launch returned
             assert 10 * US <= hp.written_lag_ns <= 30 * US
-            assert hp.idle_since == hp.last_launch_ns + hp.written_lag_ns
+            assert hp.bubble_start == hp.last_launch_ns + hp.written_lag_ns
         # each next burst's first launch ends a bubble: the 150-us host gap less the lag
         # and the 2 us of the last launch's return; without the prediction none is seen
         # (the short gaps in the history: a burst's first launch seen done before its
@@ -349,10 +350,27 @@ def test_predicted_bubbles_show_a_host_gap_that_coalesced_writes_hide() -> None:
         assert all(118 * US <= g <= 138 * US for g in host_gaps), host_gaps
 
 
+def test_the_lag_is_measured_on_every_new_write() -> None:
+    """Each newest write is measured when first seen done, not only when the set of
+    written launches turns done: one late sighting does not stick."""
+    hp = HpTracker(idle_ns=10_000 * US)
+    hp.bubble_quiet_ns = 50 * US
+    done = [0] * L.COMP_SLOTS
+    hp.on_launch(rec(1, 0), 0)
+    hp.poll(done, 1000 * US)
+    done[1] = 1
+    hp.poll(done, 2000 * US)  # seen 2 ms after its launch (the engine was away)
+    assert hp.written_lag_ns == 2000 * US
+    hp.on_launch(rec(2, 3000 * US), 0)  # written
+    done[1] = 2
+    hp.poll(done, 3020 * US)
+    assert hp.written_lag_ns == 20 * US
+
+
 def test_a_predicted_bubble_waits_for_a_lagging_gpu_and_a_sync() -> None:
-    """The tail is predicted done only as long after its last launch as the last write
-    took to show: a GPU behind the host (lag 500 us) keeps HP busy that long; a program
-    inside a wrapped sync is never taken for idle."""
+    """The tail is predicted done only as long after its last launch as the newest write
+    took to show: a GPU behind the host keeps HP busy that long; a program inside a
+    wrapped sync is never taken for GPU-idle (and a prediction made before it ends)."""
     hp = HpTracker(idle_ns=10_000 * US)
     hp.bubble_quiet_ns = 50 * US
     done = [0] * L.COMP_SLOTS
@@ -361,18 +379,54 @@ def test_a_predicted_bubble_waits_for_a_lagging_gpu_and_a_sync() -> None:
     hp.poll(done, 100 * US)
     done[1] = 1
     hp.poll(done, 500 * US)  # its write seen 500 us after its launch
-    assert hp.written_lag_ns == 500 * US and hp.busy
+    assert hp.written_lag_ns == 500 * US and not hp.gpu_idle
     hp.poll(done, 505 * US)
-    assert hp.busy  # quiet 493 us, but the tail is due 500 us after its last launch (12 us)
+    assert not hp.gpu_idle  # quiet 493 us, but the tail is due 500 us after 12 us
     hp.poll(done, 520 * US, syncing=lambda: True)
-    assert hp.busy  # inside a sync: its return will say
+    assert not hp.gpu_idle  # inside a sync: its return will say
     hp.poll(done, 540 * US)
-    assert not hp.busy and hp.idle_since == 512 * US and hp.predicted_bubbles == 1
+    assert hp.gpu_idle and hp.busy and hp.bubble_start == 512 * US
+    assert hp.predicted_bubbles == 1
+    hp.poll(done, 560 * US, syncing=lambda: True)  # the program starts waiting after all
+    assert not hp.gpu_idle
+
+
+def test_a_prediction_changes_no_request_end() -> None:
+    """A launch, a long coalesced kernel, host work, then the program's sync: the request
+    is timed to the sync whether or not a bubble was predicted in the host work (which
+    the sync then ends); a marker request closes when its work is confirmed either way."""
+    for markers in (False, True):
+        lat = []
+        for quiet_us in (0, 50):
+            hp = HpTracker(idle_ns=1000 * US)
+            hp.bubble_quiet_ns = quiet_us * US
+            done = [0] * L.COMP_SLOTS
+            if markers:
+                hp.on_launch(rec(0, 0, kind=L.KIND_REQ_BEGIN, slot=L.COMP_NONE), 0)
+            hp.on_launch(rec(1, 0), 0)  # written, done at 10 us
+            hp.on_launch(rec(2, 20 * US, flags=L.LF_COALESCED), 0)  # runs to ~390 us
+            if markers:
+                hp.on_launch(rec(3, 30 * US, kind=L.KIND_REQ_END, slot=L.COMP_NONE), 0)
+            predicted = False
+            for now in range(20 * US, 2000 * US, 20 * US):
+                done[1] = max(done[1], 1)
+                in_sync = 100 * US <= now < 400 * US  # the sync returns at 395 us
+                if now >= 400 * US:
+                    done[1] = 2
+                hp.poll(done, now, syncing=lambda s=in_sync: s,
+                        synced=lambda n=now: 395 * US if n >= 400 * US else 0)  # fmt: skip
+                predicted = predicted or (hp.gpu_idle and hp.busy)
+            assert predicted == (quiet_us == 50), (markers, quiet_us)
+            [(_, ns)] = hp.take_done()
+            lat.append(ns)
+        assert lat[0] == lat[1], (markers, lat)
 
 
 def test_the_engine_grants_lp_into_a_predicted_bubble() -> None:
     """hummingbird with --bubble-quiet-us: the held LP launch goes into a host gap of a
-    request whose tail only the prediction shows done; without it, it waits."""
+    request whose tail only the prediction shows done; without it, it waits. (The set has
+    no tasks, so no switch is charged, as under MPS: on a time-sliced GPU a 150-us gap
+    does not fit a grant's need of kernel + margin + switch.)"""
     for quiet_us, want in ((0, 0), (50, 1)):
         s, att, hp, at = _set("hummingbird")
         hp.bubble_quiet_ns = quiet_us * US
@@ -381,7 +435,7 @@ def test_the_engine_grants_lp_into_a_predicted_bubble() -> None:
         _coalesced_request(hp, done, bursts=3)
         att.next_seq = 1
         att.held = [SimpleNamespace(seq=1, func=0xF00)]
-        s._gate([at], [hp], hp.idle_since + 1 * US if not hp.busy else 0)
+        s._gate([at], [hp], hp.bubble_start + 1 * US)
         assert att.granted == want, quiet_us
 
 
@@ -738,6 +792,8 @@ def test_hp_completion_writes_are_fine_only_while_lp_depends_on_the_hp() -> None
         hp_att = FakeAtt()
         asked: list[int] = []
 
+        s.bubble_quiet_ns = 50 * US
+
         def ask(us: int, burst_us: int = 0, asked: list[int] = asked) -> None:
             assert burst_us == 2500  # the tracker's idle_ns, in us
             asked.append(us)
@@ -756,6 +812,8 @@ def test_hp_completion_writes_are_fine_only_while_lp_depends_on_the_hp() -> None
         s.poll(1_100 * US)
         fine = policy in ("temporal", "hummingbird")
         assert asked[-1] == (A.HP_COMP_FINE_US if fine else A.HP_COMP_COARSE_US), policy
+        # --bubble-quiet-us applies only to hummingbird's grants, with LP attached
+        assert hp.bubble_quiet_ns == (50 * US if policy == "hummingbird" else 0), policy
         s.policy = lambda: "spatial"  # the operator switches policy: LP runs free
         s.poll(1_150 * US)
         assert asked[-1] == A.HP_COMP_COARSE_US, policy
@@ -763,6 +821,7 @@ def test_hp_completion_writes_are_fine_only_while_lp_depends_on_the_hp() -> None
         del s.tasks["train"]
         s.poll(1_200 * US)
         assert asked[-1] == A.HP_COMP_COARSE_US, policy  # the LP left
+        assert hp.bubble_quiet_ns == 0, policy
 
 
 def test_work_that_ends_in_the_programs_sync_is_dated_to_the_sync() -> None:

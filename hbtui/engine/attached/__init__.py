@@ -83,7 +83,7 @@ def _fits_all(open_hps: list[HpTracker], now: int, margin_ns: float, duration_ns
     # a bubble starts no earlier than its request (the time between marker requests is
     # not part of any bubble, as in the bubble history)
     return all(
-        h.bubble_fits(now - max(h.idle_since, h.open[-1].arrival_ns), need) for h in open_hps
+        h.bubble_fits(now - max(h.bubble_start, h.open[-1].arrival_ns), need) for h in open_hps
     )
 
 
@@ -154,7 +154,6 @@ class AttachedSet:
         if cls == HP:
             at.hp = HpTracker(int(at.idle_ms * 1e6))
             at.hp.guard.target = self.harvest_guard
-            at.hp.bubble_quiet_ns = self.bubble_quiet_ns
             att.heartbeat()
             # LP that ran free (no HP) is paced before the reply (what it queued until now
             # still runs ahead of the HP's first requests, once)
@@ -267,9 +266,12 @@ class AttachedSet:
                 lps.append(at)
         if lps:
             self._gate(lps, hps, now)
-        fine = bool(lps) and self.policy() in ("temporal", "hummingbird")
+        policy = self.policy()
+        fine = bool(lps) and policy in ("temporal", "hummingbird")
+        predict = self.bubble_quiet_ns if lps and policy == "hummingbird" else 0
         for att, hp in zip(hp_atts, hps, strict=True):
             att.set_hp_comp_us(HP_COMP_FINE_US if fine else HP_COMP_COARSE_US, hp.idle_ns // 1000)
+            hp.bubble_quiet_ns = predict  # (predicted bubbles serve only hummingbird's grants)
         active = (
             fresh
             or any(h.busy or h.open for h in hps)
@@ -302,7 +304,7 @@ class AttachedSet:
             # LP still running in a bubble (granted before the request, or in an earlier
             # bubble): the HP's next kernel pays for it as for a grant made in it
             for h in hps:
-                if h.open and not h.busy:
+                if h.open and h.gpu_idle:
                     h.on_grant()
 
     def _free(self, policy: str, hp_attached: bool) -> bool:
@@ -329,7 +331,7 @@ class AttachedSet:
         open_hps = [h for h in hps if h.open]
         if (
             policy != "hummingbird"
-            or any(h.busy for h in hps)
+            or not all(h.gpu_idle for h in hps)
             or not all(h.guard.allowed(now) for h in open_hps)
         ):
             return None

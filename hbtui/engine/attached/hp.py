@@ -92,12 +92,15 @@ class HpTracker:
         self.latency = Histogram()
         self.done: list[tuple[HpRequest, int]] = []  # (request, latency) since the last take
         self.written_done_at = 0  # when every launch with a write of its own was seen done
-        # --bubble-quiet-us (0: off): inside a request, HP counts GPU-idle once it launched
-        # nothing this long and its coalesced tail is predicted done (see poll)
+        # --bubble-quiet-us (0: off; the attached set sets it only under hummingbird with
+        # LP attached): a predicted bubble, for LP grants only (see _predict)
         self.bubble_quiet_ns = 0
+        self.predicted_since = 0  # the predicted bubble's start (0: none)
+        self.predicted_bubbles = 0
         self.written_enq_ns = 0  # enqueue of the newest launch with a write of its own
-        self.written_lag_ns = 0  # how long after its enqueue it was seen done
-        self.predicted_bubbles = 0  # bubbles seen by that prediction
+        self._written_newest = 0  # ... its seq
+        self._lag_seq = 0  # the written seq the lag was last measured on
+        self.written_lag_ns = 0  # how long after its enqueue it was first seen done
         self.progress_at = 0  # when a counter last advanced or a launch last came
         self._seen_done: dict[int, int] = {}
         self.p50_ns = 0.0  # median request latency so far (the slack's expected remainder)
@@ -136,12 +139,14 @@ class HpTracker:
         self.launches += 1
         # a bubble inside the newest open request (with markers, the time between two
         # requests is not one: idle_since is then older than the request's begin)
-        gap = rec.enqueue_ns - self.idle_since
+        start = self.bubble_start
+        gap = rec.enqueue_ns - start
         lp_before = self.lp_in_bubble  # (a burst request this launch opens is charged it)
-        bubble = not self.busy and self.open and self.idle_since >= self.open[-1].arrival_ns
-        if bubble and self.idle_since:
+        bubble = self.gpu_idle and self.open and start >= self.open[-1].arrival_ns
+        if bubble and start:
             self.gaps.append(max(0, gap))
             self._sorted = None
+        self.predicted_since = 0  # (this launch ends a predicted bubble)
         if rec.comp_slot != L.COMP_NONE:  # (without a counter, busy cannot be known)
             s = rec.comp_slot
             if bubble and self._after is None and not rec.flags & L.LF_COALESCED:
@@ -151,7 +156,8 @@ class HpTracker:
                 self.last_seq[s] = rec.seq
             if not rec.flags & L.LF_COALESCED and rec.seq > self.last_written.get(s, 0):
                 self.last_written[s] = rec.seq
-                self.written_enq_ns = max(self.written_enq_ns, rec.enqueue_ns)
+                if rec.seq > self._written_newest:
+                    self._written_newest, self.written_enq_ns = rec.seq, rec.enqueue_ns
             self.busy = True
         self.last_launch_ns = max(self.last_launch_ns, rec.return_ns)
         self.progress_at = max(self.progress_at, now_ns)
@@ -203,6 +209,8 @@ class HpTracker:
         if self.last_written and all(completed[s] >= q for s, q in self.last_written.items()):
             if not self.written_done_at:
                 self.written_done_at = now_ns
+            if self._written_newest != self._lag_seq:  # the newest write, first seen done
+                self._lag_seq = self._written_newest
                 self.written_lag_ns = max(0, now_ns - self.written_enq_ns)
         else:
             self.written_done_at = 0
@@ -217,14 +225,11 @@ class HpTracker:
                 # before the last launch was made (with coarse writes, 10 ms apart with HP
                 # alone, the last write may lie far back in the burst, or in the one before)
                 self._idle(max(self.written_done_at, self.last_launch_ns))
-            elif self._tail_predicted_done(now_ns, quiet) and not syncing():
-                # a host gap inside a request: the tail launched after the last write
-                # ran as that write's launch did, as long after its launch
-                self.predicted_bubbles += 1
-                self._idle(max(self.written_done_at, self.last_launch_ns + self.written_lag_ns))
             elif quiet >= STALE_NS and now_ns - self.progress_at >= STALE_NS:
                 self.stale += 1  # counters stuck: give up rather than hold LP forever
                 self._idle(now_ns)
+            elif self.bubble_quiet_ns:
+                self._predict(now_ns, quiet, syncing)
         if self.markers:
             self._close_marked(completed, now_ns)
             quiet = self.last_launch_ns - self.last_marker_ns
@@ -234,24 +239,31 @@ class HpTracker:
             if now_ns - max(self.idle_since, self.last_launch_ns) >= self.idle_ns:
                 self._finish(self.open.popleft(), self.idle_since or now_ns)
 
-    def _tail_predicted_done(self, now_ns: int, quiet: int) -> bool:
+    def _predict(self, now_ns: int, quiet: int, syncing: Callable[[], bool]) -> None:
         """--bubble-quiet-us: inside an open request, no launch for that long, every launch
-        with a write of its own seen done, and the coalesced tail after it predicted done
-        (its last launch + the lag the last write showed: the GPU keeping up with the
-        host, as in an eager service, gives a lag of about one poll). Unmeasured on a GPU;
-        a wrong guess costs the HP what any in-request grant costs it (the switch back),
-        which the harvest guard measures."""
-        return bool(
-            self.bubble_quiet_ns
-            and self.open
-            and self.written_done_at
-            and quiet >= self.bubble_quiet_ns
-            and now_ns >= self.last_launch_ns + self.written_lag_ns
-        )
+        with a write of its own seen done and the coalesced tail after it due (its last
+        launch + the lag with which the newest write was first seen done: about a poll
+        while the GPU keeps up with the host, as in an eager service) -> a predicted
+        bubble, which only lets LP grants in (busy, idle_since, request ends and the
+        counters' story are left alone; the next launch ends it). A guess: a long kernel
+        coalesced behind the write, or another stream's tail, is missed, and LP then runs
+        beside HP work; the harvest guard measures what that costs. Not measured on a GPU.
+        A program inside a wrapped sync is waiting for the GPU: never a bubble."""
+        if not self.open or not self.written_done_at or quiet < self.bubble_quiet_ns:
+            return
+        if now_ns < self.last_launch_ns + self.written_lag_ns or syncing():
+            self.predicted_since = 0
+            return
+        if not self.predicted_since:
+            self.predicted_since = max(
+                self.written_done_at, self.last_launch_ns + self.written_lag_ns
+            )
+            self.predicted_bubbles += 1
 
     def _idle(self, at_ns: int) -> None:
         self.busy = False
         self.idle_since = at_ns
+        self.predicted_since = 0  # (confirmed now)
 
     def _close_marked(self, completed: list[int], now_ns: int) -> None:
         keep: deque[HpRequest] = deque()
@@ -301,7 +313,7 @@ class HpTracker:
         prices grants and slack by) is kept."""
         self.latency = Histogram()
         self.lp_bubbles_done = 0
-        self.timed_out = self.stale = 0
+        self.timed_out = self.stale = self.predicted_bubbles = 0
         self.done.clear()
 
     def may_grant(self, share: float, cost_ns: float) -> bool:
@@ -347,6 +359,16 @@ class HpTracker:
     @property
     def in_request(self) -> bool:
         return bool(self.open) or self.busy
+
+    @property
+    def gpu_idle(self) -> bool:
+        """HP GPU-idle as far as LP grants go: confirmed, or a predicted bubble."""
+        return not self.busy or bool(self.predicted_since)
+
+    @property
+    def bubble_start(self) -> int:
+        """When the current GPU-idle time began (confirmed or predicted)."""
+        return self.predicted_since if self.busy else self.idle_since
 
     def bubble_fits(self, elapsed_ns: int, need_ns: float, confidence: float = 0.9) -> bool:
         """Whether a bubble that has lasted ``elapsed_ns`` will last ``need_ns`` more, with

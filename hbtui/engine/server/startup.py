@@ -129,11 +129,12 @@ def _parser() -> argparse.ArgumentParser:
         type=_margin_us,
         default=0,
         metavar="US",
-        help="under hummingbird, count an `hbtui run` HP program GPU-idle inside a request "
-        "once it launched nothing for US us, every launch with a completion write is seen "
-        "done and the coalesced tail after it is predicted done from the last write's lag "
-        "(0, the default: only once every launch is seen done, which for a host-bound "
-        "service is rare between writes 100 us apart; not yet measured on a GPU)",
+        help="under hummingbird with an LP program attached, let LP into a predicted "
+        "bubble of an `hbtui run` HP request: the HP launched nothing for US us, is not "
+        "in a sync, every launch with a completion write is seen done and the coalesced "
+        "tail after it is due by the newest write's lag (0, the default: only bubbles "
+        "where every launch is seen done, rare for a host-bound service between writes "
+        "100 us apart; not yet measured on a GPU)",
     )
     ap.add_argument(
         "--hp-poll-us",
