@@ -382,13 +382,34 @@ def test_a_predicted_bubble_waits_for_a_lagging_gpu_and_a_sync() -> None:
     assert hp.written_lag_ns == 500 * US and not hp.gpu_idle
     hp.poll(done, 505 * US)
     assert not hp.gpu_idle  # quiet 493 us, but the tail is due 500 us after 12 us
-    hp.poll(done, 520 * US, syncing=lambda: True)
-    assert not hp.gpu_idle  # inside a sync: its return will say
     hp.poll(done, 540 * US)
     assert hp.gpu_idle and hp.busy and hp.bubble_start == 512 * US
     assert hp.predicted_bubbles == 1
     hp.poll(done, 560 * US, syncing=lambda: True)  # the program starts waiting after all
     assert not hp.gpu_idle
+    hp.poll(done, 600 * US)  # out of the sync, still busy: no new guess until a launch
+    assert not hp.gpu_idle and hp.predicted_bubbles == 1
+    hp.on_launch(rec(3, 610 * US), 0)  # written, seen done: idle by the counters
+    done[1] = 3
+    hp.poll(done, 700 * US)
+    assert not hp.busy and hp.predicted_since == 0
+
+
+def test_no_predicted_bubble_outside_a_request() -> None:
+    """A marker request can close while the HP is still busy (work after its end marker):
+    a prediction then lets nothing in, the request being gone."""
+    hp = HpTracker(idle_ns=10_000 * US)
+    hp.bubble_quiet_ns = 50 * US
+    done = [0] * L.COMP_SLOTS
+    hp.on_launch(rec(0, 0, kind=L.KIND_REQ_BEGIN, slot=L.COMP_NONE), 0)
+    hp.on_launch(rec(1, 0), 0)  # written
+    hp.on_launch(rec(2, 10 * US, kind=L.KIND_REQ_END, slot=L.COMP_NONE), 0)
+    hp.on_launch(rec(3, 20 * US, slot=2, flags=L.LF_COALESCED), 0)  # after the end marker
+    done[1] = 1
+    hp.poll(done, 40 * US)
+    assert not hp.open and hp.busy  # closed: its own work is done; slot 2's is not
+    hp.poll(done, 200 * US)
+    assert not hp.gpu_idle and hp.predicted_since == 0
 
 
 def test_a_prediction_changes_no_request_end() -> None:

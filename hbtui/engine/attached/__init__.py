@@ -272,6 +272,8 @@ class AttachedSet:
         for att, hp in zip(hp_atts, hps, strict=True):
             att.set_hp_comp_us(HP_COMP_FINE_US if fine else HP_COMP_COARSE_US, hp.idle_ns // 1000)
             hp.bubble_quiet_ns = predict  # (predicted bubbles serve only hummingbird's grants)
+            if not predict:
+                hp.predicted_since = 0
         active = (
             fresh
             or any(h.busy or h.open for h in hps)

@@ -96,6 +96,7 @@ class HpTracker:
         # LP attached): a predicted bubble, for LP grants only (see _predict)
         self.bubble_quiet_ns = 0
         self.predicted_since = 0  # the predicted bubble's start (0: none)
+        self._sync_seen = False  # a sync since the last launch: no prediction until the next
         self.predicted_bubbles = 0
         self.written_enq_ns = 0  # enqueue of the newest launch with a write of its own
         self._written_newest = 0  # ... its seq
@@ -147,6 +148,7 @@ class HpTracker:
             self.gaps.append(max(0, gap))
             self._sorted = None
         self.predicted_since = 0  # (this launch ends a predicted bubble)
+        self._sync_seen = False
         if rec.comp_slot != L.COMP_NONE:  # (without a counter, busy cannot be known)
             s = rec.comp_slot
             if bubble and self._after is None and not rec.flags & L.LF_COALESCED:
@@ -245,14 +247,20 @@ class HpTracker:
         launch + the lag with which the newest write was first seen done: about a poll
         while the GPU keeps up with the host, as in an eager service) -> a predicted
         bubble, which only lets LP grants in (busy, idle_since, request ends and the
-        counters' story are left alone; the next launch ends it). A guess: a long kernel
+        counters' story are left alone; the next launch ends it, and a sync ends it with
+        no new one before the next launch). A guess: a long kernel
         coalesced behind the write, or another stream's tail, is missed, and LP then runs
         beside HP work; the harvest guard measures what that costs. Not measured on a GPU.
         A program inside a wrapped sync is waiting for the GPU: never a bubble."""
-        if not self.open or not self.written_done_at or quiet < self.bubble_quiet_ns:
-            return
-        if now_ns < self.last_launch_ns + self.written_lag_ns or syncing():
+        if not self.open or self._sync_seen:  # (a marker request may close while busy)
             self.predicted_since = 0
+            return
+        if not self.written_done_at or quiet < self.bubble_quiet_ns:
+            return
+        if syncing():  # the GPU was not done after all; the time in it is no bubble
+            self.predicted_since, self._sync_seen = 0, True
+            return
+        if now_ns < self.last_launch_ns + self.written_lag_ns:
             return
         if not self.predicted_since:
             self.predicted_since = max(
@@ -363,7 +371,7 @@ class HpTracker:
     @property
     def gpu_idle(self) -> bool:
         """HP GPU-idle as far as LP grants go: confirmed, or a predicted bubble."""
-        return not self.busy or bool(self.predicted_since)
+        return not self.busy or bool(self.predicted_since and self.open)
 
     @property
     def bubble_start(self) -> int:
