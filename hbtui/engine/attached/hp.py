@@ -248,10 +248,10 @@ class HpTracker:
         while the GPU keeps up with the host, as in an eager service) -> a predicted
         bubble, which only lets LP grants in (busy, idle_since, request ends and the
         counters' story are left alone; the next launch ends it, and a sync ends it with
-        no new one before the next launch). A guess: a long kernel
-        coalesced behind the write, or another stream's tail, is missed, and LP then runs
-        beside HP work; the harvest guard measures what that costs. Not measured on a GPU.
-        A program inside a wrapped sync is waiting for the GPU: never a bubble."""
+        no new one before the next launch: a program inside a wrapped sync is waiting for
+        the GPU). A guess: a long kernel coalesced behind the write, or another stream's
+        tail, is missed, and LP then runs beside HP work; the harvest guard measures what
+        that costs. Not measured on a GPU."""
         if not self.open or self._sync_seen:  # (a marker request may close while busy)
             self.predicted_since = 0
             return
