@@ -40,6 +40,7 @@ def test_the_kept_scripts() -> None:
         "hp_minimal.py",
         "hp_overhead_ab.py",
         "real_programs.py",
+        "slice_launch_cost.py",
         "slicer_overhead.py",
         "slicing_check.py",
         "telemetry_bench.py",
