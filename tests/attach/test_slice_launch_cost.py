@@ -32,7 +32,13 @@ def test_slice_launch_cost_with_the_fake_driver(native: Native, tmp_path: Path) 
     assert row["sliced"]["grid"] == 3 * wave
     assert row["sliced"]["sliced_launches"] == launches
     assert row["sliced"]["slice_launches"] == 3 * launches and row["slices_per_launch"] == 3
+    assert row["sliced"]["slice_fallbacks"] == 0 and row["sliced"]["variant"]["wave_blocks"] == wave
     assert row["whole"]["sliced_launches"] == 0 and row["whole"]["slice_fallbacks"] == 0
+    assert row["whole"]["wave"] == wave and row["ok"] is True and doc["errors"] == []
+    assert row["ns_per_slice"] == round(row["sliced"]["median_ns"] / 3, 1)
+    assert row["marginal_ns_per_slice"] == round(
+        (row["sliced"]["median_ns"] - row["whole"]["median_ns"]) / 2, 1
+    )
     assert row["none"]["median_ns"] > 0 and "sliced_launches" not in row["none"]
     # the fake has no device memory: the block check is marked not done, never passed
     assert {row[m]["wrong_blocks"] for m in ("none", "whole", "sliced")} == {-1}
