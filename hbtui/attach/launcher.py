@@ -245,9 +245,17 @@ def main(argv: list[str]) -> int:
         _parser().error("--idle-ms: a number of ms in 0.01..10000")
     if ns.sm_percent is not None and (not ns.lp or not 1 <= ns.sm_percent <= 100):
         _parser().error("--sm-percent: LP only, a whole number of percent in 1..100")
-    link: EngineLink = (
-        NoEngine() if ns.no_engine else ZmqEngineLink(ns.engine, timeout=ns.attach_timeout)
-    )
+    link: EngineLink = NoEngine()
+    if not ns.no_engine:
+        if not 0 < ns.attach_timeout <= 3600:
+            _parser().error("--attach-timeout: a positive number of seconds (at most 3600)")
+        import zmq  # here: a program run with --no-engine never loads pyzmq
+
+        try:
+            link = ZmqEngineLink(ns.engine, timeout=ns.attach_timeout)
+        except zmq.ZMQError as e:  # a malformed endpoint: the socket refuses it at connect
+            _parser().error(f"--engine: cannot connect to {ns.engine!r} ({e.strerror}); "
+                            f"expected e.g. {DEFAULT_ENDPOINT} or ipc:///path/ctl")  # fmt: skip
     return run(
         cmd,
         cls="lp" if ns.lp else "hp",

@@ -78,6 +78,11 @@ def test_usage_errors(env: dict) -> None:
     assert run(env, "--task", "t", "--", "true").returncode == 2  # neither --hp nor --lp
     assert run(env, "--hp", "--lp", "--task", "t", "--", "true").returncode == 2
     assert run(env, "--hp", "--task", "t").returncode == 2  # no command
+    for flags, what in [(["--engine", "gpu1:5556"], "--engine: cannot connect to 'gpu1:5556'"),
+                        (["--engine", "tcp://*:5556"], "--engine"),
+                        (["--attach-timeout", "0"], "--attach-timeout")]:  # fmt: skip
+        r = run(env, "--lp", "--task", "t", *flags, "--", "true")
+        assert r.returncode == 2 and what in r.stderr and "Traceback" not in r.stderr, r.stderr
 
 
 def test_no_compiler_is_a_clear_error(env: dict, tmp_path: Path) -> None:
