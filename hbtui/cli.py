@@ -164,7 +164,28 @@ def targets_from(args: argparse.Namespace) -> list[Target]:
                         f.name) for f in load(args.fleet)]  # fmt: skip
     if not pairs and not fleet:
         pairs = [(DEFAULT_CTL, DEFAULT_PUB)]
-    return [Target(ctl, pub, curve) for ctl, pub in pairs] + fleet
+    targets = [Target(ctl, pub, curve) for ctl, pub in pairs] + fleet
+    for t in targets:  # before the console starts: a bad one would end it in its worker
+        check_endpoint(t.ctl, "control endpoint")
+        check_endpoint(t.pub, "telemetry endpoint")
+    return targets
+
+
+def check_endpoint(endpoint: str, what: str) -> None:
+    """ValueError naming ``what`` when ZeroMQ cannot connect to ``endpoint`` (malformed,
+    or a wildcard host, which only a bind takes). A connect sends nothing until a peer
+    answers, and the socket is closed at once."""
+    import zmq
+
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.linger = 0
+    try:
+        sock.connect(endpoint)
+    except zmq.ZMQError as e:
+        raise ValueError(f"{what} {endpoint!r}: {e.strerror}; expected e.g. tcp://gpu1:5556 "
+                         "or ipc:///path/ctl") from None  # fmt: skip
+    finally:
+        sock.close()
 
 
 def _fleet_curve(secret: Path | None, server: Path | None) -> CurveKeys | None:

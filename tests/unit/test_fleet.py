@@ -106,3 +106,20 @@ def test_connect_fleet_errors_are_one_line_and_exit_2(tmp_path: Path, capsys) ->
     err = capsys.readouterr().err.strip()
     assert err.startswith("hbtui connect: error: ") and "gpus must be" in err
     assert len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "spec,what",
+    [("tcp://*:5556", "control endpoint 'tcp://*:5556'"),
+     ("tcp://127.0.0.1:5556,tcp://*:5555", "telemetry endpoint 'tcp://*:5555'"),
+     ("foo://gpu1:5556,tcp://gpu1:5555", "control endpoint 'foo://gpu1:5556'")],
+)  # fmt: skip
+def test_connect_refuses_an_endpoint_zeromq_cannot_connect_to_before_the_console(
+    spec: str, what: str, capsys  # noqa: ANN001
+) -> None:
+    """A wildcard host (only binds take one) or an unknown transport: said on one line
+    with exit 2, before the console starts (it used to open the console and end it in
+    the link's worker)."""
+    assert cli.run(["connect", spec]) == 2
+    err = capsys.readouterr().err
+    assert what in err and len(err.strip().splitlines()) == 1, err
