@@ -115,7 +115,9 @@ def test_connect_fleet_errors_are_one_line_and_exit_2(tmp_path: Path, capsys) ->
      ("foo://gpu1:5556,tcp://gpu1:5555", "control endpoint 'foo://gpu1:5556'")],
 )  # fmt: skip
 def test_connect_refuses_an_endpoint_zeromq_cannot_connect_to_before_the_console(
-    spec: str, what: str, capsys  # noqa: ANN001
+    spec: str,
+    what: str,
+    capsys,  # noqa: ANN001
 ) -> None:
     """A wildcard host (only binds take one) or an unknown transport: said on one line
     with exit 2, before the console starts (it used to open the console and end it in
