@@ -40,6 +40,16 @@ def _non_negative(v: str) -> float:
     return _number(v, allow_zero=True)
 
 
+def _jobs(v: str) -> int:
+    try:
+        n = int(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {v!r}") from None
+    if not 1 <= n <= 64:
+        raise argparse.ArgumentTypeError(f"must be 1..64, got {v!r}")
+    return n
+
+
 def _device(v: str) -> int:
     try:
         n = int(v)
@@ -90,7 +100,7 @@ def bench_main(argv: list[str]) -> int:
     ap.add_argument("--quiet", action="store_true", help="no progress on stderr")
     ap.add_argument(
         "--jobs",
-        type=int,
+        type=_jobs,
         default=min(3, os.cpu_count() or 1),
         help="worker processes for independent sim runs (default: up to 3 CPUs)",
     )

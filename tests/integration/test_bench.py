@@ -61,6 +61,8 @@ def test_bench_json_follows_the_schema(tmp_path: Path) -> None:
         (["--backend", "tpu"], "invalid choice"),
         (["--device", "-1"], "--device: must be >= 0"),
         (["--device", "gpu1"], "not a device index: 'gpu1'"),
+        (["--jobs", "0"], "--jobs: must be 1..64, got '0'"),
+        (["--jobs", "many"], "--jobs: not a whole number: 'many'"),
     ],
 )
 def test_bench_cli_errors_are_one_line_with_exit_2(args: list[str], msg: str) -> None:
