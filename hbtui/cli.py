@@ -166,15 +166,16 @@ def targets_from(args: argparse.Namespace) -> list[Target]:
         pairs = [(DEFAULT_CTL, DEFAULT_PUB)]
     targets = [Target(ctl, pub, curve) for ctl, pub in pairs] + fleet
     for t in targets:  # before the console starts: a bad one would end it in its worker
-        check_endpoint(t.ctl, "control endpoint")
-        check_endpoint(t.pub, "telemetry endpoint")
+        at = f"engine {t.name!r}: " if t.name else ""
+        check_endpoint(t.ctl, f"{at}control endpoint")
+        check_endpoint(t.pub, f"{at}telemetry endpoint")
     return targets
 
 
 def check_endpoint(endpoint: str, what: str) -> None:
     """ValueError naming ``what`` when ZeroMQ cannot connect to ``endpoint`` (malformed,
-    or a wildcard host, which only a bind takes). A connect sends nothing until a peer
-    answers, and the socket is closed at once."""
+    or a wildcard host, which only a bind takes). The socket is closed at once (linger
+    0): at most a TCP connect the I/O thread had begun, no message."""
     import zmq
 
     sock = zmq.Context.instance().socket(zmq.DEALER)
@@ -182,8 +183,8 @@ def check_endpoint(endpoint: str, what: str) -> None:
     try:
         sock.connect(endpoint)
     except zmq.ZMQError as e:
-        raise ValueError(f"{what} {endpoint!r}: {e.strerror}; expected e.g. tcp://gpu1:5556 "
-                         "or ipc:///path/ctl") from None  # fmt: skip
+        raise ValueError(f"{what} {endpoint!r}: {zmq.strerror(e.errno)}; expected e.g. "
+                         "tcp://gpu1:5556 or ipc:///path/ctl") from None  # fmt: skip
     finally:
         sock.close()
 

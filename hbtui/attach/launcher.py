@@ -254,7 +254,7 @@ def main(argv: list[str]) -> int:
         try:
             link = ZmqEngineLink(ns.engine, timeout=ns.attach_timeout)
         except zmq.ZMQError as e:  # a malformed endpoint: the socket refuses it at connect
-            _parser().error(f"--engine: cannot connect to {ns.engine!r} ({e.strerror}); "
+            _parser().error(f"--engine: cannot connect to {ns.engine!r} ({zmq.strerror(e.errno)}); "
                             f"expected e.g. {DEFAULT_ENDPOINT} or ipc:///path/ctl")  # fmt: skip
     return run(
         cmd,

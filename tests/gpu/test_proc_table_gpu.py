@@ -25,8 +25,9 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not cuda_available(), reason="
 
 from hbtui.attach import build  # noqa: E402
 
-SRC = Path(build.__file__).resolve().parents[1] / "native" / "intercept.c"
-HOOKS = re.findall(r"X\(H_\w+, (cu\w+), [01]\)", SRC.read_text())
+SRC = build.sources()[0]
+STABLE = {h: s == "1" for h, s in re.findall(r"X\(H_\w+,\s*(cu\w+),\s*([01])\)", SRC.read_text())}
+HOOKS = set(STABLE)
 BASES = sorted({re.sub(r"(_v\d+)?(_ptsz)?$", "", h) for h in HOOKS})
 VERSIONS = [12000, 12040, 12080, 13000]
 PTDS = 2  # CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM
@@ -72,7 +73,20 @@ def _table(env: dict[str, str]) -> dict:
     return json.loads(r.stdout.splitlines()[-1])
 
 
+def _by_name(name: str, ver: int, flags: int) -> str | None:
+    """What substitute() wraps an entry point the driver does not export with: the hook of
+    the name (per-thread variant first) where its ABI never changed; cuCtxSynchronize by
+    the version asked for (its ABI changed at 13.0); else None (handed out unwrapped)."""
+    if name == "cuCtxSynchronize":
+        return "cuCtxSynchronize_v2" if ver >= 13000 else name
+    for h in ([name + "_ptsz"] if flags & PTDS else []) + [name]:
+        if h in STABLE:
+            return h if STABLE[h] else None
+    return None
+
+
 def test_every_wrapped_entry_point_the_driver_hands_out_is_wrapped_with_its_own_abi() -> None:
+    assert len(HOOKS) >= 20 and "cuLaunchKernel" in HOOKS, HOOKS  # the table was read
     so = str(build.build())
     base = {k: v for k, v in os.environ.items() if not k.startswith("HBTUI_")}
     base.pop("LD_PRELOAD", None)
@@ -90,14 +104,18 @@ def test_every_wrapped_entry_point_the_driver_hands_out_is_wrapped_with_its_own_
         lines.append(f"{r['name']:28} {r['ver']} {'ptds' if r['flags'] else '    '} "
                      f"driver {r.get('sym')!s:34} -> {'hbtui ' if ours else 'driver '}"
                      f"{u.get('sym')}")  # fmt: skip
-        if r.get("sym") is None:
+        if r.get("sym") is None:  # not exported: wrapped by name, where the ABI is stable
             internal.append(lines[-1])
+            want = _by_name(r["name"], r["ver"], r["flags"])
+            if (want is None and ours) or (
+                want is not None and not (ours and u.get("sym") == want)
+            ):
+                wrong.append(lines[-1] + f" (expected {want or 'unwrapped'})")
         elif r["sym"] in HOOKS and not (ours and u.get("sym") == r["sym"]):
             wrong.append(lines[-1])  # a function we wrap, handed out unwrapped or mis-wrapped
-        elif r["sym"] not in HOOKS and ours:
-            wrong.append(lines[-1])  # wrapped with another function's ABI
-        elif r["sym"] not in HOOKS and r["name"] != "cuGetProcAddress":
-            wrong.append(lines[-1])  # a version of a wrapped function we do not wrap
+        elif r["sym"] not in HOOKS:  # a version of a wrapped function we do not wrap
+            wrong.append(lines[-1])  # (or, if ours, wrapped with another function's ABI)
     print(f"\ndriver {real['driver']}; {len(lines)} entry points", *lines, sep="\n")
     print("not exported by name (wrapped by name where the ABI is stable):", *internal, sep="\n")
+    assert any("-> hbtui" in ln for ln in lines), "nothing was wrapped: the interceptor not loaded?"
     assert not wrong, "\n".join(wrong)
