@@ -10,8 +10,8 @@ from __future__ import annotations
 import ctypes
 
 MAGIC = 0x314D485355544248  # "HBTUSHM1"
-VERSION = 5  # 2: ptx_saved, ptx_save_errors; 3: slices (variant table); 4: hp_comp_us, synced_ns;
-# 5: hp_burst_us
+VERSION = 6  # 2: ptx_saved, ptx_save_errors; 3: slices (variant table); 4: hp_comp_us, synced_ns;
+# 5: hp_burst_us; 6: SLICE_FORCED
 
 LAUNCH_CAP = 4096
 MODULE_CAP = 512
@@ -54,6 +54,7 @@ API_KERNEL_GET_FUNCTION = 7
 API_MODULE_LOAD = 8  # cuModuleLoad(path): the file's bytes are hashed
 IMG_UNKNOWN, IMG_CUBIN, IMG_FATBIN, IMG_PTX = 0, 1, 2, 3
 VAR_UNTRIED, VAR_READY, VAR_FAILED = 0, 1, 2
+SLICE_FORCED = 1 << 31  # Variant.slice_blocks: exactly the low 31 bits (below a wave too)
 
 u8, u16, u32, i32 = ctypes.c_uint8, ctypes.c_uint16, ctypes.c_uint32, ctypes.c_int32
 u64, i64 = ctypes.c_uint64, ctypes.c_int64

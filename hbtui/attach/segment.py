@@ -409,10 +409,12 @@ class Attachment:
             struct.pack_into("<Q", self._mm, off, func)
         return i
 
-    def set_slice_blocks(self, slot: int, blocks: int) -> None:
-        """The live slice size (blocks) of the variant in ``slot``."""
+    def set_slice_blocks(self, slot: int, blocks: int, forced: bool = False) -> None:
+        """The live slice size (blocks) of the variant in ``slot``: rounded down to whole
+        waves by the interceptor, or with ``forced`` exactly ``blocks`` (below a wave too)."""
         off = L.OFF_VARIANT + slot * _VAR_SIZE + L.Variant.slice_blocks.offset
-        struct.pack_into("<I", self._mm, off, max(0, min(int(blocks), 0xFFFFFFFF)))
+        n = max(0, min(int(blocks), L.SLICE_FORCED - 1))
+        struct.pack_into("<I", self._mm, off, n | (L.SLICE_FORCED if forced else 0))
 
     def stats(self) -> dict[str, int]:
         h = self.h

@@ -17,8 +17,8 @@
 #include <stdint.h>
 
 #define HB_SHM_MAGIC 0x314d485355544248ULL  // "HBTUSHM1" little-endian
-#define HB_SHM_VERSION 5u  // 2: ptx_saved, ptx_save_errors; 3: slices; 4: hp_comp_us, synced_ns;
-                           // 5: hp_burst_us
+#define HB_SHM_VERSION 6u  // 2: ptx_saved, ptx_save_errors; 3: slices; 4: hp_comp_us, synced_ns;
+                           // 5: hp_burst_us; 6: HB_SLICE_FORCED
 
 #define HB_LAUNCH_CAP 4096u  // launch records (power of two)
 #define HB_MODULE_CAP 512u   // module-load records (power of two)
@@ -233,13 +233,16 @@ typedef struct {
   uint32_t nparams;            // E: the kernel's own params (kernelParams entries)
   uint32_t param_bytes;        // E: where the six appended u32 start in a packed buffer
   uint32_t slice_blocks;       // E (live): blocks per slice, rounded down to whole waves
-                               //   (at least one); 0 = one wave
+                               //   (at least one); 0 = one wave; with HB_SLICE_FORCED set,
+                               //   exactly the low 31 bits (the operator's, below a wave too)
   uint32_t state;              // I: HB_VAR_*
   uint32_t wave_blocks;        // I: SMs x resident blocks per SM at its last launch
   int32_t result;              // I: CUresult of the step that failed (HB_VAR_FAILED)
   char name[HB_NAME_MAX];      // E: the entry's name in the sliced module
   uint8_t _pad[256 - 240];
 } hb_variant;
+
+#define HB_SLICE_FORCED 0x80000000u  // hb_variant.slice_blocks: an exact count, no wave rounding
 
 static inline uint32_t hb_variant_slot(uint64_t func) {
   return (uint32_t)((func * 0x9E3779B97F4A7C15ULL) >> 54) & (HB_VARIANT_CAP - 1);

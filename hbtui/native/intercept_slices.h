@@ -277,17 +277,26 @@ static int plan_boxes(uint64_t s, uint64_t e, const uint32_t g[3], hb_box out[3]
 }
 
 // The slice [start, ...) to launch now: the engine's live size, whole waves (at least
-// one), whole rows when the grid has rows; a remainder under half a wave joins it.
+// one; with HB_SLICE_FORCED exactly the operator's count, below a wave too), whole rows
+// when the grid has rows; a remainder under half a wave (half a forced slice) joins it.
 static uint64_t slice_end(const hb_variant *v, uint32_t wave, uint64_t start, uint64_t total,
                           const uint32_t g[3]) {
-  uint64_t want = __atomic_load_n(&v->slice_blocks, __ATOMIC_RELAXED);
-  uint64_t n = want < wave ? wave : want / wave * wave;
+  uint32_t want = __atomic_load_n(&v->slice_blocks, __ATOMIC_RELAXED);
+  uint64_t n, tail;
+  if (want & HB_SLICE_FORCED) {
+    n = want & ~HB_SLICE_FORCED;
+    if (!n) n = 1;
+    tail = n / 2;
+  } else {
+    n = want < wave ? wave : want / wave * wave;
+    tail = wave / 2;
+  }
   // a slice's blocks go in the record's u32 (hb_launch.slice_blocks) after the rounding up
   // to whole rows (a row: < 2^31) and a remainder (< half a wave) joining it
   if (n > HB_SLICE_MAX_BLOCKS) n = HB_SLICE_MAX_BLOCKS / wave * wave;
   if (g[1] != 1 || g[2] != 1) n = (n + g[0] - 1) / g[0] * g[0];
   uint64_t end = start + n;
-  if (end >= total || total - end < wave / 2) return total;
+  if (end >= total || total - end < tail) return total;
   return end;
 }
 

@@ -45,10 +45,11 @@ def slice_prog(native: Native) -> Path:
 
 def _run(native: Native, exe: Path, att: Any, tmp: Path, steps: list[str], publish: dict | None,
          slicing: bool = True, sliced: bytes | None = PTX, names: tuple[str, ...] = ("k_slice",),
-         **env: str) -> tuple[Prog, dict[str, int]]:  # fmt: skip
+         forced: int | None = None, **env: str) -> tuple[Prog, dict[str, int]]:  # fmt: skip
     """Start the program (load, wait, ``steps``, sync, log); once it loaded its module,
     write the sliced module file (``sliced``; None: none) and publish the variants of
-    ``names`` (``publish``: their keyword arguments; None: none), then let it go."""
+    ``names`` (``publish``: their keyword arguments; None: none; ``forced``: the operator's
+    exact slice size), then let it go."""
     mdir = tmp / "modules"
     mdir.mkdir(parents=True, exist_ok=True)
     go = tmp / "go"
@@ -64,6 +65,8 @@ def _run(native: Native, exe: Path, att: Any, tmp: Path, steps: list[str], publi
         f = funcs[name]
         slot = att.publish_variant(f.func, f.module_hash, name, 2, 12, **publish)
         assert slot is not None
+        if forced is not None:
+            att.set_slice_blocks(slot, forced, forced=True)
     att.set_slicing(slicing)
     go.touch()
     return p, {n: f.func for n, f in funcs.items()}
@@ -97,6 +100,26 @@ def _finish(p: Prog) -> list[Logged]:
     assert p.finish() == 0, p.err
     assert not [ln for ln in p.lines if ln.startswith("error")], p.lines
     return _log(p)
+
+
+@pytest.mark.parametrize("grid,forced,sizes", [
+    ((20, 1, 1), 3, [3] * 6 + [2]),  # below a wave (8): exactly 3, the last 2 (not < 3 // 2)
+    ((20, 1, 1), 4, [4] * 5),
+    ((21, 1, 1), 4, [4] * 4 + [5]),  # a remainder under half a forced slice joins the last
+    ((5, 3, 1), 2, [5] * 3),  # whole rows when the grid has rows
+    ((20, 1, 1), 12, [12, 8]),  # above a wave: no rounding to whole waves either
+])  # fmt: skip
+def test_an_operator_forced_slice_size_is_exact_below_a_wave_too(
+    native, slice_prog, make_segment, tmp_path, grid, forced, sizes
+) -> None:  # noqa: ANN001
+    """``layout.SLICE_FORCED``: the operator's block count, no wave rounding (WAVE = 8)."""
+    att = make_segment(L.CLASS_LP)
+    step = f"kp:{grid[0]}:{grid[1]}:{grid[2]}"
+    p, _ = _run(native, slice_prog, att, tmp_path, [step], {"slice_blocks": 100}, forced=forced)
+    logs = _finish(p)
+    assert _blocks(logs, 2) == list(range(grid[0] * grid[1] * grid[2]))  # each block once
+    recs = [r for r in att.launches() if r.flags & L.LF_SLICE]
+    assert [r.slice_blocks for r in recs] == sizes
 
 
 @pytest.mark.parametrize("form", ["kp", "ex", "lex"])

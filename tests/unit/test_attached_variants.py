@@ -8,6 +8,8 @@ import os
 import subprocess
 from types import SimpleNamespace
 
+import pytest
+
 from hbtui.attach import layout as L
 from hbtui.engine.attached import AttachedSet, AttachedTask
 from hbtui.engine.attached import variants as V
@@ -16,6 +18,7 @@ from hbtui.engine.attached.lp import LpGate
 from hbtui.engine.attached.variants import program_dirs
 from hbtui.engine.metrics import TaskStats
 from hbtui.engine.model import Task
+from hbtui.engine.scheduler import ControlError
 
 US = 1_000
 PTX_MOD, CUBIN_MOD = 0xA1, 0xB2
@@ -87,8 +90,8 @@ class FakeAtt:
     def variant(self, func: int) -> SimpleNamespace | None:
         return self.__dict__.get("variants", {}).get(func)
 
-    def set_slice_blocks(self, slot: int, blocks: int) -> None:
-        self.variants[slot].slice_blocks = blocks
+    def set_slice_blocks(self, slot: int, blocks: int, forced: bool = False) -> None:
+        self.variants[slot].slice_blocks = blocks | (L.SLICE_FORCED if forced else 0)
 
 
 class FakeWorker:
@@ -283,6 +286,43 @@ def test_slices_inside_a_request_are_sized_to_the_bubble() -> None:
     assert gate.grant_slice_if(lambda d: False, 100_000) and att.granted == 0
     assert gate.grant_slice_if(lambda d: d <= 25_000, 100_000) and att.granted == 5
     assert att.variants[0xF1].slice_blocks == 264
+
+
+def test_an_operator_block_count_is_every_slice_exactly_inside_requests_too() -> None:
+    """``set_slice(blocks=N)`` on an attached LP program: every sliced function's slices
+    are N blocks with the interceptor's no-rounding bit (below a wave too), the plan and the
+    bubble sizing leave them alone, the gate predicts N blocks' time; ``us`` again: the
+    planned sizes come back. Its state reports the count; an HP program has no slices."""
+    w = FakeWorker()
+    s = AttachedSet(lambda: "hummingbird", variants=w)  # type: ignore[arg-type]
+    s.other_hp = lambda: True
+    at, att = _attach(s, "lp")
+    att.mods = [mod(PTX_MOD, L.IMG_PTX)]
+    att.funcs = [fn(0xF1, "k_sliced", PTX_MOD)]
+    s.poll(0)
+    entry = V.EntryInfo("k_sliced", "sliced", None, 3, 24)
+    w.ready = [V.ModuleVariant(PTX_MOD, V.OK, kind="ptx", entries=(entry,))]
+    s.poll(1 * US)
+    assert at.lp is not None
+    sl = at.lp.slices
+    sl.learn(0xF1, 264, 20_000.0)  # one wave (264 blocks): 20 us
+    sl.plan(10**12, 100_000)
+    assert att.variants[0xF1].slice_blocks == 1320  # planned: 100 us of whole waves
+    s.set_slice(at.task.name, blocks=40)  # below a wave
+    assert att.variants[0xF1].slice_blocks == 40 | L.SLICE_FORCED
+    assert s.task_state(at)["slice_blocks"] == 40
+    sl.plan(2 * 10**12, 100_000)  # the plan leaves the operator's size alone
+    assert att.variants[0xF1].slice_blocks == 40 | L.SLICE_FORCED
+    assert abs(sl.duration_ns(0xF1) - 40 * 20_000 / 264) < 1e-6
+    assert sl.fit_blocks(0xF1, lambda d: d <= 5_000, 100_000) == 40  # ~3 us: fits
+    assert sl.fit_blocks(0xF1, lambda d: d <= 1_000, 100_000) == 0  # never resized
+    assert att.variants[0xF1].slice_blocks == 40 | L.SLICE_FORCED
+    s.set_slice(at.task.name, us=200.0)
+    assert att.variants[0xF1].slice_blocks == 1320 and sl.forced is None
+    assert s.task_state(at)["slice_blocks"] is None and at.task.slice_us == 200.0
+    hp, _ = _attach(s, "hp")
+    with pytest.raises(ControlError, match="not an LP program"):
+        s.set_slice(hp.task.name, blocks=8)
 
 
 def test_a_variant_the_interceptor_failed_is_planned_as_whole_kernels() -> None:

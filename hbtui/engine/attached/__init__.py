@@ -213,11 +213,19 @@ class AttachedSet:
         self._get(name).task.priority = int(priority)
 
     def set_slice(self, name: str, us: float | None = None, blocks: int | None = None) -> None:
-        t = self._get(name).task
+        """``us``: the budget of LP work in flight (slices are sized from it); ``blocks``:
+        every slice of the program's sliced kernels exactly that many blocks, below a
+        wave too (its whole kernels are not affected; the budget stays)."""
+        at = self._get(name)
+        if at.lp is None:
+            raise ControlError("bad_value", f"set_slice: {name!r} is not an LP program")
         if blocks is not None:
-            raise ControlError("bad_value", f"set_slice: {name!r} runs whole kernels; give 'us' "
-                                            "(the budget of LP work in flight)")  # fmt: skip
-        t.slice_us = us
+            at.task.slice_blocks = int(blocks)
+            at.lp.slices.set_forced(int(blocks))
+        else:
+            at.task.slice_us = us
+            at.task.slice_blocks = None
+            at.lp.slices.set_forced(None)
 
     def set_slo(self, name: str, ms: float | None = None, factor: float | None = None) -> None:
         t = self._get(name).task
@@ -444,7 +452,8 @@ class AttachedSet:
         if t.cls == HP:
             d.update(slo_ms=t.slo_ms, slo_factor=None, slo_effective_ms=t.slo_ms)
         else:
-            d.update(slice_us=t.slice_us, slice_blocks=None, slice_default_us=DEFAULT_BUDGET_US)
+            d.update(slice_us=t.slice_us, slice_blocks=t.slice_blocks,
+                     slice_default_us=DEFAULT_BUDGET_US)  # fmt: skip
         d["attached"] = at.info()
         return d
 

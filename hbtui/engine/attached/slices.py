@@ -11,6 +11,11 @@ kernels), and ``slice_blocks`` is written so that a slice lasts about the target
 the task's in-flight budget: one slice running and one queued fit in it). The
 interceptor rounds it down to whole waves (SMs x resident blocks per SM, which it asks
 the driver for), at least one wave; until a block time is known a slice is one wave.
+
+An operator's block count (``set_slice`` with ``blocks``) replaces all of that: every
+sliced function's slices are exactly that many blocks, below a wave too (the interceptor
+then does no wave rounding: ``layout.SLICE_FORCED``), inside requests as outside; the
+gate predicts such a slice's time from the blocks it learned at that size.
 """
 
 from __future__ import annotations
@@ -38,10 +43,11 @@ class Slices:
         self.att = att
         self.slots: dict[int, int] = {}  # func -> its variant's slot in the segment
         self.ns_per_block: dict[int, float] = {}  # func -> learned GPU time of one block
-        self.blocks: dict[int, int] = {}  # func -> slice_blocks written now
+        self.blocks: dict[int, int] = {}  # func -> slice_blocks written now (| SLICE_FORCED)
         self.planned: dict[int, int] = {}  # func -> slice_blocks for the budget (plan)
         self.wave: dict[int, int] = {}  # func -> blocks per wave (the interceptor's figure)
         self.on = False
+        self.forced: int | None = None  # the operator's exact blocks a slice (None: planned)
         self.sliced_ns = 0.0  # GPU time of completed slices
         self.slices = 0
         self.names: dict[int, str] = {}  # func -> entry name (published functions)
@@ -66,7 +72,17 @@ class Slices:
         self.slots[func] = slot
         self.names[func] = entry.name
         self._order.append(func)
+        if self.forced is not None:
+            self._write(func, self.forced)
         return True
+
+    def set_forced(self, blocks: int | None) -> None:
+        """Every slice exactly ``blocks`` blocks (the operator's); None: the planned sizes
+        again (those not planned yet go back to one wave)."""
+        self.forced = blocks
+        self._resized.clear()
+        for func in self.slots:
+            self._write(func, blocks if blocks is not None else self.planned.get(func, 0))
 
     def on_slice(self, func: int, first: bool) -> None:
         """A slice record (``first``: the launch's first slice)."""
@@ -107,6 +123,8 @@ class Slices:
         wave = self.wave.get(func, 0)
         if per is None or wave <= 0:
             return None
+        if self.forced is not None:
+            return per * self.forced
         want = self.blocks.get(func, 0)
         return per * max(wave, want // wave * wave)
 
@@ -126,7 +144,7 @@ class Slices:
             if v is not None and v.wave_blocks:
                 self.wave[func] = int(v.wave_blocks)
             per = self.ns_per_block.get(func)
-            if per is None or per <= 0:
+            if per is None or per <= 0 or self.forced is not None:
                 continue
             want = max(1, int(target_ns / per))
             old = self.planned.get(func, 0)
@@ -135,9 +153,11 @@ class Slices:
                 self._write(func, want)
 
     def _write(self, func: int, blocks: int) -> None:
-        if self.blocks.get(func) != blocks:
-            self.att.set_slice_blocks(self.slots[func], blocks)
-            self.blocks[func] = blocks
+        """``blocks`` a slice of ``func`` from its next slice on (exactly, when forced)."""
+        key = blocks | (L.SLICE_FORCED if self.forced is not None else 0)
+        if self.blocks.get(func) != key:
+            self.att.set_slice_blocks(self.slots[func], blocks, forced=self.forced is not None)
+            self.blocks[func] = key
 
     def restore(self) -> None:
         """Outside HP requests: the budget's slice sizes again for the functions whose
@@ -151,12 +171,15 @@ class Slices:
         """Inside an HP request: the largest slice of ``func`` (whole waves, within
         ``cap_ns``) whose predicted duration ``fits`` the bubble now, written as the
         next slice's size; 0 when not even one wave fits; None when ``func`` does not
-        run as slices or its block time or wave is not known yet."""
+        run as slices or its block time or wave is not known yet. With the operator's
+        size: that size when it fits, else 0."""
         if not self.on or func not in self.slots or func in self.failed:
             return None
         per, wave = self.ns_per_block.get(func), self.wave.get(func, 0)
         if per is None or per <= 0 or wave <= 0:
             return None
+        if self.forced is not None:  # the operator's size, never resized to the bubble
+            return self.forced if fits(per * self.forced) else 0
         wave_ns = per * wave
         if not fits(wave_ns):
             return 0
