@@ -854,6 +854,15 @@ def run_session(ctx: Ctx, env_spec: Env, pairs: list[Pair], lp_alone: bool) -> N
                     raise StepError(f"LP not attached as expected (gated should be "
                                     f"{want_gated}): {att or 'no task ' + LP_TASK!r}",
                                     lp_proc.tail_text())  # fmt: skip
+                if a.lp_slice_blocks is not None:
+                    from hbtui.engine.client import ClientError
+
+                    try:
+                        with eng.client() as c:
+                            got = c.set_slice(LP_TASK, blocks=a.lp_slice_blocks)
+                    except ClientError as e:
+                        raise StepError(f"set_slice blocks={a.lp_slice_blocks}: {e}") from None
+                    sess["lp_slice_blocks"] = got.get("blocks")
             pre = a.duration if lp_alone else a.pre_window
             if pre > 0:
                 t0 = time.monotonic()
@@ -1198,6 +1207,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="MPS scenarios: the LP runs on at most N %% of the SMs (`hbtui run "
                          "--sm-percent`; plain MPS: CUDA_MPS_ACTIVE_THREAD_PERCENTAGE), the "
                          "rest left free for the HP's kernels")  # fmt: skip
+    ap.add_argument("--lp-slice-blocks", type=int, default=None, metavar="N",
+                    help="hbtui scenarios: once the LP attached, set every slice of its "
+                         "sliced kernels to exactly N blocks (set_slice blocks; below a "
+                         "wave too), for the eager service's short host gaps")  # fmt: skip
     ap.add_argument("--pin", action="store_true",
                     help="pin the HP's process tree to whole physical cores of its own (a "
                          "quarter) and the engine, the LP and MPS to the rest")  # fmt: skip
@@ -1228,6 +1241,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         ap.error("--repeat: 1 to 9")
     if a.lp_sm_percent is not None and not 1 <= a.lp_sm_percent <= 100:
         ap.error("--lp-sm-percent: 1 to 100")
+    if a.lp_slice_blocks is not None and not 1 <= a.lp_slice_blocks < 2**31:
+        ap.error("--lp-slice-blocks: a whole number of blocks, 1 or more")
     a.scenarios = with_repeats(a.scenarios, a.repeat)
     defaults = {"duration": (10.0, 3.0), "drain": (4.0, 2.0), "pre_window": (2.0, 1.0),
                 "budget": (540.0, 600.0)}  # fmt: skip

@@ -100,6 +100,11 @@ def test_edits_of_an_attached_task_and_refused_removal(engine, env: dict, native
         c.call("remove_task", {"task": "train"})
     st = _task(c, "train")
     assert st is not None and st["slice_us"] == 250 and st["priority"] == 3
+    # the operator's exact slice size (below a wave too), over the wire
+    assert c.call("set_slice", {"task": "train", "blocks": 40})["blocks"] == 40
+    st = _task(c, "train")
+    assert st is not None and st["slice_blocks"] == 40 and st["slice_us"] == 250
+    assert c.call("set_slice", {"task": "train", "us": 300})["blocks"] is None
     c.call("set_policy", {"policy": "hummingbird"})
     assert p.finish() == 0
 
