@@ -55,6 +55,7 @@ API_MODULE_LOAD = 8  # cuModuleLoad(path): the file's bytes are hashed
 IMG_UNKNOWN, IMG_CUBIN, IMG_FATBIN, IMG_PTX = 0, 1, 2, 3
 VAR_UNTRIED, VAR_READY, VAR_FAILED = 0, 1, 2
 SLICE_FORCED = 1 << 31  # Variant.slice_blocks: exactly the low 31 bits (below a wave too)
+SLICE_MAX_BLOCKS = 1 << 30  # blocks a slice at most (before whole rows)
 
 u8, u16, u32, i32 = ctypes.c_uint8, ctypes.c_uint16, ctypes.c_uint32, ctypes.c_int32
 u64, i64 = ctypes.c_uint64, ctypes.c_int64

@@ -243,6 +243,7 @@ typedef struct {
 } hb_variant;
 
 #define HB_SLICE_FORCED 0x80000000u  // hb_variant.slice_blocks: an exact count, no wave rounding
+#define HB_SLICE_MAX_BLOCKS (1u << 30)  // per slice before rows: + a row + half a wave < 2^32
 
 static inline uint32_t hb_variant_slot(uint64_t func) {
   return (uint32_t)((func * 0x9E3779B97F4A7C15ULL) >> 54) & (HB_VARIANT_CAP - 1);

@@ -21,7 +21,6 @@
 #define HB_SLICE_FN_CAP 4096u   // process-local functions seen (power of two)
 #define HB_SLICE_MOD_CAP 256u   // sliced modules loaded by this process
 #define HB_SLICE_MAX_PARAMS 4096u
-#define HB_SLICE_MAX_BLOCKS (1u << 30)  // per slice before rows: + a row + half a wave < 2^32
 #define HB_PARAM_BUF_MAX 32768u  // the driver's kernel parameter limit (CUDA 12.1+)
 #define CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES 8
 #define CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT 16

@@ -80,11 +80,12 @@ class FakeAtt:
         self.hp_comp_us = us
 
     def publish_variant(self, func: int, module_hash: int, name: str, nparams: int,
-                        param_bytes: int | None) -> int:  # fmt: skip
+                        param_bytes: int | None, slice_blocks: int = 0) -> int:  # fmt: skip
         self.__dict__.setdefault("variants", {})
         self.variants[func] = SimpleNamespace(func=func, module_hash=module_hash, name=name,
                                               nparams=nparams, param_bytes=param_bytes,
-                                              slice_blocks=0, state=1, wave_blocks=264)  # fmt: skip
+                                              slice_blocks=slice_blocks, state=1,
+                                              wave_blocks=264)  # fmt: skip
         return func  # the "slot"
 
     def variant(self, func: int) -> SimpleNamespace | None:
@@ -290,9 +291,12 @@ def test_slices_inside_a_request_are_sized_to_the_bubble() -> None:
 
 def test_an_operator_block_count_is_every_slice_exactly_inside_requests_too() -> None:
     """``set_slice(blocks=N)`` on an attached LP program: every sliced function's slices
-    are N blocks with the interceptor's no-rounding bit (below a wave too), the plan and the
-    bubble sizing leave them alone, the gate predicts N blocks' time; ``us`` again: the
-    planned sizes come back. Its state reports the count; an HP program has no slices."""
+    are N blocks with the interceptor's no-rounding bit (below a wave too), published so
+    from the start for functions that come later; the plan leaves them alone; the gate
+    predicts a forced slice from those seen at that size (not the block model, which it
+    leaves untouched) and lets one into a bubble only once seen, within the cap; ``us``
+    again: the planned sizes come back. An HP program has no slices; sizes above what a
+    slice can hold are refused."""
     w = FakeWorker()
     s = AttachedSet(lambda: "hummingbird", variants=w)  # type: ignore[arg-type]
     s.other_hp = lambda: True
@@ -313,13 +317,25 @@ def test_an_operator_block_count_is_every_slice_exactly_inside_requests_too() ->
     assert s.task_state(at)["slice_blocks"] == 40
     sl.plan(2 * 10**12, 100_000)  # the plan leaves the operator's size alone
     assert att.variants[0xF1].slice_blocks == 40 | L.SLICE_FORCED
-    assert abs(sl.duration_ns(0xF1) - 40 * 20_000 / 264) < 1e-6
-    assert sl.fit_blocks(0xF1, lambda d: d <= 5_000, 100_000) == 40  # ~3 us: fits
-    assert sl.fit_blocks(0xF1, lambda d: d <= 1_000, 100_000) == 0  # never resized
+    assert sl.duration_ns(0xF1) == 20_000  # none seen yet: one wave's time, not 40 blocks'
+    assert sl.fit_blocks(0xF1, lambda d: True, 100_000) == 0  # never into a bubble unseen
+    sl.learn(0xF1, 40, 18_000.0)  # a 40-block slice took 18 us (a block's lifetime)
+    assert sl.duration_ns(0xF1) == 18_000 and sl.ns_per_block[0xF1] == 20_000 / 264
+    assert sl.fit_blocks(0xF1, lambda d: d <= 20_000, 100_000) == 40
+    assert sl.fit_blocks(0xF1, lambda d: d <= 10_000, 100_000) == 0  # the bubble: never resized
+    assert sl.fit_blocks(0xF1, lambda d: True, 15_000) == 0  # the cap (budget, SLO slack)
     assert att.variants[0xF1].slice_blocks == 40 | L.SLICE_FORCED
+    # a function published while forced starts at the operator's size
+    sl.publish(0xF3, PTX_MOD, V.EntryInfo("k3", "sliced", None, 2, 12))
+    assert att.variants[0xF3].slice_blocks == 40 | L.SLICE_FORCED
+    s.set_slice(at.task.name, blocks=80)  # a new size: what was seen at 40 no longer counts
+    assert sl.fit_blocks(0xF1, lambda d: True, 100_000) == 0
     s.set_slice(at.task.name, us=200.0)
-    assert att.variants[0xF1].slice_blocks == 1320 and sl.forced is None
-    assert s.task_state(at)["slice_blocks"] is None and at.task.slice_us == 200.0
+    assert att.variants[0xF1].slice_blocks == 1320 and att.variants[0xF3].slice_blocks == 0
+    assert sl.forced is None and s.task_state(at)["slice_blocks"] is None
+    assert at.task.slice_us == 200.0
+    with pytest.raises(ControlError, match="at most 1073741824 blocks"):
+        s.set_slice(at.task.name, blocks=2**31)
     hp, _ = _attach(s, "hp")
     with pytest.raises(ControlError, match="not an LP program"):
         s.set_slice(hp.task.name, blocks=8)

@@ -220,6 +220,10 @@ class AttachedSet:
         if at.lp is None:
             raise ControlError("bad_value", f"set_slice: {name!r} is not an LP program")
         if blocks is not None:
+            if blocks > L.SLICE_MAX_BLOCKS:
+                raise ControlError("bad_value", f"set_slice: {name!r} runs its kernels as slices "
+                                                f"of at most {L.SLICE_MAX_BLOCKS} blocks, got "
+                                                f"{blocks}")  # fmt: skip
             at.task.slice_blocks = int(blocks)
             at.lp.slices.set_forced(int(blocks))
         else:

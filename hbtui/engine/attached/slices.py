@@ -14,8 +14,11 @@ the driver for), at least one wave; until a block time is known a slice is one w
 
 An operator's block count (``set_slice`` with ``blocks``) replaces all of that: every
 sliced function's slices are exactly that many blocks, below a wave too (the interceptor
-then does no wave rounding: ``layout.SLICE_FORCED``), inside requests as outside; the
-gate predicts such a slice's time from the blocks it learned at that size.
+then does no wave rounding: ``layout.SLICE_FORCED``; whole rows still), inside requests
+as outside. A slice below a wave takes about one block's lifetime however few blocks it
+has, so the block-time model does not hold for it: the gate predicts a forced slice from
+the slices seen at that size (their own average, restarted at every new size, the block
+model left untouched), and lets one into a bubble only once some were seen.
 """
 
 from __future__ import annotations
@@ -43,11 +46,12 @@ class Slices:
         self.att = att
         self.slots: dict[int, int] = {}  # func -> its variant's slot in the segment
         self.ns_per_block: dict[int, float] = {}  # func -> learned GPU time of one block
-        self.blocks: dict[int, int] = {}  # func -> slice_blocks written now (| SLICE_FORCED)
+        self.blocks: dict[int, tuple[int, bool]] = {}  # func -> slice_blocks written, forced
         self.planned: dict[int, int] = {}  # func -> slice_blocks for the budget (plan)
         self.wave: dict[int, int] = {}  # func -> blocks per wave (the interceptor's figure)
         self.on = False
         self.forced: int | None = None  # the operator's exact blocks a slice (None: planned)
+        self.forced_ns: dict[int, float] = {}  # func -> GPU time of its slices at that size
         self.sliced_ns = 0.0  # GPU time of completed slices
         self.slices = 0
         self.names: dict[int, str] = {}  # func -> entry name (published functions)
@@ -65,21 +69,23 @@ class Slices:
             return True
         if entry.params is None:
             return False
+        forced = 0 if self.forced is None else self.forced | L.SLICE_FORCED
         slot = self.att.publish_variant(func, module_hash, entry.name, entry.params,
-                                        entry.param_bytes)  # fmt: skip
+                                        entry.param_bytes, slice_blocks=forced)  # fmt: skip
         if slot is None:  # table full or a name too long: it runs whole
             return False
         self.slots[func] = slot
         self.names[func] = entry.name
         self._order.append(func)
         if self.forced is not None:
-            self._write(func, self.forced)
+            self.blocks[func] = (self.forced, True)  # published with it
         return True
 
     def set_forced(self, blocks: int | None) -> None:
         """Every slice exactly ``blocks`` blocks (the operator's); None: the planned sizes
         again (those not planned yet go back to one wave)."""
         self.forced = blocks
+        self.forced_ns.clear()
         self._resized.clear()
         for func in self.slots:
             self._write(func, blocks if blocks is not None else self.planned.get(func, 0))
@@ -110,6 +116,10 @@ class Slices:
         self.slices += 1
         if blocks <= 0:
             return
+        if self.forced is not None:  # its own average: the block model does not hold below a wave
+            old = self.forced_ns.get(func)
+            self.forced_ns[func] = share_ns if old is None else old + EWMA * (share_ns - old)
+            return
         x = share_ns / blocks
         old = self.ns_per_block.get(func)
         self.ns_per_block[func] = x if old is None else old + EWMA * (x - old)
@@ -121,11 +131,13 @@ class Slices:
             return None  # (failed: its launches run whole)
         per = self.ns_per_block.get(func)
         wave = self.wave.get(func, 0)
+        if self.forced is not None and func in self.forced_ns:
+            return self.forced_ns[func]
         if per is None or wave <= 0:
             return None
-        if self.forced is not None:
-            return per * self.forced
-        want = self.blocks.get(func, 0)
+        if self.forced is not None:  # none seen at this size yet: its waves, at least one
+            return per * wave * -(-self.forced // wave)
+        want = self.blocks.get(func, (0, False))[0]
         return per * max(wave, want // wave * wave)
 
     def plan(self, now_ns: int, target_ns: float) -> None:
@@ -154,7 +166,7 @@ class Slices:
 
     def _write(self, func: int, blocks: int) -> None:
         """``blocks`` a slice of ``func`` from its next slice on (exactly, when forced)."""
-        key = blocks | (L.SLICE_FORCED if self.forced is not None else 0)
+        key = (blocks, self.forced is not None)
         if self.blocks.get(func) != key:
             self.att.set_slice_blocks(self.slots[func], blocks, forced=self.forced is not None)
             self.blocks[func] = key
@@ -172,14 +184,15 @@ class Slices:
         ``cap_ns``) whose predicted duration ``fits`` the bubble now, written as the
         next slice's size; 0 when not even one wave fits; None when ``func`` does not
         run as slices or its block time or wave is not known yet. With the operator's
-        size: that size when it fits, else 0."""
+        size: that size when a slice of it was seen and its time fits, else 0."""
         if not self.on or func not in self.slots or func in self.failed:
             return None
+        if self.forced is not None:  # the operator's size, never resized to the bubble
+            d = self.forced_ns.get(func)
+            return self.forced if d is not None and d <= cap_ns and fits(d) else 0
         per, wave = self.ns_per_block.get(func), self.wave.get(func, 0)
         if per is None or per <= 0 or wave <= 0:
             return None
-        if self.forced is not None:  # the operator's size, never resized to the bubble
-            return self.forced if fits(per * self.forced) else 0
         wave_ns = per * wave
         if not fits(wave_ns):
             return 0
