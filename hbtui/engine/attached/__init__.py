@@ -217,19 +217,13 @@ class AttachedSet:
         every slice of the program's sliced kernels exactly that many blocks, below a
         wave too (its whole kernels are not affected; the budget stays)."""
         at = self._get(name)
-        if at.lp is None:
-            raise ControlError("bad_value", f"set_slice: {name!r} is not an LP program")
-        if blocks is not None:
-            if blocks > L.SLICE_MAX_BLOCKS:
-                raise ControlError("bad_value", f"set_slice: {name!r} runs its kernels as slices "
-                                                f"of at most {L.SLICE_MAX_BLOCKS} blocks, got "
-                                                f"{blocks}")  # fmt: skip
-            at.task.slice_blocks = int(blocks)
-            at.lp.slices.set_forced(int(blocks))
-        else:
+        if at.lp is None or (blocks or 0) > L.SLICE_MAX_BLOCKS:
+            why = "is not an LP program" if at.lp is None else "takes at most 2^30 blocks a slice"
+            raise ControlError("bad_value", f"set_slice: {name!r} {why}, got {blocks}")
+        if blocks is None:
             at.task.slice_us = us
-            at.task.slice_blocks = None
-            at.lp.slices.set_forced(None)
+        at.task.slice_blocks = None if blocks is None else int(blocks)
+        at.lp.slices.set_forced(at.task.slice_blocks)
 
     def set_slo(self, name: str, ms: float | None = None, factor: float | None = None) -> None:
         t = self._get(name).task
