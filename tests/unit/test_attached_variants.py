@@ -294,9 +294,10 @@ def test_an_operator_block_count_is_every_slice_exactly_inside_requests_too() ->
     are N blocks with the interceptor's no-rounding bit (below a wave too), published so
     from the start for functions that come later; the plan leaves them alone; the gate
     predicts a forced slice from those seen at that size (not the block model, which it
-    leaves untouched) and lets one into a bubble only once seen, within the cap; ``us``
-    again: the planned sizes come back. An HP program has no slices; sizes above what a
-    slice can hold are refused."""
+    leaves untouched; slices issued before a change teach nothing) and, until one was
+    seen, leaves a bubble to the whole-kernel rule; within the cap; ``us`` again: the
+    planned sizes come back. An HP program has no slices; sizes above what a slice can
+    hold are refused (2^30 itself is taken)."""
     w = FakeWorker()
     s = AttachedSet(lambda: "hummingbird", variants=w)  # type: ignore[arg-type]
     s.other_hp = lambda: True
@@ -318,7 +319,9 @@ def test_an_operator_block_count_is_every_slice_exactly_inside_requests_too() ->
     sl.plan(2 * 10**12, 100_000)  # the plan leaves the operator's size alone
     assert att.variants[0xF1].slice_blocks == 40 | L.SLICE_FORCED
     assert sl.duration_ns(0xF1) == 20_000  # none seen yet: one wave's time, not 40 blocks'
-    assert sl.fit_blocks(0xF1, lambda d: True, 100_000) == 0  # never into a bubble unseen
+    assert sl.fit_blocks(0xF1, lambda d: True, 100_000) is None  # unseen: the whole-kernel rule
+    sl.learn(0xF1, 1320, 99_000.0, issued_ns=1)  # issued before the change: teaches nothing
+    assert 0xF1 not in sl.forced_ns and sl.ns_per_block[0xF1] == 20_000 / 264
     sl.learn(0xF1, 40, 18_000.0)  # a 40-block slice took 18 us (a block's lifetime)
     assert sl.duration_ns(0xF1) == 18_000 and sl.ns_per_block[0xF1] == 20_000 / 264
     assert sl.fit_blocks(0xF1, lambda d: d <= 20_000, 100_000) == 40
@@ -329,13 +332,18 @@ def test_an_operator_block_count_is_every_slice_exactly_inside_requests_too() ->
     sl.publish(0xF3, PTX_MOD, V.EntryInfo("k3", "sliced", None, 2, 12))
     assert att.variants[0xF3].slice_blocks == 40 | L.SLICE_FORCED
     s.set_slice(at.task.name, blocks=80)  # a new size: what was seen at 40 no longer counts
-    assert sl.fit_blocks(0xF1, lambda d: True, 100_000) == 0
+    assert sl.fit_blocks(0xF1, lambda d: True, 100_000) is None
+    assert att.variants[0xF3].slice_blocks == 80 | L.SLICE_FORCED
+    sl.learn(0xF1, 40, 18_000.0, issued_ns=1)  # a 40-block slice still in flight: ignored
+    assert 0xF1 not in sl.forced_ns
     s.set_slice(at.task.name, us=200.0)
     assert att.variants[0xF1].slice_blocks == 1320 and att.variants[0xF3].slice_blocks == 0
     assert sl.forced is None and s.task_state(at)["slice_blocks"] is None
     assert at.task.slice_us == 200.0
     with pytest.raises(ControlError, match=r"at most 2\^30 blocks a slice"):
-        s.set_slice(at.task.name, blocks=2**31)
+        s.set_slice(at.task.name, blocks=2**30 + 1)
+    s.set_slice(at.task.name, blocks=2**30)
+    assert att.variants[0xF1].slice_blocks == 2**30 | L.SLICE_FORCED
     hp, _ = _attach(s, "hp")
     with pytest.raises(ControlError, match="not an LP program"):
         s.set_slice(hp.task.name, blocks=8)

@@ -105,7 +105,7 @@ class LpGate:
             self.slot_seen[slot] = now_ns
             for f in fs:
                 if f.blocks:  # a slice: its function's block time (whole launches: below)
-                    self.slices.learn(f.func, f.blocks, share)
+                    self.slices.learn(f.func, f.blocks, share, f.issue_ns)
                 else:
                     old = self.dur.get(f.func)
                     self.dur[f.func] = share if old is None else old + EWMA * (share - old)

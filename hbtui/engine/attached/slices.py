@@ -17,12 +17,14 @@ sliced function's slices are exactly that many blocks, below a wave too (the int
 then does no wave rounding: ``layout.SLICE_FORCED``; whole rows still), inside requests
 as outside. A slice below a wave takes about one block's lifetime however few blocks it
 has, so the block-time model does not hold for it: the gate predicts a forced slice from
-the slices seen at that size (their own average, restarted at every new size, the block
-model left untouched), and lets one into a bubble only once some were seen.
+the slices seen at that size (their own average, restarted at every new size; slices
+issued before a change teach neither model), and until one was seen a bubble is judged
+by the whole-kernel rule.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from hbtui.attach import layout as L
@@ -52,6 +54,8 @@ class Slices:
         self.on = False
         self.forced: int | None = None  # the operator's exact blocks a slice (None: planned)
         self.forced_ns: dict[int, float] = {}  # func -> GPU time of its slices at that size
+        self._size_since_ns = 0  # CLOCK_MONOTONIC of the last set_forced: older slices had
+        # the size before it and teach neither model
         self.sliced_ns = 0.0  # GPU time of completed slices
         self.slices = 0
         self.names: dict[int, str] = {}  # func -> entry name (published functions)
@@ -86,6 +90,7 @@ class Slices:
         again (those not planned yet go back to one wave)."""
         self.forced = blocks
         self.forced_ns.clear()
+        self._size_since_ns = time.monotonic_ns()  # the interceptor's clock (issue_ns)
         self._resized.clear()
         for func in self.slots:
             self._write(func, blocks if blocks is not None else self.planned.get(func, 0))
@@ -110,11 +115,12 @@ class Slices:
             self.on = on
             self.att.set_slicing(on)
 
-    def learn(self, func: int, blocks: int, share_ns: float) -> None:
-        """A slice of ``blocks`` blocks of ``func`` took about ``share_ns`` on the GPU."""
+    def learn(self, func: int, blocks: int, share_ns: float, issued_ns: int | None = None) -> None:
+        """A slice of ``blocks`` blocks of ``func`` (issued at ``issued_ns``, CLOCK_MONOTONIC)
+        took about ``share_ns`` on the GPU."""
         self.sliced_ns += share_ns
         self.slices += 1
-        if blocks <= 0:
+        if blocks <= 0 or (issued_ns is not None and issued_ns < self._size_since_ns):
             return
         if self.forced is not None:  # its own average: the block model does not hold below a wave
             old = self.forced_ns.get(func)
@@ -184,12 +190,14 @@ class Slices:
         ``cap_ns``) whose predicted duration ``fits`` the bubble now, written as the
         next slice's size; 0 when not even one wave fits; None when ``func`` does not
         run as slices or its block time or wave is not known yet. With the operator's
-        size: that size when a slice of it was seen and its time fits, else 0."""
+        size: that size when its slices' time fits, else 0; None while none was seen."""
         if not self.on or func not in self.slots or func in self.failed:
             return None
         if self.forced is not None:  # the operator's size, never resized to the bubble
             d = self.forced_ns.get(func)
-            return self.forced if d is not None and d <= cap_ns and fits(d) else 0
+            if d is None:  # none seen at this size (or it runs whole): the whole-kernel rule
+                return None
+            return self.forced if d <= cap_ns and fits(d) else 0
         per, wave = self.ns_per_block.get(func), self.wave.get(func, 0)
         if per is None or per <= 0 or wave <= 0:
             return None
