@@ -13,7 +13,6 @@
 // the lines the interceptor writes are shared with another core; without a segment it
 // spins all the same.
 #define _GNU_SOURCE
-#include <dlfcn.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <string.h>
@@ -21,31 +20,11 @@
 #include <unistd.h>
 
 #include "../../hbtui/native/hbtui_shm.h"
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <time.h>
-
-typedef int (*init_t)(unsigned);
-typedef int (*devget_t)(int *, int);
-typedef int (*retain_t)(void **, int);
-typedef int (*setcur_t)(void *);
-typedef int (*modload_t)(void **, const void *);
-typedef int (*getfn_t)(void **, void *, const char *);
-typedef int (*screate_t)(void **, unsigned);
-typedef int (*ssync_t)(void *);
-typedef int (*launch_t)(void *, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned,
-                        unsigned, void *, void **, void **);
+#include "driver_bench.h"
 
 static const char PTX[] =
     ".version 7.0\n.target sm_50\n.address_size 64\n"
     ".visible .entry hb_empty(.param .u64 p) { ret; }\n";
-
-static int64_t now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
 
 static volatile int g_stop;
 static int64_t g_poll_ns;
@@ -81,21 +60,6 @@ static void *poller(void *arg) {
   }
   return NULL;
 }
-
-static int cmp(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return (x > y) - (x < y);
-}
-
-#define SYM(T, name) T name = (T)dlsym(h, #name)
-#define CHECK(call)                                            \
-  do {                                                         \
-    int rc_ = (call);                                          \
-    if (rc_) {                                                 \
-      fprintf(stderr, "%s failed: %d\n", #call, rc_);         \
-      return 3;                                                \
-    }                                                          \
-  } while (0)
 
 int main(int argc, char **argv) {
   int batches = argc > 1 ? atoi(argv[1]) : 2000;

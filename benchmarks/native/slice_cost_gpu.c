@@ -10,28 +10,14 @@
 // fake driver of the CPU tests).
 //   slice_cost_gpu BATCHES WAVES [PER]
 #define _GNU_SOURCE
-#include <dlfcn.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <time.h>
+#include "driver_bench.h"
 
-typedef int (*init_t)(unsigned);
-typedef int (*devget_t)(int *, int);
-typedef int (*retain_t)(void **, int);
-typedef int (*setcur_t)(void *);
-typedef int (*modload_t)(void **, const void *);
-typedef int (*getfn_t)(void **, void *, const char *);
-typedef int (*screate_t)(void **, unsigned);
-typedef int (*ssync_t)(void *);
 typedef int (*csync_t)(void);
 typedef int (*attr_t)(int *, int, int);
 typedef int (*occ_t)(int *, void *, int, size_t);
 typedef int (*alloc_t)(uint64_t *, size_t);
 typedef int (*memset_t)(uint64_t, unsigned, size_t);
 typedef int (*dtoh_t)(void *, uint64_t, size_t);
-typedef int (*launch_t)(void *, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned,
-                        unsigned, void *, void **, void **);
 
 static const char PTX[] =
     ".version 7.0\n.target sm_50\n.address_size 64\n"
@@ -45,27 +31,6 @@ static const char PTX[] =
 #define WARMUP 50  // untimed batches first
 #define SM_COUNT 16  // CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT
 
-static int64_t now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
-
-static int cmp(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return (x > y) - (x < y);
-}
-
-#define SYM(T, name, alt) T name = (T)dlsym(h, alt)
-#define CHECK(call)                                            \
-  do {                                                         \
-    int rc_ = (call);                                          \
-    if (rc_) {                                                 \
-      fprintf(stderr, "%s failed: %d\n", #call, rc_);         \
-      return 3;                                                \
-    }                                                          \
-  } while (0)
-
 int main(int argc, char **argv) {
   if (argc < 3) {
     fprintf(stderr, "usage: slice_cost_gpu BATCHES WAVES [PER]\n");
@@ -78,21 +43,21 @@ int main(int argc, char **argv) {
     fprintf(stderr, "no libcuda.so.1: %s\n", dlerror());
     return 2;
   }
-  SYM(init_t, cuInit, "cuInit");
-  SYM(devget_t, cuDeviceGet, "cuDeviceGet");
-  SYM(retain_t, cuDevicePrimaryCtxRetain, "cuDevicePrimaryCtxRetain");
-  SYM(setcur_t, cuCtxSetCurrent, "cuCtxSetCurrent");
-  SYM(modload_t, cuModuleLoadData, "cuModuleLoadData");
-  SYM(getfn_t, cuModuleGetFunction, "cuModuleGetFunction");
-  SYM(screate_t, cuStreamCreate, "cuStreamCreate");
-  SYM(ssync_t, cuStreamSynchronize, "cuStreamSynchronize");
-  SYM(csync_t, cuCtxSynchronize, "cuCtxSynchronize");
-  SYM(attr_t, cuDeviceGetAttribute, "cuDeviceGetAttribute");
-  SYM(occ_t, cuOccupancy, "cuOccupancyMaxActiveBlocksPerMultiprocessor");
-  SYM(alloc_t, cuMemAlloc, "cuMemAlloc_v2");
-  SYM(memset_t, cuMemsetD32, "cuMemsetD32_v2");
-  SYM(dtoh_t, cuMemcpyDtoH, "cuMemcpyDtoH_v2");
-  SYM(launch_t, cuLaunchKernel, "cuLaunchKernel");
+  SYM(init_t, cuInit);
+  SYM(devget_t, cuDeviceGet);
+  SYM(retain_t, cuDevicePrimaryCtxRetain);
+  SYM(setcur_t, cuCtxSetCurrent);
+  SYM(modload_t, cuModuleLoadData);
+  SYM(getfn_t, cuModuleGetFunction);
+  SYM(screate_t, cuStreamCreate);
+  SYM(ssync_t, cuStreamSynchronize);
+  SYM(csync_t, cuCtxSynchronize);
+  SYM(attr_t, cuDeviceGetAttribute);
+  occ_t cuOccupancy = (occ_t)dlsym(h, "cuOccupancyMaxActiveBlocksPerMultiprocessor");
+  alloc_t cuMemAlloc = (alloc_t)dlsym(h, "cuMemAlloc_v2");  // (the _v2 ABI: 64-bit pointers)
+  memset_t cuMemsetD32 = (memset_t)dlsym(h, "cuMemsetD32_v2");
+  dtoh_t cuMemcpyDtoH = (dtoh_t)dlsym(h, "cuMemcpyDtoH_v2");
+  SYM(launch_t, cuLaunchKernel);
   if (!cuInit || !cuModuleLoadData || !cuModuleGetFunction || !cuStreamSynchronize ||
       !cuDeviceGetAttribute || !cuOccupancy || !cuLaunchKernel) {
     fprintf(stderr, "libcuda.so.1 lacks an entry point this program needs\n");
